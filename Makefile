@@ -1,0 +1,34 @@
+# contextbox — `make test` is what CI runs (.ci/run); `make demo` is the offline demo.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: install install-local test demo lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+install: $(BIN)/python
+	$(PIP) install -e '.[dev]'
+
+install-local: $(BIN)/python
+	$(PIP) install -e '.[dev,local]'
+
+test: install-local
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+demo: $(BIN)/python
+	$(PIP) install -e '.[local]'
+	$(BIN)/rlm model prepare
+	$(BIN)/rlm demo war-and-peace
+
+lint: install
+	$(BIN)/ruff check src tests bench
+
+bench: install
+	$(BIN)/python bench/bench_core.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,28 @@
+"""contextbox — a Recursive Language Model engine.
+
+    from contextbox import RLM, Context
+    result = RLM(model="openai/gpt-4o-mini").run("Who wrote the letter?", Context.load("novel.txt"))
+    print(result.answer, result.status, result.iterations, result.usage.total.total_tokens)
+"""
+
+from .config import Config
+from .context import Context, Document
+from .engine import RLM, RunStream
+from .errors import ContextboxError
+from .types import Event, Limits, RunResult, Usage, UsageReport
+
+__version__ = "0.1.0"
+__all__ = [
+    "RLM",
+    "Config",
+    "Context",
+    "ContextboxError",
+    "Document",
+    "Event",
+    "Limits",
+    "RunResult",
+    "RunStream",
+    "Usage",
+    "UsageReport",
+    "__version__",
+]

@@ -1,0 +1,341 @@
+"""The ``rlm`` command line. Rich output lives here only."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+from .config import Config
+from .context import Context
+from .errors import ContextboxError, UsageError
+from .types import Event
+
+EXIT_OK, EXIT_NO_ANSWER, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
+        sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="rlm", description="Recursive Language Models: ask questions about huge contexts.")
+    p.add_argument("--config", help="config file (default: ./contextbox.toml, then $XDG_CONFIG_HOME/contextbox/config.toml)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    ask = sub.add_parser("ask", help="answer a question about a context")
+    ask.add_argument("question")
+    ask.add_argument("-c", "--context", action="append", default=[], metavar="PATH",
+                     help="a file, a directory, or - for stdin (repeatable)")
+    ask.add_argument("--include", action="append", metavar="GLOB", help="only these files of a directory")
+    ask.add_argument("--exclude", action="append", metavar="GLOB", help="skip these files of a directory")
+    ask.add_argument("--model", help="root model spec: NAME/MODEL, scripted:PATH, local, local:PATH.gguf")
+    ask.add_argument("--sub-model", help="sub-model spec for delegation (default: the root model)")
+    ask.add_argument("--levels", help="allowed levels, e.g. l1 or l1,l2,l4 (default from config: l1)")
+    ask.add_argument("--max-iterations", type=_positive_int)
+    ask.add_argument("--timeout", type=float, dest="timeout_s", metavar="SECONDS")
+    ask.add_argument("--max-tokens", type=_positive_int, dest="max_total_tokens", metavar="N",
+                     help="stop when the run has used this many tokens")
+    ask.add_argument("--max-cost", type=float, dest="max_cost_usd", metavar="USD")
+    ask.add_argument("--json", action="store_true", help="print one JSON object instead of the answer")
+    ask.add_argument("--runs-dir", help="where run logs go (default $XDG_DATA_HOME/contextbox/runs)")
+    ask.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+
+    cfg = sub.add_parser("config", help="show the effective configuration")
+    cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
+    show = cfg_sub.add_parser("show", help="print the effective config, secrets masked")
+    show.add_argument("--json", action="store_true")
+
+    runs = sub.add_parser("runs", help="list and show recorded runs")
+    runs.add_argument("--runs-dir")
+    runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=_Parser)
+    rl = runs_sub.add_parser("list", help="recent runs")
+    rl.add_argument("-n", type=_positive_int, default=20)
+    rl.add_argument("--json", action="store_true")
+    rl.add_argument("--runs-dir", dest="runs_dir_sub")
+    rs = runs_sub.add_parser("show", help="one run, event by event")
+    rs.add_argument("run_id")
+    rs.add_argument("--json", action="store_true", help="the raw JSONL events")
+    rs.add_argument("--runs-dir", dest="runs_dir_sub")
+
+    model = sub.add_parser("model", help="the embedded local model")
+    model_sub = model.add_subparsers(dest="model_command", metavar="ACTION", parser_class=_Parser)
+    model_sub.add_parser("info", help="path, size and hash state of the local model")
+    model_sub.add_parser("prepare", help="assemble and verify the local model now")
+
+    demo = sub.add_parser("demo", help="run a demo")
+    demo.add_argument("name", choices=["war-and-peace"])
+    demo.add_argument("--model")
+    demo.add_argument("--text", help="path of War and Peace (Project Gutenberg #2600)")
+    demo.add_argument("--depth", type=float, default=0.5, help="where to hide the sentence, 0..1")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--levels")
+    demo.add_argument("--runs-dir")
+    demo.add_argument("--json", action="store_true")
+    return p
+
+
+# ---------------------------------------------------------------------- progress
+class Progress:
+    """Live progress on stderr: a rich status line on a terminal, plain lines otherwise."""
+
+    def __init__(self, quiet: bool):
+        from rich.console import Console
+
+        self.console = Console(stderr=True, highlight=False, soft_wrap=True)
+        self.quiet = quiet
+        self.live = self.console.is_terminal and not quiet
+        self.status = self.console.status("starting…") if self.live else None
+        self.t0 = time.monotonic()
+        self.tokens = 0
+        self.iteration = 0
+        self.max_iter = 0
+        self.last = ""
+
+    def __enter__(self) -> Progress:
+        if self.status:
+            self.status.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.status:
+            self.status.stop()
+
+    def _line(self) -> str:
+        return (f"iter {self.iteration}/{self.max_iter} · {self.last[:70]} · "
+                f"{self.tokens:,} tokens · {time.monotonic() - self.t0:.1f}s")
+
+    def _print(self, msg: str) -> None:
+        if not self.quiet:
+            self.console.print(msg, markup=False)
+
+    def on_event(self, ev: Event) -> None:
+        d = ev.data
+        indent = "  " * ev.path.count(".")
+        if ev.type == "run_start" and ev.path == "0":
+            self.max_iter = d["limits"]["max_iterations"]
+            self._print(f"run {ev.run_id} · model {d['model']} · levels {','.join(d['levels'])} · "
+                        f"context {d['context']['chars']:,} chars")
+        elif ev.type == "iteration_start":
+            if ev.path == "0":
+                self.iteration = d["iteration"]
+        elif ev.type == "lm_response":
+            self.tokens += d["input_tokens"] + d["output_tokens"]
+            self.last = "model replied"
+        elif ev.type == "action_end":
+            self.last = f"{d['op']}" + (" (error)" if d.get("error") else "")
+            if not self.live:
+                first = (d.get("output") or "").split("\n", 1)[0][:100]
+                self._print(f"{indent}[{d['iteration']}] {d['level']} {d['op']}: {first}")
+        elif ev.type in ("refused", "retry", "failover", "warning"):
+            self._print(f"{indent}{ev.type}: {d.get('message') or d.get('error') or d}")
+        elif ev.type == "error":
+            self._print(f"{indent}{'error' if d.get('fatal') else 'model error'}: {d['message']}")
+        if self.status:
+            self.status.update(self._line())
+
+
+# ---------------------------------------------------------------------- commands
+def _run_and_report(rlm: Any, question: str, ctx: Context, args: argparse.Namespace) -> int:
+    cancel = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    old = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        stream = rlm.stream(question, ctx, cancel=cancel)
+        events = []
+        with Progress(getattr(args, "quiet", False)) as prog:
+            for ev in stream:
+                events.append(ev)
+                prog.on_event(ev)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    res = stream.result
+    assert res is not None
+    res.events = events
+    if args.json:
+        print(json.dumps(res.to_dict(steps=True), ensure_ascii=False, indent=2))
+    else:
+        if res.answer is not None:
+            print(res.answer)
+        if res.status != "answered":
+            sys.stderr.write(f"rlm: run ended without an answer: {res.status}"
+                             + (f" ({res.reason})" if res.reason else "") + "\n")
+    if not getattr(args, "quiet", False):
+        u = res.usage.total
+        sys.stderr.write(f"{res.status} · {res.iterations} iteration(s) · {u.total_tokens:,} tokens"
+                         f"{' (estimated)' if u.estimated else ''} · ${u.cost_usd:.4f} · "
+                         f"{res.elapsed_s:.1f}s · run {res.run_id}\n")
+    if res.status == "cancelled":
+        return 130
+    return EXIT_OK if res.status == "answered" else EXIT_NO_ANSWER
+
+
+def _store(config: Config, runs_dir: str | None) -> Any:
+    from .runlog import JsonlRunStore
+
+    return JsonlRunStore(Path(runs_dir).expanduser() if runs_dir else config.runs_dir)
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from .engine import RLM
+
+    config = Config.load(args.config, model=args.model, sub_model=args.sub_model, levels=args.levels,
+                         runs_dir=args.runs_dir, max_iterations=args.max_iterations, timeout_s=args.timeout_s,
+                         max_total_tokens=args.max_total_tokens, max_cost_usd=args.max_cost_usd)
+    if not args.context:
+        raise UsageError("no context given; pass -c PATH (a file, a directory, or - for stdin)")
+    if not args.question.strip():
+        raise UsageError("the question is empty")
+    ctx = Context.load(args.context, include=args.include, exclude=args.exclude)
+    rlm = RLM(config=config, store=_store(config, None))
+    return _run_and_report(rlm, args.question, ctx, args)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    config = Config.load(args.config)
+    d = config.to_dict(mask=True)
+    if getattr(args, "json", False):
+        print(json.dumps(d, indent=2, default=str))
+        return EXIT_OK
+    print(f"# effective config (file: {config.source or 'none'}; precedence: flags > env > file)")
+    for k, v in d.items():
+        if isinstance(v, dict):
+            continue
+        if k != "providers":
+            print(f"{k} = {json.dumps(v, default=str)}")
+    for k, v in d.items():
+        if isinstance(v, dict):
+            print(f"\n[{k}]")
+            for kk, vv in v.items():
+                print(f"{kk} = {json.dumps(vv, default=str)}")
+    for p in d["providers"]:
+        print("\n[[providers]]")
+        for kk, vv in p.items():
+            if vv not in (None, {}):
+                print(f"{kk} = {json.dumps(vv, default=str)}")
+    return EXIT_OK
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    config = Config.load(args.config)
+    store = _store(config, getattr(args, "runs_dir_sub", None) or args.runs_dir)
+    if args.runs_command == "list" or args.runs_command is None:
+        rows = store.list_runs(getattr(args, "n", 20))
+        if getattr(args, "json", False):
+            print(json.dumps(rows, indent=2, default=str))
+            return EXIT_OK
+        if not rows:
+            print(f"no runs in {store.root}")
+            return EXIT_OK
+        for r in rows:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.get("started") or 0))
+            q = (r.get("question") or "")[:50]
+            ans = (r.get("answer") or "")[:40].replace("\n", " ")
+            print(f"{r['run_id']}  {when}  {r['status']:<15} it={r.get('iterations') or '-':<3} "
+                  f"tok={r.get('tokens') or '-':<7} {q!r} → {ans!r}")
+        return EXIT_OK
+    events = store.events(args.run_id)
+    if args.json:
+        for ev in events:
+            print(json.dumps(ev.to_dict(), ensure_ascii=False, default=str))
+        return EXIT_OK
+    for line in format_events(events):
+        print(line)
+    return EXIT_OK
+
+
+def format_events(events: list[Event]) -> list[str]:
+    """A readable transcript of a run."""
+    out = []
+    for ev in events:
+        d, ind = ev.data, "  " * ev.path.count(".")
+        tag = f"{ind}[{ev.path}] " if ev.path != "0" else ind
+        if ev.type == "run_start":
+            out.append(f"{tag}run {ev.run_id}: {d['question']!r}")
+            out.append(f"{tag}  model {d['model']} · sub {d['sub_model']} · levels {','.join(d['levels'])} · "
+                       f"context {d['context']['chars']:,} chars, {d['context']['documents']} doc(s)")
+        elif ev.type == "iteration_start":
+            out.append(f"{tag}── iteration {d['iteration']}" + (" (last)" if d.get("last") else ""))
+        elif ev.type == "lm_response":
+            out.append(f"{tag}model ({d['input_tokens']}+{d['output_tokens']} tok, {d['latency_s']}s):")
+            out += [f"{tag}  | {ln}" for ln in d["text"].splitlines()[:40]]
+        elif ev.type == "action_end":
+            out.append(f"{tag}{d['level']} {d['op']}{' ERROR' if d.get('error') else ''}:")
+            out += [f"{tag}  > {ln}" for ln in (d.get("output") or "").splitlines()[:40]]
+        elif ev.type in ("refused", "retry", "failover", "warning", "error", "sub_call"):
+            out.append(f"{tag}{ev.type}: {d.get('message') or d.get('error') or json.dumps(d)}")
+        elif ev.type == "final":
+            out.append(f"{tag}FINAL: {d['answer']}")
+        elif ev.type == "run_end":
+            u = d["usage"]["total"]
+            out.append(f"{tag}end: {d['status']}" + (f" ({d['reason']})" if d.get("reason") else "")
+                       + f" · {d['iterations']} iteration(s) · {u['total_tokens']:,} tokens · {d['elapsed_s']}s")
+    return out
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from . import local_model
+
+    if args.model_command == "prepare":
+        path = local_model.ensure_model()
+        print(path)
+        return EXIT_OK
+    info = local_model.model_info()
+    for k, v in info.items():
+        print(f"{k}: {v}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="rlm: %(levelname)s: %(message)s", stream=sys.stderr)
+    handlers = {"ask": cmd_ask, "config": cmd_config, "runs": cmd_runs, "model": cmd_model, "demo": cmd_demo}
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return handlers[args.command](args)
+    except UsageError as e:
+        sys.stderr.write(f"rlm: error: {e}\n")
+        return EXIT_USAGE
+    except ContextboxError as e:
+        sys.stderr.write(f"rlm: error: {e}\n")
+        return EXIT_NO_ANSWER
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

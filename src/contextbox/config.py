@@ -1,0 +1,236 @@
+"""Configuration: TOML file < environment < flags.
+
+The file is ``--config PATH``, else ``$CONTEXTBOX_CONFIG``, else ``./contextbox.toml``, else
+``$XDG_CONFIG_HOME/contextbox/config.toml``. Every key in the file is used; an unknown key
+is an error, so a typo never silently does nothing. See README "Config reference".
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .executors import parse_levels
+from .providers.base import ProviderConfig
+from .types import Limits
+
+
+def _xdg(var: str, default: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / default)
+
+
+def default_runs_dir() -> Path:
+    return _xdg("XDG_DATA_HOME", ".local/share") / "contextbox" / "runs"
+
+
+@dataclass
+class Aids:
+    """Small-model aids (see README). ``grounding = "auto"`` means on for local models."""
+
+    repetition: bool = True
+    zero_hits: bool = True
+    too_many_hits: int = 50  # hint when a search has more hits than this; 0 = off
+    grounding: bool | str = "auto"
+    first_turn: bool = True
+
+
+@dataclass
+class CodeSettings:
+    max_output_chars: int = 20000
+    l2_memory_mb: int = 512
+    l2_time_limit_s: float = 30.0
+    l3_memory_mb: int | None = None  # default: context size + 1 GiB
+    l3_time_limit_s: float = 60.0
+
+
+@dataclass
+class LocalSettings:
+    context_tokens: int = 16384
+    max_tokens: int = 384
+    model_path: str | None = None
+    threads: int | None = None
+    max_output_chars: int = 3000  # L1 output cap for local runs (small window)
+
+
+@dataclass
+class Config:
+    model: str | None = None
+    sub_model: str | None = None
+    levels: tuple[str, ...] = ("l1",)
+    runs_dir: Path = field(default_factory=default_runs_dir)
+    regex_timeout_s: float = 5.0
+    preview_chars: int = 300
+    limits: Limits = field(default_factory=Limits)
+    aids: Aids = field(default_factory=Aids)
+    code: CodeSettings = field(default_factory=CodeSettings)
+    local: LocalSettings = field(default_factory=LocalSettings)
+    prices: dict[str, tuple[float, float]] = field(default_factory=dict)
+    providers: list[ProviderConfig] = field(default_factory=list)
+    source: str | None = None  # the file it came from
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def find_file(cls, explicit: str | os.PathLike[str] | None = None) -> Path | None:
+        if explicit:
+            p = Path(explicit).expanduser()
+            if not p.is_file():
+                raise ConfigError(f"config file not found: {p}")
+            return p
+        if os.environ.get("CONTEXTBOX_CONFIG"):
+            return cls.find_file(os.environ["CONTEXTBOX_CONFIG"])
+        for p in (Path("contextbox.toml"), _xdg("XDG_CONFIG_HOME", ".config") / "contextbox" / "config.toml"):
+            if p.is_file():
+                return p
+        return None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None, *, env: dict[str, str] | None = None,
+             **flags: Any) -> Config:
+        """File, then environment (``CONTEXTBOX_*``), then ``flags`` (None values are ignored)."""
+        cfg = cls()
+        f = cls.find_file(path)
+        if f is not None:
+            try:
+                data = tomllib.loads(f.read_text(encoding="utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+                raise ConfigError(f"{f}: not valid TOML: {e}") from None
+            cfg._apply_file(data, str(f))
+            cfg.source = str(f)
+        cfg._apply_env(os.environ if env is None else env)
+        cfg._apply_flags(flags)
+        return cfg
+
+    def _apply_file(self, data: dict[str, Any], where: str) -> None:
+        simple = {"model", "sub_model", "levels", "runs_dir", "regex_timeout_s", "preview_chars"}
+        sections = {"limits": self.limits, "aids": self.aids, "code": self.code, "local": self.local}
+        for key, val in data.items():
+            if key in simple:
+                self._set(key, val, where)
+            elif key in sections:
+                if not isinstance(val, dict):
+                    raise ConfigError(f"{where}: [{key}] must be a table")
+                _fill(sections[key], val, f"{where}: [{key}]")
+            elif key == "prices":
+                self.prices.update(_prices(val, where))
+            elif key == "providers":
+                self.providers = [_provider(p, where, i) for i, p in enumerate(_list_of_tables(val, where))]
+            else:
+                known = sorted(simple | set(sections) | {"prices", "providers"})
+                raise ConfigError(f"{where}: unknown key {key!r}; known keys: {', '.join(known)}")
+
+    def _set(self, key: str, val: Any, where: str) -> None:
+        try:
+            if key == "levels":
+                self.levels = parse_levels(val)
+            elif key == "runs_dir":
+                self.runs_dir = Path(str(val)).expanduser()
+            elif key in ("regex_timeout_s",):
+                self.regex_timeout_s = float(val)
+            elif key == "preview_chars":
+                self.preview_chars = int(val)
+            else:
+                if val is not None and not isinstance(val, str):
+                    raise ConfigError(f"{where}: {key} must be a string")
+                setattr(self, key, val or None)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: bad value for {key}: {e}") from None
+
+    def _apply_env(self, env: Any) -> None:
+        where = "environment"
+        for key in ("model", "sub_model", "levels", "runs_dir"):
+            v = env.get("CONTEXTBOX_" + key.upper())
+            if v:
+                self._set(key, v, f"{where} CONTEXTBOX_{key.upper()}")
+        for key in ("max_iterations", "timeout_s", "max_total_tokens", "max_cost_usd"):
+            v = env.get("CONTEXTBOX_" + key.upper())
+            if v:
+                _fill(self.limits, {key: v}, f"{where} CONTEXTBOX_{key.upper()}", coerce=True)
+
+    def _apply_flags(self, flags: dict[str, Any]) -> None:
+        for key, val in flags.items():
+            if val is None:
+                continue
+            if key in ("model", "sub_model", "levels", "runs_dir"):
+                self._set(key, val, f"--{key.replace('_', '-')}")
+            elif key in {f.name for f in fields(Limits)}:
+                _fill(self.limits, {key: val}, f"--{key.replace('_', '-')}")
+            else:
+                raise ConfigError(f"unknown setting {key!r}")
+
+    # ------------------------------------------------------------------ showing
+    def to_dict(self, mask: bool = True) -> dict[str, Any]:
+        d = asdict(self)
+        d["levels"] = list(self.levels)
+        d["runs_dir"] = str(self.runs_dir)
+        d["prices"] = {k: {"input": a, "output": b} for k, (a, b) in self.prices.items()}
+        for p, pc in zip(d["providers"], self.providers, strict=True):
+            key = pc.api_key()
+            p["api_key"] = (_mask(key) if mask else key) if key else (None if not pc.api_key_env else "(not set)")
+        return d
+
+
+def _mask(secret: str) -> str:
+    return "****" if len(secret) < 12 else f"{secret[:3]}…{secret[-4:]}"
+
+
+def _fill(obj: Any, values: dict[str, Any], where: str, coerce: bool = False) -> None:
+    known = {f.name: f for f in fields(obj)}
+    for key, val in values.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}; known keys: {', '.join(known)}")
+        cur = getattr(obj, key)
+        try:
+            if val is None or isinstance(val, str) and val.lower() in ("none", "null", ""):
+                val = None
+            elif isinstance(cur, bool) or key in ("grounding",):
+                if isinstance(val, str) and val.lower() in ("true", "false", "auto"):
+                    val = {"true": True, "false": False, "auto": "auto"}[val.lower()]
+                elif not isinstance(val, bool):
+                    raise ValueError(f"expected true or false, got {val!r}")
+            elif isinstance(cur, int) or key.startswith("max_") and "usd" not in key:
+                if isinstance(val, bool) or isinstance(val, float) and not val.is_integer():
+                    raise ValueError(f"expected an integer, got {val!r}")
+                val = int(val)
+            elif isinstance(cur, float) or key.endswith(("_s", "_usd")):
+                val = float(val)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: bad value for {key}: {e}") from None
+        setattr(obj, key, val)
+
+
+def _list_of_tables(val: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(val, list) or not all(isinstance(v, dict) for v in val):
+        raise ConfigError(f"{where}: providers must be [[providers]] tables")
+    return val
+
+
+def _provider(d: dict[str, Any], where: str, i: int) -> ProviderConfig:
+    if "name" not in d:
+        raise ConfigError(f"{where}: [[providers]] #{i + 1} needs a name")
+    known = {f.name for f in fields(ProviderConfig)} - {"extra"}
+    unknown = set(d) - known
+    if unknown:
+        raise ConfigError(f"{where}: [[providers]] {d['name']!r}: unknown key(s) {', '.join(sorted(unknown))}; "
+                          f"known keys: {', '.join(sorted(known))}")
+    pc = ProviderConfig(name=str(d["name"]))
+    _fill(pc, {k: v for k, v in d.items() if k != "name"}, f"{where}: [[providers]] {d['name']!r}")
+    if pc.role not in ("root", "sub", "both"):
+        raise ConfigError(f"{where}: [[providers]] {pc.name!r}: role must be root, sub or both")
+    if pc.kind not in ("openai", "anthropic", "local"):
+        raise ConfigError(f"{where}: [[providers]] {pc.name!r}: kind must be \"openai\" or \"anthropic\"")
+    return pc
+
+
+def _prices(val: Any, where: str) -> dict[str, tuple[float, float]]:
+    if not isinstance(val, dict):
+        raise ConfigError(f"{where}: [prices] must be a table")
+    out = {}
+    for spec, p in val.items():
+        if not isinstance(p, dict) or set(p) - {"input", "output"}:
+            raise ConfigError(f"{where}: [prices] {spec!r} must be {{input = USD/Mtok, output = USD/Mtok}}")
+        out[spec] = (float(p.get("input", 0)), float(p.get("output", 0)))
+    return out

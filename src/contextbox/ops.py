@@ -1,0 +1,289 @@
+"""The L1 operations as plain functions on a string.
+
+These are the exact semantics of the L1 commands (and of the same-named functions inside
+code cells). Lines are separated by ``"\\n"`` and numbered from 0; a trailing newline does
+not start a new line. Offsets are character offsets into the string.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .errors import CommandError
+
+T = TypeVar("T")
+
+#: regex flag letters accepted in ``flags`` (also full names like "IGNORECASE")
+FLAG_LETTERS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE, "a": re.ASCII}
+FLAG_NAMES = {
+    "IGNORECASE": re.IGNORECASE,
+    "MULTILINE": re.MULTILINE,
+    "DOTALL": re.DOTALL,
+    "VERBOSE": re.VERBOSE,
+    "ASCII": re.ASCII,
+}
+REGEX_TIMEOUT_S = 5.0
+
+
+class LineIndex:
+    """Line numbers for offsets of one string, computed lazily and incrementally."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self._off = 0
+        self._line = 0
+
+    def line_of(self, offset: int) -> int:
+        if offset < self._off:  # hits come in order; restart if asked out of order
+            self._off, self._line = 0, 0
+        self._line += self.text.count("\n", self._off, offset)
+        self._off = offset
+        return self._line
+
+
+def _line_text(text: str, offset: int, width: int = 240) -> str:
+    """The line holding ``offset``, cut to ``width`` characters around it."""
+    s = text.rfind("\n", 0, offset) + 1
+    e = text.find("\n", offset)
+    e = len(text) if e < 0 else e
+    if e - s > width:
+        a = max(s, offset - width // 2)
+        b = min(e, a + width)
+        return ("…" if a > s else "") + text[a:b] + ("…" if b < e else "")
+    return text[s:e].rstrip("\r")
+
+
+def slice_text(text: str, start: int | None = 0, end: int | None = None) -> str:
+    return text[start:end]
+
+
+def n_lines(text: str) -> int:
+    return text.count("\n") + (1 if text and not text.endswith("\n") else 0)
+
+
+def lines(text: str, start: int | None = 0, end: int | None = None) -> list[str]:
+    """``text``'s lines ``[start:end]`` (Python slice semantics on the list of lines)."""
+    all_lines = text.split("\n")
+    if all_lines and all_lines[-1] == "":
+        all_lines.pop()
+    return all_lines[start:end]
+
+
+def find(text: str, needle: str, case_sensitive: bool = False, max: int | None = 100) -> list[dict[str, Any]]:
+    """Non-overlapping occurrences of a literal, left to right (like ``re.finditer(re.escape(needle))``)."""
+    if not isinstance(needle, str) or needle == "":
+        raise CommandError("find needs a non-empty 'text' to look for")
+    idx = LineIndex(text)
+    hits: list[dict[str, Any]] = []
+    if case_sensitive:
+        pos, n = text.find(needle), len(needle)
+        while pos >= 0 and (max is None or len(hits) < max):
+            hits.append({"offset": pos, "line": idx.line_of(pos), "text": _line_text(text, pos)})
+            pos = text.find(needle, pos + n)
+        return hits
+    for m in re.finditer(re.escape(needle), text, re.IGNORECASE):
+        if max is not None and len(hits) >= max:
+            break
+        hits.append({"offset": m.start(), "line": idx.line_of(m.start()), "text": _line_text(text, m.start())})
+    return hits
+
+
+def count_find(text: str, needle: str, case_sensitive: bool = False) -> int:
+    if case_sensitive:
+        return text.count(needle)
+    return sum(1 for _ in re.finditer(re.escape(needle), text, re.IGNORECASE))
+
+
+def parse_flags(flags: Any) -> int:
+    if flags is None or flags == "" or flags == 0:
+        return 0
+    if isinstance(flags, int) and not isinstance(flags, bool):
+        return flags
+    items = flags if isinstance(flags, list) else [flags]
+    out = 0
+    for item in items:
+        if not isinstance(item, str):
+            raise CommandError(f"bad regex flag {item!r}; use letters like \"im\" or names like \"IGNORECASE\"")
+        key = item.strip().upper().removeprefix("RE.")
+        if key in FLAG_NAMES:
+            out |= FLAG_NAMES[key]
+            continue
+        for ch in item.strip().lower():
+            if ch not in FLAG_LETTERS:
+                raise CommandError(f"unknown regex flag {ch!r}; flags are i, m, s, x, a (or IGNORECASE, ...)")
+            out |= FLAG_LETTERS[ch]
+    return out
+
+
+def compile_regex(pattern: str, flags: Any = "") -> re.Pattern[str]:
+    if not isinstance(pattern, str) or pattern == "":
+        raise CommandError("regex needs a non-empty 'pattern' (Python re syntax)")
+    try:
+        return re.compile(pattern, parse_flags(flags))
+    except re.error as e:
+        raise CommandError(f"bad regex {pattern!r}: {e}; escape special characters with \\\\") from None
+
+
+def regex(text: str, pattern: str, flags: Any = "", max: int | None = 100) -> list[dict[str, Any]]:
+    """Matches of a Python regex, as ``re.finditer`` gives them."""
+    rx = compile_regex(pattern, flags)
+
+    def scan() -> list[dict[str, Any]]:
+        idx = LineIndex(text)
+        out = []
+        for m in rx.finditer(text):
+            if max is not None and len(out) >= max:
+                break
+            out.append(
+                {
+                    "offset": m.start(),
+                    "end": m.end(),
+                    "line": idx.line_of(m.start()),
+                    "match": m.group(0),
+                    "groups": list(m.groups()),
+                }
+            )
+        return out
+
+    return run_guarded(scan, REGEX_TIMEOUT_S, f"regex {pattern!r}")
+
+
+def count_regex(text: str, pattern: str, flags: Any = "") -> int:
+    rx = compile_regex(pattern, flags)
+    return run_guarded(lambda: sum(1 for _ in rx.finditer(text)), REGEX_TIMEOUT_S, f"regex {pattern!r}")
+
+
+def count_words(text: str, block: int = 1 << 24) -> int:
+    """``len(text.split())`` without building one huge list."""
+    total, pos, n = 0, 0, len(text)
+    while pos < n:
+        end = min(n, pos + block)
+        while end < n and not text[end].isspace():  # never cut a word in two
+            end += 1
+        total += len(text[pos:end].split())
+        pos = end
+    return total
+
+
+def count(text: str, pattern: str | None = None, what: str | None = None) -> int | dict[str, int]:
+    """``str.count(pattern)``; or lines / chars / words; with neither, all three."""
+    if pattern is not None:
+        if not isinstance(pattern, str) or pattern == "":
+            raise CommandError("count needs a non-empty 'pattern' (a literal) or 'what': lines|chars|words")
+        return text.count(pattern)
+    if what is None:
+        return {"chars": len(text), "lines": n_lines(text), "words": count_words(text)}
+    if what == "lines":
+        return n_lines(text)
+    if what == "chars":
+        return len(text)
+    if what == "words":
+        return count_words(text)
+    raise CommandError(f"count 'what' must be lines, chars or words, not {what!r}")
+
+
+def chunk(text: str, size: int, overlap: int = 0) -> list[str]:
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise CommandError("chunk needs 'size', a positive number of characters")
+    if not isinstance(overlap, int) or isinstance(overlap, bool) or not 0 <= overlap < size:
+        raise CommandError(f"chunk 'overlap' must be a number from 0 to size-1 ({size - 1})")
+    step = size - overlap
+    if not text:
+        return []
+    out = []
+    for i in range(0, len(text), step):
+        out.append(text[i : i + size])
+        if i + size >= len(text):
+            break
+    return out
+
+
+def split(text: str, delimiter: str) -> list[str]:
+    if not isinstance(delimiter, str) or delimiter == "":
+        raise CommandError("split needs a non-empty 'delimiter' string")
+    return text.split(delimiter)
+
+
+# --------------------------------------------------------------------------- timeouts
+def run_guarded(fn: Callable[[], T], timeout_s: float, what: str) -> T:
+    """Run ``fn`` and stop it after ``timeout_s`` seconds with a CommandError.
+
+    In the main thread a SIGALRM interrupts the regex engine (CPython's ``re`` checks for
+    signals). Elsewhere the work runs in a forked child that shares the text copy-on-write
+    and is killed at the deadline.
+    """
+    msg = (
+        f"{what} ran longer than {timeout_s:g} s and was stopped; simplify it "
+        "(avoid nested quantifiers like (a+)+, anchor it, or search for a literal with find)"
+    )
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        def on_alarm(signum: int, frame: Any) -> None:
+            raise _Alarm()
+
+        old = signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+        try:
+            return fn()
+        except _Alarm:
+            raise CommandError(msg) from None
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+    if not hasattr(os, "fork"):
+        return fn()
+    return _run_forked(fn, timeout_s, msg)
+
+
+class _Alarm(BaseException):
+    pass
+
+
+def _run_forked(fn: Callable[[], T], timeout_s: float, msg: str) -> T:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: compute, send, leave without running any cleanup
+        code = 0
+        try:
+            os.close(r)
+            try:
+                payload = pickle.dumps((True, fn()))
+            except BaseException as e:  # noqa: BLE001 - sent back to the parent
+                payload = pickle.dumps((False, e))
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(w, view) :]
+        except BaseException:  # noqa: BLE001
+            code = 1
+        os._exit(code)
+    os.close(w)
+    chunks: list[bytes] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                os.kill(pid, signal.SIGKILL)
+                raise CommandError(msg)
+            ready, _, _ = select.select([r], [], [], left)
+            if ready:
+                data = os.read(r, 1 << 20)
+                if not data:
+                    break
+                chunks.append(data)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    if not chunks:
+        raise CommandError(msg.split(" ran ")[0] + " failed in its worker process; try a simpler search")
+    ok, value = pickle.loads(b"".join(chunks))
+    if not ok:
+        raise value
+    return value

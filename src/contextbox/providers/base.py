@@ -1,0 +1,142 @@
+"""The provider seam: one small protocol, a registry of kinds, and model-spec resolution.
+
+A provider turns a list of chat messages into a :class:`~contextbox.types.Completion`::
+
+    class Provider(Protocol):
+        name: str                 # the model spec it serves, e.g. "openai/gpt-4o-mini"
+        context_window: int | None
+        def complete(self, messages: list[dict], **opts) -> Completion: ...
+
+Recognised ``opts`` (a provider ignores what it cannot honour):
+``max_tokens``, ``temperature``, ``timeout`` (seconds for this call), ``stop`` (list of str),
+``response_schema`` (a JSON schema the reply must follow: constrained decoding where the
+backend supports it), ``on_retry`` (callback ``(attempt, delay_s, error) -> None``).
+
+Provider *kinds* (``openai``, ``anthropic``, ``scripted``, ``local``) register a factory
+with :func:`register_kind`; built-in kinds register exactly like third-party ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from ..errors import UsageError
+from ..types import Completion
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+    context_window: int | None
+
+    def complete(self, messages: list[dict[str, Any]], **opts: Any) -> Completion: ...
+
+
+@dataclass
+class ProviderConfig:
+    """One ``[[providers]]`` table of the config file (or a built-in default)."""
+
+    name: str
+    kind: str = "openai"
+    base_url: str | None = None
+    api_key_env: str | None = None
+    role: str = "both"  # root | sub | both
+    max_concurrency: int = 4
+    weight: float = 1.0
+    rpm: int | None = None
+    context_window: int | None = None
+    max_retries: int = 3
+    timeout_s: float = 120.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+#: Endpoints that work without any config file. A ``[[providers]]`` table with the same
+#: name replaces the built-in one.
+BUILTIN_PROVIDERS: dict[str, ProviderConfig] = {
+    p.name: p
+    for p in [
+        ProviderConfig("openai", "openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+        ProviderConfig("deepseek", "openai", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
+        ProviderConfig("openrouter", "openai", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+        ProviderConfig("anthropic", "anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY"),
+        ProviderConfig("ollama", "openai", "http://127.0.0.1:11434/v1", None),
+        ProviderConfig("lmstudio", "openai", "http://127.0.0.1:1234/v1", None),
+        ProviderConfig("vllm", "openai", "http://127.0.0.1:8000/v1", "VLLM_API_KEY"),
+        ProviderConfig("llamacpp", "openai", "http://127.0.0.1:8080/v1", None),
+    ]
+}
+
+Factory = Callable[[ProviderConfig, str], Provider]
+_KINDS: dict[str, Factory] = {}
+#: kinds whose module is imported on first use (keeps optional SDKs optional)
+_LAZY_KINDS = {
+    "openai": "contextbox.providers.openai_compat",
+    "anthropic": "contextbox.providers.anthropic_provider",
+    "local": "contextbox.providers.local",
+}
+
+
+def register_kind(kind: str, factory: Factory) -> None:
+    """Register a provider kind. ``factory(config, model) -> Provider``."""
+    _KINDS[kind] = factory
+
+
+def get_kind(kind: str) -> Factory:
+    if kind not in _KINDS and kind in _LAZY_KINDS:
+        importlib.import_module(_LAZY_KINDS[kind])
+    if kind not in _KINDS:
+        known = ", ".join(sorted(set(_KINDS) | set(_LAZY_KINDS)))
+        raise UsageError(f"unknown provider kind {kind!r}; use one of: {known}")
+    return _KINDS[kind]
+
+
+def resolve(spec: str, providers: list[ProviderConfig] | None = None) -> Provider:
+    """Turn a model spec into a provider.
+
+    ``scripted:PATH`` · ``local`` · ``local:PATH.gguf`` · ``NAME/MODEL`` where NAME is a
+    configured or built-in provider. Several configured providers with one NAME form a pool.
+    """
+    spec = (spec or "").strip()
+    if not spec:
+        raise UsageError("empty model spec; pass --model NAME/MODEL, scripted:PATH or local")
+    if spec.startswith("scripted:"):
+        from .scripted import ScriptedProvider
+
+        return ScriptedProvider.from_path(spec[len("scripted:") :])
+    if spec == "local" or spec.startswith("local:"):
+        path = spec[len("local:") :] if spec.startswith("local:") else None
+        return get_kind("local")(ProviderConfig("local", "local", extra={"path": path}), spec)
+    if "/" not in spec:
+        raise UsageError(
+            f"unknown model {spec!r}: use NAME/MODEL (e.g. openai/gpt-4o-mini), scripted:PATH or local"
+        )
+    name, model = spec.split("/", 1)
+    configured = [p for p in (providers or []) if p.name == name]
+    if not configured and name in BUILTIN_PROVIDERS:
+        configured = [BUILTIN_PROVIDERS[name]]
+    if not configured:
+        known = sorted({p.name for p in providers or []} | set(BUILTIN_PROVIDERS))
+        raise UsageError(
+            f"unknown provider {name!r} in model {spec!r}; configure it in [[providers]] "
+            f"or use one of: {', '.join(known)}"
+        )
+    if not model:
+        raise UsageError(f"model spec {spec!r} names no model; use {name}/MODEL")
+    members = [get_kind(p.kind)(p, model) for p in configured]
+    if len(members) == 1:
+        return members[0]
+    from .pool import Pool  # added by the delegation work; a pool routes across members
+
+    return Pool(spec, members, configured)
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (≈4 characters a token) for providers that report none."""
+    return max(1, (len(text) + 3) // 4) if text else 0

@@ -1,0 +1,221 @@
+"""The few plain types everything else passes around."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Role = Literal["root", "sub"]
+
+#: Every event type the engine emits, in the order a normal run emits them.
+EVENT_TYPES = (
+    "run_start",
+    "iteration_start",
+    "lm_request",
+    "lm_response",
+    "action_start",
+    "action_end",
+    "refused",
+    "retry",
+    "failover",
+    "warning",
+    "final",
+    "error",
+    "run_end",
+)
+
+STATUSES = ("answered", "max_iterations", "budget_exceeded", "timeout", "cancelled", "failed")
+
+
+@dataclass
+class Event:
+    """One thing that happened in a run. ``data`` is JSON-serialisable.
+
+    ``path`` locates the event in the call tree: ``"0"`` is the root run, ``"0.2"`` its
+    third child, and so on. ``seq`` is the event's position in its run's stream.
+    """
+
+    type: str
+    data: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""
+    seq: int = 0
+    ts: float = field(default_factory=time.time)
+    path: str = "0"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Event:
+        return cls(**{k: d[k] for k in ("type", "data", "run_id", "seq", "ts", "path") if k in d})
+
+
+@dataclass
+class Completion:
+    """What a provider returns for one call."""
+
+    text: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    #: True when the token counts were estimated because the provider gave none.
+    estimated: bool = False
+    model: str = ""
+    finish_reason: str | None = None
+
+
+@dataclass
+class Usage:
+    """One model call, as recorded."""
+
+    role: Role
+    model: str
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+    cost_usd: float = 0.0
+    estimated: bool = False
+    depth: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass
+class UsageTotals:
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def add(self, u: Usage) -> None:
+        self.calls += 1
+        self.input_tokens += u.input_tokens
+        self.output_tokens += u.output_tokens
+        self.cost_usd += u.cost_usd
+        self.estimated = self.estimated or u.estimated
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["total_tokens"] = self.total_tokens
+        d["cost_usd"] = round(self.cost_usd, 8)
+        return d
+
+
+@dataclass
+class UsageReport:
+    """All calls of a run and their totals per role, per model and per depth."""
+
+    calls: list[Usage] = field(default_factory=list)
+
+    def add(self, u: Usage) -> None:
+        self.calls.append(u)
+
+    def _group(self, key) -> dict[str, UsageTotals]:
+        out: dict[str, UsageTotals] = {}
+        for u in self.calls:
+            out.setdefault(str(key(u)), UsageTotals()).add(u)
+        return out
+
+    @property
+    def total(self) -> UsageTotals:
+        t = UsageTotals()
+        for u in self.calls:
+            t.add(u)
+        return t
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total.to_dict(),
+            "by_role": {k: v.to_dict() for k, v in self._group(lambda u: u.role).items()},
+            "by_model": {k: v.to_dict() for k, v in self._group(lambda u: u.model).items()},
+            "by_depth": {k: v.to_dict() for k, v in self._group(lambda u: u.depth).items()},
+        }
+
+
+@dataclass
+class Limits:
+    """Per-run limits. ``None`` means unlimited."""
+
+    max_iterations: int = 20
+    max_output_chars: int = 4000
+    max_total_tokens: int | None = None
+    max_cost_usd: float | None = None
+    timeout_s: float | None = None
+    max_consecutive_errors: int = 5
+
+    def replace(self, **kw: Any) -> Limits:
+        d = asdict(self)
+        for k, v in kw.items():
+            if k not in d:
+                raise KeyError(k)
+            if v is not None:
+                d[k] = v
+        return Limits(**d)
+
+
+@dataclass
+class Step:
+    """One action of a run and what came of it, as the model saw it."""
+
+    iteration: int
+    level: str
+    op: str
+    input: Any
+    output: str
+    error: bool = False
+    path: str = "0"
+
+    @classmethod
+    def from_events(cls, events: list[Event]) -> list[Step]:
+        steps, inputs = [], {}
+        for ev in events:
+            d = ev.data
+            key = (ev.path, d.get("iteration"), d.get("index"))
+            if ev.type == "action_start":
+                inputs[key] = d.get("args", d.get("code"))
+            elif ev.type in ("action_end", "refused"):
+                steps.append(cls(d.get("iteration", 0), d.get("level", ""), d.get("op", ""), inputs.get(key),
+                                 d.get("output", d.get("message", "")), bool(d.get("error", ev.type == "refused")),
+                                 ev.path))
+        return steps
+
+
+@dataclass
+class RunResult:
+    answer: str | None
+    status: str
+    iterations: int
+    usage: UsageReport
+    run_id: str
+    reason: str | None = None
+    elapsed_s: float = 0.0
+    events: list[Event] = field(default_factory=list, repr=False)
+
+    @property
+    def answered(self) -> bool:
+        return self.status == "answered"
+
+    @property
+    def steps(self) -> list[Step]:
+        return Step.from_events(self.events)
+
+    def to_dict(self, steps: bool = False) -> dict[str, Any]:
+        d = {
+            "answer": self.answer,
+            "status": self.status,
+            "reason": self.reason,
+            "iterations": self.iterations,
+            "usage": self.usage.to_dict(),
+            "run_id": self.run_id,
+            "elapsed_s": round(self.elapsed_s, 4),
+        }
+        if steps:
+            d["steps"] = [asdict(s) for s in self.steps]
+        return d
