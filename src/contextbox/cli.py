@@ -226,17 +226,17 @@ def cmd_config(args: argparse.Namespace) -> int:
         if isinstance(v, dict):
             continue
         if k != "providers":
-            print(f"{k} = {json.dumps(v, default=str)}")
+            print(f"{k} = {json.dumps(v, default=str, ensure_ascii=False)}")
     for k, v in d.items():
         if isinstance(v, dict):
             print(f"\n[{k}]")
             for kk, vv in v.items():
-                print(f"{kk} = {json.dumps(vv, default=str)}")
+                print(f"{kk} = {json.dumps(vv, default=str, ensure_ascii=False)}")
     for p in d["providers"]:
         print("\n[[providers]]")
         for kk, vv in p.items():
             if vv not in (None, {}):
-                print(f"{kk} = {json.dumps(vv, default=str)}")
+                print(f"{kk} = {json.dumps(vv, default=str, ensure_ascii=False)}")
     return EXIT_OK
 
 

@@ -71,9 +71,6 @@ def validate(cmd: Any, known_ops: dict[str, Spec] | None = None) -> dict[str, An
         hint = f" Did you mean {close[0]!r}?" if close else ""
         raise CommandError(f"unknown op {op!r}.{hint} Ops are: {', '.join(specs)}")
     spec = specs[op]
-    for name in spec.required:
-        if name not in cmd:
-            raise CommandError(f"{op} needs {name!r}; e.g. {spec.example}")
     allowed = set(spec.required) | set(spec.optional) | set(COMMON) | {"op"}
     for key, val in cmd.items():
         if key not in allowed:
@@ -83,6 +80,9 @@ def validate(cmd: Any, known_ops: dict[str, Spec] | None = None) -> dict[str, An
         if types and types != ANY and val is not None and not _is(val, types):
             want = " or ".join("integer" if t is int else t.__name__ for t in types)
             raise CommandError(f"{op}: {key!r} must be {want}, got {json.dumps(val)[:60]}")
+    for name in spec.required:
+        if name not in cmd:
+            raise CommandError(f"{op} needs {name!r}; e.g. {spec.example}")
     for key in ("store", "on"):
         if key in cmd and cmd[key] is not None and not (isinstance(cmd[key], str) and _VAR_NAME.match(cmd[key])):
             raise CommandError(f"{key!r} must be a variable name like \"hits\" (or \"chunks[2]\" for 'on')")
@@ -172,10 +172,13 @@ class CommandExecutor:
         op = cmd["op"]
         out = getattr(self, "op_" + op)(cmd)
         if cmd.get("store") and op not in ("set", "final", "final_var"):
-            self.s.variables[cmd["store"]] = out.meta.pop("value")
-            out.text += f"\n(stored in {cmd['store']!r})"
-        else:
-            out.meta.pop("value", None)
+            name = cmd["store"]
+            self.s.variables[name] = out.meta.pop("value")
+            # cap first so the "stored" note is never the part that gets cut
+            hint = f"The full result is stored in {name!r}; read parts of it with slice/lines and \"on\"."
+            out.text = cap(out.text, self.s.limits.max_output_chars, hint) + f"\n(stored in {name!r})"
+            return out
+        out.meta.pop("value", None)
         out.text = cap(out.text, self.s.limits.max_output_chars)
         return out
 
@@ -215,7 +218,7 @@ class CommandExecutor:
 
     def _hits_output(self, what: str, hits: list[dict[str, Any]], total: int, limit: int | None,
                      ctx: Context | None) -> ActionOutput:
-        if not hits:
+        if not hits and not total:
             return ActionOutput(f"0 hits for {what}.", hits=0, meta={"value": []})
         shown = len(hits)
         lines = [f"{total:,} hit(s) for {what}" + (f", first {shown} listed:" if shown < total else ":")]

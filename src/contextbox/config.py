@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 from .executors import parse_levels
 from .providers.base import ProviderConfig
 from .types import Limits
@@ -136,7 +136,7 @@ class Config:
                 if val is not None and not isinstance(val, str):
                     raise ConfigError(f"{where}: {key} must be a string")
                 setattr(self, key, val or None)
-        except (TypeError, ValueError) as e:
+        except (TypeError, ValueError, UsageError) as e:
             raise ConfigError(f"{where}: bad value for {key}: {e}") from None
 
     def _apply_env(self, env: Any) -> None:

@@ -442,7 +442,8 @@ class _Run:
         if reading:
             self.looked = True
             self.done_actions.setdefault(action.source, self.iteration)
-        self.seen.append(out.text)
+        if out.final is None:
+            self.seen.append(out.text)
         if out.final is not None and self.grounding and not self.grounding_used and not self._grounded(out.final):
             self.grounding_used = True
             self.rejected_answer = out.final

@@ -97,6 +97,8 @@ def find(text: str, needle: str, case_sensitive: bool = False, max: int | None =
 
 
 def count_find(text: str, needle: str, case_sensitive: bool = False) -> int:
+    if not isinstance(needle, str) or needle == "":
+        raise CommandError("count needs a non-empty 'pattern' (a literal) or 'what': lines|chars|words")
     if case_sensitive:
         return text.count(needle)
     return sum(1 for _ in re.finditer(re.escape(needle), text, re.IGNORECASE))

@@ -1,0 +1,137 @@
+"""Kind ``anthropic``: the Anthropic Messages API, via the official ``anthropic`` SDK.
+
+Chat messages are adapted to the Messages API: ``system`` messages (wherever they appear)
+move to the ``system`` parameter, other roles become ``user``/``assistant``, and
+consecutive messages of one role are merged. Error mapping and retries are the same as
+for the ``openai`` kind.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from ..errors import ProviderUnavailable
+from ..types import Completion
+from .base import ProviderConfig, estimate_tokens, register_kind
+from .openai_compat import int_or_none, map_sdk_error, read_json_body, require_key, text_of
+from .retry import call_with_retries
+
+log = logging.getLogger("contextbox")
+
+DEFAULT_MAX_TOKENS = 4096
+
+
+def to_anthropic(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[str, str]]]:
+    """Split chat ``messages`` into the Messages API's ``system`` and ``messages``."""
+    system: list[str] = []
+    out: list[dict[str, str]] = []
+    for m in messages:
+        role = m.get("role")
+        text = text_of(m.get("content"))
+        if role == "system":
+            system.append(text)
+            continue
+        role = "assistant" if role == "assistant" else "user"
+        if out and out[-1]["role"] == role:
+            out[-1]["content"] += "\n\n" + text
+        else:
+            out.append({"role": role, "content": text})
+    sys_text = "\n\n".join(s for s in system if s) or None
+    if not out:  # a system-only prompt: the API needs at least one user turn
+        return None, [{"role": "user", "content": sys_text or ""}]
+    if out[-1]["role"] == "assistant":  # a prefill may not end with whitespace
+        out[-1]["content"] = out[-1]["content"].rstrip()
+    return sys_text, out
+
+
+class AnthropicProvider:
+    """One Claude model behind the Anthropic Messages API (or a compatible endpoint)."""
+
+    def __init__(self, config: ProviderConfig, model: str) -> None:
+        self.config = config
+        self.model = model
+        self.name = f"{config.name}/{model}"
+        self.context_window = config.context_window
+        #: backoff of this provider's retries (tests and benchmarks make it tiny)
+        self.retry_base_delay = 0.5
+        self.retry_max_delay = 8.0
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def _client(self, key: str) -> Any:
+        import anthropic
+
+        base_url = self.config.base_url
+        if base_url and base_url.rstrip("/").endswith("/v1"):  # the SDK appends /v1/messages itself
+            base_url = base_url.rstrip("/")[: -len("/v1")]
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = anthropic.Anthropic(
+                    api_key=key, base_url=base_url, max_retries=0, timeout=self.config.timeout_s
+                )
+                self._clients = {key: client}
+            return client
+
+    def complete(self, messages: list[dict[str, Any]], **opts: Any) -> Completion:
+        """Send ``messages``; retries retryable failures up to ``config.max_retries`` times."""
+        client = self._client(require_key(self.config))
+        system, msgs = to_anthropic(messages)
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": msgs,
+            "max_tokens": int(opts.get("max_tokens") or DEFAULT_MAX_TOKENS),
+        }
+        if system:
+            kwargs["system"] = system
+        if opts.get("temperature") is not None:  # not a typed argument of this SDK version
+            kwargs["extra_body"] = {"temperature": float(opts["temperature"])}
+        if opts.get("stop"):
+            kwargs["stop_sequences"] = list(opts["stop"])
+        if opts.get("timeout") is not None:
+            kwargs["timeout"] = float(opts["timeout"])
+        if opts.get("response_schema") is not None and self.config.extra.get("structured_output", True):
+            kwargs["output_config"] = {"format": {"type": "json_schema", "schema": opts["response_schema"]}}
+
+        def attempt() -> Completion:
+            try:
+                raw = client.messages.with_raw_response.create(**kwargs)
+            except Exception as e:
+                mapped = map_sdk_error(e, self.config, self.name)
+                if mapped is None:
+                    raise
+                raise mapped from e
+            return self._parse(read_json_body(raw, self.name), system, msgs)
+
+        return call_with_retries(
+            attempt,
+            max_retries=self.config.max_retries,
+            base_delay=self.retry_base_delay,
+            max_delay=self.retry_max_delay,
+            on_retry=opts.get("on_retry"),
+        )
+
+    def _parse(self, data: dict[str, Any], system: str | None, msgs: list[dict[str, str]]) -> Completion:
+        blocks = data.get("content")
+        if not isinstance(blocks, list):
+            err = data.get("error")
+            detail = f": {err}" if err else ""
+            raise ProviderUnavailable(f"{self.name}: malformed response (content missing){detail}")
+        text = "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        inp, out = int_or_none(usage.get("input_tokens")), int_or_none(usage.get("output_tokens"))
+        estimated = inp is None or out is None
+        if inp is not None:  # cached prompt tokens are reported apart; they were still read
+            inp += sum(
+                int_or_none(usage.get(k)) or 0 for k in ("cache_creation_input_tokens", "cache_read_input_tokens")
+            )
+        if inp is None:
+            inp = estimate_tokens((system or "") + "".join(m["content"] for m in msgs))
+        if out is None:
+            out = estimate_tokens(text)
+        return Completion(text, inp, out, estimated=estimated, model=self.name, finish_reason=data.get("stop_reason"))
+
+
+register_kind("anthropic", AnthropicProvider)
