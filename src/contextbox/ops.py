@@ -7,6 +7,7 @@ not start a new line. Offsets are character offsets into the string.
 
 from __future__ import annotations
 
+import builtins
 import os
 import pickle
 import re
@@ -14,7 +15,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from .errors import CommandError
@@ -89,11 +90,51 @@ def find(text: str, needle: str, case_sensitive: bool = False, max: int | None =
             hits.append({"offset": pos, "line": idx.line_of(pos), "text": _line_text(text, pos)})
             pos = text.find(needle, pos + n)
         return hits
-    for m in re.finditer(re.escape(needle), text, re.IGNORECASE):
+    for pos in _iter_find_ci(text, needle):
         if max is not None and len(hits) >= max:
             break
-        hits.append({"offset": m.start(), "line": idx.line_of(m.start()), "text": _line_text(text, m.start())})
+        hits.append({"offset": pos, "line": idx.line_of(pos), "text": _line_text(text, pos)})
     return hits
+
+
+#: block size of the case-insensitive scan (characters)
+_CI_BLOCK = 1 << 20
+
+
+def _iter_find_ci(text: str, needle: str) -> Iterator[int]:
+    """Starts of ``re.finditer(re.escape(needle), text, re.IGNORECASE)``, faster.
+
+    ``re`` has no fast search for case-insensitive literals (~80 MB/s). For an ASCII needle,
+    ASCII stretches of the text are scanned block by block with ``lower()`` + ``find`` (exact
+    there: an ASCII letter only matches its two ASCII cases); blocks holding other characters
+    (where e.g. "k" also matches the Kelvin sign) go through ``re`` itself.
+    """
+    rx = re.compile(re.escape(needle), re.IGNORECASE)
+    if not needle.isascii():
+        for m in rx.finditer(text):
+            yield m.start()
+        return
+    low, n, size = needle.lower(), len(needle), len(text)
+    pos = 0  # no match may start before pos (matches don't overlap)
+    while pos < size:
+        end = min(size, pos + _CI_BLOCK)  # matches starting in [pos, end) are found in this round
+        seg_end = min(size, end + n - 1)
+        seg = text[pos:seg_end]
+        nxt = end
+        if seg.isascii():
+            seg = seg.lower()
+            i = seg.find(low)
+            while 0 <= i < end - pos:
+                yield pos + i
+                nxt = builtins.max(nxt, pos + i + n)
+                i = seg.find(low, i + n)
+        else:
+            for m in rx.finditer(text, pos, seg_end):
+                if m.start() >= end:
+                    break
+                yield m.start()
+                nxt = builtins.max(nxt, m.end())
+        pos = nxt
 
 
 def count_find(text: str, needle: str, case_sensitive: bool = False) -> int:
@@ -101,7 +142,7 @@ def count_find(text: str, needle: str, case_sensitive: bool = False) -> int:
         raise CommandError("count needs a non-empty 'pattern' (a literal) or 'what': lines|chars|words")
     if case_sensitive:
         return text.count(needle)
-    return sum(1 for _ in re.finditer(re.escape(needle), text, re.IGNORECASE))
+    return sum(1 for _ in _iter_find_ci(text, needle))
 
 
 def parse_flags(flags: Any) -> int:

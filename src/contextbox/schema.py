@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-_S = {"type": "string"}
+_S = {"type": "string", "maxLength": 1000}
 _I = {"type": "integer"}
 _B = {"type": "boolean"}
-_THOUGHT = {"type": "string", "maxLength": 300}
+_THOUGHT = {"type": "string", "maxLength": 160}
 
 #: op -> (required args, optional args)
 L1_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -19,12 +19,14 @@ L1_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "regex": ({"pattern": {"type": "string", "minLength": 1, "maxLength": 200}}, {"flags": _S}),
     "lines": ({"start": _I, "end": _I}, {}),
     "slice": ({"start": _I, "end": _I}, {}),
-    "count": ({"pattern": {"type": "string", "minLength": 1}}, {}),
-    "final": ({"answer": {"type": "string", "minLength": 1}}, {}),
+    "count": ({"pattern": {"type": "string", "minLength": 1, "maxLength": 200}}, {}),
+    "final": ({"answer": {"type": "string", "minLength": 1, "maxLength": 400}}, {}),
 }
 L4_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "llm_query": ({"prompt": _S}, {"on": _S, "store": _S}),
-    "llm_map": ({"prompt": _S}, {"on": _S, "store": _S}),
+    "llm_map": ({"prompt": _S}, {"on": _S, "store": _S, "chunk_size": {"type": "integer", "minimum": 1}}),
+    "llm_query_batched": ({"prompts": {"type": "array", "items": _S, "minItems": 1}}, {"on": _S, "store": _S}),
+    "rlm_query": ({"prompt": _S}, {"on": _S, "store": _S}),
 }
 
 
@@ -40,10 +42,13 @@ def _branch(op: str, required: dict[str, Any], optional: dict[str, Any]) -> dict
     }
 
 
-def command_schema(levels: tuple[str, ...] = ("l1",)) -> dict[str, Any]:
+def command_schema(levels: tuple[str, ...] = ("l1",), *, answer: bool = True) -> dict[str, Any]:
+    """The schema of one command. ``answer=False`` leaves out ``final`` (the first turn must look)."""
     shapes = dict(L1_SHAPES)
     if "l4" in levels:
         shapes.update(L4_SHAPES)
+    if not answer:
+        shapes.pop("final")
     return {"anyOf": [_branch(op, req, opt) for op, (req, opt) in shapes.items()]}
 
 

@@ -97,11 +97,13 @@ def get_kind(kind: str) -> Factory:
     return _KINDS[kind]
 
 
-def resolve(spec: str, providers: list[ProviderConfig] | None = None) -> Provider:
+def resolve(spec: str, providers: list[ProviderConfig] | None = None, *,
+            local: dict[str, Any] | None = None) -> Provider:
     """Turn a model spec into a provider.
 
     ``scripted:PATH`` · ``local`` · ``local:PATH.gguf`` · ``NAME/MODEL`` where NAME is a
     configured or built-in provider. Several configured providers with one NAME form a pool.
+    ``local`` holds settings for the local kind (``context_tokens``, ``n_threads``).
     """
     spec = (spec or "").strip()
     if not spec:
@@ -112,7 +114,8 @@ def resolve(spec: str, providers: list[ProviderConfig] | None = None) -> Provide
         return ScriptedProvider.from_path(spec[len("scripted:") :])
     if spec == "local" or spec.startswith("local:"):
         path = spec[len("local:") :] if spec.startswith("local:") else None
-        return get_kind("local")(ProviderConfig("local", "local", extra={"path": path}), spec)
+        extra = {k: v for k, v in (local or {}).items() if v is not None}
+        return get_kind("local")(ProviderConfig("local", "local", extra={**extra, "path": path}), spec)
     if "/" not in spec:
         raise UsageError(
             f"unknown model {spec!r}: use NAME/MODEL (e.g. openai/gpt-4o-mini), scripted:PATH or local"

@@ -1,0 +1,252 @@
+"""What the two code levels (L2 sandbox, L3 native worker) share.
+
+* :class:`OutputBuffer` — keeps the first ``cap`` characters a cell prints and counts the rest;
+* :class:`CellState` — what ``FINAL`` / ``FINAL_VAR`` / ``SHOW_VARS`` asked for during a cell;
+* :func:`host_functions` — the functions a cell can call that run in the host process:
+  the L1 operations on the context, ``llm_query`` / ``llm_query_batched`` and the
+  answer helpers;
+* small formatting helpers (the cut note, tracebacks, the variable listing).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import CommandError
+
+if TYPE_CHECKING:
+    from .executors import Session
+
+log = logging.getLogger("contextbox")
+
+DEFAULT_OUTPUT_CAP = 20_000
+#: names the code levels define in a cell's namespace (hidden from SHOW_VARS)
+HELPER_NAMES = (
+    "context",
+    "Document",
+    "find",
+    "regex",
+    "count",
+    "lines",
+    "chunk",
+    "slice_",
+    "split",
+    "llm_query",
+    "llm_query_batched",
+    "FINAL",
+    "FINAL_VAR",
+    "SHOW_VARS",
+)
+_TB_MAX_LINES = 30
+_TB_MAX_CHARS = 3000
+
+
+def output_cap(session: Session) -> int:
+    """The per-cell cap on printed characters (services ``max_code_output_chars``)."""
+    try:
+        return max(200, int(session.services.get("max_code_output_chars", DEFAULT_OUTPUT_CAP)))
+    except (TypeError, ValueError):
+        return DEFAULT_OUTPUT_CAP
+
+
+def cut_note(cut: int) -> str:
+    """The line appended to output that was cut."""
+    return f"[… {cut:,} more characters cut; print less, or slice what you print]"
+
+
+class OutputBuffer:
+    """Collects printed text up to ``cap`` characters and counts what did not fit."""
+
+    def __init__(self, cap: int):
+        self.cap = cap
+        self.parts: list[str] = []
+        self.kept = 0
+        self.cut = 0
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        room = self.cap - self.kept
+        if room <= 0:
+            self.cut += len(text)
+            return
+        if len(text) > room:
+            self.parts.append(text[:room])
+            self.kept += room
+            self.cut += len(text) - room
+        else:
+            self.parts.append(text)
+            self.kept += len(text)
+
+    def callback(self, stream: str, text: str) -> None:
+        """A ``print_callback`` for pydantic-monty."""
+        self.write(text)
+
+    def add_cut(self, n: int) -> None:
+        self.cut += max(0, int(n))
+
+    def text(self) -> str:
+        out = "".join(self.parts)
+        if self.cut:
+            out += ("" if not out or out.endswith("\n") else "\n") + cut_note(self.cut)
+        return out
+
+
+@dataclass
+class CellState:
+    """What the answer helpers recorded while one cell ran."""
+
+    final: str | None = None
+    final_var: str | None = None
+    show_vars: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def to_answer(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def check_var_name(name: Any) -> str:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise CommandError(
+            f"FINAL_VAR takes the name of a variable as a string, e.g. FINAL_VAR('answer'), not {name!r}"
+        )
+    return name
+
+
+def format_vars(pairs: Iterable[tuple[str, str]]) -> str:
+    """``SHOW_VARS()`` output from (name, type name) pairs, user variables only."""
+    items = [(k, t) for k, t in pairs if not k.startswith("_") and k not in HELPER_NAMES]
+    if not items:
+        return "variables: (none yet)"
+    return "variables: " + ", ".join(f"{k}: {t}" for k, t in sorted(items))
+
+
+def shorten_traceback(tb: str) -> str:
+    """Keep a traceback short: the first frames, the last frames and the error line."""
+    lines = tb.rstrip("\n").split("\n")
+    if len(lines) > _TB_MAX_LINES:
+        head, tail = lines[:7], lines[-(_TB_MAX_LINES - 8) :]
+        lines = head + [f"  [… {len(lines) - len(head) - len(tail)} traceback lines cut]"] + tail
+    out = "\n".join(lines)
+    if len(out) > _TB_MAX_CHARS:
+        out = out[:1000] + "\n  [… traceback cut]\n" + out[-(_TB_MAX_CHARS - 1100) :]
+    return out
+
+
+def compose(output: str, error_text: str | None, notes: list[str]) -> str:
+    """Printed output, then the error (if any), then notes from the executor."""
+    parts = [output.rstrip("\n")] if output else []
+    if error_text:
+        parts.append(error_text.rstrip("\n"))
+    parts += notes
+    text = "\n".join(p for p in parts if p)
+    return text if text else "(no output; print() what you want to see)"
+
+
+def _opt_text(session: Session, text: Any) -> str:
+    if text is None:
+        return session.context.text
+    if not isinstance(text, str):
+        raise CommandError(f"text= must be a str, not {type(text).__name__}")
+    return text
+
+
+def host_functions(session: Session, state: CellState) -> dict[str, Callable[..., Any]]:
+    """The functions a cell calls that run in the host: L1 operations, sub-calls, answers.
+
+    The L1 operations work on the whole context unless ``text=`` names another string.
+    """
+    from . import ops
+
+    def find(needle: str, case_sensitive: bool = False, max: int | None = 100, *, text: str | None = None) -> Any:
+        return ops.find(_opt_text(session, text), needle, case_sensitive=case_sensitive, max=max)
+
+    def regex(pattern: str, flags: Any = "", max: int | None = 100, *, text: str | None = None) -> Any:
+        return ops.regex(_opt_text(session, text), pattern, flags=flags, max=max)
+
+    def count(pattern: str | None = None, what: str | None = None, *, text: str | None = None) -> Any:
+        return ops.count(_opt_text(session, text), pattern, what=what)
+
+    def lines(start: int | None = 0, end: int | None = None, *, text: str | None = None) -> list[str]:
+        return ops.lines(_opt_text(session, text), start, end)
+
+    def chunk(size: int, overlap: int = 0, *, text: str | None = None) -> list[str]:
+        return ops.chunk(_opt_text(session, text), size, overlap)
+
+    def slice_(start: int | None = 0, end: int | None = None, *, text: str | None = None) -> str:
+        return ops.slice_text(_opt_text(session, text), start, end)
+
+    def split(delimiter: str, *, text: str | None = None) -> list[str]:
+        return ops.split(_opt_text(session, text), delimiter)
+
+    fns: dict[str, Callable[..., Any]] = {
+        "find": find,
+        "regex": regex,
+        "count": count,
+        "lines": lines,
+        "chunk": chunk,
+        "slice_": slice_,
+        "split": split,
+    }
+    fns.update(answer_functions(state))
+    fns.update(query_functions(session))
+    return fns
+
+
+def answer_functions(state: CellState) -> dict[str, Callable[..., Any]]:
+    """FINAL / FINAL_VAR / SHOW_VARS, recording into ``state`` (resolved after the cell)."""
+
+    def FINAL(answer: Any) -> None:  # noqa: N802 - the RLM name
+        state.final = to_answer(answer)
+        state.final_var = None
+
+    def FINAL_VAR(name: Any) -> None:  # noqa: N802
+        state.final_var = check_var_name(name)
+        state.final = None
+
+    def SHOW_VARS() -> None:  # noqa: N802
+        state.show_vars = True
+
+    return {"FINAL": FINAL, "FINAL_VAR": FINAL_VAR, "SHOW_VARS": SHOW_VARS}
+
+
+def query_functions(session: Session) -> dict[str, Callable[..., Any]]:
+    """``llm_query`` and ``llm_query_batched`` bound to the session's sub-model."""
+
+    def llm_query(prompt: Any) -> str:
+        if session.sub_query is None:
+            raise CommandError(
+                "llm_query is not available in this run: sub-model calls are not enabled for "
+                "this set of levels; work with the context directly"
+            )
+        if not isinstance(prompt, str):
+            raise CommandError(f"llm_query(prompt) takes a str, not {type(prompt).__name__}")
+        return to_answer(session.sub_query(prompt))
+
+    def llm_query_batched(prompts: Any) -> list[str]:
+        if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
+            raise CommandError("llm_query_batched(prompts) takes a list of str")
+        batched = session.services.get("llm_query_batched")
+        if callable(batched):
+            if session.sub_query is None:
+                llm_query("")  # raises the "not enabled" error
+            for p in prompts:
+                if not isinstance(p, str):
+                    raise CommandError(f"llm_query_batched: every prompt must be a str, not {type(p).__name__}")
+            return [to_answer(r) for r in batched(list(prompts))]
+        return [llm_query(p) for p in prompts]
+
+    return {"llm_query": llm_query, "llm_query_batched": llm_query_batched}
+
+
+_PY_INPUT = re.compile(r"<python-input-(\d+)>")
+
+
+def rename_cells(tb: str, names: dict[int, str]) -> str:
+    """Replace monty's ``<python-input-N>`` file names by the model's cell names."""
+    return _PY_INPUT.sub(lambda m: names.get(int(m.group(1)), "<cell>"), tb)

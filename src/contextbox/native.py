@@ -1,0 +1,458 @@
+"""L3: code cells in a native CPython worker process, one per run.
+
+The worker (:mod:`contextbox._native_worker`) is started when the executor is made, so its
+start overlaps the root model's first call. It gets:
+
+* the context by memory-mapping a file — ``context.source_file`` when the context is one
+  file on disk, else a copy written once to the run's temporary directory; the host opens
+  it and passes the descriptor, so the worker needs no access to its path;
+* its own temporary working directory (also ``HOME`` and ``TMPDIR``), deleted at close;
+* a scrubbed environment (``PATH``, ``LANG``, ``HOME``, ``TMPDIR`` only — no API keys);
+* before any model code runs: a new network namespace (no interfaces but a down
+  loopback), a Landlock sandbox (reads limited to the Python installation and system
+  libraries, writes to its directory only, no TCP, no signals to processes outside it), a
+  uid of its own when the host runs as root, and resource limits: address space
+  (context + ``services["l3_memory_mb"]``, default 1024 MiB), CPU seconds
+  (``l3_cpu_s``, 600), open files (256), processes (64), file size (``l3_max_file_mb``, 1 GiB);
+* a wall-clock limit per cell (``services["l3_time_limit_s"]``, default 60 s; time spent
+  in host calls such as ``llm_query`` does not count).
+
+A worker that dies or overruns is killed with everything it started and replaced; the model
+is told that its variables are gone. Protections the OS refused are reported once as
+``warning`` events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ._cells import CellState, compose, cut_note, host_functions, output_cap, shorten_traceback
+from .errors import CommandError
+from .executors import Action, ActionOutput, Session, register_executor
+
+log = logging.getLogger("contextbox")
+
+PROMPT = """\
+Native Python (L3): code in ```repl blocks runs in a full CPython 3 process of its own (whole \
+standard library; whatever is installed next to contextbox). Variables persist across blocks \
+(also after an exception). Only what you print() comes back, cut to a few thousand characters: \
+print summaries and slices, never the whole context.
+Defined for you: `context` (the whole text as a str; for several documents a list of objects \
+with .path and .text); find(needle), regex(pattern, flags=""), count(pattern), lines(start, end), \
+chunk(size, overlap=0), slice_(start, end), split(delimiter) — on the context, or on another str \
+with text=...; llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
+FINAL(answer) ends the run with that answer; FINAL_VAR("name") answers with a variable's value; \
+SHOW_VARS() lists your variables.
+Limits: no network; files only in the current (temporary) directory; memory about the context \
+size + 1 GiB; 60 s per block. If the process dies (memory, crash, time) it is restarted and your \
+variables are lost — keep results you need small and print them."""
+
+WORKER = Path(__file__).with_name("_native_worker.py")
+_HDR = struct.Struct(">I")
+_MAX_FRAME = 64 << 20
+_MIB = 1 << 20
+_uid_counter = 0
+#: what the worker may ask the host to run (worker name -> host function name)
+_HOST_CALLS = {n: n for n in ("llm_query", "llm_query_batched", "find", "regex", "count", "lines", "chunk", "split")}
+_HOST_CALLS["slice_text"] = "slice_"
+_uid_lock = threading.Lock()
+
+
+class WorkerDied(Exception):
+    """The worker process ended or broke the protocol."""
+
+
+def _next_uid() -> int:
+    """A uid no other worker of this host process uses (derived from our pid)."""
+    global _uid_counter
+    with _uid_lock:
+        _uid_counter += 1
+        return 1_000_000 + (os.getpid() % 4_000_000) * 100 + _uid_counter % 100
+
+
+def _signal_name(code: int) -> str:
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+class _Proc:
+    """One running worker process and its pipes."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], rfd: int, wfd: int, uid: int | None):
+        self.popen, self.rfd, self.wfd, self.uid = popen, rfd, wfd, uid
+        self.buf = bytearray()
+        self.ready: dict[str, Any] | None = None
+        self.started = time.perf_counter()
+
+    def send(self, msg: dict[str, Any]) -> None:
+        data = json.dumps(msg, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        view = memoryview(_HDR.pack(len(data)) + data)
+        try:
+            while view:
+                view = view[os.write(self.wfd, view) :]
+        except (BrokenPipeError, OSError) as e:
+            raise WorkerDied(f"cannot write to the worker: {e}") from None
+
+    def recv(self, deadline: float | None) -> dict[str, Any] | None:
+        """The next message, or None when ``deadline`` passes first. Raises WorkerDied."""
+        while True:
+            if len(self.buf) >= 4:
+                (n,) = _HDR.unpack_from(self.buf)
+                if n > _MAX_FRAME:
+                    raise WorkerDied(f"the worker sent a {n:,}-byte message (limit {_MAX_FRAME:,})")
+                if len(self.buf) >= 4 + n:
+                    data = bytes(self.buf[4 : 4 + n])
+                    del self.buf[: 4 + n]
+                    try:
+                        msg = json.loads(data.decode("utf-8", "surrogatepass"))
+                    except (ValueError, RecursionError) as e:
+                        raise WorkerDied(f"the worker sent a malformed message ({e})") from None
+                    if not isinstance(msg, dict):
+                        raise WorkerDied("the worker sent a malformed message")
+                    return msg
+            wait = 0.2 if deadline is None else min(0.2, deadline - time.monotonic())
+            if wait <= 0:
+                return None
+            ready, _, _ = select.select([self.rfd], [], [], wait)
+            if ready:
+                chunk = os.read(self.rfd, 1 << 20)
+                if not chunk:
+                    raise WorkerDied("the worker closed its pipe")
+                self.buf += chunk
+            elif self.popen.poll() is not None:
+                raise WorkerDied("the worker exited")
+
+    def kill(self) -> None:
+        """Kill the worker and everything it started; close the pipes."""
+        pid = self.popen.pid
+        for sig_target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: self.popen.kill()):
+            try:
+                sig_target()
+            except (ProcessLookupError, PermissionError, OSError):
+                pass
+        if self.uid is not None:
+            _kill_uid(self.uid)
+        try:
+            self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not time out
+            log.warning("L3 worker %s did not exit after SIGKILL", pid)
+        for fd in (self.rfd, self.wfd):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.rfd = self.wfd = -1
+
+    def exit_reason(self) -> str:
+        code = self.popen.poll()
+        if code is None:
+            try:
+                code = self.popen.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                return "it stopped answering"
+        if code < 0:
+            name = _signal_name(code)
+            hint = {
+                "SIGKILL": " (often the memory limit, or the process killed itself)",
+                "SIGXCPU": " (its CPU-time limit)",
+                "SIGSEGV": " (a crash)",
+            }.get(name, "")
+            return f"it was killed by {name}{hint}"
+        return f"it exited with status {code}"
+
+
+def _kill_uid(uid: int) -> None:
+    """SIGKILL every process running as ``uid`` (the worker's private uid), until none is left."""
+    for _ in range(20):
+        found = False
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                if os.stat(entry.path).st_uid != uid:
+                    continue
+                os.kill(int(entry.name), signal.SIGKILL)
+                found = True
+            except (OSError, ValueError):
+                continue
+        if not found:
+            return
+        time.sleep(0.01)
+
+
+class NativeExecutor:
+    """Runs ``code`` actions in a CPython worker process of the run."""
+
+    level = "l3"
+
+    def __init__(self, session: Session):
+        self.session = session
+        svc = session.services
+        self.time_limit_s = float(svc.get("l3_time_limit_s", 60))
+        self.memory_mb = float(svc.get("l3_memory_mb", 1024))
+        self.cpu_s = int(svc.get("l3_cpu_s", 600))
+        self.cap = output_cap(session)
+        self.base = Path(tempfile.mkdtemp(prefix="contextbox-l3-"))
+        self.workdir = self.base / "work"
+        self.workdir.mkdir()
+        self._root = hasattr(os, "geteuid") and os.geteuid() == 0
+        self._ctx_path = self._context_file()
+        self._stderr_path = self.base / "worker.log"
+        self._proc: _Proc | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._warned = False
+        self.restarts = 0
+        self.cells = 0
+        try:
+            self._proc = self._spawn()
+        except OSError as e:  # reported when the first cell runs
+            log.warning("L3 worker could not start: %s", e)
+
+    # ------------------------------------------------------------------ worker lifecycle
+    def _context_file(self) -> Path:
+        ctx = self.session.context
+        if ctx.source_file and os.path.isfile(ctx.source_file):
+            return Path(ctx.source_file)
+        path = self.base / "context.txt"
+        with open(path, "w", encoding="utf-8", errors="surrogatepass", newline="") as f:
+            f.write(ctx.text)
+        return path
+
+    def _init_message(self, uid: int | None) -> dict[str, Any]:
+        ctx = self.session.context
+        docs = None
+        if ctx.kind == "documents" and len(ctx.documents) > 1:
+            docs = [[d.path, d.start, d.end] for d in ctx.documents]
+        size = self._ctx_path.stat().st_size
+        return {
+            "workdir": str(self.workdir),
+            "documents": docs,
+            "cap": self.cap,
+            "package_dir": str(Path(__file__).parent),
+            "uid": uid,
+            "gid": uid,
+            "memory_bytes": int(self.memory_mb * _MIB),
+            "context_bytes": size,
+            "cpu_s": self.cpu_s,
+            "nofile": 256,
+            "nproc": 64,
+            "fsize_bytes": int(float(self.session.services.get("l3_max_file_mb", 1024)) * _MIB),
+            "isolate_network": bool(self.session.services.get("l3_isolate_network", True)),
+            "landlock": bool(self.session.services.get("l3_landlock", True)),
+        }
+
+    def _spawn(self) -> _Proc:
+        uid = _next_uid() if self._root else None
+        if uid is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir.mkdir(mode=0o700)
+            os.chown(self.workdir, uid, uid)
+            os.chmod(self.base, 0o711)
+        env = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": str(self.workdir),
+            "TMPDIR": str(self.workdir),
+        }
+        h_r, w_w = os.pipe()  # host reads what the worker writes
+        w_r, h_w = os.pipe()  # worker reads what the host writes
+        ctx_fd = os.open(self._ctx_path, os.O_RDONLY | os.O_CLOEXEC)
+        err_fd = os.open(self._stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            popen = subprocess.Popen(
+                [sys.executable, "-I", str(WORKER), str(w_r), str(w_w), str(ctx_fd)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err_fd,
+                pass_fds=(w_r, w_w, ctx_fd),
+                cwd=str(self.base),
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError:
+            for fd in (h_r, w_w, w_r, h_w):
+                os.close(fd)
+            raise
+        finally:
+            os.close(ctx_fd)
+            os.close(err_fd)
+        os.close(w_r)
+        os.close(w_w)
+        proc = _Proc(popen, h_r, h_w, uid)
+        proc.send(self._init_message(uid))
+        return proc
+
+    def _wait_ready(self, proc: _Proc) -> None:
+        if proc.ready is not None:
+            return
+        size = self._ctx_path.stat().st_size
+        deadline = time.monotonic() + 30 + size / (100 * _MIB)  # ~100 MiB/s worst case for decoding
+        msg = proc.recv(deadline)
+        if msg is None:
+            raise WorkerDied("the worker did not start in time")
+        if msg.get("op") != "ready":
+            raise WorkerDied(f"unexpected first message from the worker: {msg.get('op')!r}")
+        proc.ready = msg
+        report = msg.get("report") or {}
+        log.debug("L3 worker %s ready: %s", msg.get("pid"), report)
+        self._check_isolation(report)
+
+    def _check_isolation(self, report: dict[str, Any]) -> None:
+        if self._warned:
+            return
+        self._warned = True
+        problems = []
+        if report.get("network") != "ok":
+            problems.append(f"network not isolated: {report.get('network')}")
+        if not str(report.get("landlock", "")).startswith("abi"):
+            problems.append(f"filesystem not sandboxed: {report.get('landlock')}")
+        if not isinstance(report.get("uid"), int):
+            problems.append(f"worker runs as the host's user: {report.get('uid')}")
+        for p in problems:
+            log.warning("L3 worker: %s", p)
+            self.session.emit("warning", {"message": f"L3 worker: {p}", "level": "l3"})
+
+    def _stderr_tail(self, n: int = 600) -> str:
+        try:
+            with open(self._stderr_path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - n))
+                return f.read().decode("utf-8", "replace").strip()
+        except OSError:
+            return ""
+
+    def _replace(self, why: str) -> str:
+        """Kill the current worker, start another; returns the note for the model."""
+        if self._proc is not None:
+            self._proc.kill()
+        self._proc = None
+        self.restarts += 1
+        self.session.emit("warning", {"message": f"L3 worker replaced: {why}", "level": "l3"})
+        log.info("L3 worker replaced: %s", why)
+        try:
+            self._proc = self._spawn()
+        except OSError as e:
+            return f"[{why}; a new worker could not be started ({e}); it will be retried with the next block]"
+        return (
+            f"[{why}; a fresh worker was started: variables from earlier blocks are lost, "
+            "`context` and the helper functions are available again]"
+        )
+
+    # ------------------------------------------------------------------ run
+    def run(self, action: Action) -> ActionOutput:
+        code = str(action.args.get("code", action.source) or "")
+        with self._lock:
+            if self._closed:
+                raise CommandError("the L3 worker of this run is closed")
+            if self._proc is None:
+                try:
+                    self._proc = self._spawn()
+                except OSError as e:
+                    return ActionOutput(f"[the L3 worker could not start: {e}]", error=True)
+            proc = self._proc
+            try:
+                self._wait_ready(proc)
+            except WorkerDied as e:
+                tail = self._stderr_tail()
+                note = self._replace(f"the worker failed to start ({e}{'; ' + tail if tail else ''})")
+                return ActionOutput(note, error=True)
+            self.cells += 1
+            return self._run_cell(proc, code)
+
+    def _run_cell(self, proc: _Proc, code: str) -> ActionOutput:
+        state = CellState()
+        fns = host_functions(self.session, state)
+        deadline = time.monotonic() + self.time_limit_s
+        try:
+            proc.send({"op": "run", "code": code})
+            while True:
+                msg = proc.recv(deadline)
+                if msg is None:
+                    note = self._replace(
+                        f"this block ran longer than the {self.time_limit_s:g} s limit and was stopped"
+                    )
+                    return ActionOutput(note, error=True)
+                op = msg.get("op")
+                if op == "call":
+                    t0 = time.monotonic()
+                    proc.send(self._host_call(fns, msg))
+                    deadline += time.monotonic() - t0  # host time does not count
+                elif op == "done":
+                    return self._result(msg)
+                else:
+                    raise WorkerDied(f"unexpected message {op!r}")
+        except WorkerDied as e:
+            try:
+                proc.popen.wait(timeout=1)
+                reason = proc.exit_reason()
+            except subprocess.TimeoutExpired:
+                reason = str(e)
+            return ActionOutput(self._replace(f"the worker died while running this block: {reason}"), error=True)
+
+    def _host_call(self, fns: dict[str, Any], msg: dict[str, Any]) -> dict[str, Any]:
+        name = _HOST_CALLS.get(str(msg.get("fn")))
+        args, kwargs = msg.get("args") or [], msg.get("kwargs") or {}
+        fn = fns.get(name) if name else None
+        if fn is None or not isinstance(args, list) or not isinstance(kwargs, dict):
+            return {"op": "raise", "message": f"unknown host function {msg.get('fn')!r}"}
+        try:
+            return {"op": "return", "value": fn(*args, **{str(k): v for k, v in kwargs.items()})}
+        except (CommandError, TypeError, ValueError) as e:
+            return {"op": "raise", "message": str(e)}
+        except Exception as e:  # noqa: BLE001 - a failed sub-call is the cell's error, not ours
+            log.warning("L3 host call %s failed: %s", name, e)
+            return {"op": "raise", "message": f"{type(e).__name__}: {e}"}
+
+    def _result(self, msg: dict[str, Any]) -> ActionOutput:
+        output = msg.get("output")
+        output = output if isinstance(output, str) else ""
+        cut = msg.get("cut") if isinstance(msg.get("cut"), int) else 0
+        if len(output) > self.cap:  # never trust the worker's own cap
+            cut += len(output) - self.cap
+            output = output[: self.cap]
+        if cut:
+            output += ("" if not output or output.endswith("\n") else "\n") + cut_note(cut)
+        error = msg.get("error")
+        error = shorten_traceback(error) if isinstance(error, str) and error else None
+        final = msg.get("final")
+        final = final if isinstance(final, str) else None
+        return ActionOutput(compose(output, error, []), error=error is not None, final=final)
+
+    # ------------------------------------------------------------------ close
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._proc is not None:
+                self._proc.kill()
+                self._proc = None
+            shutil.rmtree(self.base, ignore_errors=True)
+
+    def worker_pid(self) -> int | None:
+        """The current worker's pid (tests and diagnostics)."""
+        return self._proc.popen.pid if self._proc is not None else None
+
+
+def make_executor(session: Session) -> NativeExecutor:
+    return NativeExecutor(session)
+
+
+register_executor("l3", make_executor)

@@ -1,0 +1,274 @@
+"""L2: code cells in a pydantic-monty sandbox.
+
+Each run checks out one monty session (a dedicated worker subprocess, from a pool shared
+by all runs of the process) and keeps it for the whole run, so the namespace persists from
+cell to cell. The context is sent once, when the session starts; the L1 operations,
+``llm_query`` and the answer helpers are host functions the sandbox calls out to.
+
+Monty has no filesystem (no mounts are given), no network, no subprocesses and no
+environment. Memory (``services["l2_memory_mb"]``, default 512 MiB, plus room for the
+context) and time per cell (``services["l2_time_limit_s"]``, default 30 s; sleeping returns
+at once) are enforced inside the worker. A cell that times out, or a worker that dies, costs
+the namespace: the executor starts a fresh session, sends the context again and tells the
+model what happened.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from typing import Any
+
+from ._cells import (
+    CellState,
+    OutputBuffer,
+    compose,
+    format_vars,
+    host_functions,
+    output_cap,
+    rename_cells,
+    shorten_traceback,
+)
+from .errors import CommandError
+from .executors import Action, ActionOutput, Session, register_executor
+
+log = logging.getLogger("contextbox")
+
+PROMPT = """\
+Python sandbox (L2): code in ```repl blocks runs in a sandboxed Python interpreter (pydantic-monty). \
+Variables persist across blocks (also after an exception). Only what you print() comes back, cut \
+to a few thousand characters: print summaries and slices, never the whole context.
+Defined for you: `context` (the whole text as a str; for several documents a list of objects with \
+.path and .text); find(needle), regex(pattern, flags=""), count(pattern), lines(start, end), \
+chunk(size, overlap=0), slice_(start, end), split(delimiter) — on the context, or on another str \
+with text=...; llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
+FINAL(answer) ends the run with that answer; FINAL_VAR("name") answers with a variable's value; \
+SHOW_VARS() lists your variables.
+Modules: re, json, math, collections, itertools, functools, datetime, random, bisect, typing, \
+dataclasses, decimal, hashlib, base64, csv, unicodedata, copy.
+Missing: files, network, subprocess; class inheritance, yield/generators, del, \
+@property/@staticmethod, super(), dir(), globals(), vars(); modules string, statistics, \
+textwrap, heapq, operator, enum, io, struct, pprint. A block may run for 30 s at most."""
+
+_MIB = 1 << 20
+_POOL: Any = None
+_POOL_LOCK = threading.Lock()
+
+_PRELUDE_DOCS = """\
+class Document:
+    def __init__(self, path, text):
+        self.path = path
+        self.text = text
+    def __repr__(self):
+        return 'Document(path=' + repr(self.path) + ', chars=' + str(len(self.text)) + ')'
+context = [Document(_cb_p, _cb_t) for _cb_p, _cb_t in _cb_docs]
+_cb_docs = None
+"""
+_VARS_PROBE = "{_cb_k: type(_cb_v).__name__ for _cb_k, _cb_v in locals().items()}"
+
+
+def _pool() -> Any:
+    """The process-wide monty worker pool, started on first use."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            try:
+                from pydantic_monty import Monty
+            except ImportError as e:  # pragma: no cover - the extra is a dependency
+                raise CommandError(f"the L2 sandbox needs pydantic-monty: {e}") from None
+            pool = Monty(min_processes=1, max_processes=64, max_checkouts_per_worker=1, checkout_timeout=60)
+            pool.__enter__()
+            _POOL = pool
+            atexit.register(_close_pool)
+        return _POOL
+
+
+def _close_pool() -> None:
+    global _POOL
+    with _POOL_LOCK:
+        pool, _POOL = _POOL, None
+    if pool is not None:
+        try:
+            pool.__exit__(None, None, None)
+        except Exception as e:  # noqa: BLE001 - best effort at exit
+            log.debug("closing the monty pool: %s", e)
+
+
+class SandboxExecutor:
+    """Runs ``code`` actions in one pydantic-monty session per run."""
+
+    level = "l2"
+
+    def __init__(self, session: Session):
+        self.session = session
+        svc = session.services
+        self.memory_mb = float(svc.get("l2_memory_mb", 512))
+        self.time_limit_s = float(svc.get("l2_time_limit_s", 30))
+        self.cap = output_cap(session)
+        self._sess: Any = None
+        self._feeds = 0  # monty names feeds <python-input-0>, <python-input-1>, ...
+        self._cell_names: dict[int, str] = {}
+        self._cells = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        self.restarts = 0
+
+    # ------------------------------------------------------------------ session
+    def _context_bytes(self) -> int:
+        t = self.session.context.text
+        return len(t) if t.isascii() else 4 * len(t)
+
+    def _start(self) -> None:
+        """Check out a session and send it the context (once per session)."""
+        limits = {
+            "max_memory": int(self.memory_mb * _MIB) + 2 * self._context_bytes() + 16 * _MIB,
+            "max_feed_duration_secs": self.time_limit_s,
+            "max_suspensions": 10**12,
+        }
+        sess = _pool().checkout(limits=limits, os_policy={"sleep": "zero"})
+        sess.__enter__()
+        self._sess, self._feeds, self._cell_names = sess, 0, {}
+        ctx = self.session.context
+        if ctx.kind == "documents" and len(ctx.documents) > 1:
+            docs = [(d.path, ctx.text[d.start : d.end]) for d in ctx.documents]
+            self._feed(_PRELUDE_DOCS, inputs={"_cb_docs": docs})
+        else:
+            self._feed("None", inputs={"context": ctx.text})
+        log.debug("L2 sandbox session started (worker pid %s)", getattr(sess, "worker_pid", None))
+
+    def _feed(self, code: str, **kw: Any) -> Any:
+        self._feeds += 1
+        return self._sess.feed_run(code, **kw)
+
+    def _drop(self) -> None:
+        sess, self._sess = self._sess, None
+        if sess is not None:
+            try:
+                sess.__exit__(None, None, None)
+            except Exception as e:  # noqa: BLE001 - the worker may be gone already
+                log.debug("closing a monty session: %s", e)
+
+    def _restart(self, why: str) -> str:
+        """Replace the session; returns the note for the model."""
+        self._drop()
+        self.restarts += 1
+        self.session.emit("warning", {"message": f"L2 sandbox restarted: {why}", "level": "l2"})
+        try:
+            self._start()
+        except Exception as e:  # noqa: BLE001 - reported to the model, retried next cell
+            self._drop()
+            log.warning("L2 sandbox restart failed: %s", e)
+            return f"[{why}; the sandbox could not be restarted yet ({e}); it will be retried with the next block]"
+        return (
+            f"[{why}; a fresh sandbox was started: variables from earlier blocks are lost, "
+            "`context` and the helper functions are available again]"
+        )
+
+    def _alive(self) -> bool:
+        try:
+            self._feed("None")
+            return True
+        except Exception:  # noqa: BLE001 - any failure means the session is gone
+            return False
+
+    # ------------------------------------------------------------------ run
+    def run(self, action: Action) -> ActionOutput:
+        from pydantic_monty import MontyCrashedError, MontyError, MontySyntaxError
+
+        code = str(action.args.get("code", action.source) or "")
+        with self._lock:
+            if self._closed:
+                raise CommandError("the L2 sandbox of this run is closed")
+            notes: list[str] = []
+            if self._sess is None:
+                try:
+                    self._start()
+                except MontyError as e:
+                    self._drop()
+                    return ActionOutput(f"[the L2 sandbox could not start: {e}]", error=True)
+            self._cells += 1
+            self._cell_names[self._feeds] = f"<cell {self._cells}>"  # monty counts feeds from 0
+            state = CellState()
+            buf = OutputBuffer(self.cap)
+            fns = host_functions(self.session, state)
+            error_text: str | None = None
+            alive = True
+            try:
+                self._feed(code, print_callback=buf.callback, external_lookup=fns)
+            except MontyCrashedError as e:
+                error_text, alive = "", False
+                notes.append(self._restart(f"the sandbox worker died while running this block ({e})"))
+            except MontySyntaxError as e:
+                error_text = shorten_traceback(rename_cells(e.display(), self._cell_names))
+            except MontyError as e:
+                exc = _inner(e)
+                error_text = shorten_traceback(rename_cells(_display(e), self._cell_names))
+                if isinstance(exc, TimeoutError):
+                    alive = False
+                    notes.append(
+                        self._restart(f"this block ran longer than the {self.time_limit_s:g} s limit and was stopped")
+                    )
+                elif isinstance(exc, MemoryError) and not self._alive():
+                    alive = False
+                    notes.append(self._restart("the sandbox ran out of memory and was terminated"))
+            final = state.final
+            if state.final_var or state.show_vars:
+                if alive:
+                    final = self._resolve_answers(state, notes) or final
+                elif state.final_var:
+                    notes.append(f"FINAL_VAR error: the variable {state.final_var!r} was lost with the sandbox")
+                    state.notes.append("final_var_failed")
+            failed = error_text is not None or "final_var_failed" in state.notes
+            return ActionOutput(compose(buf.text(), error_text, notes), error=failed, final=final)
+
+    def _resolve_answers(self, state: CellState, notes: list[str]) -> str | None:
+        """Run FINAL_VAR / SHOW_VARS against the namespace after the cell."""
+        from pydantic_monty import MontyError
+
+        final: str | None = None
+        if state.show_vars:
+            try:
+                pairs = self._feed(_VARS_PROBE)
+                notes.append(format_vars(pairs.items() if isinstance(pairs, dict) else []))
+            except MontyError as e:
+                notes.append(f"SHOW_VARS failed: {_display(e, 'type-msg')}")
+        if state.final_var:
+            name = state.final_var
+            try:
+                value = self._feed(f"str({name})")
+                final = value if isinstance(value, str) else str(value)
+            except MontyError as e:
+                exc = _inner(e)
+                if isinstance(exc, NameError):
+                    notes.append(f"FINAL_VAR error: there is no variable named {name!r}; assign it first")
+                else:
+                    notes.append(f"FINAL_VAR error: {_display(e, 'type-msg')}")
+                state.notes.append("final_var_failed")
+        return final
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._drop()
+
+
+def _inner(e: Exception) -> BaseException | None:
+    try:
+        return e.exception()  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _display(e: Exception, fmt: str = "traceback") -> str:
+    try:
+        return e.display(fmt)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001
+        return str(e)
+
+
+def make_executor(session: Session) -> SandboxExecutor:
+    return SandboxExecutor(session)
+
+
+register_executor("l2", make_executor)
