@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install install-local test demo lint bench clean
+.PHONY: install install-local system-deps test demo lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -16,7 +16,13 @@ install: $(BIN)/python
 install-local: $(BIN)/python
 	$(PIP) install -e '.[dev,local]'
 
-test: install-local
+# Debian's chromium for the visualizer's browser test (never a downloaded browser build)
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "make: chromium is missing: sudo apt-get install chromium" >&2; exit 1; fi; }
+
+test: install-local system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 demo: $(BIN)/python

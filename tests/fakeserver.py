@@ -78,7 +78,7 @@ class FakeLLMServer:
     def start(self) -> FakeLLMServer:
         self._stop.clear()
         handler = type("_Handler", (_Handler,), {"fake": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd = _Server(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-llm", daemon=True
@@ -168,8 +168,15 @@ class FakeLLMServer:
             self.completion_tokens_total += completion
 
 
+class _Server(ThreadingHTTPServer):
+    #: room for a whole batch of new connections (the default backlog of 5 drops SYNs: 1 s stalls)
+    request_queue_size = 256
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    #: headers and body leave at once (else Nagle + delayed ACK stall every reply ~40 ms)
+    disable_nagle_algorithm = True
     fake: FakeLLMServer
 
     def log_message(self, format: str, *args: Any) -> None:  # silence stderr

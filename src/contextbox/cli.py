@@ -76,6 +76,23 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("run_id")
     rs.add_argument("--json", action="store_true", help="the raw JSONL events")
     rs.add_argument("--runs-dir", dest="runs_dir_sub")
+    rx = runs_sub.add_parser("export", help="one run as JSON lines (one event a line)")
+    rx.add_argument("run_id")
+    rx.add_argument("--runs-dir", dest="runs_dir_sub")
+
+    srv = sub.add_parser("serve", help="the HTTP API, the OpenAI-compatible endpoint and the /visualize page")
+    srv.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, help="port (default 8080)")
+    srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $CONTEXTBOX_TOKEN)")
+    srv.add_argument("--root", action="append", metavar="DIR",
+                     help="a folder whose files runs may name as context_path (repeatable)")
+    srv.add_argument("--db", help="the SQLite run store (default <runs_dir>/runs.sqlite)")
+    srv.add_argument("--max-concurrent-runs", type=_positive_int)
+    srv.add_argument("--max-upload-mb", type=float)
+    srv.add_argument("--model", help="default root model spec for runs that name none")
+    srv.add_argument("--sub-model")
+    srv.add_argument("--levels")
+    srv.add_argument("--runs-dir")
 
     model = sub.add_parser("model", help="the embedded local model")
     model_sub = model.add_subparsers(dest="model_command", metavar="ACTION", parser_class=_Parser)
@@ -195,9 +212,13 @@ def _run_and_report(rlm: Any, question: str, ctx: Context, args: argparse.Namesp
 
 
 def _store(config: Config, runs_dir: str | None) -> Any:
+    """The JSONL run log and the SQLite run store (the one ``rlm serve`` uses), kept in step."""
     from .runlog import JsonlRunStore
+    from .store_sqlite import SqliteRunStore, TeeRunStore, default_db_path
 
-    return JsonlRunStore(Path(runs_dir).expanduser() if runs_dir else config.runs_dir)
+    root = Path(runs_dir).expanduser() if runs_dir else config.runs_dir
+    db = default_db_path(root) if runs_dir or not config.server.db else Path(config.server.db).expanduser()
+    return TeeRunStore(SqliteRunStore(db), JsonlRunStore(root))
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -258,6 +279,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print(f"{r['run_id']}  {when}  {r['status']:<15} it={r.get('iterations') or '-':<3} "
                   f"tok={r.get('tokens') or '-':<7} {q!r} → {ans!r}")
         return EXIT_OK
+    if args.runs_command == "export":
+        for line in store.export_jsonl(args.run_id):
+            sys.stdout.write(line)
+        return EXIT_OK
     events = store.events(args.run_id)
     if args.json:
         for ev in events:
@@ -297,6 +322,32 @@ def format_events(events: list[Event]) -> list[str]:
     return out
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    import uvicorn
+
+    from .server import create_app
+
+    config = Config.load(args.config, model=args.model, sub_model=args.sub_model, levels=args.levels,
+                         runs_dir=args.runs_dir)
+    srv = config.server
+    for key in ("host", "port", "db", "max_concurrent_runs", "max_upload_mb"):
+        if getattr(args, key) is not None:
+            setattr(srv, key, getattr(args, key))
+    if args.root:
+        srv.roots = list(srv.roots) + args.root
+    srv.token = args.token or os.environ.get("CONTEXTBOX_TOKEN") or srv.token
+    if srv.host not in ("127.0.0.1", "localhost", "::1") and not srv.token:
+        sys.stderr.write(f"rlm: warning: serving on {srv.host} without a token: anyone who can reach it "
+                         "can start runs (pass --token)\n")
+    app = create_app(config)
+    sys.stderr.write(f"rlm: serving on http://{srv.host}:{srv.port} — /visualize, /docs; run store "
+                     f"{app.state.store.path}\n")
+    uvicorn.run(app, host=srv.host, port=srv.port, log_level="debug" if args.verbose else "warning")
+    return EXIT_OK
+
+
 def cmd_model(args: argparse.Namespace) -> int:
     from . import local_model
 
@@ -321,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="rlm: %(levelname)s: %(message)s", stream=sys.stderr)
-    handlers = {"ask": cmd_ask, "config": cmd_config, "runs": cmd_runs, "model": cmd_model, "demo": cmd_demo}
+    handlers = {"ask": cmd_ask, "config": cmd_config, "runs": cmd_runs, "model": cmd_model, "demo": cmd_demo,
+                "serve": cmd_serve}
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -57,6 +57,29 @@ class LocalSettings:
 
 
 @dataclass
+class ServerSettings:
+    """``rlm serve`` (see README "Server"). ``roots``: folders whose files ``context_path`` may name."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None  # require "Authorization: Bearer TOKEN" on every endpoint but /health
+    roots: list[str] = field(default_factory=list)
+    max_upload_mb: float = 64.0
+    max_concurrent_runs: int = 4
+    db: str | None = None  # the SQLite run store; default <runs_dir>/runs.sqlite
+
+
+@dataclass
+class DelegationSettings:
+    """L4 delegation (see README "Delegation"): sub-calls, batches and child RLMs."""
+
+    max_depth: int = 2  # rlm_query at this depth degrades to a plain sub-model call
+    max_concurrency: int = 16  # concurrent sub-calls (and child runs) per batch
+    max_sub_calls: int | None = None  # per run, children included; None = unlimited
+    chunk_size: int = 20000  # llm_map's default chunk size in characters
+
+
+@dataclass
 class Config:
     model: str | None = None
     sub_model: str | None = None
@@ -68,6 +91,8 @@ class Config:
     aids: Aids = field(default_factory=Aids)
     code: CodeSettings = field(default_factory=CodeSettings)
     local: LocalSettings = field(default_factory=LocalSettings)
+    delegation: DelegationSettings = field(default_factory=DelegationSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)
     providers: list[ProviderConfig] = field(default_factory=list)
     source: str | None = None  # the file it came from
@@ -106,7 +131,9 @@ class Config:
 
     def _apply_file(self, data: dict[str, Any], where: str) -> None:
         simple = {"model", "sub_model", "levels", "runs_dir", "regex_timeout_s", "preview_chars"}
-        sections = {"limits": self.limits, "aids": self.aids, "code": self.code, "local": self.local}
+        sections = {"limits": self.limits, "aids": self.aids, "code": self.code, "local": self.local,
+                    "delegation": self.delegation,
+                    "server": self.server}
         for key, val in data.items():
             if key in simple:
                 self._set(key, val, where)
@@ -167,6 +194,8 @@ class Config:
         d["levels"] = list(self.levels)
         d["runs_dir"] = str(self.runs_dir)
         d["prices"] = {k: {"input": a, "output": b} for k, (a, b) in self.prices.items()}
+        if self.server.token and mask:
+            d["server"]["token"] = _mask(self.server.token)
         for p, pc in zip(d["providers"], self.providers, strict=True):
             key = pc.api_key()
             p["api_key"] = (_mask(key) if mask else key) if key else (None if not pc.api_key_env else "(not set)")

@@ -24,7 +24,7 @@ log = logging.getLogger("contextbox")
 
 GUTENBERG_URL = "https://www.gutenberg.org/cache/epub/2600/pg2600.txt"
 WORDS = ["AMBER", "COBALT", "FALCON", "GRANITE", "HARBOR", "JUNIPER", "LANTERN", "MARBLE", "ORCHID", "SAFFRON"]
-QUESTION = "What is the secret password to the old library?"
+QUESTION = "What is the secret password to the old library? Answer with the password only."
 
 
 def cache_dir() -> Path:

@@ -98,19 +98,26 @@ class RLM:
             self.limits = limits
         else:
             self.limits = base.replace(**(limits or {})) if limits else base
-        self.root = model if isinstance(model, Provider) else resolve(
-            model or default_model_spec(self.config), self.config.providers
-        )
+        self.root = model if isinstance(model, Provider) else self._resolve(model or default_model_spec(self.config))
         if sub_model is None and self.config.sub_model:
             sub_model = self.config.sub_model
-        self.sub = sub_model if isinstance(sub_model, Provider) or sub_model is None else resolve(
-            sub_model, self.config.providers
-        )
+        self.sub = sub_model if isinstance(sub_model, Provider) or sub_model is None else self._resolve(sub_model)
         if self.sub is None:
-            self.sub = self.root
+            self.sub = _role_view(self.root, "sub")
+        self.root = _role_view(self.root, "root")
+        self.sub = _role_view(self.sub, "sub")
         self.store = store
+        #: called with every Usage this run records (a child run reports to its parent)
+        self.usage_sink: Callable[[Usage], None] | None = None
         self.depth = depth
         self.path = path
+
+    def _resolve(self, spec: str) -> Provider:
+        loc = self.config.local
+        local = {"context_tokens": loc.context_tokens, "n_threads": loc.threads}
+        if spec == "local" and loc.model_path:
+            spec = f"local:{loc.model_path}"
+        return resolve(spec, self.config.providers, local=local)
 
     @property
     def is_local(self) -> bool:
@@ -130,6 +137,22 @@ class RLM:
 
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _role_view(provider: Provider, role: str) -> Provider:
+    """A pool's endpoints for ``role`` (``root``/``sub``); other providers as they are."""
+    for_role = getattr(provider, "for_role", None)
+    return for_role(role) if callable(for_role) else provider
+
+
+def _install_delegation(session: Session) -> None:
+    """Let L4 set up the session's sub-call services (batching, recursion) if it is built."""
+    try:
+        from .delegation import install
+    except ImportError as e:
+        log.debug("delegation unavailable: %s", e)
+        return
+    install(session)
 
 
 def _norm(s: str) -> str:
@@ -154,14 +177,17 @@ class _Run:
             path=rlm.path, depth=rlm.depth, emit=self._emit_async, cancel=self.cancel,
             sub_query=self._sub_query,
         )
-        self.session.services.update(
+        settings = dict(
             max_code_output_chars=cfg.code.max_output_chars, l2_memory_mb=cfg.code.l2_memory_mb,
             l2_time_limit_s=cfg.code.l2_time_limit_s, l3_memory_mb=cfg.code.l3_memory_mb,
-            l3_time_limit_s=cfg.code.l3_time_limit_s, forward_event=self._forward_async,
-            record_usage=self._record_usage, rlm=rlm,
+            l3_time_limit_s=cfg.code.l3_time_limit_s,
         )
+        self.session.services.update({k: v for k, v in settings.items() if v is not None})
+        self.session.services.update(forward_event=self._forward_async, record_usage=self._record_usage, rlm=rlm)
         self.executors: dict[str, Executor] = {}
         self.deadline = time.monotonic() + self.limits.timeout_s if self.limits.timeout_s else None
+        self.session.services.update(usage=self.usage, deadline=self.deadline, check=self._check)
+        _install_delegation(self.session)
         aids = cfg.aids
         self.grounding = aids.grounding is True or (aids.grounding == "auto" and rlm.is_local)
         self.seen: list[str] = [question, context.text[: cfg.preview_chars], context.text[-cfg.preview_chars:]]
@@ -235,12 +261,14 @@ class _Run:
     # ------------------------------------------------------------------ usage
     def _record_usage(self, u: Usage) -> None:
         self.usage.add(u)
+        if self.rlm.usage_sink is not None:  # a child run: the parent's report gets it too, once
+            self.rlm.usage_sink(u)
 
     def _call_usage(self, role: str, provider: Provider, c: Any, latency: float) -> Usage:
         spec = provider.name
         u = Usage(role, spec, c.input_tokens, c.output_tokens, latency,
                   cost(spec, c.input_tokens, c.output_tokens, self.rlm.config.prices), c.estimated, self.rlm.depth)
-        self.usage.add(u)
+        self._record_usage(u)
         return u
 
     def _check_budget(self) -> None:
@@ -251,17 +279,35 @@ class _Run:
         if lim.max_cost_usd is not None and t.cost_usd > lim.max_cost_usd:
             raise BudgetExceeded(f"max_cost_usd={lim.max_cost_usd} exceeded (${t.cost_usd:.4f} used)")
 
-    def _sub_query(self, prompt: str) -> str:
-        """A plain sub-model call (L4 and code levels use it)."""
+    def _sub_query(self, prompt: str, **opts: Any) -> str:
+        """A plain sub-model call (L4 and code levels use it). Thread-safe.
+
+        ``tag`` (a dict) is added to this call's ``sub_call``/``retry``/``failover`` events;
+        other ``opts`` go to the provider.
+        """
         self._check()
         self._check_budget()
         sub = self.rlm.sub
+        tag = {"role": "sub", **(opts.pop("tag", None) or {})}
+        opts.setdefault("on_retry", self._retry_cb(tag))
+        opts.setdefault("on_failover", self._failover_cb(tag))
         t0 = time.monotonic()
-        c = sub.complete([{"role": "user", "content": prompt}], timeout=self._remaining())
+        c = sub.complete([{"role": "user", "content": prompt}], timeout=self._remaining(), **opts)
         u = self._call_usage("sub", sub, c, time.monotonic() - t0)
         self._emit_async("sub_call", {"model": sub.name, "input_tokens": u.input_tokens,
-                                      "output_tokens": u.output_tokens, "latency_s": round(u.latency_s, 4)})
+                                      "output_tokens": u.output_tokens, "latency_s": round(u.latency_s, 4), **tag})
         return c.text
+
+    def _retry_cb(self, tag: dict[str, Any]) -> Callable[[int, float, Exception], None]:
+        def on_retry(attempt: int, delay: float, err: Exception) -> None:
+            self._emit_async("retry", {"attempt": attempt, "delay_s": round(delay, 3), "error": str(err), **tag})
+        return on_retry
+
+    def _failover_cb(self, tag: dict[str, Any]) -> Callable[[str, str, Exception], None]:
+        def on_failover(src: str, dst: str, err: Exception) -> None:
+            self._emit_async("failover", {"from": src, "to": dst, "error": str(err),
+                                          "message": f"failover {src} -> {dst} after: {err}", **tag})
+        return on_failover
 
     def _remaining(self) -> float | None:
         return None if self.deadline is None else max(0.1, self.deadline - time.monotonic())
@@ -278,7 +324,7 @@ class _Run:
         try:
             status, answer, reason = yield from self._loop()
         except RunStopped as e:
-            status, reason, answer = e.status, str(e), self._partial()
+            status, reason, answer = e.status, str(e), getattr(e, "partial", None) or self._partial()
         except ProviderError as e:
             status, reason, answer = "failed", f"{type(e).__name__}: {e}", self._partial()
         except ContextboxError as e:
@@ -312,9 +358,10 @@ class _Run:
         opts: dict[str, Any] = {}
         if constrainable(rlm.levels) and getattr(rlm.root, "supports_schema", False):
             opts["response_schema"] = command_schema(rlm.levels)
+        if rlm.is_local:
+            opts["max_tokens"] = rlm.config.local.max_tokens
 
-        def on_retry(attempt: int, delay: float, err: Exception) -> None:
-            self._emit_async("retry", {"attempt": attempt, "delay_s": round(delay, 3), "error": str(err)})
+        on_retry, on_failover = self._retry_cb({"role": "root"}), self._failover_cb({"role": "root"})
 
         errors_in_row = 0
         for it in range(1, lim.max_iterations + 1):
@@ -328,8 +375,13 @@ class _Run:
                 **({"system": system} if it == 1 else {}),
             })
             tc = time.monotonic()
+            if "response_schema" in opts:  # a constrained model cannot answer before it has looked
+                opts["response_schema"] = command_schema(
+                    rlm.levels, answer=self.looked or not rlm.config.aids.first_turn
+                )
             completion = yield from self._wait(
-                lambda: rlm.root.complete(messages, timeout=self._remaining(), on_retry=on_retry, **opts)
+                lambda: rlm.root.complete(messages, timeout=self._remaining(), on_retry=on_retry,
+                                          on_failover=on_failover, **opts)
             )
             u = self._call_usage("root", rlm.root, completion, time.monotonic() - tc)
             reply = completion.text or ""
@@ -356,6 +408,10 @@ class _Run:
                 if out.final is not None:
                     yield self._event("final", {"answer": out.final, "iteration": it})
                     return "answered", out.final, None
+                stop = self.session.services.pop("stop", None)  # e.g. a budget ran out mid-batch
+                if stop is not None:
+                    raise stop
+                self._check_budget()
                 if out.error and action.kind == "code":
                     break  # later cells depended on this one
             parts.extend(parsed.notes)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import UsageError
-from .types import Event, Limits
+from .types import Limits
 
 if TYPE_CHECKING:
     from .context import Context
@@ -74,8 +74,7 @@ class Action:
     source: str = ""  # canonical text, used to spot repeated actions
 
     def describe(self, limit: int = 120) -> str:
-        s = self.source if self.kind == "code" else self.source
-        s = " ".join(s.split())
+        s = " ".join(self.source.split())
         return s if len(s) <= limit else s[: limit - 1] + "…"
 
 
@@ -144,8 +143,3 @@ def executor_factory(level: str) -> ExecutorFactory | None:
             log.debug("executor for %s unavailable: %s", level, e)
     return _EXECUTORS.get(level)
 
-
-def emit_event(session: Session, type: str, **data: Any) -> Event:
-    ev = Event(type, data, run_id=session.run_id, path=session.path)
-    session.emit(type, data)
-    return ev

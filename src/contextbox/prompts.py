@@ -29,10 +29,16 @@ Every command takes "store": "name" (keep its full result in a variable) and "on
 variable, or one item "name[2]", instead of the context). A "thought" field is allowed and ignored.
 Outputs are cut to a maximum length; the note says how to see more."""
 
-L4 = """## L4 delegation (for reading many chunks with a sub-model)
-- {"op": "llm_query", "prompt": "...", "on": "var"}  ask a sub-model; "on" appends the variable's text
-- {"op": "llm_map", "prompt": "...", "on": "var", "chunk_size": 20000}  ask about every chunk in parallel
-- {"op": "rlm_query", "prompt": "...", "on": "var"}  start a child RLM on a variable (or the whole context)"""
+L4 = """## L4 delegation (sub-models read for you; every call costs tokens)
+- {"op": "llm_query", "prompt": "...", "on": "var"}  ask a sub-model once; "on" appends the variable's text
+- {"op": "llm_map", "prompt": "...", "on": "var", "chunk_size": 20000}  split the variable (or, without "on",
+  the whole context) into chunks and ask the prompt about every chunk in parallel; the list of answers is
+  stored in "store" (default "answers"): read one with {"op": "get", "name": "answers[3]"}
+- {"op": "llm_query_batched", "prompts": ["...", "..."]}  several independent questions in parallel
+- {"op": "rlm_query", "prompt": "...", "on": "var"}  a child RLM with its own tools answers the prompt about
+  a variable (or "start"/"end" of the context, or by default the whole context)
+- {"op": "rlm_query_batched", "prompt": "...", "on": "list_var"}  one child per item of a list, in parallel
+A failed call leaves "error: ..." in its slot. A sub-prompt too large for the sub-model is refused."""
 
 GUIDE = """## Which level
 Use the cheapest level that can do the job: L1 commands for finding and reading; code when you must \

@@ -1,0 +1,163 @@
+"""The demo contexts offered by ``GET /samples`` and the visualizer.
+
+* ``war-and-peace`` — the novel with a password hidden half-way (as ``rlm demo war-and-peace``);
+  found with :func:`contextbox.demo.find_text` (listed as unavailable when it is not on disk).
+* ``large-logs`` — 5,000 generated server-log lines (deterministic: a fixed seed).
+* ``response-times`` — 4,000 generated HTTP access-log lines with response times (fixed seed).
+* ``detective`` — the Ashford Manor murder case file (``shared/data/seed/detective-mystery.txt``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import HTTPException
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    title: str
+    description: str
+    question: str
+
+
+SAMPLES = {s.name: s for s in (
+    Sample("war-and-peace", "War and Peace (needle)",
+           "Tolstoy's novel, 3.2 MB, with one sentence hidden half-way through.",
+           "What is the secret password to the old library?"),
+    Sample("large-logs", "Server logs (generated)",
+           "5,000 generated application-log lines: levels, services, error types, client IPs.",
+           "Rank the error types from most to least frequent. Show the count for each error type."),
+    Sample("response-times", "Response times (generated)",
+           "4,000 generated HTTP access-log lines with a response time in milliseconds each.",
+           "Which endpoint has the highest average response time, and what is it?"),
+    Sample("detective", "The detective story",
+           "The Ashford Manor murder case file: witness statements, evidence, background.",
+           "Who killed Lord Edward Ashford? Name the murderer and the motive."),
+)}
+
+
+def _data_dirs() -> list[Path]:
+    here = Path(__file__).resolve().parents[4]  # the source tree's parent, for a checkout
+    out = []
+    for base in (os.environ.get("CONTEXTBOX_DATA"), Path.cwd().parent / "shared" / "data",
+                 Path.cwd() / "shared" / "data", here / "shared" / "data"):
+        if base:
+            out.append(Path(base))
+    return out
+
+
+def data_file(name: str) -> Path | None:
+    for base in _data_dirs():
+        if (base / name).is_file():
+            return base / name
+    return None
+
+
+def _war_and_peace_on_disk() -> Path | None:
+    from ..demo import cache_dir
+
+    p = data_file("war_and_peace.txt")
+    if p is None and (cache_dir() / "data" / "war_and_peace.txt").is_file():
+        p = cache_dir() / "data" / "war_and_peace.txt"
+    return p
+
+
+def gen_logs(lines: int = 5000, seed: int = 42) -> str:
+    rng = random.Random(seed)
+    t = datetime(2024, 3, 1, 8, 0, 0)
+    services = ["auth", "api", "billing", "search", "worker"]
+    errors = [("AuthenticationFailed", 45), ("DatabaseError", 30), ("NetworkTimeout", 15), ("DiskFull", 6),
+              ("OutOfMemory", 4)]
+    ips = [f"10.{rng.randint(0, 9)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}" for _ in range(60)]
+    weights = [1 / (i + 1) for i in range(len(ips))]
+    infos = ["request served", "cache hit", "cache miss", "user login", "job queued", "job finished",
+             "health check ok", "config reloaded"]
+    out = []
+    for _ in range(lines):
+        t += timedelta(milliseconds=rng.randint(5, 900))
+        ip = rng.choices(ips, weights)[0]
+        svc = rng.choice(services)
+        roll = rng.random()
+        if roll < 0.08:
+            err = rng.choices([e for e, _ in errors], [w for _, w in errors])[0]
+            out.append(f"{t:%Y-%m-%dT%H:%M:%S.%f}"[:-3] + f" ERROR [{svc}] {err}: request from {ip} failed "
+                       f"(code {rng.randint(500, 599)})")
+        elif roll < 0.18:
+            out.append(f"{t:%Y-%m-%dT%H:%M:%S.%f}"[:-3] + f" WARN  [{svc}] slow response to {ip}: "
+                       f"{rng.randint(1000, 5000)} ms")
+        elif roll < 0.40:
+            out.append(f"{t:%Y-%m-%dT%H:%M:%S.%f}"[:-3] + f" DEBUG [{svc}] {rng.choice(infos)} id={rng.getrandbits(32):08x}")
+        else:
+            out.append(f"{t:%Y-%m-%dT%H:%M:%S.%f}"[:-3] + f" INFO  [{svc}] {rng.choice(infos)} for {ip}")
+    return "\n".join(out) + "\n"
+
+
+def gen_response_times(lines: int = 4000, seed: int = 7) -> str:
+    rng = random.Random(seed)
+    t = datetime(2024, 5, 20, 12, 0, 0)
+    endpoints = {"GET /api/users": 45, "GET /api/orders": 80, "POST /api/orders": 140, "GET /api/search": 230,
+                 "GET /api/reports/monthly": 610, "POST /api/login": 95, "GET /health": 4}
+    names = list(endpoints)
+    out = []
+    for _ in range(lines):
+        t += timedelta(milliseconds=rng.randint(20, 1500))
+        ep = rng.choice(names)
+        ms = max(1, int(rng.gauss(endpoints[ep], endpoints[ep] * 0.25)))
+        status = 200 if rng.random() > 0.03 else rng.choice([404, 500, 503])
+        method, path = ep.split(" ")
+        out.append(f'{t:%Y-%m-%d %H:%M:%S} {method} {path} status={status} time_ms={ms}')
+    return "\n".join(out) + "\n"
+
+
+@functools.lru_cache(maxsize=4)
+def sample_text(name: str) -> str:
+    """The sample's text (404 for an unknown name, 503 when its file cannot be had)."""
+    from ..errors import ContextboxError
+
+    if name == "large-logs":
+        return gen_logs()
+    if name == "response-times":
+        return gen_response_times()
+    if name == "detective":
+        p = data_file("seed/detective-mystery.txt")
+        if p is None:
+            raise HTTPException(503, "the detective story (shared/data/seed/detective-mystery.txt) is not on "
+                                     "this server; set CONTEXTBOX_DATA to the data folder")
+        return p.read_text(encoding="utf-8")
+    if name == "war-and-peace":
+        from ..demo import find_text, insert_needle, make_needle
+
+        try:
+            text = find_text().read_text(encoding="utf-8", errors="replace")
+        except ContextboxError as e:
+            raise HTTPException(503, str(e)) from None
+        sentence, _code = make_needle(7)
+        return insert_needle(text, sentence, 0.5)[0]
+    raise HTTPException(404, f"no sample {name!r}; samples: {', '.join(SAMPLES)}")
+
+
+def list_samples() -> list[dict[str, Any]]:
+    out = []
+    for s in SAMPLES.values():
+        d: dict[str, Any] = {"name": s.name, "title": s.title, "description": s.description,
+                             "question": s.question, "available": True, "chars": None}
+        if s.name == "war-and-peace":
+            p = _war_and_peace_on_disk()
+            d["available"] = p is not None
+            d["chars"] = p.stat().st_size if p else None
+        elif s.name == "detective":
+            p = data_file("seed/detective-mystery.txt")
+            d["available"] = p is not None
+            d["chars"] = p.stat().st_size if p else None
+        else:
+            d["chars"] = len(sample_text(s.name))
+        out.append(d)
+    return out
