@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from helpers import cmd, fed_back, make_rlm, outputs, run
+from helpers import cmd, fed_back, make_rlm, run
 
 from contextbox import Config, Context, Limits
 from contextbox.errors import UsageError

@@ -37,6 +37,8 @@ HELPER_NAMES = (
     "split",
     "llm_query",
     "llm_query_batched",
+    "rlm_query",
+    "rlm_query_batched",
     "FINAL",
     "FINAL_VAR",
     "SHOW_VARS",
@@ -241,7 +243,24 @@ def query_functions(session: Session) -> dict[str, Callable[..., Any]]:
             return [to_answer(r) for r in batched(list(prompts))]
         return [llm_query(p) for p in prompts]
 
-    return {"llm_query": llm_query, "llm_query_batched": llm_query_batched}
+    def _service(name: str) -> Callable[..., Any]:
+        fn = session.services.get(name)
+        if not callable(fn):
+            raise CommandError(f"{name} is not available in this run: allow delegation with --levels ...,l4")
+        return fn
+
+    def rlm_query(prompt: Any, context: Any = None) -> str:
+        if not isinstance(prompt, str):
+            raise CommandError(f"rlm_query(prompt, context=None) takes a str prompt, not {type(prompt).__name__}")
+        return to_answer(_service("rlm_query")(prompt, context))
+
+    def rlm_query_batched(prompts: Any, context: Any = None) -> list[str]:
+        if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
+            raise CommandError("rlm_query_batched(prompts, context=None) takes a list of str")
+        return [to_answer(r) for r in _service("rlm_query_batched")([str(p) for p in prompts], context)]
+
+    return {"llm_query": llm_query, "llm_query_batched": llm_query_batched, "rlm_query": rlm_query,
+            "rlm_query_batched": rlm_query_batched}
 
 
 _PY_INPUT = re.compile(r"<python-input-(\d+)>")

@@ -38,7 +38,8 @@ _SYS_LL_CREATE, _SYS_LL_ADD, _SYS_LL_RESTRICT = 444, 445, 446
 _LL_FILE_RIGHTS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15)  # execute, write, read, truncate, ioctl
 _LL_READ = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read file, read dir
 _HELPERS = (
-    "context Document find regex count lines chunk slice_ split llm_query llm_query_batched FINAL FINAL_VAR SHOW_VARS"
+    "context Document find regex count lines chunk slice_ split llm_query llm_query_batched rlm_query "
+    "rlm_query_batched FINAL FINAL_VAR SHOW_VARS"
 ).split()
 
 
@@ -473,6 +474,16 @@ class Worker:
                 raise TypeError("llm_query_batched(prompts) takes a list of str")
             return w._call_host("llm_query_batched", list(prompts))
 
+        def rlm_query(prompt: str, context: Any = None) -> str:
+            if not isinstance(prompt, str):
+                raise TypeError(f"rlm_query(prompt, context=None) takes a str prompt, not {type(prompt).__name__}")
+            return w._call_host("rlm_query", prompt, context)
+
+        def rlm_query_batched(prompts: list[str], context: Any = None) -> list[str]:
+            if isinstance(prompts, str) or not isinstance(prompts, (list, tuple)):
+                raise TypeError("rlm_query_batched(prompts, context=None) takes a list of str")
+            return w._call_host("rlm_query_batched", list(prompts), context)
+
         def FINAL(answer: Any) -> None:  # noqa: N802
             w.final = answer if isinstance(answer, str) else str(answer)
 
@@ -509,6 +520,8 @@ class Worker:
             "split": split,
             "llm_query": llm_query,
             "llm_query_batched": llm_query_batched,
+            "rlm_query": rlm_query,
+            "rlm_query_batched": rlm_query_batched,
             "FINAL": FINAL,
             "FINAL_VAR": FINAL_VAR,
             "SHOW_VARS": SHOW_VARS,

@@ -187,6 +187,8 @@ class _Run:
         self.executors: dict[str, Executor] = {}
         self.deadline = time.monotonic() + self.limits.timeout_s if self.limits.timeout_s else None
         self.session.services.update(usage=self.usage, deadline=self.deadline, check=self._check)
+        if "l4" not in rlm.levels:  # sub-calls are L4: code cells get a clear refusal instead
+            self.session.sub_query = None
         _install_delegation(self.session)
         aids = cfg.aids
         self.grounding = aids.grounding is True or (aids.grounding == "auto" and rlm.is_local)

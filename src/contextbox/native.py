@@ -66,7 +66,11 @@ _MAX_FRAME = 64 << 20
 _MIB = 1 << 20
 _uid_counter = 0
 #: what the worker may ask the host to run (worker name -> host function name)
-_HOST_CALLS = {n: n for n in ("llm_query", "llm_query_batched", "find", "regex", "count", "lines", "chunk", "split")}
+_HOST_CALLS = {
+    n: n
+    for n in ("llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched", "find", "regex", "count", "lines",
+              "chunk", "split")
+}
 _HOST_CALLS["slice_text"] = "slice_"
 _uid_lock = threading.Lock()
 

@@ -17,6 +17,7 @@ EVENT_TYPES = (
     "action_start",
     "action_end",
     "refused",
+    "sub_call",
     "retry",
     "failover",
     "warning",

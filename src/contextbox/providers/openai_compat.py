@@ -119,6 +119,8 @@ class OpenAIProvider:
     """One model on one OpenAI-compatible endpoint."""
 
     def __init__(self, config: ProviderConfig, model: str) -> None:
+        import openai  # noqa: F401 - imported here (≈0.7 s) so the first call, often in a batch, doesn't pay it
+
         self.config = config
         self.model = model
         self.name = f"{config.name}/{model}"

@@ -1,0 +1,470 @@
+"""L4: delegation to sub-models — parallel sub-calls, map over chunks, child RLMs.
+
+Commands (each also takes ``store``, ``on`` and ``thought``, like L1)::
+
+    {"op": "llm_query", "prompt": "...", "on": "var"}             one sub-model call
+    {"op": "llm_query_batched", "prompts": ["...", "..."]}        several, concurrently
+    {"op": "llm_map", "prompt": "...", "on": "var", "chunk_size": 20000}
+    {"op": "rlm_query", "prompt": "...", "on": "var"}             a child RLM (or "start"/"end")
+    {"op": "rlm_query_batched", "prompts": [...], "on": "var"}    several children, concurrently
+
+Batches run up to ``[delegation] max_concurrency`` calls at once and keep input order; a
+failed call leaves ``"error: ..."`` in its slot instead of failing the batch. A limit that
+runs out mid-batch (budget, time, cancel) stops new calls, keeps the finished answers, and
+ends the run with that status once the action's output is recorded.
+
+:func:`install` (called by the engine for every run) also gives the code levels the same
+machinery: ``session.sub_query`` gets a pre-flight window check and the sub-call budget,
+``services["llm_query_batched"]`` runs batches concurrently, ``services["rlm_query"]`` /
+``services["rlm_query_batched"]`` start child runs.
+
+A child run is a full :class:`~contextbox.engine.RLM` at ``depth + 1`` on a variable, a
+slice or (by default) the parent's context, with what is left of the parent's budgets;
+its events stream live into the parent's, tagged with its path in the call tree (``0.1``,
+``0.1.0``, ...), and its usage is added to the parent's report as it happens. At
+``[delegation] max_depth`` ``rlm_query`` degrades to a plain sub-model call.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from . import ops
+from .commands import INT, STR, Spec, as_text, cap, validate
+from .config import DelegationSettings
+from .context import Context
+from .errors import (
+    BudgetExceeded,
+    CommandError,
+    ContextboxError,
+    ProviderError,
+    RunCancelled,
+    RunStopped,
+    RunTimeout,
+)
+from .executors import Action, ActionOutput, Session, register_executor
+from .providers.base import estimate_tokens
+
+log = logging.getLogger("contextbox")
+
+LIST = (list,)
+L4_SPECS: dict[str, Spec] = {
+    "llm_query": Spec({"prompt": STR}, {}, '{"op": "llm_query", "prompt": "Summarise this:", "on": "part"}'),
+    "llm_query_batched": Spec({"prompts": LIST}, {},
+                              '{"op": "llm_query_batched", "prompts": ["Q1 ...", "Q2 ..."], "store": "answers"}'),
+    "llm_map": Spec({"prompt": STR}, {"chunk_size": INT},
+                    '{"op": "llm_map", "prompt": "List the people named here:", "chunk_size": 20000}'),
+    "rlm_query": Spec({"prompt": STR}, {"start": INT, "end": INT},
+                      '{"op": "rlm_query", "prompt": "Who is the narrator?", "on": "part"}'),
+    "rlm_query_batched": Spec({}, {"prompts": LIST, "prompt": STR},
+                              '{"op": "rlm_query_batched", "prompt": "Summarise this part", "on": "parts"}'),
+}
+#: llm_map refuses to fan out wider than this (raise chunk_size instead)
+MAX_MAP_ITEMS = 2000
+#: the default variable for the answers of a batch op without "store"
+DEFAULT_STORE = "answers"
+_STOPS = {"budget_exceeded": BudgetExceeded, "timeout": RunTimeout, "cancelled": RunCancelled}
+
+
+# ---------------------------------------------------------------------- budgets
+class SubCallCounter:
+    """Counts sub-calls of a run against ``limit``; a child's counter also counts in its parent's."""
+
+    def __init__(self, limit: int | None, parent: SubCallCounter | None = None) -> None:
+        self.limit = limit
+        self.parent = parent
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> None:
+        """Take one sub-call or raise :class:`BudgetExceeded` (here or up the tree)."""
+        with self._lock:
+            if self.limit is not None and self.used >= self.limit:
+                raise BudgetExceeded(f"max_sub_calls={self.limit} reached ({self.used} sub-calls made)")
+            self.used += 1
+        if self.parent is not None:
+            try:
+                self.parent.reserve()
+            except BudgetExceeded:
+                with self._lock:
+                    self.used -= 1
+                raise
+
+
+def preflight(provider: Any, prompt: str) -> None:
+    """Refuse a sub-prompt that cannot fit the sub-model's window (≈4 characters a token)."""
+    window = getattr(provider, "context_window", None)
+    if not window:
+        return
+    need = estimate_tokens(prompt)
+    if need > window:
+        fits = max(1000, int(window * 4 * 0.8))
+        raise CommandError(
+            f"sub-prompt too large: about {need:,} tokens ({len(prompt):,} characters) but the sub-model "
+            f"{getattr(provider, 'name', '?')} has a {window:,}-token window. Send less text: use llm_map "
+            f"with \"chunk_size\" of at most {fits:,} characters, or a smaller variable/slice."
+        )
+
+
+# ---------------------------------------------------------------------- batches
+@dataclass
+class BatchResult:
+    """Answers in input order; ``ok[i]`` is false where ``answers[i]`` is an error string."""
+
+    answers: list[str]
+    ok: list[bool]
+    stop: RunStopped | None = None
+    elapsed_s: float = 0.0
+
+    @property
+    def finished(self) -> int:
+        return sum(self.ok)
+
+
+def run_batch(n: int, fn: Callable[[int], str], limit: int, *, cancel: threading.Event | None = None,
+              name: str = "batch") -> BatchResult:
+    """Call ``fn(i)`` for ``i < n`` with at most ``limit`` calls at once.
+
+    A call that raises leaves ``"error: ..."`` in its slot. A :class:`RunStopped` (budget,
+    timeout, cancel) stops calls not yet started; calls in flight finish and keep their answers.
+    """
+    t0 = time.monotonic()
+    answers = [""] * n
+    ok = [False] * n
+    stopped: list[RunStopped] = []
+    halt = threading.Event()
+
+    def task(i: int) -> None:
+        if halt.is_set() or (cancel is not None and cancel.is_set()):
+            why = stopped[0] if stopped else "cancelled"
+            answers[i] = f"error: not run: {why}"
+            return
+        try:
+            answers[i] = fn(i)
+            ok[i] = True
+        except RunStopped as e:
+            if not stopped:
+                stopped.append(e)
+            halt.set()
+            answers[i] = f"error: not run: {e}"
+        except ContextboxError as e:
+            answers[i] = f"error: {e}"
+        except Exception as e:  # a bug: the slot says so, the batch goes on
+            log.exception("%s item %d failed", name, i)
+            answers[i] = f"error: internal error: {type(e).__name__}: {e}"
+
+    if n:
+        workers = max(1, min(limit, n))
+        if workers == 1:
+            for i in range(n):
+                task(i)
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
+                list(pool.map(task, range(n)))
+    return BatchResult(answers, ok, stopped[0] if stopped else None, time.monotonic() - t0)
+
+
+# ---------------------------------------------------------------------- per-run state
+class Delegation:
+    """The sub-call services of one run (one per :class:`Session`)."""
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+        self.rlm = session.services.get("rlm")
+        cfg = getattr(session.config, "delegation", None)
+        self.settings: DelegationSettings = cfg if isinstance(cfg, DelegationSettings) else DelegationSettings()
+        parent: Delegation | None = getattr(self.rlm, "parent_delegation", None)
+        # a child counts in its parent's counter, which enforces the run tree's limit
+        limit = None if parent is not None else self.settings.max_sub_calls
+        self.counter = SubCallCounter(limit, parent.counter if parent is not None else None)
+        self.raw_sub = session.sub_query
+        self._children = itertools.count()
+        self._batches = itertools.count()
+
+    @property
+    def sub(self) -> Any:
+        return getattr(self.rlm, "sub", None)
+
+    @property
+    def concurrency(self) -> int:
+        return max(1, int(self.settings.max_concurrency or 1))
+
+    def _note_stop(self, e: RunStopped) -> None:
+        self.s.services.setdefault("stop", e)
+
+    # -- sub-calls
+    def query(self, prompt: str, **opts: Any) -> str:
+        """One sub-model call: pre-flight check, sub-call budget, then the engine's call."""
+        if self.raw_sub is None:
+            raise CommandError("sub-model calls are not available in this run")
+        if not isinstance(prompt, str):
+            raise CommandError(f"a sub-prompt must be a str, not {type(prompt).__name__}")
+        preflight(self.sub, prompt)
+        try:
+            self.counter.reserve()
+        except BudgetExceeded as e:
+            self._note_stop(e)
+            raise
+        return self.raw_sub(prompt, **opts)
+
+    def batch(self, prompts: list[str]) -> BatchResult:
+        """Sub-model calls for ``prompts``, concurrently, answers in input order."""
+        bid = f"b{next(self._batches)}"
+        log.debug("%s %s: %d sub-calls at concurrency %d", self.s.path, bid, len(prompts), self.concurrency)
+        return run_batch(len(prompts), lambda i: self.query(prompts[i], tag={"batch": bid, "index": i}),
+                         self.concurrency, cancel=self.s.cancel, name=f"sub-{bid}")
+
+    def query_batched(self, prompts: list[str]) -> list[str]:
+        """``llm_query_batched`` for the code levels: a list of answers or error strings."""
+        res = self.batch([str(p) for p in prompts])
+        if res.stop is not None:
+            self._note_stop(res.stop)
+        return res.answers
+
+    # -- child runs
+    def _remaining_limits(self) -> Any:
+        lim = self.s.limits
+        kw: dict[str, Any] = {}
+        usage = self.s.services.get("usage")
+        if usage is not None:
+            t = usage.total
+            if lim.max_total_tokens is not None:
+                kw["max_total_tokens"] = lim.max_total_tokens - t.total_tokens
+                if kw["max_total_tokens"] <= 0:
+                    raise BudgetExceeded(f"max_total_tokens={lim.max_total_tokens} used up ({t.total_tokens} used)")
+            if lim.max_cost_usd is not None:
+                kw["max_cost_usd"] = lim.max_cost_usd - t.cost_usd
+                if kw["max_cost_usd"] <= 0:
+                    raise BudgetExceeded(f"max_cost_usd={lim.max_cost_usd} used up (${t.cost_usd:.4f} used)")
+        deadline = self.s.services.get("deadline")
+        if deadline is not None:
+            kw["timeout_s"] = deadline - time.monotonic()
+            if kw["timeout_s"] <= 0:
+                raise RunTimeout(f"the run took longer than timeout_s={lim.timeout_s:g}")
+        return lim.replace(**kw)
+
+    def child(self, prompt: str, context: Any = None, *, tag: dict[str, Any] | None = None) -> str:
+        """Run a child RLM on ``context`` (default: this run's context) and return its answer."""
+        from .engine import RLM
+
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise CommandError("rlm_query needs a non-empty 'prompt'")
+        ctx = self.s.context if context is None else Context.from_value(context)
+        rlm = self.rlm
+        if rlm is None:
+            raise CommandError("rlm_query is not available in this run")
+        if rlm.depth + 1 > self.settings.max_depth:
+            log.info("%s: rlm_query at max_depth=%d: a plain sub-model call", self.s.path, self.settings.max_depth)
+            text = prompt if not ctx.text else f"{prompt}\n\n{ctx.text}"
+            return self.query(text, tag={**(tag or {}), "degraded": True})
+        path = f"{self.s.path}.{next(self._children)}"
+        child = RLM(model=rlm.root, sub_model=rlm.sub, levels=rlm.levels, limits=self._remaining_limits(),
+                    config=rlm.config, store=None, depth=rlm.depth + 1, path=path)
+        child.usage_sink = self.s.services.get("record_usage")
+        child.parent_delegation = self  # type: ignore[attr-defined]
+        forward = self.s.services.get("forward_event")
+        stream = child.stream(prompt, ctx, run_id=self.s.run_id, cancel=self.s.cancel)
+        for ev in stream:
+            if forward is not None:
+                forward(ev)
+        res = stream.result
+        assert res is not None
+        if res.status == "answered":
+            return res.answer or ""
+        if res.status in _STOPS:  # the child had what was left of ours: we are out of it too
+            raise _STOPS[res.status](f"child run {path}: {res.reason}")
+        partial = f"; partial answer: {res.answer[:500]}" if res.answer else ""
+        raise CommandError(f"child run {path} ended with status {res.status}: {res.reason}{partial}")
+
+    def child_batch(self, prompts: list[str], contexts: list[Any]) -> BatchResult:
+        """Children for ``prompts[i]`` on ``contexts[i]``, concurrently, in input order."""
+        bid = f"b{next(self._batches)}"
+        return run_batch(len(prompts), lambda i: self.child(prompts[i], contexts[i], tag={"batch": bid, "index": i}),
+                         self.concurrency, cancel=self.s.cancel, name=f"rlm-{bid}")
+
+    def rlm_query(self, prompt: str, context: Any = None) -> str:
+        """``rlm_query`` for the code levels."""
+        try:
+            return self.child(prompt, context)
+        except BudgetExceeded as e:
+            self._note_stop(e)
+            raise
+
+    def rlm_query_batched(self, prompts: list[str], context: Any = None) -> list[str]:
+        """``rlm_query_batched`` for the code levels: one child per prompt, on one context."""
+        res = self.child_batch([str(p) for p in prompts], [context] * len(prompts))
+        if res.stop is not None:
+            self._note_stop(res.stop)
+        return res.answers
+
+
+def install(session: Session) -> Delegation | None:
+    """Give ``session`` the delegation services (the engine calls this for every run)."""
+    if session.sub_query is None:
+        return None
+    d = Delegation(session)
+    session.services["delegation"] = d
+    session.sub_query = d.query
+    session.services["llm_query_batched"] = d.query_batched
+    session.services["rlm_query"] = d.rlm_query
+    session.services["rlm_query_batched"] = d.rlm_query_batched
+    return d
+
+
+# ---------------------------------------------------------------------- the executor
+class DelegationExecutor:
+    """Runs L4 commands."""
+
+    level = "l4"
+
+    def __init__(self, session: Session) -> None:
+        self.s = session
+        d = session.services.get("delegation")
+        self.d: Delegation = d if isinstance(d, Delegation) else (install(session) or Delegation(session))
+
+    def close(self) -> None:
+        pass
+
+    # -- helpers
+    def _var(self, on: str) -> Any:
+        """The raw value of ``on`` (``name`` or ``name[i]``)."""
+        from .commands import CommandExecutor
+
+        name = on.split("[", 1)[0]
+        if "[" not in on:
+            if name not in self.s.variables:
+                CommandExecutor(self.s)._target({"on": on})  # raises the standard error
+            return self.s.variables[name]
+        text, _ = CommandExecutor(self.s)._target({"on": on})
+        return text
+
+    def _with_on(self, prompt: str, cmd: dict[str, Any]) -> str:
+        return f"{prompt}\n\n{as_text(self._var(cmd['on']))}" if cmd.get("on") else prompt
+
+    def _finish(self, cmd: dict[str, Any], text: str, value: Any, store: str | None, error: bool = False,
+                ) -> ActionOutput:
+        limit = self.s.limits.max_output_chars
+        if store:
+            self.s.variables[store] = value
+            hint = f"The full result is stored in {store!r}; read parts of it with slice/lines and \"on\"."
+            return ActionOutput(cap(text, limit, hint) + f"\n(stored in {store!r})", error=error)
+        return ActionOutput(cap(text, limit), error=error)
+
+    def _batch_output(self, op: str, res: BatchResult, what: str, cmd: dict[str, Any]) -> ActionOutput:
+        n = len(res.answers)
+        store = cmd.get("store") or DEFAULT_STORE
+        head = (f"{op}: {n} {what}, {res.finished} answered, {n - res.finished} failed "
+                f"({res.elapsed_s:.1f}s, up to {self.d.concurrency} at once)")
+        if res.stop is not None:
+            head += f"\nstopped: {res.stop} — the finished answers are kept"
+            res.stop.partial = "\n".join(a for a, ok in zip(res.answers, res.ok, strict=True) if ok)  # type: ignore[attr-defined]
+            self.d._note_stop(res.stop)
+        per = max(60, (self.s.limits.max_output_chars - len(head)) // max(1, n) - 8)
+        lines = [head]
+        for i, a in enumerate(res.answers):
+            one = " ".join(a.split())
+            lines.append(f"[{i}] {one if len(one) <= per else one[: per - 1] + '…'}")
+        lines.append(f'(read one answer in full with {{"op": "get", "name": "{store}[i]"}})')
+        return self._finish(cmd, "\n".join(lines), list(res.answers), store, error=res.finished == 0)
+
+    # -- dispatch
+    def run(self, action: Action) -> ActionOutput:
+        cmd = validate(action.args, L4_SPECS)
+        return getattr(self, "op_" + cmd["op"])(cmd)
+
+    def op_llm_query(self, cmd: dict[str, Any]) -> ActionOutput:
+        prompt = self._with_on(cmd["prompt"], cmd)
+        try:
+            answer = self.d.query(prompt, tag={"op": "llm_query"})
+        except ProviderError as e:
+            return ActionOutput(f"error: the sub-model call failed: {e}", error=True)
+        return self._finish(cmd, answer, answer, cmd.get("store"))
+
+    def op_llm_query_batched(self, cmd: dict[str, Any]) -> ActionOutput:
+        prompts = cmd["prompts"]
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise CommandError("llm_query_batched needs 'prompts', a non-empty list of strings")
+        suffix = f"\n\n{as_text(self._var(cmd['on']))}" if cmd.get("on") else ""
+        res = self.d.batch([p + suffix for p in prompts])
+        return self._batch_output("llm_query_batched", res, "prompt(s)", cmd)
+
+    def _map_items(self, cmd: dict[str, Any]) -> list[str]:
+        on, size = cmd.get("on"), cmd.get("chunk_size")
+        if size is not None and size <= 0:
+            raise CommandError("llm_map 'chunk_size' must be a positive number of characters")
+        if on:
+            value = self._var(on)
+            if isinstance(value, list) and size is None:  # e.g. chunks stored by {"op": "chunk"}
+                return [as_text(v) for v in value]
+            text = as_text(value)
+        else:
+            text = self.s.context.text
+        if size is None:
+            size = self.d.settings.chunk_size
+            window = getattr(self.d.sub, "context_window", None)
+            if window:  # leave room for the prompt and the answer
+                size = max(500, min(size, int(window * 4 * 0.75) - len(cmd["prompt"])))
+        return ops.chunk(text, size)
+
+    def op_llm_map(self, cmd: dict[str, Any]) -> ActionOutput:
+        items = self._map_items(cmd)
+        if not items:
+            raise CommandError("llm_map: nothing to map over (the text is empty)")
+        if len(items) > MAX_MAP_ITEMS:
+            raise CommandError(f"llm_map: {len(items):,} chunks is too many (at most {MAX_MAP_ITEMS:,}); "
+                               "raise chunk_size")
+        n = len(items)
+        prompts = [f"{cmd['prompt']}\n\n[chunk {i + 1} of {n}]\n{c}" for i, c in enumerate(items)]
+        for p in prompts:  # refuse the whole map before any call is made
+            preflight(self.d.sub, p)
+        res = self.d.batch(prompts)
+        return self._batch_output("llm_map", res, f"chunk(s) of ≤ {max(len(c) for c in items):,} characters", cmd)
+
+    def _child_context(self, cmd: dict[str, Any]) -> Any:
+        if cmd.get("on"):
+            if cmd.get("start") is not None or cmd.get("end") is not None:
+                raise CommandError("rlm_query takes either 'on' or 'start'/'end', not both")
+            value = self._var(cmd["on"])
+            return value if isinstance(value, (str, list)) and value else as_text(value)
+        if cmd.get("start") is not None or cmd.get("end") is not None:
+            return ops.slice_text(self.s.context.text, cmd.get("start") or 0, cmd.get("end"))
+        return None
+
+    def op_rlm_query(self, cmd: dict[str, Any]) -> ActionOutput:
+        ctx = self._child_context(cmd)
+        try:
+            answer = self.d.child(cmd["prompt"], ctx, tag={"op": "rlm_query"})
+        except RunStopped as e:
+            self.d._note_stop(e)
+            return ActionOutput(f"error: the child run stopped: {e}", error=True)
+        except ProviderError as e:
+            return ActionOutput(f"error: the sub-model call failed: {e}", error=True)
+        return self._finish(cmd, answer, answer, cmd.get("store"))
+
+    def op_rlm_query_batched(self, cmd: dict[str, Any]) -> ActionOutput:
+        prompts, prompt = cmd.get("prompts"), cmd.get("prompt")
+        if prompts is not None:
+            if not prompts or not all(isinstance(p, str) for p in prompts) or prompt is not None:
+                raise CommandError("rlm_query_batched takes 'prompts' (a list of strings) or one 'prompt' "
+                                   "with 'on' naming a list variable")
+            ctx = self._child_context(cmd)
+            contexts = [ctx] * len(prompts)
+        else:
+            value = self._var(cmd["on"]) if cmd.get("on") else None
+            if not isinstance(prompt, str) or not isinstance(value, list) or not value:
+                raise CommandError("rlm_query_batched needs 'prompts' (a list), or 'prompt' and 'on' naming "
+                                   "a non-empty list variable (one child per item)")
+            contexts = [v if isinstance(v, str) else as_text(v) for v in value]
+            prompts = [prompt] * len(contexts)
+        res = self.d.child_batch(list(prompts), contexts)
+        return self._batch_output("rlm_query_batched", res, "child run(s)", cmd)
+
+
+register_executor("l4", DelegationExecutor)
