@@ -9,13 +9,12 @@ for the ``openai`` kind.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from ..errors import ProviderUnavailable
 from ..types import Completion
-from .base import ProviderConfig, estimate_tokens, register_kind
-from .openai_compat import int_or_none, map_sdk_error, read_json_body, require_key, text_of
+from .base import estimate_tokens, register_kind
+from .openai_compat import SDKProvider, int_or_none, map_sdk_error, read_json_body, require_key, text_of
 from .retry import call_with_retries
 
 log = logging.getLogger("contextbox")
@@ -46,34 +45,16 @@ def to_anthropic(messages: list[dict[str, Any]]) -> tuple[str | None, list[dict[
     return sys_text, out
 
 
-class AnthropicProvider:
+class AnthropicProvider(SDKProvider):
     """One Claude model behind the Anthropic Messages API (or a compatible endpoint)."""
 
-    def __init__(self, config: ProviderConfig, model: str) -> None:
-        self.config = config
-        self.model = model
-        self.name = f"{config.name}/{model}"
-        self.context_window = config.context_window
-        #: backoff of this provider's retries (tests and benchmarks make it tiny)
-        self.retry_base_delay = 0.5
-        self.retry_max_delay = 8.0
-        self._clients: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def _client(self, key: str) -> Any:
+    def _make_client(self, key: str) -> Any:
         import anthropic
 
         base_url = self.config.base_url
         if base_url and base_url.rstrip("/").endswith("/v1"):  # the SDK appends /v1/messages itself
             base_url = base_url.rstrip("/")[: -len("/v1")]
-        with self._lock:
-            client = self._clients.get(key)
-            if client is None:
-                client = anthropic.Anthropic(
-                    api_key=key, base_url=base_url, max_retries=0, timeout=self.config.timeout_s
-                )
-                self._clients = {key: client}
-            return client
+        return anthropic.Anthropic(api_key=key, base_url=base_url, max_retries=0, timeout=self.config.timeout_s)
 
     def complete(self, messages: list[dict[str, Any]], **opts: Any) -> Completion:
         """Send ``messages``; retries retryable failures up to ``config.max_retries`` times."""

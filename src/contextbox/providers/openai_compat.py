@@ -115,12 +115,10 @@ def int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-class OpenAIProvider:
-    """One model on one OpenAI-compatible endpoint."""
+class SDKProvider:
+    """What the SDK-backed providers share: identity, retry settings, one client per API key."""
 
     def __init__(self, config: ProviderConfig, model: str) -> None:
-        import openai  # noqa: F401 - imported here (≈0.7 s) so the first call, often in a batch, doesn't pay it
-
         self.config = config
         self.model = model
         self.name = f"{config.name}/{model}"
@@ -131,17 +129,30 @@ class OpenAIProvider:
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def _client(self, key: str) -> Any:
-        import openai
+    def _make_client(self, key: str) -> Any:
+        raise NotImplementedError
 
+    def _client(self, key: str) -> Any:
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                client = openai.OpenAI(
-                    base_url=self.config.base_url, api_key=key, max_retries=0, timeout=self.config.timeout_s
-                )
+                client = self._make_client(key)
                 self._clients = {key: client}  # a changed key replaces the old client
             return client
+
+
+class OpenAIProvider(SDKProvider):
+    """One model on one OpenAI-compatible endpoint."""
+
+    def __init__(self, config: ProviderConfig, model: str) -> None:
+        import openai  # noqa: F401 - imported here (≈0.7 s) so the first call, often in a batch, doesn't pay it
+
+        super().__init__(config, model)
+
+    def _make_client(self, key: str) -> Any:
+        import openai
+
+        return openai.OpenAI(base_url=self.config.base_url, api_key=key, max_retries=0, timeout=self.config.timeout_s)
 
     def complete(self, messages: list[dict[str, Any]], **opts: Any) -> Completion:
         """Send ``messages``; retries retryable failures up to ``config.max_retries`` times."""
