@@ -316,3 +316,44 @@ def test_multi_document_context_hits_name_the_document():
 def test_run_api_accepts_plain_values():
     rlm = make_rlm([cmd("find", text="b"), cmd("final", answer="ok")])
     assert rlm.run("q", ["doc one", "doc b"]).answer == "ok"
+
+
+def test_aid_grounding_rejects_an_answer_that_repeats_the_question():
+    cfg = Config()
+    cfg.aids.grounding = True
+    res, rlm = run([cmd("find", text="code"), cmd("final", answer="the secret code"),
+                    cmd("final", answer="ZEBRA-42")], TEXT, config=cfg, question="What is the secret code?")
+    assert "only repeats words of the question" in fed_back(rlm)[1]
+    assert res.answer == "ZEBRA-42"
+
+
+class SchemaProvider(ScriptedProvider):
+    supports_schema = True
+
+    def __init__(self, replies):
+        super().__init__(replies)
+        self.schemas = []
+
+    def complete(self, messages, **opts):
+        self.schemas.append(opts.get("response_schema"))
+        return super().complete(messages, **opts)
+
+
+def test_constrained_first_turn_may_only_search():
+    from contextbox import RLM
+
+    p = SchemaProvider([cmd("find", text="code", thought="t"), cmd("final", answer="ZEBRA-42", thought="t")])
+    res = RLM(model=p, config=Config(), levels="l1").run("q", TEXT)
+    assert res.answer == "ZEBRA-42"
+    ops = [[b["properties"]["op"]["const"] for b in s["anyOf"]] for s in p.schemas]
+    assert ops[0] == ["find", "regex"]
+    assert "final" in ops[1] and "lines" in ops[1]
+    assert all(next(iter(b["properties"])) == "thought" for b in p.schemas[1]["anyOf"])
+
+
+def test_no_schema_when_code_levels_are_allowed():
+    from contextbox import RLM
+
+    p = SchemaProvider([cmd("find", text="code"), cmd("final", answer="ZEBRA-42")])
+    RLM(model=p, config=Config(), levels="l1,l2").run("q", TEXT)
+    assert p.schemas == [None, None]

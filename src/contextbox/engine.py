@@ -379,7 +379,7 @@ class _Run:
             tc = time.monotonic()
             if "response_schema" in opts:  # a constrained model cannot answer before it has looked
                 opts["response_schema"] = command_schema(
-                    rlm.levels, answer=self.looked or not rlm.config.aids.first_turn
+                    rlm.levels, first_turn=not self.looked and rlm.config.aids.first_turn
                 )
             completion = yield from self._wait(
                 lambda: rlm.root.complete(messages, timeout=self._remaining(), on_retry=on_retry,
@@ -502,13 +502,12 @@ class _Run:
             self.done_actions.setdefault(action.source, self.iteration)
         if out.final is None:
             self.seen.append(out.text)
-        if out.final is not None and self.grounding and not self.grounding_used and not self._grounded(out.final):
+        problem = self._ungrounded(out.final) if out.final is not None and self.grounding else None
+        if problem and not self.grounding_used:
             self.grounding_used = True
             self.rejected_answer = out.final
             out.final = None
-            out.text = (f"check: your answer {self.rejected_answer!r} does not appear in anything "
-                        "you have read. Verify it against the context (e.g. find it), then send the final "
-                        "command again.")
+            out.text = f"check: your answer {self.rejected_answer!r} {problem}"
             return
         if out.hits is not None and action.op in ("find", "regex", "count"):
             if out.hits == 0 and aids.zero_hits:
@@ -518,15 +517,21 @@ class _Run:
                 out.text += (f"\nhint: {out.hits:,} hits is too many to read. Narrow down: a longer phrase, "
                              "a rarer word, or a regex that includes nearby words.")
 
-    def _grounded(self, answer: str) -> bool:
+    def _ungrounded(self, answer: str) -> str | None:
+        """Why a short extraction answer looks unsupported (None when it looks fine)."""
         if len(answer) > 200:
-            return True
-        seen = _norm("\n".join(self.seen))
+            return None
         a = _norm(answer)
-        if not a or a in seen:
-            return True
+        q = _norm(self.question)
+        if len(a.split()) >= 2 and a in q:
+            return ("only repeats words of the question. Answer with the value the question asks for, "
+                    "copied from the text you found, then send the final command again.")
+        seen = _norm("\n".join(self.seen))
         words = set(_WORD.findall(seen))
-        return all(w in words for w in _WORD.findall(a) if len(w) > 1)
+        if not a or a in seen or all(w in words for w in _WORD.findall(a) if len(w) > 1):
+            return None
+        return ("does not appear in anything you have read. Verify it against the context (e.g. find it), "
+                "then send the final command again.")
 
     @staticmethod
     def _format(action: Action, out: ActionOutput, numbered: bool, i: int) -> str:

@@ -19,15 +19,17 @@ L1 = """## L1 commands (cheapest: use them first)
 Reply with ONE JSON object (or a JSON array of them) with an "op" field, optionally in a ```json fence.
 - {"op": "find", "text": "...", "case_sensitive": false, "max": 50}   literal search: hits with line numbers and offsets
 - {"op": "regex", "pattern": "...", "flags": "i", "max": 50}        Python re search: hits with groups
-- {"op": "lines", "start": 100, "end": 140}                          read lines [start, end), 0-based
-- {"op": "slice", "start": 0, "end": 2000}                           read characters [start, end)
+- {"op": "lines", "start": LINE, "end": LINE + 40}                   read lines [start, end), 0-based
+- {"op": "slice", "start": OFFSET, "end": OFFSET + 2000}             read characters [start, end)
 - {"op": "count", "pattern": "..."}  or  {"op": "count", "what": "lines|chars|words"}
 - {"op": "chunk", "size": 20000, "overlap": 0}   {"op": "split", "delimiter": "..."}
 - {"op": "set", "name": "x", "value": ...}  {"op": "get", "name": "x"}  {"op": "print", "value": "..."}
 - {"op": "final", "answer": "..."}   or   {"op": "final_var", "name": "x"}   ends the run with your answer
 Every command takes "store": "name" (keep its full result in a variable) and "on": "name" (work on a
 variable, or one item "name[2]", instead of the context). A "thought" field is allowed and ignored.
-Outputs are cut to a maximum length; the note says how to see more."""
+Outputs are cut to a maximum length; the note says how to see more.
+A good plan: find a distinctive word of the question; each hit shows its whole line; read around a
+hit with lines if needed; answer with final, copying the exact words from the text."""
 
 L4 = """## L4 delegation (sub-models read for you; every call costs tokens)
 - {"op": "llm_query", "prompt": "...", "on": "var"}  ask a sub-model once; "on" appends the variable's text

@@ -42,13 +42,17 @@ def _branch(op: str, required: dict[str, Any], optional: dict[str, Any]) -> dict
     }
 
 
-def command_schema(levels: tuple[str, ...] = ("l1",), *, answer: bool = True) -> dict[str, Any]:
-    """The schema of one command. ``answer=False`` leaves out ``final`` (the first turn must look)."""
+#: what a constrained model may do before it has looked at the context: search it
+FIRST_TURN_OPS = ("find", "regex")
+
+
+def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = False) -> dict[str, Any]:
+    """The schema of one command. On the first turn only a search is allowed (look before answering)."""
     shapes = dict(L1_SHAPES)
     if "l4" in levels:
         shapes.update(L4_SHAPES)
-    if not answer:
-        shapes.pop("final")
+    if first_turn:
+        shapes = {op: shapes[op] for op in FIRST_TURN_OPS}
     return {"anyOf": [_branch(op, req, opt) for op, (req, opt) in shapes.items()]}
 
 
