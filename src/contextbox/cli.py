@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--levels")
     demo.add_argument("--runs-dir")
     demo.add_argument("--json", action="store_true")
+
+    from .bench.cli import add_parser as add_bench_parser
+
+    add_bench_parser(sub, _positive_int)
     return p
 
 
@@ -367,13 +371,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.cli import cmd_bench as run_bench_command
+
+    return run_bench_command(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="rlm: %(levelname)s: %(message)s", stream=sys.stderr)
     handlers = {"ask": cmd_ask, "config": cmd_config, "runs": cmd_runs, "model": cmd_model, "demo": cmd_demo,
-                "serve": cmd_serve}
+                "serve": cmd_serve, "bench": cmd_bench}
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

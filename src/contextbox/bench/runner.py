@@ -1,0 +1,311 @@
+"""Run suites with every method and append one JSON line per task and method.
+
+Methods: ``rlm`` (this engine), ``direct`` (the same model, the context cut to its window, one
+call) and ``rlms`` (the official package, when importable). ``dry_run`` swaps the model for
+scripted replies computed from the gold answers, so the harness runs end to end offline:
+those figures test the harness, they are not model results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..context import Context
+from ..errors import ContextWindowError, ProviderError, UsageError
+from ..pricing import cost
+from ..providers.base import Provider, estimate_tokens
+from ..providers.scripted import ScriptedProvider
+from .scoring import format_gold, score
+from .tasks import DEFAULT_LENGTHS, Task, generate
+
+log = logging.getLogger("contextbox")
+
+DRY_RUN_MODEL = "dry-run:scripted"
+#: the window assumed for the direct baseline when the provider states none (and for dry runs)
+DEFAULT_WINDOW_TOKENS = 32_768
+DRY_RUN_WINDOW_TOKENS = 8_192
+CHARS_PER_TOKEN = 4.0
+DIRECT_SYSTEM = "You answer questions about a document. Reply with the answer only, no explanation."
+RESULTS = "results.jsonl"
+
+
+@dataclass
+class BenchOptions:
+    """What ``rlm bench SUITE ...`` asks for."""
+
+    suites: list[str]
+    model: str | None = None
+    sub_model: str | None = None
+    levels: str | None = None
+    n: int = 3
+    seed: int = 0
+    lengths: list[int] | None = None
+    baselines: list[str] = field(default_factory=lambda: ["direct", "rlms"])
+    rlm: bool = True
+    out: Path = Path("bench-results")
+    dry_run: bool = False
+    peer_python: str | None = None
+    window_tokens: int | None = None
+    max_iterations: int | None = None
+    timeout_s: float | None = 600.0
+    data: Path | None = None
+    config: str | None = None
+    command: str = ""
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 0
+    return f"{platform.system()} {platform.machine()}, {cores} cores{', ' + cpu if cpu else ''}, " \
+           f"Python {platform.python_version()}"
+
+
+def dry_run_rlm_replies(task: Task) -> list[str]:
+    """A plausible look-then-answer flow whose answer is the gold answer."""
+    if task.kind == "needle":
+        look = {"op": "find", "text": str(task.gold)}
+    elif task.kind == "name":
+        look = {"op": "find", "text": str(task.gold).split()[-1]}
+    else:
+        look = {"op": "count", "what": "lines"}
+    return [json.dumps(look), json.dumps({"op": "final", "answer": format_gold(task.kind, task.gold)})]
+
+
+def dry_run_direct_reply(task: Task, kept: int) -> str:
+    """The gold answer when the evidence survived the cut, else a refusal."""
+    inside = task.evidence[1] <= kept if task.evidence else kept >= len(task.context)
+    return format_gold(task.kind, task.gold) if inside else "The document does not say."
+
+
+def cut_context(text: str, window_tokens: int, reserve_tokens: int) -> str:
+    """The head of ``text`` that fits ``window_tokens`` less ``reserve_tokens`` (≈4 characters a token)."""
+    budget = max(0, int((window_tokens - reserve_tokens) * CHARS_PER_TOKEN))
+    return text if len(text) <= budget else text[:budget]
+
+
+class Runner:
+    """Runs tasks with the configured methods; ``on_record`` sees every record as it is written."""
+
+    def __init__(self, opts: BenchOptions, on_record: Callable[[dict[str, Any]], None] | None = None):
+        self.opts = opts
+        self.on_record = on_record
+        self.out = Path(opts.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        runs_dir = self.out / "runs"
+        self.config = Config.load(opts.config, model=opts.model, sub_model=opts.sub_model, levels=opts.levels,
+                                  runs_dir=str(runs_dir), max_iterations=opts.max_iterations,
+                                  timeout_s=opts.timeout_s)
+        if not opts.dry_run and not self.config.model:
+            from ..engine import default_model_spec
+
+            self.config.model = default_model_spec(self.config)
+        self.model_name = DRY_RUN_MODEL if opts.dry_run else str(self.config.model)
+        self.skipped: dict[str, str] = {}
+        self._rlm: Any = None
+
+    # ------------------------------------------------------------------ models
+    def engine(self, provider: Provider | None = None) -> Any:
+        """An RLM bound to the configured model (or to ``provider``), writing runs under ``out/runs``."""
+        from ..engine import RLM
+        from ..runlog import JsonlRunStore
+
+        store = JsonlRunStore(self.out / "runs")
+        if provider is not None:
+            sub = provider if self.opts.sub_model is None else None
+            return RLM(model=provider, sub_model=sub, config=self.config, store=store)
+        if self._rlm is None:
+            self._rlm = RLM(config=self.config, store=store)
+            load = getattr(self._rlm.root, "load", None)
+            if callable(load):
+                t = time.monotonic()
+                load()
+                log.info("bench: model loaded in %.1fs", time.monotonic() - t)
+        return self._rlm
+
+    # ------------------------------------------------------------------ methods
+    def run_rlm(self, task: Task) -> dict[str, Any]:
+        from ..demo import read_share
+
+        rlm = self.engine(ScriptedProvider(dry_run_rlm_replies(task), name=DRY_RUN_MODEL)) \
+            if self.opts.dry_run else self.engine()
+        t = time.monotonic()
+        res = rlm.run(task.question, Context.from_value(task.context))
+        elapsed = time.monotonic() - t
+        u = res.usage.to_dict()
+        roles = u["by_role"]
+        return {
+            "answer": res.answer, "status": res.status, "reason": res.reason, "iterations": res.iterations,
+            "tokens_root": roles.get("root", {}).get("total_tokens", 0),
+            "tokens_sub": roles.get("sub", {}).get("total_tokens", 0),
+            "tokens": u["total"]["total_tokens"], "cost_usd": u["total"]["cost_usd"],
+            "estimated": u["total"].get("estimated", False), "elapsed_s": round(elapsed, 3),
+            "run_id": res.run_id, "read_share": round(read_share(res.events, len(task.context)), 6),
+            "sub_model": rlm.sub.name,
+        }
+
+    def run_direct(self, task: Task) -> dict[str, Any]:
+        """One call with the context cut to the window; a window error shrinks the cut and retries."""
+        if self.opts.dry_run:
+            window = self.opts.window_tokens or DRY_RUN_WINDOW_TOKENS
+        else:
+            provider = self.engine().root
+            window = self.opts.window_tokens or provider.context_window or DEFAULT_WINDOW_TOKENS
+        answer_tokens = 512 if task.kind == "pairs" else 192
+        reserve = answer_tokens + estimate_tokens(DIRECT_SYSTEM + task.question) + 64
+        text = cut_context(task.context, window, reserve)
+        t = time.monotonic()
+        status, reason, completion = "answered", None, None
+        for _attempt in range(4):
+            msgs = [{"role": "system", "content": DIRECT_SYSTEM},
+                    {"role": "user", "content": f"Document:\n{text}\n\nQuestion: {task.question}\nAnswer:"}]
+            try:
+                if self.opts.dry_run:
+                    provider = ScriptedProvider([dry_run_direct_reply(task, len(text))], name=DRY_RUN_MODEL)
+                completion = provider.complete(msgs, max_tokens=answer_tokens, temperature=0.0,
+                                               timeout=self.opts.timeout_s)
+                break
+            except ContextWindowError as e:
+                log.info("bench: direct prompt too long (%s); cutting to %d chars", e, int(len(text) * 0.8))
+                text = text[: int(len(text) * 0.8)]
+            except ProviderError as e:
+                status, reason = "failed", f"{type(e).__name__}: {e}"
+                break
+        else:
+            status, reason = "failed", "the context did not fit the window after 4 cuts"
+        elapsed = time.monotonic() - t
+        tin = completion.input_tokens if completion else 0
+        tout = completion.output_tokens if completion else 0
+        return {
+            "answer": completion.text.strip() if completion else None, "status": status, "reason": reason,
+            "iterations": 1, "tokens_root": tin + tout, "tokens_sub": 0, "tokens": tin + tout,
+            "cost_usd": cost(provider.name, tin, tout, self.config.prices),
+            "estimated": bool(completion and completion.estimated), "elapsed_s": round(elapsed, 3),
+            "kept_chars": len(text), "cut": len(text) < len(task.context), "window_tokens": window,
+            "read_share": round(len(text) / max(1, len(task.context)), 6),
+        }
+
+    def run_rlms(self, task: Task, job: dict[str, Any]) -> dict[str, Any]:
+        from .peer import run_rlms
+
+        res = run_rlms({**job, "context": task.context, "question": task.question,
+                        "max_iterations": self.config.limits.max_iterations},
+                       self.opts.peer_python, self.opts.timeout_s)
+        usage = res.get("usage") if isinstance(res.get("usage"), dict) else {}
+        tokens = _sum_tokens(usage)
+        return {"answer": res.get("answer"), "status": "failed" if res.get("error") else "answered",
+                "reason": res.get("error"), "iterations": res.get("iterations", 0), "tokens_root": tokens,
+                "tokens_sub": 0, "tokens": tokens, "cost_usd": float(usage.get("total_cost", 0) or 0),
+                "estimated": False, "elapsed_s": round(res.get("elapsed_s", 0.0), 3)}
+
+    # ------------------------------------------------------------------ the run
+    def methods(self) -> list[tuple[str, Callable[[Task], dict[str, Any]]]]:
+        out: list[tuple[str, Callable[[Task], dict[str, Any]]]] = []
+        if self.opts.rlm:
+            out.append(("rlm", self.run_rlm))
+        if "direct" in self.opts.baselines:
+            out.append(("direct", self.run_direct))
+        if "rlms" in self.opts.baselines:
+            from .peer import endpoint_for, rlms_available
+
+            ok, why = rlms_available(self.opts.peer_python)
+            job, reason = endpoint_for(self.model_name, self.config.providers) if ok else (None, why)
+            if self.opts.dry_run and ok:
+                job, reason = None, "dry run: the rlms package is not driven by scripted replies"
+            if job is None:
+                self.skipped["rlms"] = reason
+                log.warning("bench: rlms baseline skipped: %s", reason)
+            else:
+                out.append(("rlms", lambda task, job=job: self.run_rlms(task, job)))
+        return out
+
+    def run(self) -> Path:
+        """Generate, run, score and append; returns the results file."""
+        for s in self.opts.suites:  # fail before any model time on an unknown suite or a bad length
+            generate(s, 1, self.opts.seed, self.opts.lengths[:1] if self.opts.lengths else None, self.opts.data)
+        methods = self.methods()
+        results = self.out / RESULTS
+        self._write_meta(methods)
+        for suite in self.opts.suites:
+            tasks = generate(suite, self.opts.n, self.opts.seed, self.opts.lengths, self.opts.data)
+            for name, fn in methods:
+                for task in tasks:
+                    rec = self._record(suite, name, task, fn)
+                    with results.open("a", encoding="utf-8") as f:
+                        f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+                    if self.on_record:
+                        self.on_record(rec)
+        return results
+
+    def _record(self, suite: str, method: str, task: Task, fn: Callable[[Task], dict[str, Any]]) -> dict[str, Any]:
+        t = time.monotonic()
+        try:
+            r = fn(task)
+        except (UsageError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - one task's failure is a result, the run goes on
+            log.exception("bench: %s %s failed", method, task.id)
+            r = {"answer": None, "status": "failed", "reason": f"{type(e).__name__}: {e}", "iterations": 0,
+                 "tokens_root": 0, "tokens_sub": 0, "tokens": 0, "cost_usd": 0.0,
+                 "elapsed_s": round(time.monotonic() - t, 3)}
+        s = score(task.kind, r.get("answer"), task.gold, task.meta)
+        return {"suite": suite, "method": method, "model": self.model_name, "dry_run": self.opts.dry_run,
+                "task_id": task.id, "length": task.length, "context_chars": len(task.context),
+                "depth": task.depth, "kind": task.kind, "question": task.question, "gold": task.gold,
+                "evidence": task.evidence, "meta": task.meta, "score": s, "correct": s >= 1.0,
+                "seed": self.opts.seed, "ts": time.time(), **r}
+
+    def _write_meta(self, methods: list[tuple[str, Any]]) -> None:
+        path = self.out / "meta.json"
+        meta = json.loads(path.read_text()) if path.is_file() else {"invocations": []}
+        o = asdict(self.opts)
+        o["out"], o["data"] = str(o["out"]), str(o["data"]) if o["data"] else None
+        meta["invocations"].append({
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "model": self.model_name,
+            "command": self.opts.command or "rlm bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+            "methods": [m for m, _ in methods], "skipped": self.skipped, "options": o,
+            "lengths": {s: self.opts.lengths or DEFAULT_LENGTHS.get(s) for s in self.opts.suites},
+        })
+        path.write_text(json.dumps(meta, indent=2, default=str))
+
+
+def _sum_tokens(usage: Any) -> int:
+    """Total tokens from an rlms usage summary of unknown shape."""
+    if not isinstance(usage, dict):
+        return 0
+    num = {k: v for k, v in usage.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+    if "total_tokens" in num:
+        return int(num["total_tokens"])
+    parts = [k for k in ("input_tokens", "output_tokens", "prompt_tokens", "completion_tokens") if k in num]
+    if parts:
+        return int(sum(num[k] for k in parts))
+    return sum(_sum_tokens(v) for v in usage.values() if isinstance(v, dict))
+
+
+def run_bench(opts: BenchOptions, on_record: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """Run ``opts`` and write the report; returns the output folder."""
+    from .report import write_report
+
+    Runner(opts, on_record).run()
+    write_report(opts.out)
+    return Path(opts.out)
