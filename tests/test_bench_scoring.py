@@ -86,3 +86,13 @@ def test_format_gold_scores_full(kind, gold):
 def test_unknown_kind():
     with pytest.raises(ValueError):
         score("nope", "x", "x")
+
+
+def test_rlms_usage_summary_tokens_are_summed():
+    from contextbox.bench.runner import _sum_tokens
+
+    usage = {"model_usage_summaries": {"m": {"total_calls": 3, "total_input_tokens": 100, "total_output_tokens": 20},
+                                       "s": {"total_calls": 1, "total_input_tokens": 5, "total_output_tokens": 1}}}
+    assert _sum_tokens(usage) == 126
+    assert _sum_tokens({"total_tokens": 7, "input_tokens": 1}) == 7
+    assert _sum_tokens(None) == 0

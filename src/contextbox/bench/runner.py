@@ -296,7 +296,8 @@ def _sum_tokens(usage: Any) -> int:
     num = {k: v for k, v in usage.items() if isinstance(v, int | float) and not isinstance(v, bool)}
     if "total_tokens" in num:
         return int(num["total_tokens"])
-    parts = [k for k in ("input_tokens", "output_tokens", "prompt_tokens", "completion_tokens") if k in num]
+    parts = [k for k in ("input_tokens", "output_tokens", "prompt_tokens", "completion_tokens",
+                         "total_input_tokens", "total_output_tokens") if k in num]
     if parts:
         return int(sum(num[k] for k in parts))
     return sum(_sum_tokens(v) for v in usage.values() if isinstance(v, dict))
