@@ -164,9 +164,8 @@ class Progress:
             self.last = "model replied"
         elif ev.type == "action_end":
             self.last = f"{d['op']}" + (" (error)" if d.get("error") else "")
-            if not self.live:
-                first = (d.get("output") or "").split("\n", 1)[0][:100]
-                self._print(f"{indent}[{d['iteration']}] {d['level']} {d['op']}: {first}")
+            first = (d.get("output") or "").split("\n", 1)[0][:100]
+            self._print(f"{indent}[{d['iteration']}] {d['level']} {d['op']}: {first}")
         elif ev.type in ("refused", "retry", "failover", "warning"):
             self._print(f"{indent}{ev.type}: {d.get('message') or d.get('error') or d}")
         elif ev.type == "error":
