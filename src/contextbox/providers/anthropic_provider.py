@@ -14,8 +14,7 @@ from typing import Any
 from ..errors import ProviderUnavailable
 from ..types import Completion
 from .base import estimate_tokens, register_kind
-from .openai_compat import SDKProvider, int_or_none, map_sdk_error, read_json_body, require_key, text_of
-from .retry import call_with_retries
+from .openai_compat import SDKProvider, int_or_none, require_key, text_of
 
 log = logging.getLogger("contextbox")
 
@@ -76,23 +75,8 @@ class AnthropicProvider(SDKProvider):
         if opts.get("response_schema") is not None and self.config.extra.get("structured_output", True):
             kwargs["output_config"] = {"format": {"type": "json_schema", "schema": opts["response_schema"]}}
 
-        def attempt() -> Completion:
-            try:
-                raw = client.messages.with_raw_response.create(**kwargs)
-            except Exception as e:
-                mapped = map_sdk_error(e, self.config, self.name)
-                if mapped is None:
-                    raise
-                raise mapped from e
-            return self._parse(read_json_body(raw, self.name), system, msgs)
-
-        return call_with_retries(
-            attempt,
-            max_retries=self.config.max_retries,
-            base_delay=self.retry_base_delay,
-            max_delay=self.retry_max_delay,
-            on_retry=opts.get("on_retry"),
-        )
+        return self._send(lambda: client.messages.with_raw_response.create(**kwargs),
+                          lambda data: self._parse(data, system, msgs), opts)
 
     def _parse(self, data: dict[str, Any], system: str | None, msgs: list[dict[str, str]]) -> Completion:
         blocks = data.get("content")

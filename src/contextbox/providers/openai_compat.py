@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import AuthError, ProviderError, ProviderUnavailable
@@ -140,6 +141,28 @@ class SDKProvider:
                 self._clients = {key: client}  # a changed key replaces the old client
             return client
 
+    def _send(self, create: Callable[[], Any], parse: Callable[[dict[str, Any]], Completion],
+              opts: dict[str, Any]) -> Completion:
+        """One request through ``create`` (an SDK raw-response call), SDK errors mapped, retried."""
+
+        def attempt() -> Completion:
+            try:
+                raw = create()
+            except Exception as e:
+                mapped = map_sdk_error(e, self.config, self.name)
+                if mapped is None:
+                    raise
+                raise mapped from e
+            return parse(read_json_body(raw, self.name))
+
+        return call_with_retries(
+            attempt,
+            max_retries=self.config.max_retries,
+            base_delay=self.retry_base_delay,
+            max_delay=self.retry_max_delay,
+            on_retry=opts.get("on_retry"),
+        )
+
 
 class OpenAIProvider(SDKProvider):
     """One model on one OpenAI-compatible endpoint."""
@@ -172,23 +195,8 @@ class OpenAIProvider(SDKProvider):
                 "json_schema": {"name": "command", "schema": opts["response_schema"]},
             }
 
-        def attempt() -> Completion:
-            try:
-                raw = client.chat.completions.with_raw_response.create(**kwargs)
-            except Exception as e:
-                mapped = map_sdk_error(e, self.config, self.name)
-                if mapped is None:
-                    raise
-                raise mapped from e
-            return self._parse(read_json_body(raw, self.name), messages)
-
-        return call_with_retries(
-            attempt,
-            max_retries=self.config.max_retries,
-            base_delay=self.retry_base_delay,
-            max_delay=self.retry_max_delay,
-            on_retry=opts.get("on_retry"),
-        )
+        return self._send(lambda: client.chat.completions.with_raw_response.create(**kwargs),
+                          lambda data: self._parse(data, messages), opts)
 
     def _parse(self, data: dict[str, Any], messages: list[dict[str, Any]]) -> Completion:
         choices = data.get("choices")
