@@ -70,3 +70,16 @@ def test_unterminated_fence_still_parsed():
 
 def test_empty_reply():
     assert parse_reply("").error
+
+
+def test_deeply_nested_junk_is_not_a_crash():
+    for junk in ("[" * 5000, '{"a":' * 5000, '{"op": ' + "[" * 5000):
+        p = parse_reply(junk)
+        assert not p.actions and p.error
+
+
+def test_actions_run_in_reply_order():
+    r = '{"op": "set", "name": "x", "value": "1"}\n```repl\nprint(x)\n```'
+    assert ops(r, ("l1", "l2")) == [("command", "l1", "set"), ("code", "l2", "code")]
+    r2 = '```repl\nx = 1\n```\n{"op": "get", "name": "x"}'
+    assert ops(r2, ("l1", "l2")) == [("code", "l2", "code"), ("command", "l1", "get")]

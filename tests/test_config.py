@@ -120,3 +120,22 @@ def test_secrets_masked(tmp_path):
         assert "verysecret" not in str(d)
     finally:
         del os.environ["FAKE_KEY"]
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[limits]\nmax_iterations = 0", "max_iterations must be at least 1"),
+    ("[limits]\ntimeout_s = -5", "timeout_s must be greater than 0"),
+    ("[limits]\nmax_consecutive_errors = 0", "max_consecutive_errors must be at least 1"),
+    ("[server]\nhost = 5", "expected a string"),
+    ("[server]\nroots = \"abc\"", "expected a list of strings"),
+    ("[local]\nthreads = \"many\"", "bad value for threads"),
+])
+def test_bad_types_and_ranges_are_refused(tmp_path, text, needle):
+    with pytest.raises(ConfigError) as e:
+        Config.load(write(tmp_path, text), env={})
+    assert needle in str(e.value)
+
+
+def test_negative_timeout_flag_is_a_usage_error(tmp_path):
+    with pytest.raises(ConfigError, match="timeout_s"):
+        Config.load(None, env={}, timeout_s=-5)

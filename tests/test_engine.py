@@ -357,3 +357,50 @@ def test_no_schema_when_code_levels_are_allowed():
     p = SchemaProvider([cmd("find", text="code"), cmd("final", answer="ZEBRA-42")])
     RLM(model=p, config=Config(), levels="l1,l2").run("q", TEXT)
     assert p.schemas == [None, None]
+
+
+# ------------------------------------------------------------------ found in review
+def test_null_name_is_a_command_error_not_a_crash():
+    res, rlm = run([cmd("set", name=None, value=1), cmd("get", name=None), cmd("find", text="code"),
+                    cmd("final", answer="ZEBRA-42")], TEXT)
+    assert res.status == "answered"
+    assert "set needs 'name'" in fed_back(rlm)[0] and "get needs 'name'" in fed_back(rlm)[1]
+
+
+def test_repetition_aid_allows_reading_a_changed_variable():
+    replies = [cmd("find", text="weather", store="h"), cmd("get", name="h"),
+               cmd("find", text="secret", store="h"), cmd("get", name="h"), cmd("final", answer="ZEBRA-42")]
+    res, rlm = run(replies, TEXT)
+    assert "already ran" not in fed_back(rlm)[3] and "secret code" in fed_back(rlm)[3]
+
+
+def test_one_iteration_run_can_answer():
+    res, _ = run([cmd("final", answer="42")], TEXT, max_iterations=1)
+    assert res.status == "answered" and res.answer == "42"
+
+
+def test_partial_answer_is_never_a_raw_command():
+    res, _ = run([cmd("find", text="weather"), cmd("find", text="code")], TEXT, max_iterations=2)
+    assert res.status == "max_iterations" and res.answer is None
+
+
+def test_get_item_with_store_keeps_the_item():
+    replies = [cmd("chunk", size=5, store="c"), cmd("get", name="c[1]", store="x"), cmd("get", name="x"),
+               cmd("final", answer="x")]
+    _, rlm = run(replies, "abcdefghijkl")
+    assert fed_back(rlm)[2].startswith("get →\nx (str):\nfghij")
+
+
+def test_preview_chars_zero_shows_no_text():
+    cfg = Config()
+    cfg.preview_chars = 0
+    _, rlm = run([cmd("find", text="code"), cmd("final", answer="ZEBRA-42")], "x" * 5000 + TEXT, config=cfg)
+    assert "ZEBRA" not in rlm.root.requests[0][1]["content"]
+
+
+def test_regex_timeout_setting_is_used():
+    cfg = Config()
+    cfg.regex_timeout_s = 0.3
+    t = time.monotonic()
+    _, rlm = run([cmd("regex", pattern="(a+)+$"), cmd("final", answer="x")], "a" * 40 + "b", config=cfg)
+    assert time.monotonic() - t < 3 and "longer than 0.3 s" in fed_back(rlm)[0]

@@ -48,52 +48,88 @@ def _command_actions(obj: object) -> list[Action]:
     return out
 
 
+def _decode_at(text: str, s: int) -> tuple[object, int] | None:
+    try:
+        return json.JSONDecoder().raw_decode(text, s)
+    except (json.JSONDecodeError, RecursionError):  # deeply nested junk is just not a command
+        return None
+
+
+def _is_command_json(val: object) -> bool:
+    if isinstance(val, dict):
+        return "op" in val
+    return isinstance(val, list) and bool(val) and all(isinstance(v, dict) and "op" in v for v in val)
+
+
 def _first_json(text: str) -> tuple[object, int, int] | None:
-    """The first JSON object/array in free text: (value, start, end)."""
-    dec = json.JSONDecoder()
+    """The first JSON command (object or array) in free text: (value, start, end)."""
     i = 0
     while True:
         starts = [p for p in (text.find("{", i), text.find("[", i)) if p >= 0]
         if not starts:
             return None
         s = min(starts)
-        try:
-            val, end = dec.raw_decode(text, s)
-        except json.JSONDecodeError:
-            i = s + 1
-            continue
-        if isinstance(val, dict) and "op" in val or isinstance(val, list) and val and all(
-            isinstance(v, dict) and "op" in v for v in val
-        ):
-            return val, s, end
+        got = _decode_at(text, s)
+        if got is not None and _is_command_json(got[0]):
+            return got[0], s, got[1]
         i = s + 1
 
 
 def _json_error(text: str) -> str | None:
     """If the reply tried to send JSON but it does not parse, say where."""
     for s in (text.find("{"), text.find("[")):
-        if s < 0:
+        if s < 0 or '"op"' not in text[s:]:
             continue
         try:
             json.JSONDecoder().raw_decode(text, s)
         except json.JSONDecodeError as e:
-            if '"op"' in text[s:]:
-                return f"your command is not valid JSON ({e.msg} at character {e.pos - s}); send exactly one JSON object"
+            return f"your command is not valid JSON ({e.msg} at character {e.pos - s}); send exactly one JSON object"
+        except RecursionError:
+            return "your command is nested too deeply to read; send one flat JSON object"
     return None
 
 
 def parse_reply(text: str, levels: tuple[str, ...] = ("l1",)) -> ParsedReply:
-    """Split a reply into actions, in order. Never raises."""
+    """Split a reply into actions, in the order they appear. Never raises."""
     out = ParsedReply()
     code_level = "l2" if "l2" in levels or "l3" not in levels else "l3"
     took_json = False
     ignored = 0
-    outside: list[str] = []
+    # the reply as ordered segments: ("text", s) outside fences, ("fence", lang, body) inside
+    segments: list[tuple[str, ...]] = []
     pos = 0
     for m in _FENCE.finditer(text):
-        outside.append(text[pos : m.start()])
+        segments.append(("text", text[pos : m.start()]))
+        segments.append(("fence", m.group(1).lower(), m.group(2)))
         pos = m.end()
-        lang, body = m.group(1).lower(), m.group(2)
+    segments.append(("text", text[pos:]))
+    json_errors: list[str] = []
+
+    def take_json(found: tuple[object, int, int] | None, where: str) -> None:
+        nonlocal took_json, ignored
+        if found is None:
+            return
+        if took_json:
+            ignored += 1
+            return
+        try:
+            out.actions.extend(_command_actions(found[0]))
+            took_json = True
+        except CommandError as e:
+            json_errors.append(str(e))
+        rest = where[found[2] :]
+        if took_json and _first_json(rest) is not None:
+            ignored += 1
+
+    for seg in segments:
+        if seg[0] == "text":
+            take_json(_first_json(seg[1]), seg[1])
+            if not took_json:
+                err = _json_error(seg[1])
+                if err:
+                    json_errors.append(err)
+            continue
+        lang, body = seg[1], seg[2]
         if lang in CODE_LANGS or lang in NATIVE_LANGS:
             if body.strip():
                 level = "l3" if lang in NATIVE_LANGS else code_level
@@ -102,42 +138,16 @@ def parse_reply(text: str, levels: tuple[str, ...] = ("l1",)) -> ParsedReply:
         if lang in ("json", "") or body.lstrip()[:1] in "{[":
             found = _first_json(body)
             if found is None:
-                if not took_json and out.error is None:
-                    out.error = _json_error(body) or "the ```json block holds no command object with an \"op\" field"
-                continue
-            if took_json:
-                ignored += 1
-                continue
-            try:
-                out.actions.extend(_command_actions(found[0]))
-                took_json = True
-            except CommandError as e:
-                out.error = str(e)
-    outside.append(text[pos:])
-    if not took_json:
-        rest = "".join(outside)
-        found = _first_json(rest)
-        if found is not None:
-            try:
-                out.actions.extend(_command_actions(found[0]))
-                took_json = True
-                out.error = None
-                if _first_json(rest[found[2] :]) is not None:
-                    ignored += 1
-            except CommandError as e:
-                out.error = str(e)
-        elif not out.actions and out.error is None:
-            out.error = _json_error(rest)
-    elif _first_json("".join(outside)) is not None:
-        ignored += 1
+                json_errors.append(_json_error(body) or 'the ```json block holds no command object with an "op" field')
+            take_json(found, body)
     if ignored:
         out.notes.append(
             f"note: only the first command in your reply was run; {ignored} more ignored. "
             "Send one command (or one JSON array of commands) per reply and wait for its output."
         )
-    if not out.actions and out.error is None:
-        out.error = "no command found in your reply"
-    if out.actions:
+    if not out.actions:
+        out.error = json_errors[0] if json_errors else "no command found in your reply"
+    else:
         # a final in an array ends it: what follows could not have seen any output
         for i, a in enumerate(out.actions):
             if a.kind == "command" and a.op in ("final", "final_var") and i < len(out.actions) - 1:

@@ -80,8 +80,8 @@ def validate(cmd: Any, known_ops: dict[str, Spec] | None = None) -> dict[str, An
         if types and types != ANY and val is not None and not _is(val, types):
             want = " or ".join("integer" if t is int else t.__name__ for t in types)
             raise CommandError(f"{op}: {key!r} must be {want}, got {json.dumps(val)[:60]}")
-    for name in spec.required:
-        if name not in cmd:
+    for name, types in spec.required.items():
+        if name not in cmd or (cmd[name] is None and types != ANY):
             raise CommandError(f"{op} needs {name!r}; e.g. {spec.example}")
     for key in ("store", "on"):
         if key in cmd and cmd[key] is not None and not (isinstance(cmd[key], str) and _VAR_NAME.match(cmd[key])):
@@ -159,6 +159,10 @@ class CommandExecutor:
             if isinstance(value, dict) and "text" in value and "match" not in value:
                 value = value["text"]
         return as_text(value), None
+
+    def _regex_timeout(self) -> float | None:
+        """``regex_timeout_s`` from the run's config (None: the ops default)."""
+        return getattr(self.s.config, "regex_timeout_s", None)
 
     def _var_list(self) -> str:
         return ", ".join(sorted(self.s.variables)) or "(none yet)"
@@ -255,17 +259,17 @@ class CommandExecutor:
         text, ctx = self._target(cmd)
         limit = cmd.get("max", 50)
         flags = cmd.get("flags", "")
-        hits = ops.regex(text, cmd["pattern"], flags, max=limit)
+        hits = ops.regex(text, cmd["pattern"], flags, max=limit, timeout_s=self._regex_timeout())
         total = len(hits)
         if limit is not None and len(hits) >= limit:
-            total = ops.count_regex(text, cmd["pattern"], flags)
+            total = ops.count_regex(text, cmd["pattern"], flags, timeout_s=self._regex_timeout())
         return self._hits_output(f"/{cmd['pattern']}/", hits, total, limit, ctx)
 
     def op_count(self, cmd: dict[str, Any]) -> ActionOutput:
         text, _ = self._target(cmd)
         pattern, what = cmd.get("pattern"), cmd.get("what")
         if pattern is not None and cmd.get("regex"):
-            n: Any = ops.count_regex(text, pattern)
+            n: Any = ops.count_regex(text, pattern, timeout_s=self._regex_timeout())
         elif pattern is not None and cmd.get("case_sensitive") is False:
             n = ops.count_find(text, pattern, case_sensitive=False)
         else:
@@ -314,6 +318,8 @@ class CommandExecutor:
             raise CommandError("get 'name' must be a variable name like \"hits\" or \"chunks[2]\"")
         text, _ = self._target({"on": name})
         value = self.s.variables[m.group(1)]
+        if m.group(2) is not None:
+            value = value[int(m.group(2))]  # _target checked the index
         kind = type(value).__name__ + (f" of {len(value)} items" if isinstance(value, (list, dict)) else "")
         return ActionOutput(f"{name} ({kind}):\n{text}", meta={"value": value})
 

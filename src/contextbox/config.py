@@ -127,6 +127,7 @@ class Config:
             cfg.source = str(f)
         cfg._apply_env(os.environ if env is None else env)
         cfg._apply_flags(flags)
+        check_ranges(cfg)
         return cfg
 
     def _apply_file(self, data: dict[str, Any], where: str) -> None:
@@ -206,29 +207,72 @@ def _mask(secret: str) -> str:
     return "****" if len(secret) < 12 else f"{secret[:3]}…{secret[-4:]}"
 
 
+def _coerce(val: Any, cur: Any, annotation: str) -> Any:
+    """``val`` as the type a dataclass field declares (its annotation string), or ValueError."""
+    ann = annotation.replace(" ", "")
+    if isinstance(val, str) and val.lower() in ("none", "null", "") and "None" in ann:
+        return None
+    if val is None:
+        if "None" not in ann:
+            raise ValueError("a value is required")
+        return None
+    if ann.startswith("bool"):  # bool, or bool | str for "auto"
+        if isinstance(val, str) and val.lower() in ("true", "false") + (("auto",) if "str" in ann else ()):
+            return {"true": True, "false": False, "auto": "auto"}[val.lower()]
+        if not isinstance(val, bool):
+            raise ValueError(f"expected true or false, got {val!r}")
+        return val
+    if ann.startswith("int"):
+        if isinstance(val, bool) or isinstance(val, float) and not val.is_integer():
+            raise ValueError(f"expected an integer, got {val!r}")
+        return int(val)
+    if ann.startswith("float"):
+        if isinstance(val, bool):
+            raise ValueError(f"expected a number, got {val!r}")
+        return float(val)
+    if ann.startswith("str"):
+        if not isinstance(val, str):
+            raise ValueError(f"expected a string, got {val!r}")
+        return val
+    if ann.startswith("list[str]"):
+        if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+            raise ValueError(f"expected a list of strings, got {val!r}")
+        return val
+    return val
+
+
 def _fill(obj: Any, values: dict[str, Any], where: str, coerce: bool = False) -> None:
     known = {f.name: f for f in fields(obj)}
     for key, val in values.items():
         if key not in known:
             raise ConfigError(f"{where}: unknown key {key!r}; known keys: {', '.join(known)}")
-        cur = getattr(obj, key)
         try:
-            if val is None or isinstance(val, str) and val.lower() in ("none", "null", ""):
-                val = None
-            elif isinstance(cur, bool) or key in ("grounding",):
-                if isinstance(val, str) and val.lower() in ("true", "false", "auto"):
-                    val = {"true": True, "false": False, "auto": "auto"}[val.lower()]
-                elif not isinstance(val, bool):
-                    raise ValueError(f"expected true or false, got {val!r}")
-            elif isinstance(cur, int) or key.startswith("max_") and "usd" not in key:
-                if isinstance(val, bool) or isinstance(val, float) and not val.is_integer():
-                    raise ValueError(f"expected an integer, got {val!r}")
-                val = int(val)
-            elif isinstance(cur, float) or key.endswith(("_s", "_usd")):
-                val = float(val)
+            val = _coerce(val, getattr(obj, key), str(known[key].type))
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{where}: bad value for {key}: {e}") from None
         setattr(obj, key, val)
+
+
+#: (section, key, lowest allowed value, whether the lowest is excluded)
+_RANGES = [
+    ("limits", "max_iterations", 1, False), ("limits", "max_output_chars", 1, False),
+    ("limits", "max_total_tokens", 1, False), ("limits", "max_cost_usd", 0, False),
+    ("limits", "timeout_s", 0, True), ("limits", "max_consecutive_errors", 1, False),
+    (None, "preview_chars", 0, False), (None, "regex_timeout_s", 0, True),
+]
+
+
+def check_ranges(cfg: Config) -> None:
+    """Refuse values that cannot work (zero iterations, a negative timeout, …)."""
+    for section, key, low, strict in _RANGES:
+        obj = getattr(cfg, section) if section else cfg
+        val = getattr(obj, key)
+        if val is None:
+            continue
+        if val < low or strict and val == low:
+            name = f"[{section}] {key}" if section else key
+            bound = f"greater than {low}" if strict else f"at least {low}"
+            raise ConfigError(f"{name} must be {bound}, got {val}")
 
 
 def _list_of_tables(val: Any, where: str) -> list[dict[str, Any]]:

@@ -264,7 +264,7 @@ class Context:
     def metadata(self, *, max_docs: int = 20, preview_chars: int = 300) -> dict[str, Any]:
         t = self.text
         head = t[:preview_chars]
-        tail = t[-preview_chars // 2 :] if len(t) > preview_chars else ""
+        tail = t[-(preview_chars // 2) :] if 1 < preview_chars < len(t) else ""
         return {
             "kind": self.kind,
             "chars": len(t),

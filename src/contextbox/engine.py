@@ -192,7 +192,8 @@ class _Run:
         _install_delegation(self.session)
         aids = cfg.aids
         self.grounding = aids.grounding is True or (aids.grounding == "auto" and rlm.is_local)
-        self.seen: list[str] = [question, context.text[: cfg.preview_chars], context.text[-cfg.preview_chars:]]
+        shown = context.metadata(preview_chars=cfg.preview_chars)
+        self.seen: list[str] = [question, shown["head"], shown["tail"]]
         self.done_actions: dict[str, int] = {}
         self.looked = False
         self.grounding_used = False
@@ -379,7 +380,7 @@ class _Run:
             tc = time.monotonic()
             if "response_schema" in opts:  # a constrained model cannot answer before it has looked
                 opts["response_schema"] = command_schema(
-                    rlm.levels, first_turn=not self.looked and rlm.config.aids.first_turn
+                    rlm.levels, first_turn=not self.looked and rlm.config.aids.first_turn and it < lim.max_iterations
                 )
             completion = yield from self._wait(
                 lambda: rlm.root.complete(messages, timeout=self._remaining(), on_retry=on_retry,
@@ -427,10 +428,13 @@ class _Run:
         return "max_iterations", self._partial(), f"no final answer after {lim.max_iterations} iterations"
 
     def _partial(self) -> str | None:
+        """The best answer a run that ended without one can offer: an answer it refused, else prose."""
         if self.rejected_answer:
             return self.rejected_answer
         text = self.last_reply.strip()
-        return text[:2000] if text else None
+        if not text or parse_reply(text, self.rlm.levels).actions:
+            return None  # a command is not an answer
+        return text[:2000]
 
     # ------------------------------------------------------------------ actions
     def _executor(self, level: str) -> Executor | None:
@@ -476,16 +480,33 @@ class _Run:
         })
         return out
 
+    def _repeat_key(self, action: Action) -> str | None:
+        """What makes an action "the same again": its text, and the state of a variable it reads.
+
+        Code cells are never repeats (their namespace changes between turns)."""
+        if action.kind == "code" or action.op not in READ_OPS:
+            return None
+        name = action.args.get("on") or (action.args.get("name") if action.op == "get" else None)
+        if not name:
+            return action.source
+        value = self.session.variables.get(str(name).split("[", 1)[0])
+        size = len(value) if hasattr(value, "__len__") else None
+        return f"{action.source}|{id(value)}|{type(value).__name__}|{size}"
+
     def _aid_before(self, action: Action) -> ActionOutput | None:
         aids = self.rlm.config.aids
         is_final = action.kind == "command" and action.op in ("final", "final_var")
-        if is_final and aids.first_turn and not self.looked:
+        last_turn = self.iteration >= self.limits.max_iterations
+        if is_final and aids.first_turn and not self.looked and not last_turn:
+            answer = action.args.get("answer")
+            if isinstance(answer, str) and answer.strip():
+                self.rejected_answer = answer.strip()
             return ActionOutput(
                 "error: look at the context before you answer. Search it first, e.g. "
                 '{"op": "find", "text": "a distinctive word from the question"}.', error=True)
-        reading = action.kind == "code" or action.op in READ_OPS
-        if aids.repetition and reading and action.source in self.done_actions and not action.args.get("store"):
-            k = self.done_actions[action.source]
+        key = self._repeat_key(action)
+        if aids.repetition and key is not None and key in self.done_actions and not action.args.get("store"):
+            k = self.done_actions[key]
             return ActionOutput(
                 f"note: you already ran this exact action at iteration {k}; its output is above and it "
                 "was not run again. Try something different: another search term, other lines, or "
@@ -499,7 +520,9 @@ class _Run:
         reading = action.kind == "code" or action.op in READ_OPS or action.level == "l4"
         if reading:
             self.looked = True
-            self.done_actions.setdefault(action.source, self.iteration)
+            key = self._repeat_key(action)
+            if key is not None:
+                self.done_actions.setdefault(key, self.iteration)
         if out.final is None:
             self.seen.append(out.text)
         problem = self._ungrounded(out.final) if out.final is not None and self.grounding else None

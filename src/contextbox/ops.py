@@ -175,7 +175,8 @@ def compile_regex(pattern: str, flags: Any = "") -> re.Pattern[str]:
         raise CommandError(f"bad regex {pattern!r}: {e}; escape special characters with \\\\") from None
 
 
-def regex(text: str, pattern: str, flags: Any = "", max: int | None = 100) -> list[dict[str, Any]]:
+def regex(text: str, pattern: str, flags: Any = "", max: int | None = 100,
+          timeout_s: float | None = None) -> list[dict[str, Any]]:
     """Matches of a Python regex, as ``re.finditer`` gives them."""
     rx = compile_regex(pattern, flags)
 
@@ -196,12 +197,12 @@ def regex(text: str, pattern: str, flags: Any = "", max: int | None = 100) -> li
             )
         return out
 
-    return run_guarded(scan, REGEX_TIMEOUT_S, f"regex {pattern!r}")
+    return run_guarded(scan, timeout_s or REGEX_TIMEOUT_S, f"regex {pattern!r}")
 
 
-def count_regex(text: str, pattern: str, flags: Any = "") -> int:
+def count_regex(text: str, pattern: str, flags: Any = "", timeout_s: float | None = None) -> int:
     rx = compile_regex(pattern, flags)
-    return run_guarded(lambda: sum(1 for _ in rx.finditer(text)), REGEX_TIMEOUT_S, f"regex {pattern!r}")
+    return run_guarded(lambda: sum(1 for _ in rx.finditer(text)), timeout_s or REGEX_TIMEOUT_S, f"regex {pattern!r}")
 
 
 def count_words(text: str, block: int = 1 << 24) -> int:
