@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,20 @@ SPECS: dict[str, Spec] = {
 }
 #: ops the engine treats as reading the context (for the first-turn rule and repetition)
 READ_OPS = {"slice", "lines", "find", "regex", "count", "chunk", "split", "get"}
+
+#: op -> handler(executor, cmd) for ops that other modules register (table ops, search, ...)
+Handler = Callable[["CommandExecutor", dict[str, Any]], ActionOutput]
+_HANDLERS: dict[str, Handler] = {}
+
+
+def register_op(name: str, spec: Spec, handler: Handler, *, reads: bool = True) -> None:
+    """Add an L1 op: its argument spec, its handler, and whether it reads the context or a variable.
+
+    Built-in modules (``table_ops``, ``search``) register their ops exactly like a plugin would."""
+    SPECS[name] = spec
+    _HANDLERS[name] = handler
+    if reads:
+        READ_OPS.add(name)
 _VAR_NAME = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?:\[(-?\d+)\])?$")
 
 
@@ -174,7 +189,8 @@ class CommandExecutor:
     def run(self, action: Action) -> ActionOutput:
         cmd = validate(action.args)
         op = cmd["op"]
-        out = getattr(self, "op_" + op)(cmd)
+        handler = _HANDLERS.get(op)
+        out = handler(self, cmd) if handler is not None else getattr(self, "op_" + op)(cmd)
         if cmd.get("store") and op not in ("set", "final", "final_var"):
             name = cmd["store"]
             self.s.variables[name] = out.meta.pop("value")
