@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 import time
 import uuid
@@ -19,7 +18,8 @@ from typing import Any, TypeVar
 
 from . import prompts
 from .actions import parse_reply
-from .commands import READ_OPS, CommandExecutor
+from .aids import RunAids
+from .commands import CommandExecutor
 from .config import Config
 from .context import Context
 from .errors import (
@@ -136,9 +136,6 @@ class RLM:
         return s.result
 
 
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
 def _role_view(provider: Provider, role: str) -> Provider:
     """A pool's endpoints for ``role`` (``root``/``sub``); other providers as they are."""
     for_role = getattr(provider, "for_role", None)
@@ -153,10 +150,6 @@ def _install_delegation(session: Session) -> None:
         log.debug("delegation unavailable: %s", e)
         return
     install(session)
-
-
-def _norm(s: str) -> str:
-    return " ".join(s.casefold().split()).strip(" .,;:!?\"'`()[]")
 
 
 class _Run:
@@ -190,14 +183,8 @@ class _Run:
         if "l4" not in rlm.levels:  # sub-calls are L4: code cells get a clear refusal instead
             self.session.sub_query = None
         _install_delegation(self.session)
-        aids = cfg.aids
-        self.grounding = aids.grounding is True or (aids.grounding == "auto" and rlm.is_local)
-        shown = context.metadata(preview_chars=cfg.preview_chars)
-        self.seen: list[str] = [question, shown["head"], shown["tail"]]
-        self.done_actions: dict[str, int] = {}
-        self.looked = False
-        self.grounding_used = False
-        self.rejected_answer: str | None = None
+        self.aids = RunAids(cfg.aids, question, context, self.session, local=rlm.is_local,
+                            preview_chars=cfg.preview_chars, max_iterations=self.limits.max_iterations)
         self.last_reply = ""
         self.iteration = 0
 
@@ -380,7 +367,7 @@ class _Run:
             tc = time.monotonic()
             if "response_schema" in opts:  # a constrained model cannot answer before it has looked
                 opts["response_schema"] = command_schema(
-                    rlm.levels, first_turn=not self.looked and rlm.config.aids.first_turn and it < lim.max_iterations
+                    rlm.levels, first_turn=not self.aids.looked and rlm.config.aids.first_turn and it < lim.max_iterations
                 )
             completion = yield from self._wait(
                 lambda: rlm.root.complete(messages, timeout=self._remaining(), on_retry=on_retry,
@@ -429,8 +416,8 @@ class _Run:
 
     def _partial(self) -> str | None:
         """The best answer a run that ended without one can offer: an answer it refused, else prose."""
-        if self.rejected_answer:
-            return self.rejected_answer
+        if self.aids.rejected_answer:
+            return self.aids.rejected_answer
         text = self.last_reply.strip()
         if not text or parse_reply(text, self.rlm.levels).actions:
             return None  # a command is not an answer
@@ -452,7 +439,7 @@ class _Run:
                    f"(allowed: {', '.join(self.rlm.levels)}). Use an allowed level.")
             yield self._event("refused", {**info, "message": msg})
             return ActionOutput(msg, error=True)
-        aid = self._aid_before(action)
+        aid = self.aids.before(action, self.iteration)
         if aid is not None:
             yield self._event("action_end", {**info, "output": aid.text, "error": aid.error, "skipped": True})
             return aid
@@ -472,89 +459,13 @@ class _Run:
                 out = yield from self._wait(lambda: ex.run(action))
         except CommandError as e:
             out = ActionOutput(f"error: {e}", error=True)
-        self._aid_after(action, out)
+        self.aids.after(action, out, self.iteration)
         yield self._event("action_end", {
             **info, "output": out.text, "error": out.error, "hits": out.hits,
             "elapsed_s": round(time.monotonic() - t, 4), "read": out.meta.get("read", []),
             **({"final": out.final} if out.final is not None else {}),
         })
         return out
-
-    def _repeat_key(self, action: Action) -> str | None:
-        """What makes an action "the same again": its text, and the state of a variable it reads.
-
-        Code cells are never repeats (their namespace changes between turns)."""
-        if action.kind == "code" or action.op not in READ_OPS:
-            return None
-        name = action.args.get("on") or (action.args.get("name") if action.op == "get" else None)
-        if not name:
-            return action.source
-        value = self.session.variables.get(str(name).split("[", 1)[0])
-        size = len(value) if hasattr(value, "__len__") else None
-        return f"{action.source}|{id(value)}|{type(value).__name__}|{size}"
-
-    def _aid_before(self, action: Action) -> ActionOutput | None:
-        aids = self.rlm.config.aids
-        is_final = action.kind == "command" and action.op in ("final", "final_var")
-        last_turn = self.iteration >= self.limits.max_iterations
-        if is_final and aids.first_turn and not self.looked and not last_turn:
-            answer = action.args.get("answer")
-            if isinstance(answer, str) and answer.strip():
-                self.rejected_answer = answer.strip()
-            return ActionOutput(
-                "error: look at the context before you answer. Search it first, e.g. "
-                '{"op": "find", "text": "a distinctive word from the question"}.', error=True)
-        key = self._repeat_key(action)
-        if aids.repetition and key is not None and key in self.done_actions and not action.args.get("store"):
-            k = self.done_actions[key]
-            return ActionOutput(
-                f"note: you already ran this exact action at iteration {k}; its output is above and it "
-                "was not run again. Try something different: another search term, other lines, or "
-                "answer with the final command.", error=True)
-        return None
-
-    def _aid_after(self, action: Action, out: ActionOutput) -> None:
-        aids = self.rlm.config.aids
-        if out.error:
-            return
-        reading = action.kind == "code" or action.op in READ_OPS or action.level == "l4"
-        if reading:
-            self.looked = True
-            key = self._repeat_key(action)
-            if key is not None:
-                self.done_actions.setdefault(key, self.iteration)
-        if out.final is None:
-            self.seen.append(out.text)
-        problem = self._ungrounded(out.final) if out.final is not None and self.grounding else None
-        if problem and not self.grounding_used:
-            self.grounding_used = True
-            self.rejected_answer = out.final
-            out.final = None
-            out.text = f"check: your answer {self.rejected_answer!r} {problem}"
-            return
-        if out.hits is not None and action.op in ("find", "regex", "count"):
-            if out.hits == 0 and aids.zero_hits:
-                out.text += ("\nhint: no hits. Try a shorter pattern, a single distinctive word, "
-                             "or a case-insensitive search.")
-            elif aids.too_many_hits and out.hits > aids.too_many_hits:
-                out.text += (f"\nhint: {out.hits:,} hits is too many to read. Narrow down: a longer phrase, "
-                             "a rarer word, or a regex that includes nearby words.")
-
-    def _ungrounded(self, answer: str) -> str | None:
-        """Why a short extraction answer looks unsupported (None when it looks fine)."""
-        if len(answer) > 200:
-            return None
-        a = _norm(answer)
-        q = _norm(self.question)
-        if len(a.split()) >= 2 and a in q:
-            return ("only repeats words of the question. Answer with the value the question asks for, "
-                    "copied from the text you found, then send the final command again.")
-        seen = _norm("\n".join(self.seen))
-        words = set(_WORD.findall(seen))
-        if not a or a in seen or all(w in words for w in _WORD.findall(a) if len(w) > 1):
-            return None
-        return ("does not appear in anything you have read. Verify it against the context (e.g. find it), "
-                "then send the final command again.")
 
     @staticmethod
     def _format(action: Action, out: ActionOutput, numbered: bool, i: int) -> str:
