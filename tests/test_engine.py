@@ -11,6 +11,7 @@ from helpers import cmd, fed_back, make_rlm, run
 from contextbox import Config, Context, Limits
 from contextbox.errors import UsageError
 from contextbox.providers import ScriptedProvider
+from contextbox.schema import FIRST_TURN_OPS
 from contextbox.types import EVENT_TYPES, Completion
 
 TEXT = "The weather was fine.\nThe secret code is ZEBRA-42.\nNothing else happened.\n"
@@ -346,7 +347,7 @@ def test_constrained_first_turn_may_only_search():
     res = RLM(model=p, config=Config(), levels="l1").run("q", TEXT)
     assert res.answer == "ZEBRA-42"
     ops = [[b["properties"]["op"]["const"] for b in s["anyOf"]] for s in p.schemas]
-    assert ops[0] == ["find", "regex"]
+    assert ops[0] == list(FIRST_TURN_OPS) and "final" not in ops[0]
     assert "final" in ops[1] and "lines" in ops[1]
     assert all(next(iter(b["properties"])) == "thought" for b in p.schemas[1]["anyOf"])
 

@@ -1,14 +1,25 @@
 """Small-model aids: what the engine does so that a small root model ends its run well.
 
-Each aid is configurable in ``[aids]`` (see README). They look at an action before it runs
-(:meth:`RunAids.before`: refuse an answer given before looking, skip a repeated action) and
-at its output after (:meth:`RunAids.after`: hints for searches with no or too many hits, an
-answer that appears nowhere in what the model read is sent back once).
+A 1.5B model ignores advice in prose, so the aids that matter steer through the *schema* of
+its next turn (for models with constrained decoding) and say the same in the feedback (for
+every model). Each aid is configurable in ``[aids]`` (README "Small-model aids") and each
+firing is an ``aid`` event.
+
+Before an action (:meth:`RunAids.before`): an answer before the model has looked is refused;
+a repeated action is not run again; while the model must answer, anything but an answer is
+refused. After it (:meth:`RunAids.after`): hints for searches with no or too many hits; an
+answer is sent back once when it appears nowhere in what the model read (``grounding``), ends
+inside a longer token of the text (``cut_answer``), counts the hits a capped list showed
+instead of the total (``capped_count``), or only restates a sentence it found
+(``verify_restated``: one verification turn). At the end of a turn (:meth:`RunAids.end_turn`):
+a repeat bans that op for the next turn; a second repeat, or ``stall_turns`` turns without a
+new action, leave only ``final`` — the loop ends.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from .commands import READ_OPS
@@ -16,10 +27,33 @@ from .context import Context
 from .executors import Action, ActionOutput, Session
 
 _WORD = re.compile(r"\w+", re.UNICODE)
+#: a "token" of source text for the cut-answer check: word characters joined by - . / :
+_TOKEN_CHARS = r"[\w\-./:]"
+_COUNT_Q = re.compile(r"\b(how many|how often|number of|count|frequency|times)\b", re.I)
+_WH_Q = re.compile(r"^\s*(?:\w+\s+){0,2}(which|what|who|whom|whose|where|when|why|how)\b", re.I)
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+FINAL_ONLY = ("final", "final_var")
 
 
 def norm(s: str) -> str:
     return " ".join(s.casefold().split()).strip(" .,;:!?\"'`()[]")
+
+
+@dataclass
+class Steer:
+    """How the next turn is constrained (schema) and what the model is told."""
+
+    only: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    verify: bool = False
+    message: str = ""
+
+
+@dataclass
+class _Capped:
+    what: str
+    listed: int
+    total: int
 
 
 class RunAids:
@@ -36,8 +70,25 @@ class RunAids:
         self.seen: list[str] = [question, shown["head"], shown["tail"]]
         self.done_actions: dict[str, int] = {}
         self.looked = False
-        self.grounding_used = False
         self.rejected_answer: str | None = None
+        self.used: set[str] = set()  # one-shot aids that already fired
+        self.fired: list[dict[str, Any]] = []  # aid events not yet emitted
+        self.capped: list[_Capped] = []
+        self.repeats = 0
+        self.stall = 0
+        self.steer = Steer()  # constraints in force for the coming turn
+        self._turn_repeat: str | None = None
+        self._turn_new = False
+        self._turn_refused = False
+        self._sent_back = False
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _fire(self, aid: str, iteration: int, message: str, **extra: Any) -> None:
+        self.fired.append({"aid": aid, "iteration": iteration, "message": message, **extra})
+
+    def drain(self) -> list[dict[str, Any]]:
+        out, self.fired = self.fired, []
+        return out
 
     def repeat_key(self, action: Action) -> str | None:
         """What makes an action "the same again": its text, and the state of a variable it reads.
@@ -52,52 +103,116 @@ class RunAids:
         size = len(value) if hasattr(value, "__len__") else None
         return f"{action.source}|{id(value)}|{type(value).__name__}|{size}"
 
+    # ------------------------------------------------------------------ before an action
     def before(self, action: Action, iteration: int) -> ActionOutput | None:
         aids = self.settings
-        is_final = action.kind == "command" and action.op in ("final", "final_var")
+        is_final = action.kind == "command" and action.op in FINAL_ONLY
         last_turn = iteration >= self.max_iterations
         if is_final and aids.first_turn and not self.looked and not last_turn:
             answer = action.args.get("answer")
             if isinstance(answer, str) and answer.strip():
                 self.rejected_answer = answer.strip()
-            return ActionOutput(
-                "error: look at the context before you answer. Search it first, e.g. "
-                '{"op": "find", "text": "a distinctive word from the question"}.', error=True)
+            msg = ("error: look at the context before you answer. Search it first, e.g. "
+                   '{"op": "search", "query": "words of the question"}.')
+            self._fire("first_turn", iteration, msg)
+            return ActionOutput(msg, error=True)
+        if self.steer.only is not None and not is_final and action.kind == "command":
+            msg = "refused: you must answer now. Reply with the final command, using what you found above."
+            self._turn_refused = True
+            self._fire("final_only", iteration, msg, op=action.op)
+            return ActionOutput(msg, error=True)
         key = self.repeat_key(action)
         if aids.repetition and key is not None and key in self.done_actions and not action.args.get("store"):
             k = self.done_actions[key]
-            return ActionOutput(
-                f"note: you already ran this exact action at iteration {k}; its output is above and it "
-                "was not run again. Try something different: another search term, other lines, or "
-                "answer with the final command.", error=True)
+            self.repeats += 1
+            self._turn_repeat = action.op
+            msg = (f"note: you already ran this exact action at iteration {k}; its output is above and it "
+                   "was not run again.")
+            self._fire("repetition", iteration, msg, op=action.op, repeats=self.repeats)
+            return ActionOutput(msg, error=True)
         return None
 
+    # ------------------------------------------------------------------ after an action
     def after(self, action: Action, out: ActionOutput, iteration: int) -> None:
-        aids = self.settings
         if out.error:
             return
         reading = action.kind == "code" or action.op in READ_OPS or action.level == "l4"
         if reading:
             self.looked = True
             key = self.repeat_key(action)
-            if key is not None:
-                self.done_actions.setdefault(key, iteration)
+            if key is not None and key not in self.done_actions:
+                self.done_actions[key] = iteration
+                self._turn_new = True
+            elif key is None:
+                self._turn_new = True
+        elif action.op not in FINAL_ONLY:
+            self._turn_new = True
         if out.final is None:
             self.seen.append(out.text)
-        problem = self.ungrounded(out.final) if out.final is not None and self.grounding else None
-        if problem and not self.grounding_used:
-            self.grounding_used = True
+            listed = out.meta.get("listed")
+            if out.hits is not None and isinstance(listed, int) and listed < out.hits:
+                self.capped.append(_Capped(action.describe(60), listed, out.hits))
+            self._search_hints(action, out, iteration)
+            return
+        problem = self._check_answer(out.final, iteration)
+        if problem is not None:
             self.rejected_answer = out.final
             out.final = None
-            out.text = f"check: your answer {self.rejected_answer!r} {problem}"
+            out.text = problem
+            self._sent_back = True
+
+    def _search_hints(self, action: Action, out: ActionOutput, iteration: int) -> None:
+        aids = self.settings
+        if out.hits is None or action.op not in ("find", "regex", "count"):
             return
-        if out.hits is not None and action.op in ("find", "regex", "count"):
-            if out.hits == 0 and aids.zero_hits:
-                out.text += ("\nhint: no hits. Try a shorter pattern, a single distinctive word, "
-                             "or a case-insensitive search.")
-            elif aids.too_many_hits and out.hits > aids.too_many_hits:
-                out.text += (f"\nhint: {out.hits:,} hits is too many to read. Narrow down: a longer phrase, "
-                             "a rarer word, or a regex that includes nearby words.")
+        if out.hits == 0 and aids.zero_hits:
+            hint = "\nhint: no hits. Try a shorter pattern, a single distinctive word, or search with ranked words."
+            out.text += hint
+            self._fire("zero_hits", iteration, hint.strip())
+        elif aids.too_many_hits and out.hits > aids.too_many_hits:
+            hint = (f"\nhint: {out.hits:,} hits is too many to read. Narrow down: a longer phrase, "
+                    "a rarer word, or a regex that includes nearby words. To count or rank, use the table ops.")
+            out.text += hint
+            self._fire("too_many_hits", iteration, hint.strip(), hits=out.hits)
+
+    def _once(self, name: str) -> bool:
+        if name in self.used:
+            return False
+        self.used.add(name)
+        return True
+
+    def _check_answer(self, answer: str, iteration: int) -> str | None:
+        """Why ``answer`` goes back to the model (each check once per run), or None to accept it."""
+        aids = self.settings
+        if self.grounding and "grounding" not in self.used:
+            problem = self.ungrounded(answer)
+            if problem and self._once("grounding"):
+                msg = f"check: your answer {answer!r} {problem}"
+                self._fire("grounding", iteration, msg)
+                return msg
+        if aids.cut_answer:
+            whole = self.cut_token(answer)
+            if whole is not None and self._once("cut_answer"):
+                cut, full = whole
+                msg = (f"check: your answer ends with {cut!r}, but the text you read has {full!r}. "
+                       "Send the final command again with the whole value.")
+                self._fire("cut_answer", iteration, msg, cut=cut, full=full)
+                return msg
+        if aids.capped_count:
+            cap = self.capped_count(answer)
+            if cap is not None and self._once("capped_count"):
+                msg = (f"check: {cap.what} listed only {cap.listed:,} of its {cap.total:,} hits; the exact total "
+                       f"is {cap.total:,}. If the question asks how many, answer with the total.")
+                self._fire("capped_count", iteration, msg, listed=cap.listed, total=cap.total)
+                return msg
+        if aids.verify_restated and self.restates(answer) and self._once("verify_restated"):
+            msg = (f"check: does your answer {answer!r} answer the question {self.question!r}? It repeats a sentence "
+                   "you found. If it answers the question, send the final command again with just the answer; "
+                   "if not, send the command that looks up what is still missing.")
+            self.steer = Steer(verify=True, message="")
+            self._fire("verify_restated", iteration, msg)
+            return msg
+        return None
 
     def ungrounded(self, answer: str) -> str | None:
         """Why a short extraction answer looks unsupported (None when it looks fine)."""
@@ -114,3 +229,75 @@ class RunAids:
             return None
         return ("does not appear in anything you have read. Verify it against the context (e.g. find it), "
                 "then send the final command again.")
+
+    def cut_token(self, answer: str) -> tuple[str, str] | None:
+        """(cut, whole) when the answer's last token only ever occurs in the text as the start of a longer one."""
+        m = re.search(rf"({_TOKEN_CHARS}*\w)\W*$", answer.strip())
+        if not m or len(m.group(1)) < 2:
+            return None
+        last = m.group(1)
+        seen = "\n".join(self.seen[1:])  # not the question
+        whole: list[str] = []
+        for hit in re.finditer(rf"(?<!{_TOKEN_CHARS}){re.escape(last)}({_TOKEN_CHARS}*)", seen):
+            rest = hit.group(1).rstrip(".:/-")
+            if not rest:
+                return None  # it does occur as a whole token
+            whole.append(last + rest)
+        if not whole:
+            return None
+        return last, max(set(whole), key=whole.count)
+
+    def capped_count(self, answer: str) -> _Capped | None:
+        """The capped hit list whose *listed* number the answer gives for a count question."""
+        if not self.capped or not _COUNT_Q.search(self.question):
+            return None
+        nums = {int(n.replace(",", "")) for n in _NUMBER.findall(answer) if "." not in n}
+        for c in reversed(self.capped):
+            if c.listed in nums and c.total not in nums:
+                return c
+        return None
+
+    def restates(self, answer: str) -> bool:
+        """A wh-question answered by a sentence copied from the text (at least 5 words, most of them read)."""
+        if not _WH_Q.search(self.question):
+            return False
+        words = _WORD.findall(answer.casefold())
+        if len(words) < 5:
+            return False
+        a = norm(answer)
+        return any(a in norm(s) for s in self.seen[1:])
+
+    # ------------------------------------------------------------------ end of a turn
+    def end_turn(self, iteration: int, constrained: bool) -> Steer:
+        """Decide the next turn's constraints from this turn; returns them (also kept in ``steer``)."""
+        aids = self.settings
+        verify = self.steer.verify and self._sent_back
+        repeated, new, refused = self._turn_repeat, self._turn_new, self._turn_refused
+        self._turn_repeat, self._turn_new, self._turn_refused, sent_back = None, False, False, self._sent_back
+        self._sent_back = False
+        if new or sent_back:
+            self.stall = 0
+        elif repeated or refused:  # invalid commands alone are not a stall: they have their own limit
+            self.stall += 1
+        if verify:
+            self.steer = Steer(verify=True)
+            return self.steer
+        if sent_back:  # the model needs one free turn to fix its answer
+            self.steer = Steer()
+            return self.steer
+        if self.steer.only is not None:  # it still has not answered: the restriction holds
+            return self.steer
+        stalled = aids.stall_turns and self.stall >= aids.stall_turns
+        if (repeated and self.repeats >= 2) or stalled:
+            why = "you repeated an action" if repeated else f"{self.stall} turns brought nothing new"
+            msg = (f"You must answer now ({why}): reply with the final command, using what you found above. "
+                   + ("Only final is allowed on your next turn." if constrained else ""))
+            self.steer = Steer(only=FINAL_ONLY, message=msg.strip())
+            self._fire("final_only", iteration, self.steer.message, stall=self.stall, repeats=self.repeats)
+        elif repeated:
+            msg = (f"Do something different: a different command (not {repeated} again), or the final command "
+                   "if the answer is above.")
+            self.steer = Steer(exclude=(repeated,), message=msg)
+        else:
+            self.steer = Steer()
+        return self.steer

@@ -258,7 +258,7 @@ class CommandExecutor:
         if ctx is not None:
             for h in hits[:50]:
                 read.append([max(0, h["offset"] - 100), h.get("end", h["offset"]) + 100])
-        return ActionOutput("\n".join(lines), hits=total, meta={"value": hits, "read": read})
+        return ActionOutput("\n".join(lines), hits=total, meta={"value": hits, "read": read, "listed": shown})
 
     def op_find(self, cmd: dict[str, Any]) -> ActionOutput:
         text, ctx = self._target(cmd)

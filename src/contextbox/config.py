@@ -36,6 +36,11 @@ class Aids:
     too_many_hits: int = 50  # hint when a search has more hits than this; 0 = off
     grounding: bool | str = "auto"
     first_turn: bool = True
+    stall_turns: int = 3  # turns without a new action before the model must answer; 0 = off
+    cut_answer: bool = True  # an answer ending inside a longer token of the text is sent back once
+    capped_count: bool = True  # a count answered from a capped hit list is told the exact total
+    verify_restated: bool = True  # an answer that only restates a found sentence gets one check turn
+    compact: bool = True  # compact old turns before the history outgrows the root model's window
 
 
 @dataclass

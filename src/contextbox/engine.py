@@ -36,7 +36,7 @@ from .executors import LEVEL_NAMES, Action, ActionOutput, Executor, Session, exe
 from .pricing import cost
 from .providers.base import Provider, resolve
 from .runlog import RunStore
-from .schema import command_schema, constrainable
+from .schema import FINAL_OPS, command_schema, constrainable
 from .types import Event, Limits, RunResult, Usage, UsageReport
 
 log = logging.getLogger("contextbox")
@@ -186,6 +186,8 @@ class _Run:
         self.aids = RunAids(cfg.aids, question, context, self.session, local=rlm.is_local,
                             preview_chars=cfg.preview_chars, max_iterations=self.limits.max_iterations)
         self.last_reply = ""
+        self.last_input_tokens = 0
+        self.compacted: set[int] = set()  # indices of history messages already summarised
         self.iteration = 0
 
     # ------------------------------------------------------------------ events
@@ -346,8 +348,7 @@ class _Run:
             first += "\n\n" + prompts.LAST_TURN
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": first}]
         opts: dict[str, Any] = {}
-        if constrainable(rlm.levels) and getattr(rlm.root, "supports_schema", False):
-            opts["response_schema"] = command_schema(rlm.levels)
+        constrained = constrainable(rlm.levels) and getattr(rlm.root, "supports_schema", False)
         if rlm.is_local:
             opts["max_tokens"] = rlm.config.local.max_tokens
 
@@ -357,23 +358,31 @@ class _Run:
         for it in range(1, lim.max_iterations + 1):
             self._check()
             self.iteration = it
-            yield self._event("iteration_start", {"iteration": it, "last": it == lim.max_iterations})
+            last = it == lim.max_iterations
+            steer = self.aids.steer
+            yield self._event("iteration_start", {"iteration": it, "last": last})
+            yield from self._compact(messages, opts)
             yield self._event("lm_request", {
                 "iteration": it, "messages": len(messages),
                 "chars": sum(len(m["content"]) for m in messages),
                 "message": messages[-1]["content"],
                 **({"system": system} if it == 1 else {}),
+                **({"allowed": list(steer.only)} if steer.only else {}),
             })
             tc = time.monotonic()
-            if "response_schema" in opts:  # a constrained model cannot answer before it has looked
+            if constrained:  # the next turn's schema carries the steering: a small model follows it
                 opts["response_schema"] = command_schema(
-                    rlm.levels, first_turn=not self.aids.looked and rlm.config.aids.first_turn and it < lim.max_iterations
+                    rlm.levels,
+                    first_turn=not self.aids.looked and rlm.config.aids.first_turn and not last,
+                    only=FINAL_OPS if last else steer.only, exclude=steer.exclude, verify=steer.verify,
+                    variables=self.session.variables,
                 )
             completion = yield from self._wait(
                 lambda: rlm.root.complete(messages, timeout=self._remaining(), on_retry=on_retry,
                                           on_failover=on_failover, **opts)
             )
             u = self._call_usage("root", rlm.root, completion, time.monotonic() - tc)
+            self.last_input_tokens = u.input_tokens
             reply = completion.text or ""
             self.last_reply = reply
             yield self._event("lm_response", {
@@ -392,7 +401,14 @@ class _Run:
                 parts.append(f"error: {parsed.error}. Reply with one JSON command, e.g. "
                              '{"op": "find", "text": "a distinctive word"}, or the final command.')
             for i, action in enumerate(parsed.actions):
+                if action.kind == "command":  # the verification turn's flag is not an argument
+                    verdict = action.args.pop("answers_question", None)
+                    if verdict is not None:
+                        yield self._event("aid", {"aid": "verify_answer", "iteration": it,
+                                                  "answers_question": verdict, "message": ""})
                 out = yield from self._do(action, it, i)
+                for aid in self.aids.drain():
+                    yield self._event("aid", aid)
                 parts.append(self._format(action, out, len(parsed.actions) > 1, i))
                 any_ok = any_ok or not out.error
                 if out.final is not None:
@@ -408,11 +424,48 @@ class _Run:
             errors_in_row = 0 if any_ok else errors_in_row + 1
             if errors_in_row >= lim.max_consecutive_errors:
                 return "failed", self._partial(), f"{errors_in_row} consecutive replies without a valid action"
+            steer = self.aids.end_turn(it, constrained)
+            for aid in self.aids.drain():
+                yield self._event("aid", aid)
             feedback = "\n\n".join(parts)
             if it + 1 == lim.max_iterations:
                 feedback += "\n\n" + prompts.LAST_TURN
+            elif steer.message:
+                feedback += "\n\n" + steer.message
             messages.append({"role": "user", "content": feedback})
         return "max_iterations", self._partial(), f"no final answer after {lim.max_iterations} iterations"
+
+    def _compact(self, messages: list[dict[str, Any]], opts: dict[str, Any]) -> Iterator[Event]:
+        """Keep the history inside the root model's window: older outputs become one-line summaries.
+
+        Variables, tables and the code namespace are untouched; only what the model re-reads shrinks.
+        """
+        window = getattr(self.rlm.root, "context_window", None)
+        if not window or not self.rlm.config.aids.compact or len(messages) < 6:
+            return
+        budget = window - int(opts.get("max_tokens") or 1024) - 256
+        chars = sum(len(m["content"]) for m in messages)
+        est = max(chars // 3, self.last_input_tokens)
+        grown = (len(messages[-1]["content"]) + len(messages[-2]["content"])) // 3
+        if est + grown < 0.8 * budget:
+            return
+        before = chars
+        n = 0
+        for keep in (4, 2):  # the last two turns stay whole if that is enough, else only the last one
+            for i in range(2, len(messages) - keep):  # the system prompt and the question always stay
+                m = messages[i]
+                if m["role"] == "user" and i not in self.compacted:
+                    m["content"] = prompts.summarize_output(m["content"])
+                    self.compacted.add(i)
+                    n += 1
+            if sum(len(m["content"]) for m in messages) // 3 + grown < 0.8 * budget:
+                break
+        if not n:
+            return
+        after = sum(len(m["content"]) for m in messages)
+        self.last_input_tokens = 0
+        yield self._event("compacted", {"iteration": self.iteration, "messages": n, "chars_before": before,
+                                        "chars_after": after})
 
     def _partial(self) -> str | None:
         """The best answer a run that ended without one can offer: an answer it refused, else prose."""

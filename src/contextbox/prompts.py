@@ -17,19 +17,40 @@ answer must come from what you read."""
 
 L1 = """## L1 commands (cheapest: use them first)
 Reply with ONE JSON object (or a JSON array of them) with an "op" field, optionally in a ```json fence.
+- {"op": "search", "query": "words", "k": 10}   ranked search (best for questions in plain words): passages with lines
 - {"op": "find", "text": "...", "case_sensitive": false, "max": 50}   literal search: hits with line numbers and offsets
 - {"op": "regex", "pattern": "...", "flags": "i", "max": 50}        Python re search: hits with groups
 - {"op": "lines", "start": LINE, "end": LINE + 40}                   read lines [start, end), 0-based
 - {"op": "slice", "start": OFFSET, "end": OFFSET + 2000}             read characters [start, end)
-- {"op": "count", "pattern": "..."}  or  {"op": "count", "what": "lines|chars|words"}
+- {"op": "count", "pattern": "..."}  exact number of occurrences  or  {"op": "count", "what": "lines|chars|words"}
 - {"op": "chunk", "size": 20000, "overlap": 0}   {"op": "split", "delimiter": "..."}
 - {"op": "set", "name": "x", "value": ...}  {"op": "get", "name": "x"}  {"op": "print", "value": "..."}
 - {"op": "final", "answer": "..."}   or   {"op": "final_var", "name": "x"}   ends the run with your answer
+Tables (the engine counts exactly; never count by reading samples):
+- {"op": "extract", "store": "t"}   every line split into named columns (or "pattern" with (?P<name>...) groups)
+- {"op": "records", "store": "r"}   one row per line ("by": "blank_line" for paragraphs), with its doc and line
+- {"op": "count_by", "on": "t", "field": COLUMN}   counts per value, most frequent first, with the total
+- {"op": "top", "on": "t", "field": COLUMN, "k": 10}   {"op": "unique", "on": "t", "field": COLUMN}
+- {"op": "stats", "on": "t", "field": COLUMN}   count, sum, min, max, mean, median, p90, p95, p99 of its numbers
+- {"op": "filter", "on": "t", "where": {COLUMN: VALUE or {"ge": NUMBER}}, "store": "f"}   {"op": "sort", ...}
+- {"op": "join", "on": ["a", "b"], "key": COLUMN}   rows of a and b with equal keys ("pairs": true: each pair once)
 Every command takes "store": "name" (keep its full result in a variable) and "on": "name" (work on a
 variable, or one item "name[2]", instead of the context). A "thought" field is allowed and ignored.
-Outputs are cut to a maximum length; the note says how to see more.
-A good plan: find a distinctive word of the question; each hit shows its whole line; read around a
-hit with lines if needed; answer with final, copying the exact words from the text."""
+Outputs are cut to a maximum length; the note says how to see more."""
+
+RECIPES = """## Recipes
+- A fact: search (or find a distinctive word), read the hit's line (lines around it if needed), final with the
+  exact words of the text. If the found sentence names another thing you need, look that up next.
+- How many times does X occur: {"op": "count", "pattern": X} gives the exact number.
+- Which value is most frequent / rank / how many of each / how many different / average or percentile over
+  lines of a log or records: extract into a table, then count_by, top, unique or stats on the right column, and
+  answer with the value the output shows."""
+
+RECIPES_L4 = """- A label per record that no keyword gives (a topic, a kind, a sentiment): records into a table, then
+  {"op": "llm_map", "on": "r", "prompt": WHAT TO DECIDE, "choices": [LABELS], "per_call": 25, "store": "m"}
+  (a sub-model labels every record), then count_by "label" on m (or filter by label first).
+- Pairs (which two X both have Y): label or extract, filter the rows with Y, count_by the X column (store),
+  filter on "count" if a minimum is asked, then join the result with itself with "pairs": true and final_var it."""
 
 L4 = """## L4 delegation (sub-models read for you; every call costs tokens)
 - {"op": "llm_query", "prompt": "...", "on": "var"}  ask a sub-model once; "on" appends the variable's text
@@ -60,6 +81,7 @@ def _section(module: str) -> str:
 
 def system_prompt(levels: tuple[str, ...]) -> str:
     parts = [INTRO, L1]  # L1 commands are always understood; policy still refuses them if not allowed
+    parts.append(RECIPES + ("\n" + RECIPES_L4 if "l4" in levels else ""))
     if "l2" in levels:
         parts.append(_section("contextbox.sandbox"))
     if "l3" in levels:
@@ -78,6 +100,20 @@ def first_user_message(question: str, context: Context, preview_chars: int = 300
         f"The context box:\n{context.describe(preview_chars=preview_chars)}\n\n"
         "Start by looking at the context. Reply with your first command."
     )
+
+
+def summarize_output(text: str, width: int = 160) -> str:
+    """One line per action output of an old turn (history compaction)."""
+    out = []
+    for part in text.split("\n\n"):
+        lines = [ln for ln in part.split("\n") if ln.strip()]
+        if not lines:
+            continue
+        head = " ".join(lines[:2]) if lines[0].rstrip().endswith("→") else lines[0]
+        head = head if len(head) <= width else head[: width - 1] + "…"
+        more = f" [compacted: {len(lines) - 2} more lines]" if len(lines) > 2 else ""
+        out.append(head + more)
+    return "\n".join(out) or "[compacted]"
 
 
 LAST_TURN = "This is your last turn: answer now with the final command, using what you have found."

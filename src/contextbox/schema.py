@@ -13,14 +13,29 @@ _I = {"type": "integer"}
 _B = {"type": "boolean"}
 _THOUGHT = {"type": "string", "maxLength": 160}
 
+_NAME = {"type": "string", "pattern": "^[a-z_][a-z0-9_]{0,15}$"}
+_TEXT = {"type": "string", "minLength": 1, "maxLength": 200}
+
 #: op -> (required args, optional args)
 L1_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "find": ({"text": {"type": "string", "minLength": 1, "maxLength": 200}}, {"case_sensitive": _B}),
-    "regex": ({"pattern": {"type": "string", "minLength": 1, "maxLength": 200}}, {"flags": _S}),
+    "search": ({"query": _TEXT}, {"unit": {"enum": ["line", "paragraph", "chunk", "document"]}}),
+    "find": ({"text": _TEXT}, {"case_sensitive": _B}),
+    "regex": ({"pattern": _TEXT}, {"flags": _S}),
     "lines": ({"start": _I, "end": _I}, {}),
     "slice": ({"start": _I, "end": _I}, {}),
-    "count": ({"pattern": {"type": "string", "minLength": 1, "maxLength": 200}}, {}),
+    "count": ({"pattern": _TEXT}, {}),
+    "records": ({"store": _NAME}, {"by": {"type": "string", "minLength": 1, "maxLength": 40}}),
+    "extract": ({"store": _NAME}, {"pattern": _TEXT}),
     "final": ({"answer": {"type": "string", "minLength": 1, "maxLength": 400}}, {}),
+}
+#: table ops: their "on" and "field" are filled in per turn from the tables that exist
+TABLE_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "count_by": ({"on": _S, "field": _S}, {}),
+    "top": ({"on": _S, "field": _S}, {"k": {"type": "integer", "minimum": 1, "maximum": 100}}),
+    "unique": ({"on": _S, "field": _S}, {}),
+    "stats": ({"on": _S, "field": _S}, {}),
+    "sort": ({"on": _S, "field": _S}, {"desc": _B}),
+    "filter": ({"on": _S, "where": {"type": "object"}}, {"store": _NAME}),
 }
 L4_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "llm_query": ({"prompt": _S}, {"on": _S, "store": _S}),
@@ -28,6 +43,34 @@ L4_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "llm_query_batched": ({"prompts": {"type": "array", "items": _S, "minItems": 1}}, {"on": _S, "store": _S}),
     "rlm_query": ({"prompt": _S}, {"on": _S, "store": _S}),
 }
+
+
+def _tables(variables: dict[str, Any] | None) -> dict[str, list[str]]:
+    """Table variables and their columns (for the per-turn enums)."""
+    from .table import Table
+
+    return {k: v.columns for k, v in (variables or {}).items() if isinstance(v, Table) and v.columns}
+
+
+def _dynamic_shapes(variables: dict[str, Any] | None) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Shapes that depend on the run's variables: table ops over existing tables, final_var over names."""
+    out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+    tables = _tables(variables)
+    if tables:
+        on = {"enum": list(tables)}
+        columns: list[str] = []
+        for cols in tables.values():
+            columns += [c for c in cols if c not in columns]
+        field = {"enum": columns}
+        for op, (req, opt) in TABLE_SHAPES.items():
+            req = {k: on if k == "on" else field if k == "field" else v for k, v in req.items()}
+            out[op] = (req, opt)
+        if len(tables) >= 1:
+            out["join"] = ({"on": {"type": "array", "items": on, "minItems": 2, "maxItems": 2}},
+                           {"key": field, "pairs": _B})
+    if variables:
+        out["final_var"] = ({"name": {"enum": sorted(variables)}}, {})
+    return out
 
 
 def _branch(op: str, required: dict[str, Any], optional: dict[str, Any]) -> dict[str, Any]:
@@ -43,17 +86,42 @@ def _branch(op: str, required: dict[str, Any], optional: dict[str, Any]) -> dict
 
 
 #: what a constrained model may do before it has looked at the context: search it
-FIRST_TURN_OPS = ("find", "regex")
+FIRST_TURN_OPS = ("search", "find", "regex", "count", "records", "extract")
+#: what a constrained model may do when it must answer now
+FINAL_OPS = ("final", "final_var")
 
 
-def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = False) -> dict[str, Any]:
-    """The schema of one command. On the first turn only a search is allowed (look before answering)."""
+def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = False,
+                   only: tuple[str, ...] | None = None, exclude: tuple[str, ...] = (),
+                   verify: bool = False, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The schema of one command.
+
+    ``first_turn``: only a search (look before answering). ``only``: just these ops (e.g. FINAL_OPS
+    when the model must answer now). ``exclude``: every op but these (e.g. an op the model just
+    repeated). ``verify``: each branch starts with ``answers_question`` (a boolean the model sets
+    about its previous answer before it chooses to resend it or look further). ``variables``: the
+    run's variables; table ops appear once a table exists, with ``on``/``field`` limited to the
+    existing tables and their columns, and ``final_var`` to existing names.
+    """
     shapes = dict(L1_SHAPES)
+    shapes.update(_dynamic_shapes(variables))
     if "l4" in levels:
         shapes.update(L4_SHAPES)
     if first_turn:
-        shapes = {op: shapes[op] for op in FIRST_TURN_OPS}
-    return {"anyOf": [_branch(op, req, opt) for op, (req, opt) in shapes.items()]}
+        shapes = {op: shapes[op] for op in FIRST_TURN_OPS if op in shapes}
+    if only is not None:
+        kept = {op: shapes[op] for op in only if op in shapes}
+        shapes = kept or {"final": L1_SHAPES["final"]}
+    for op in exclude:
+        if len(shapes) > 1 and op not in FINAL_OPS:
+            shapes.pop(op, None)
+    branches = [_branch(op, req, opt) for op, (req, opt) in shapes.items()]
+    if verify:
+        for b in branches:
+            b["properties"] = {"thought": _THOUGHT, "answers_question": _B,
+                               **{k: v for k, v in b["properties"].items() if k != "thought"}}
+            b["required"] = ["thought", "answers_question", *b["required"][1:]]
+    return {"anyOf": branches}
 
 
 def constrainable(levels: tuple[str, ...]) -> bool:

@@ -21,6 +21,8 @@ EVENT_TYPES = (
     "retry",
     "failover",
     "warning",
+    "aid",
+    "compacted",
     "final",
     "error",
     "run_end",

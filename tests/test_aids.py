@@ -1,0 +1,182 @@
+"""The aids that end a small model's loop: steering through the next turn's schema, answer checks, compaction."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import cmd, fed_back
+
+from contextbox import RLM, Config, Context
+from contextbox.providers import ScriptedProvider
+
+LOG = "".join(f"2024-03-01 08:00:{i % 60:02d} ERROR QuotaExceeded request {i}\n" for i in range(279))
+LOG += "".join(f"2024-03-01 09:00:{i % 60:02d} INFO ok request {i}\n" for i in range(100))
+
+
+def _run(replies, context, question="q?", *, constrained=False, window=None, config=None, **limits):
+    p = ScriptedProvider(replies, constrained=constrained, context_window=window)
+    rlm = RLM(model=p, config=config or Config(), levels="l1", limits=limits or None)
+    res = rlm.run(question, Context.from_value(context))
+    return res, rlm, p
+
+
+def _ops(schema):
+    return [b["properties"]["op"]["const"] for b in schema["anyOf"]]
+
+
+def _aids(res):
+    return [e.data["aid"] for e in res.events if e.type == "aid"]
+
+
+def test_repeated_find_leaves_only_final_for_a_constrained_model():
+    find = cmd("find", text="QuotaExceeded", thought="t")
+    res, _, p = _run([find, find, find, cmd("final", answer="279", thought="t")], LOG,
+                     "How many times does QuotaExceeded occur?", constrained=True)
+    assert res.status == "answered" and res.answer == "279" and res.iterations == 4
+    schemas = [o["response_schema"] for o in p.options]
+    assert "find" not in _ops(schemas[2])  # the first repeat bans the op it repeated
+    assert "search" in _ops(schemas[2])
+    assert set(_ops(schemas[3])) <= {"final", "final_var"}  # the second repeat: answer now
+    assert "final_only" in _aids(res) and _aids(res).count("repetition") == 2
+
+
+def test_repeated_find_is_told_to_answer_for_an_api_model():
+    find = cmd("find", text="QuotaExceeded")
+    res, rlm, p = _run([find, find, find, cmd("final", answer="279")], LOG, "How many times does QuotaExceeded occur?")
+    assert res.status == "answered"
+    assert all("response_schema" not in o for o in p.options)
+    fb = fed_back(rlm)
+    assert "You must answer now" in fb[2] and "You must answer now" not in fb[1]
+
+
+def test_while_it_must_answer_other_commands_are_refused_not_run():
+    find = cmd("find", text="QuotaExceeded")
+    res, rlm, _ = _run([find, find, find, cmd("lines", start=0, end=3), cmd("final", answer="279")], LOG,
+                       "How many times does QuotaExceeded occur?")
+    assert res.status == "answered" and res.iterations == 5
+    assert "refused: you must answer now" in fed_back(rlm)[3]
+    ran = [e.data["op"] for e in res.events if e.type == "action_start"]
+    assert "lines" not in ran
+
+
+def test_stall_turns_without_new_actions_force_the_answer():
+    cfg = Config()
+    cfg.aids.stall_turns = 2
+    cfg.aids.repetition = True
+    find = cmd("find", text="ok request 5", thought="t")
+    other = cmd("find", text="ok request 7", thought="t")
+    # find, find(repeat: find banned), other, other(repeat) -> 2 repeats -> final only
+    res, _, p = _run([find, find, other, other, cmd("final", answer="x", thought="t")], LOG, constrained=True,
+                     config=cfg)
+    schemas = [o["response_schema"] for o in p.options]
+    assert set(_ops(schemas[4])) <= {"final", "final_var"}
+
+
+def test_stall_turns_zero_switches_the_stall_rule_off():
+    cfg = Config()
+    cfg.aids.stall_turns = 0
+    find = cmd("find", text="QuotaExceeded", thought="t")
+    res, _, p = _run([find, find, cmd("lines", start=0, end=2, thought="t"), cmd("final", answer="279", thought="t")],
+                     LOG, constrained=True, config=cfg)
+    assert "final_only" not in _aids(res)
+    assert "lines" in _ops(p.options[2]["response_schema"])
+
+
+def test_last_turn_schema_is_final_only():
+    res, _, p = _run([cmd("find", text="QuotaExceeded", thought="t"), cmd("final", answer="279", thought="t")], LOG,
+                     constrained=True, max_iterations=2)
+    assert set(_ops(p.options[1]["response_schema"])) <= {"final", "final_var"}
+    assert "find" in _ops(p.options[0]["response_schema"])
+
+
+TEXT = "line one\nthe registry number is RX-32798 as filed.\nline three\n"
+
+
+def test_answer_cut_inside_a_token_is_sent_back_with_the_whole_token():
+    res, rlm, _ = _run([cmd("find", text="registry"), cmd("final", answer="RX-3"), cmd("final", answer="RX-32798")],
+                       TEXT, "What is the registry number?")
+    assert res.answer == "RX-32798" and res.iterations == 3
+    assert "'RX-32798'" in fed_back(rlm)[1] and "'RX-3'" in fed_back(rlm)[1]
+    assert "cut_answer" in _aids(res)
+
+
+def test_whole_token_answer_is_accepted_and_cut_check_can_be_off():
+    res, _, _ = _run([cmd("find", text="registry"), cmd("final", answer="RX-32798")], TEXT, "What is the number?")
+    assert res.answer == "RX-32798" and res.iterations == 2
+    cfg = Config()
+    cfg.aids.cut_answer = False
+    cfg.aids.grounding = False
+    res, _, _ = _run([cmd("find", text="registry"), cmd("final", answer="RX-3")], TEXT, "What is it?", config=cfg)
+    assert res.answer == "RX-3" and res.iterations == 2
+
+
+def test_count_answered_from_a_capped_list_is_told_the_total():
+    res, rlm, _ = _run([cmd("find", text="QuotaExceeded"), cmd("final", answer="50"), cmd("final", answer="279")],
+                       LOG, "How many times does QuotaExceeded occur?")
+    fb = fed_back(rlm)
+    assert "listed only 50 of its 279 hits" in fb[1]
+    assert res.answer == "279" and "capped_count" in _aids(res)
+
+
+def test_count_equal_to_total_is_accepted_at_once():
+    res, _, _ = _run([cmd("find", text="QuotaExceeded"), cmd("final", answer="279")], LOG,
+                     "How many times does QuotaExceeded occur?")
+    assert res.answer == "279" and res.iterations == 2 and "capped_count" not in _aids(res)
+
+
+SHIP = ("Manifest notes.\ncrate 705 was stowed aboard the Marigold in March.\nfiller line\n"
+        "The Marigold was bound for Lisbon with wool.\n")
+
+
+def test_restated_sentence_gets_one_constrained_verification_turn():
+    verify = json.dumps({"thought": "t", "answers_question": False, "op": "find", "text": "Marigold was bound"})
+    res, rlm, p = _run([cmd("find", text="crate 705", thought="t"),
+                        cmd("final", answer="crate 705 was stowed aboard the Marigold", thought="t"),
+                        verify, cmd("final", answer="Lisbon", thought="t")], SHIP,
+                       "For which port was crate 705 bound?", constrained=True)
+    assert res.answer == "Lisbon", res.reason
+    verify_schema = p.options[2]["response_schema"]
+    assert all(b["required"][:2] == ["thought", "answers_question"] for b in verify_schema["anyOf"])
+    assert "answers_question" not in json.dumps(p.options[3]["response_schema"])
+    assert "does your answer" in fed_back(rlm)[1]
+    ev = [e.data for e in res.events if e.type == "aid"]
+    assert {"aid": "verify_answer", "answers_question": False} .items() <= next(
+        d for d in ev if d["aid"] == "verify_answer").items()
+
+
+def test_a_direct_answer_is_not_verified():
+    res, _, _ = _run([cmd("find", text="bound for"), cmd("final", answer="Lisbon")], SHIP,
+                     "For which port was crate 705 bound?")
+    assert res.answer == "Lisbon" and res.iterations == 2
+
+
+def test_history_is_compacted_before_it_outgrows_the_window():
+    ctx = "\n".join(f"row {i} " + "x" * 200 for i in range(400))
+    replies = [cmd("lines", start=i * 10, end=i * 10 + 10) for i in range(12)] + [cmd("final", answer="row 5")]
+    res, rlm, p = _run(replies, ctx, "q?", window=4000)
+    assert res.status == "answered", res.reason
+    assert any(e.type == "compacted" for e in res.events)
+    sizes = [sum(len(m["content"]) for m in req) for req in p.requests]
+    assert max(sizes) // 3 < 4000  # every prompt fit the window (≈3 characters a token)
+    compacted = [m["content"] for m in p.requests[-1] if "[compacted" in m["content"]]
+    assert compacted and all(len(c) < 400 for c in compacted)
+    # variables survive compaction: only what the model re-reads shrinks
+    assert p.requests[-1][1] == p.requests[0][1]
+
+
+def test_no_compaction_without_a_window_or_when_off():
+    ctx = "\n".join(f"row {i} " + "x" * 200 for i in range(400))
+    replies = [cmd("lines", start=i * 10, end=i * 10 + 10) for i in range(8)] + [cmd("final", answer="row 5")]
+    res, _, _ = _run(replies, ctx, "q?")
+    assert not any(e.type == "compacted" for e in res.events)
+    cfg = Config()
+    cfg.aids.compact = False
+    res, _, _ = _run(replies, ctx, "q?", window=3000, config=cfg)
+    assert not any(e.type == "compacted" for e in res.events)
+
+
+def test_scripted_file_can_be_constrained(tmp_path):
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps({"constrained": True, "replies": [cmd("find", text="x", thought="t")]}))
+    p = ScriptedProvider.from_path(str(f))
+    assert p.supports_schema is True
