@@ -21,11 +21,13 @@ from .base import estimate_tokens
 
 class ScriptedProvider:
     context_window: int | None = None
+    supports_schema = False
 
     def __init__(self, replies: list[Any], name: str = "scripted", *, constrained: bool = False,
                  context_window: int | None = None):
         self.name = name
-        self.supports_schema = constrained
+        if constrained:
+            self.supports_schema = True
         self.context_window = context_window
         #: the options of every call (e.g. ``response_schema``), in order
         self.options: list[dict[str, Any]] = []
