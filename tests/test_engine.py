@@ -405,3 +405,14 @@ def test_regex_timeout_setting_is_used():
     t = time.monotonic()
     _, rlm = run([cmd("regex", pattern="(a+)+$"), cmd("final", answer="x")], "a" * 40 + "b", config=cfg)
     assert time.monotonic() - t < 3 and "longer than 0.3 s" in fed_back(rlm)[0]
+
+
+def test_default_levels_give_the_local_model_tables_and_the_typed_map():
+    from contextbox import RLM
+
+    assert RLM(model=ScriptedProvider([], name="local"), config=Config()).levels == ("l1", "l4")
+    assert RLM(model=ScriptedProvider([], name="local:/m.gguf"), config=Config()).levels == ("l1", "l4")
+    assert RLM(model=ScriptedProvider([]), config=Config()).levels == ("l1",)
+    assert RLM(model=ScriptedProvider([], name="local"), config=Config(levels=("l1",))).levels == ("l1",)
+    assert RLM(model=ScriptedProvider([], name="local"), config=Config(), levels="l1,l2").levels == ("l1", "l2")
+    assert Config().to_dict()["levels"] == "auto"

@@ -23,6 +23,17 @@ def _xdg(var: str, default: str) -> Path:
     return Path(os.environ.get(var) or Path.home() / default)
 
 
+#: levels when none are configured: the embedded model gets the table ops and the typed map
+#: (itself as sub-model), so aggregation questions work out of the box; API models get L1
+#: (sub-calls cost money: allow them with --levels l1,l4).
+LOCAL_DEFAULT_LEVELS = ("l1", "l4")
+API_DEFAULT_LEVELS = ("l1",)
+
+
+def default_levels(local: bool) -> tuple[str, ...]:
+    return LOCAL_DEFAULT_LEVELS if local else API_DEFAULT_LEVELS
+
+
 def default_runs_dir() -> Path:
     return _xdg("XDG_DATA_HOME", ".local/share") / "contextbox" / "runs"
 
@@ -88,7 +99,7 @@ class DelegationSettings:
 class Config:
     model: str | None = None
     sub_model: str | None = None
-    levels: tuple[str, ...] = ("l1",)
+    levels: tuple[str, ...] | None = None  # None: chosen per model (see default_levels)
     runs_dir: Path = field(default_factory=default_runs_dir)
     regex_timeout_s: float = 5.0
     preview_chars: int = 300
@@ -158,7 +169,7 @@ class Config:
     def _set(self, key: str, val: Any, where: str) -> None:
         try:
             if key == "levels":
-                self.levels = parse_levels(val)
+                self.levels = None if val == "auto" else parse_levels(val)
             elif key == "runs_dir":
                 self.runs_dir = Path(str(val)).expanduser()
             elif key in ("regex_timeout_s",):
@@ -197,7 +208,7 @@ class Config:
     # ------------------------------------------------------------------ showing
     def to_dict(self, mask: bool = True) -> dict[str, Any]:
         d = asdict(self)
-        d["levels"] = list(self.levels)
+        d["levels"] = list(self.levels) if self.levels is not None else "auto"
         d["runs_dir"] = str(self.runs_dir)
         d["prices"] = {k: {"input": a, "output": b} for k, (a, b) in self.prices.items()}
         if self.server.token and mask:

@@ -20,7 +20,7 @@ from . import prompts
 from .actions import parse_reply
 from .aids import RunAids
 from .commands import CommandExecutor
-from .config import Config
+from .config import Config, default_levels
 from .context import Context
 from .errors import (
     BudgetExceeded,
@@ -92,7 +92,6 @@ class RLM:
         path: str = "0",
     ):
         self.config = config if config is not None else Config.load()
-        self.levels = parse_levels(levels) if levels is not None else self.config.levels
         base = self.config.limits
         if isinstance(limits, Limits):
             self.limits = limits
@@ -106,6 +105,10 @@ class RLM:
             self.sub = _role_view(self.root, "sub")
         self.root = _role_view(self.root, "root")
         self.sub = _role_view(self.sub, "sub")
+        if levels is not None:
+            self.levels = parse_levels(levels)
+        else:
+            self.levels = self.config.levels or default_levels(self.is_local)
         self.store = store
         #: called with every Usage this run records (a child run reports to its parent)
         self.usage_sink: Callable[[Usage], None] | None = None
