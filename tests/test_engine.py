@@ -219,6 +219,8 @@ def test_aid_too_many_hits_hint():
     ctx = "word\n" * 500
     _, rlm = run([cmd("find", text="word"), cmd("final", answer="word")], ctx)
     assert "500 hits is too many" in fed_back(rlm)[0]
+    _, rlm = run([cmd("count", pattern="word"), cmd("final", answer="500")], ctx)  # a count is the answer
+    assert "count of \"word\": 500" in fed_back(rlm)[0] and "too many" not in fed_back(rlm)[0]
 
 
 def test_aid_first_turn_must_look():

@@ -169,7 +169,7 @@ class RunAids:
             hint = "\nhint: no hits. Try a shorter pattern, a single distinctive word, or search with ranked words."
             out.text += hint
             self._fire("zero_hits", iteration, hint.strip())
-        elif aids.too_many_hits and out.hits > aids.too_many_hits:
+        elif aids.too_many_hits and out.hits > aids.too_many_hits and action.op != "count":
             hint = (f"\nhint: {out.hits:,} hits is too many to read. Narrow down: a longer phrase, "
                     "a rarer word, or a regex that includes nearby words. To count or rank, use the table ops.")
             out.text += hint
