@@ -16,7 +16,10 @@ Faults are consumed one per completion request, in order: ``"429"`` (``Retry-Aft
 sets the error message), ``"401"``, ``"hang"``
 (stall ``hang_s`` seconds, longer than a client timeout), ``"malformed"`` (200, invalid
 JSON), ``"reset"`` (close the connection with no response), ``"no_usage"`` (a valid reply
-without ``usage``). ``fail_status=503`` (or :meth:`fail_all`) makes *every* request fail.
+without ``usage``), ``"drip"`` (the whole response, status line and headers included, sent one
+byte every ``drip_s`` seconds — each read is quick, the reply never ends in time) and
+``"drip_body"`` (headers at once, then the body one byte every ``drip_s``); ``"drip:0.1"`` sets
+the interval. ``fail_status=503`` (or :meth:`fail_all`) makes *every* request fail.
 """
 
 from __future__ import annotations
@@ -54,11 +57,13 @@ class FakeLLMServer:
         faults: Iterable[str] = (),
         fail_status: int | None = None,
         hang_s: float = 10.0,
+        drip_s: float = 0.05,
         model: str = "fake-model",
     ) -> None:
         self.replies = replies
         self.latency = latency
         self.hang_s = hang_s
+        self.drip_s = drip_s
         self.model = model
         self.fail_status = fail_status
         self.requests: list[dict[str, Any]] = []
@@ -241,6 +246,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(self.fake.fail_status, anthropic, "forced failure")
         if fault and self._fault(fault, anthropic):
             return
+        drip = fault.partition(":")[0] in ("drip", "drip_body") if fault else False
         try:
             text = self.fake._reply_for(body)
         except Exception as e:  # a broken reply callable: tell the client, keep serving
@@ -249,7 +255,32 @@ class _Handler(BaseHTTPRequestHandler):
         prompt += count_words(body.get("system"))
         completion = len(text.split())
         self.fake._count(prompt, completion)
-        self._send(200, self._success(body, anthropic, text, prompt, completion, fault != "no_usage"))
+        payload = self._success(body, anthropic, text, prompt, completion, fault != "no_usage")
+        if drip:
+            return self._drip(payload, fault or "drip")
+        self._send(200, payload)
+
+    def _drip(self, payload: dict[str, Any], fault: str) -> None:
+        """Send the reply byte by byte (``drip``: all of it; ``drip_body``: the body only)."""
+        kind, _, arg = fault.partition(":")
+        pause = float(arg or self.fake.drip_s)
+        data = json.dumps(payload).encode()
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+                "Connection: close\r\n\r\n").encode()
+        self.close_connection = True
+        try:
+            if kind == "drip_body":
+                self.wfile.write(head)
+                self.wfile.flush()
+                head = b""
+            out = head + data
+            for i in range(len(out)):
+                if self.fake._stop.wait(pause):
+                    return
+                self.wfile.write(out[i : i + 1])
+                self.wfile.flush()
+        except OSError:  # the client gave up
+            pass
 
     def _fault(self, fault: str, anthropic: bool) -> bool:
         """Act out ``fault``; return True when the request is fully handled."""
@@ -272,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
             message = arg if arg and status != 429 else f"injected fault {fault}"
             self._error(status, anthropic, message, headers)
             return True
-        return False  # e.g. "no_usage": handled by the caller
+        return False  # e.g. "no_usage", "drip": handled by the caller
 
     def _success(
         self, body: dict[str, Any], anthropic: bool, text: str, prompt: int, completion: int, usage: bool

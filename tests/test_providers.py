@@ -339,3 +339,44 @@ def test_fake_server_models_and_counters(fake_llm: FakeLLMServer) -> None:
     assert fake_llm.request_count == 3
     fake_llm.reset()
     assert fake_llm.request_count == 0 and fake_llm.prompt_tokens_total == 0
+
+
+# ---------------------------------------------------------------- a total deadline per request
+@pytest.mark.parametrize("fault", ["drip", "drip_body"])
+def test_openai_dripping_reply_hits_the_total_deadline(fake_llm: FakeLLMServer, fault: str) -> None:
+    """Each byte arrives well within the per-read timeout, yet the request ends at its total timeout."""
+    fake_llm.drip_s = 0.05  # a ~300-byte reply would take ~15 s
+    fake_llm.add_faults(fault)
+    start = time.monotonic()
+    with pytest.raises(ProviderUnavailable, match="timed out"):
+        openai_provider(fake_llm, max_retries=0, timeout_s=1.0).complete(MSGS)
+    assert 0.9 <= time.monotonic() - start < 2.5
+    # the same provider (same pooled client) answers the next request normally
+    assert openai_provider(fake_llm, max_retries=0, timeout_s=1.0).complete(MSGS).text
+
+
+def test_openai_call_timeout_is_a_total_deadline_and_retried(fake_llm: FakeLLMServer) -> None:
+    fake_llm.add_faults("drip")
+    p = openai_provider(fake_llm, max_retries=1, timeout_s=30.0)
+    start = time.monotonic()
+    c = p.complete(MSGS, timeout=0.6)  # the first attempt drips and is cut at 0.6 s; the retry answers
+    assert c.text and fake_llm.request_count == 2
+    assert time.monotonic() - start < 2.0
+
+
+def test_slow_but_finishing_reply_within_the_deadline_is_kept(fake_llm: FakeLLMServer) -> None:
+    fake_llm.replies = "ok"
+    fake_llm.drip_s = 0.002
+    fake_llm.add_faults("drip_body")
+    assert openai_provider(fake_llm, max_retries=0, timeout_s=5.0).complete(MSGS).text == "ok"
+
+
+@pytest.mark.parametrize("fault", ["drip", "drip_body"])
+def test_anthropic_dripping_reply_hits_the_total_deadline(fake_llm: FakeLLMServer, fault: str) -> None:
+    fake_llm.add_faults(fault)
+    p = AnthropicProvider(ProviderConfig("fake", "anthropic", base_url=fake_llm.root_url, max_retries=0,
+                                         timeout_s=1.0), "claude-test")
+    start = time.monotonic()
+    with pytest.raises(ProviderUnavailable, match="timed out"):
+        p.complete(MSGS)
+    assert time.monotonic() - start < 2.5

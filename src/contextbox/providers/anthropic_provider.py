@@ -14,6 +14,7 @@ from typing import Any
 from ..errors import ProviderUnavailable
 from ..types import Completion
 from .base import estimate_tokens, register_kind
+from .deadline import deadline_http_client
 from .openai_compat import SDKProvider, int_or_none, require_key, text_of
 
 log = logging.getLogger("contextbox")
@@ -53,7 +54,8 @@ class AnthropicProvider(SDKProvider):
         base_url = self.config.base_url
         if base_url and base_url.rstrip("/").endswith("/v1"):  # the SDK appends /v1/messages itself
             base_url = base_url.rstrip("/")[: -len("/v1")]
-        return anthropic.Anthropic(api_key=key, base_url=base_url, max_retries=0, timeout=self.config.timeout_s)
+        return anthropic.Anthropic(api_key=key, base_url=base_url, max_retries=0, timeout=self.config.timeout_s,
+                                   http_client=deadline_http_client(anthropic))
 
     def complete(self, messages: list[dict[str, Any]], **opts: Any) -> Completion:
         """Send ``messages``; retries retryable failures up to ``config.max_retries`` times."""

@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import AuthError, ProviderError, ProviderUnavailable
 from ..types import Completion
 from .base import ProviderConfig, estimate_tokens, register_kind
+from .deadline import deadline_http_client
 from .retry import call_with_retries, error_for_status, parse_retry_after
 
 log = logging.getLogger("contextbox")
@@ -175,7 +176,8 @@ class OpenAIProvider(SDKProvider):
     def _make_client(self, key: str) -> Any:
         import openai
 
-        return openai.OpenAI(base_url=self.config.base_url, api_key=key, max_retries=0, timeout=self.config.timeout_s)
+        return openai.OpenAI(base_url=self.config.base_url, api_key=key, max_retries=0, timeout=self.config.timeout_s,
+                             http_client=deadline_http_client(openai))
 
     def complete(self, messages: list[dict[str, Any]], **opts: Any) -> Completion:
         """Send ``messages``; retries retryable failures up to ``config.max_retries`` times."""
