@@ -334,7 +334,7 @@ def test_large_reader_across_its_16mib_chunks(tmp_path: Path, monkeypatch: pytes
 def test_small_files_do_not_use_large_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
     real = context_mod._read_large
-    monkeypatch.setattr(context_mod, "_read_large", lambda p, s: calls.append(s) or real(p, s))
+    monkeypatch.setattr(context_mod, "_read_large", lambda f, s: calls.append(s) or real(f, s))
     f = write(tmp_path / "a.txt", "small")
     assert read_text_file(f) == ("small", 0)
     assert calls == []

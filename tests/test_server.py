@@ -89,6 +89,7 @@ def env(tmp_path: Path) -> dict[str, Any]:
     cfg = Config()
     cfg.runs_dir = tmp_path / "runs"
     cfg.server.roots = [str(root)]
+    cfg.server.allowed_hosts = ["test"]  # the ASGI test client's Host
     return {"tmp": tmp_path, "root": root, "secret": secret, "script": script, "config": cfg,
             "model": f"scripted:{script}"}
 
@@ -286,6 +287,7 @@ async def test_context_paths_stay_inside_roots(env, tmp_path):
     env2 = dict(env)
     env2["config"] = Config()
     env2["config"].runs_dir = tmp_path / "runs2"
+    env2["config"].server.allowed_hosts = ["test"]
     app2 = make_app(env2)
     async with client(app2) as c:
         r = await c.post("/v1/runs", json={"question": "q", "context_path": str(root / "doc.txt"), "model": "x/y"})

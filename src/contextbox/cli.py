@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     srv = sub.add_parser("serve", help="the HTTP API, the OpenAI-compatible endpoint and the /visualize page")
     srv.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    srv.add_argument("--port", type=int, help="port (default 8080)")
+    srv.add_argument("--port", type=int, help="port (default 8765)")
     srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $CONTEXTBOX_TOKEN)")
     srv.add_argument("--root", action="append", metavar="DIR",
                      help="a folder whose files runs may name as context_path (repeatable)")
@@ -220,6 +220,8 @@ def _store(config: Config, runs_dir: str | None) -> Any:
     from .store_sqlite import SqliteRunStore, TeeRunStore, default_db_path
 
     root = Path(runs_dir).expanduser() if runs_dir else config.runs_dir
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"the runs directory {root} is not a directory (--runs-dir, runs_dir or $CONTEXTBOX_RUNS_DIR)")
     db = default_db_path(root) if runs_dir or not config.server.db else Path(config.server.db).expanduser()
     return TeeRunStore(SqliteRunStore(db), JsonlRunStore(root))
 
@@ -331,6 +333,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .server import create_app
+    from .server.security import check_bind
 
     config = Config.load(args.config, model=args.model, sub_model=args.sub_model, levels=args.levels,
                          runs_dir=args.runs_dir)
@@ -341,9 +344,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.root:
         srv.roots = list(srv.roots) + args.root
     srv.token = args.token or os.environ.get("CONTEXTBOX_TOKEN") or srv.token
-    if srv.host not in ("127.0.0.1", "localhost", "::1") and not srv.token:
-        sys.stderr.write(f"rlm: warning: serving on {srv.host} without a token: anyone who can reach it "
-                         "can start runs (pass --token)\n")
+    check_bind(srv.host, srv.token)
     app = create_app(config)
     sys.stderr.write(f"rlm: serving on http://{srv.host}:{srv.port} — /visualize, /docs; run store "
                      f"{app.state.store.path}\n")

@@ -77,12 +77,13 @@ class ServerSettings:
     """``rlm serve`` (see README "Server"). ``roots``: folders whose files ``context_path`` may name."""
 
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = 8765  # not 8080: llama.cpp's server (the built-in llamacpp provider) listens there
     token: str | None = None  # require "Authorization: Bearer TOKEN" on every endpoint but /health
     roots: list[str] = field(default_factory=list)
     max_upload_mb: float = 64.0
     max_concurrent_runs: int = 4
     db: str | None = None  # the SQLite run store; default <runs_dir>/runs.sqlite
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names served besides localhost/127.0.0.1/[::1]
 
 
 @dataclass

@@ -17,6 +17,7 @@ import fnmatch
 import json
 import logging
 import os
+import stat
 import sys
 import threading
 from collections.abc import Iterable, Sequence
@@ -58,8 +59,9 @@ def _ascii_inplace_supported() -> bool:
     return sys.implementation.name == "cpython" and sys.getsizeof("") == 49
 
 
-def _read_large(path: Path, size: int) -> tuple[str, int]:
-    """Read a large file into a str with one copy of the data in memory.
+def _read_large(f: Any, size: int) -> tuple[str, int]:
+    """Read a large file (the binary file object ``f``, at offset 0) into a str with one
+    copy of the data in memory.
 
     ASCII files (the common case for logs and generated data) are read straight into a new
     compact ASCII string allocated through the C API, then verified to be ASCII chunk by
@@ -73,43 +75,68 @@ def _read_large(path: Path, size: int) -> tuple[str, int]:
         buf = (ctypes.c_char * size).from_address(id(s) + sys.getsizeof("") - 1)
         mv = memoryview(buf).cast("B")
         ok = True
-        with open(path, "rb", buffering=0) as f:
-            pos = 0
-            while pos < size:
-                n = f.readinto(mv[pos : min(size, pos + (16 << 20))])
-                if not n:
-                    break
-                if not mv[pos : pos + n].tobytes().isascii():
-                    ok = False
-                    break
-                pos += n
+        pos = 0
+        while pos < size:
+            n = f.readinto(mv[pos : min(size, pos + (16 << 20))])
+            if not n:
+                break
+            if not mv[pos : pos + n].tobytes().isascii():
+                ok = False
+                break
+            pos += n
         del mv, buf
         if ok and pos == size:
             return s, 0
         del s
+        f.seek(0)
     dec = codecs.getincrementaldecoder("utf-8")("contextbox_count")
     _counter.n = 0
     parts: list[str] = []
-    with open(path, "rb") as f:
-        while chunk := f.read(16 << 20):
-            parts.append(dec.decode(chunk))
-        parts.append(dec.decode(b"", final=True))
+    while chunk := f.read(16 << 20):
+        parts.append(dec.decode(chunk))
+    parts.append(dec.decode(b"", final=True))
     text = "".join(parts)
     return text, _counter.n
 
 
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, for messages ("a FIFO", "a character device", …)."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _not_regular(path: Any, mode: int) -> ContextError:
+    return ContextError(f"{path} is {file_kind(mode)}, not a regular file: contextbox reads regular files and "
+                        "directories (pipe a stream into -c - instead)")
+
+
 def read_text_file(path: Path) -> tuple[str, int]:
+    """Decode a regular file. Anything else (a FIFO, a device, a socket) is refused without
+    waiting on it: the file is opened non-blocking and checked with ``fstat`` before any read."""
     try:
-        size = path.stat().st_size
-        if size >= LARGE_FILE_BYTES:
-            return _read_large(path, size)
-        return decode_bytes(path.read_bytes())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ContextError(f"context file not found: {path}") from None
-    except IsADirectoryError:
-        raise ContextError(f"{path} is a directory; pass it as -c DIR to load its files") from None
     except PermissionError:
         raise ContextError(f"cannot read context file {path}: permission denied") from None
+    except OSError as e:
+        raise ContextError(f"cannot read context file {path}: {e.strerror or e}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ContextError(f"{path} is a directory; pass it as -c DIR to load its files")
+        raise _not_regular(path, st.st_mode)
+    with open(fd, "rb", buffering=0) as f:
+        try:
+            if st.st_size >= LARGE_FILE_BYTES:
+                return _read_large(f, st.st_size)
+            return decode_bytes(f.read())
+        except OSError as e:
+            raise ContextError(f"cannot read context file {path}: {e.strerror or e}") from None
 
 
 @dataclass
@@ -208,7 +235,15 @@ class Context:
                 bad_total += bad
                 continue
             p = Path(src).expanduser()
-            if p.is_dir():
+            try:
+                st = os.stat(p)
+            except FileNotFoundError:
+                raise ContextError(f"context file not found: {src}") from None
+            except OSError as e:
+                raise ContextError(f"cannot use context path {src}: {e.strerror or e}") from None
+            if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+                raise _not_regular(src, st.st_mode)
+            if stat.S_ISDIR(st.st_mode):
                 files = _walk(p, include, exclude)
                 if not files:
                     raise ContextError(f"directory {p} holds no files matching the include/exclude globs")
@@ -220,8 +255,6 @@ class Context:
                     docs.append((str(f.relative_to(p).as_posix()) if len(sources) == 1 else str(f), text))
                     bad_total += bad
             else:
-                if not p.exists():
-                    raise ContextError(f"context file not found: {src}")
                 text, bad = read_text_file(p)
                 docs.append((str(src), text))
                 bad_total += bad
@@ -343,6 +376,12 @@ def _walk(root: Path, include: Sequence[str] | None, exclude: Sequence[str] | No
                 continue
             if any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(name, g) for g in excl):
                 continue
-            if f.is_file():
+            try:  # lstat/stat only: a FIFO or a device is skipped without being opened
+                st = os.stat(f)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
                 out.append(f)
+            else:
+                log.info("skipped %s: %s", f, file_kind(st.st_mode))
     return out

@@ -46,6 +46,11 @@ def summarize(events: list[Event]) -> dict[str, Any]:
     return out
 
 
+def _private_opener(path: str, flags: int) -> int:
+    """Open (creating) for this user only: run logs hold questions, contexts and answers."""
+    return os.open(path, flags | os.O_CLOEXEC, 0o600)
+
+
 class JsonlRunStore:
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).expanduser()
@@ -62,8 +67,11 @@ class JsonlRunStore:
         with self._lock:
             f = self._files.get(event.run_id)
             if f is None:
-                self.root.mkdir(parents=True, exist_ok=True)
-                f = self._files[event.run_id] = open(self._path(event.run_id), "a", encoding="utf-8")
+                from .store_sqlite import private_dir
+
+                private_dir(self.root, "the run log")
+                f = self._files[event.run_id] = open(self._path(event.run_id), "a", encoding="utf-8",
+                                                     opener=_private_opener)
             f.write(line)
             f.flush()
             if event.type == "run_end" and event.path == "0":

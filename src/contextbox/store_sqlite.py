@@ -84,6 +84,27 @@ _RUN_COLUMNS = ("run_id", "status", "created", "started", "finished", "question"
                 "answer", "reason", "iterations", "tokens", "cost_usd", "elapsed_s", "usage", "source", "meta")
 
 
+def private_dir(path: Path, what: str) -> None:
+    """Create ``path`` (and its parents) for this user only (0700); a file in the way is a UsageError."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what}: {path} is not a directory")
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{what}: cannot create the directory {path}: {e.strerror or e}") from None
+
+
+def private_file(path: Path, what: str) -> None:
+    """Create ``path`` empty for this user only (0600) unless it exists; SQLite gives its
+    ``-wal`` and ``-shm`` files the database file's permissions."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    except IsADirectoryError:
+        raise UsageError(f"{what}: {path} is a directory, not a database file") from None
+    except OSError as e:
+        raise UsageError(f"{what}: cannot open {path}: {e.strerror or e}") from None
+
+
 def default_db_path(runs_dir: str | os.PathLike[str]) -> Path:
     return Path(runs_dir).expanduser() / "runs.sqlite"
 
@@ -115,17 +136,22 @@ class SqliteRunStore:
     def __init__(self, path: str | os.PathLike[str], *, timeout_s: float = 30.0):
         self.path = Path(path).expanduser()
         self.root = self.path.parent  # what the CLI prints as "where the runs are"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent, "the run store")
+        private_file(self.path, "the run store")
         self._timeout = timeout_s
         self._lock = threading.RLock()
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._closed = False
-        self._w = self._connect()
-        with self._lock:
-            self._w.execute("PRAGMA journal_mode=WAL")
-            self._w.executescript(_SCHEMA)
-            self._w.commit()
+        try:
+            self._w = self._connect()
+            with self._lock:
+                self._w.execute("PRAGMA journal_mode=WAL")
+                self._w.executescript(_SCHEMA)
+                self._w.commit()
+        except sqlite3.DatabaseError as e:
+            self.close()
+            raise UsageError(f"the run store {self.path} cannot be used: {e}") from None
 
     # ------------------------------------------------------------------ connections
     def _connect(self) -> sqlite3.Connection:

@@ -38,8 +38,10 @@ from .security import (
     AuthMiddleware,
     BodyLimitMiddleware,
     BodyTooLarge,
+    HostMiddleware,
     check_model_spec,
     check_roots,
+    read_json,
     resolve_path,
 )
 
@@ -90,12 +92,16 @@ def create_app(config: Config | None = None, *, store: SqliteRunStore | None = N
     srv = config.server
     token = token if token is not None else srv.token
     root_paths = check_roots(list(roots) if roots is not None else list(srv.roots))
+    host_check = {"bind_host": srv.host, "port": srv.port, "allowed_hosts": list(srv.allowed_hosts), "token": token}
+    HostMiddleware(None, **host_check)  # a bad allowed_hosts entry is a config error now, not at the first request
     limit_bytes = int((max_upload_mb if max_upload_mb is not None else srv.max_upload_mb) * 1_000_000)
     own_store = store is None
     if store is None:
         store = SqliteRunStore(srv.db or default_db_path(config.runs_dir))
     store.mark_interrupted()
     manager = RunManager(config, store, max_concurrent_runs or srv.max_concurrent_runs)
+    manager.check_spec(config.model, "model")
+    manager.check_spec(config.sub_model, "sub_model")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -110,6 +116,7 @@ def create_app(config: Config | None = None, *, store: SqliteRunStore | None = N
     app.state.config, app.state.store, app.state.manager, app.state.roots = config, store, manager, root_paths
     app.add_middleware(BodyLimitMiddleware, limit=limit_bytes)
     app.add_middleware(AuthMiddleware, token=token)
+    app.add_middleware(HostMiddleware, **host_check)
 
     @app.exception_handler(BodyTooLarge)
     async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
@@ -118,6 +125,10 @@ def create_app(config: Config | None = None, *, store: SqliteRunStore | None = N
     @app.exception_handler(TooManyRuns)
     async def _too_many(request: Request, exc: TooManyRuns) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": "5"})
+
+    @app.exception_handler(RecursionError)
+    async def _too_deep(request: Request, exc: RecursionError) -> JSONResponse:
+        return JSONResponse({"detail": "the request is nested too deeply"}, status_code=400)
 
     @app.exception_handler(ContextboxError)
     async def _cb_error(request: Request, exc: ContextboxError) -> JSONResponse:
@@ -203,19 +214,16 @@ def create_app(config: Config | None = None, *, store: SqliteRunStore | None = N
             if "limits" in fields:
                 try:
                     fields["limits"] = json.loads(fields["limits"]) if fields["limits"].strip() else None
-                except json.JSONDecodeError as e:
+                except (json.JSONDecodeError, RecursionError) as e:
                     raise HTTPException(400, f"limits must be a JSON object: {e}") from None
             fields = {k: (v if v != "" else None) for k, v in fields.items()}
         else:
-            try:
-                fields = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise HTTPException(400, f"the body must be JSON (or a multipart form): {e}") from None
+            fields = await read_json(request)
             if not isinstance(fields, dict):
                 raise HTTPException(400, "the body must be a JSON object")
         try:
             req = RunRequest.model_validate(fields)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise HTTPException(422, json.loads(e.json()) if hasattr(e, "json") else str(e)) from None
         rid = await start_run(req, upload)
         return JSONResponse({"id": rid, "status": "queued"}, status_code=202)

@@ -38,7 +38,7 @@ from ..context import Context
 from ..errors import UsageError
 from ..store_sqlite import ACTIVE
 from .manager import TooManyRuns
-from .security import check_model_spec, resolve_path
+from .security import check_model_spec, read_json, resolve_path
 
 ENDED_WITH_ANSWER = {"answered": "stop", "max_iterations": "length", "budget_exceeded": "length",
                      "timeout": "length"}
@@ -102,11 +102,12 @@ def add_chat_routes(app: FastAPI) -> None:
         """OpenAI-compatible chat completions answered by an RLM run (see the module doc for
         where the context comes from)."""
         try:
-            body = await request.json()
+            body = await read_json(request)
+        except HTTPException as e:
+            return _oai_error(400, str(e.detail), "invalid_json")
+        try:
             req = ChatRequest.model_validate(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return _oai_error(400, f"the body must be JSON: {e}", "invalid_json")
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             return _oai_error(400, f"invalid request: {e}", "invalid_request")
         if req.model != "rlm" and not req.model.startswith("rlm:"):
             return _oai_error(404, f"unknown model {req.model!r}: use \"rlm\" or \"rlm:<root model spec>\" "

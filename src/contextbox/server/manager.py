@@ -76,6 +76,7 @@ class ActiveRun:
 class RunManager:
     def __init__(self, config: Config, store: SqliteRunStore, max_concurrent: int):
         self.config = config
+        self.address = (config.server.host, config.server.port)
         self.store = store
         self.max_concurrent = max_concurrent
         self.notifier = Notifier()
@@ -84,6 +85,15 @@ class RunManager:
         self._closed = False
 
     # ------------------------------------------------------------------ starting
+    def check_spec(self, spec: str | None, what: str) -> None:
+        """Refuse a model whose provider is this server itself (UsageError, one line)."""
+        from .security import self_loop
+
+        url = self_loop(spec, self.config.providers, *self.address)
+        if url:
+            raise UsageError(f"{what} {spec!r} would call this server itself: its base URL {url} is the address "
+                             f"rlm serve listens on; serve on another port (--port) or use another provider")
+
     def build_limits(self, limits: dict[str, Any] | None) -> Any:
         lim = copy.deepcopy(self.config.limits)
         if limits:
@@ -105,6 +115,8 @@ class RunManager:
             raise UsageError("question must be a non-empty string")
         lv = parse_levels(levels) if levels not in (None, "", []) else None
         lim = self.build_limits(limits)
+        self.check_spec(model, "model")
+        self.check_spec(sub_model, "sub_model")
         run_id = new_run_id()
         active = ActiveRun(run_id)
         with self._lock:

@@ -1,5 +1,12 @@
-"""Authentication, request-size limits and server-side path checks.
+"""Authentication, Host checks, request-size limits and server-side path checks.
 
+* Only ``Host`` values naming this server are served: ``localhost``, ``127.0.0.1`` and
+  ``[::1]`` (with the server's port or none), the address it is bound to, and the names in
+  ``[server] allowed_hosts``; anything else gets 403. A web page whose name an attacker
+  points at 127.0.0.1 (DNS rebinding) sends its own name as ``Host`` and is refused. A server
+  bound to a wildcard address (``0.0.0.0``, ``::``) needs a token; it accepts any ``Host``
+  unless ``allowed_hosts`` is set.
+* A server bound to anything but a loopback address needs a token (:func:`check_bind`).
 * With a token set, every request but ``GET /health`` needs ``Authorization: Bearer TOKEN``.
   A browser cannot add that header to a page load, so ``/visualize?token=TOKEN`` answers with
   a ``SameSite=Strict`` HttpOnly cookie holding the token, which is then accepted in its place.
@@ -14,14 +21,18 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import os
+import stat
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from fastapi import HTTPException
+
+from ..context import file_kind
 
 COOKIE = "contextbox_token"
 OPEN_PATHS = {"/health"}
@@ -120,6 +131,110 @@ class AuthMiddleware:
                          [(b"www-authenticate", b"Bearer")])
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_BINDS = ("0.0.0.0", "::", "")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server reachable from this machine only."""
+    h = host.strip().strip("[]").lower()
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse to serve on a non-loopback address without a token (UsageError, one line)."""
+    from ..errors import UsageError
+
+    if not token and not is_loopback(host):
+        raise UsageError(f"serving on {host or '0.0.0.0'} (not a loopback address) needs a token: pass --token T, "
+                         "set $CONTEXTBOX_TOKEN or [server] token (or bind 127.0.0.1)")
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """``name[:port]`` or ``[v6]:port`` → (lower-case name without brackets, port or None); None if malformed."""
+    value = value.strip().lower()
+    if not value:
+        return None
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        name, rest = value[1:end], value[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return None
+        port_s = rest[1:] if rest else None
+    elif value.count(":") == 1:
+        name, port_s = value.split(":")
+    else:  # a name, or a bare IPv6 address
+        name, port_s = value, None
+    if ":" in name:
+        try:
+            ipaddress.IPv6Address(name)
+        except ValueError:
+            return None
+    elif not name or not all(c.isalnum() or c in "-._" for c in name):
+        return None
+    if port_s is not None:
+        if not port_s.isdigit() or not 0 < int(port_s) < 65536:
+            return None
+        return name, int(port_s)
+    return name, None
+
+
+class HostMiddleware:
+    """403 for a ``Host`` header that does not name this server (DNS rebinding)."""
+
+    def __init__(self, app: Any, *, bind_host: str, port: int, allowed_hosts: list[str], token: str | None):
+        self.app = app
+        self.port = port
+        self.names = set(LOOPBACK_NAMES)
+        self.exact: set[tuple[str, int]] = set()
+        bound = bind_host.strip().strip("[]").lower()
+        self.any_host = bound in WILDCARD_BINDS and bool(token) and not allowed_hosts
+        if bound not in WILDCARD_BINDS:
+            self.names.add(bound)
+        for entry in allowed_hosts:
+            parsed = split_host(str(entry))
+            if parsed is None:
+                from ..errors import ConfigError
+
+                raise ConfigError(f"[server] allowed_hosts: {entry!r} is not a host name (name or name:port)")
+            name, p = parsed
+            if p is None:
+                self.names.add(name)
+            else:
+                self.exact.add((name, p))
+
+    def allowed(self, host: str | None, port: int) -> bool:
+        if self.any_host:
+            return True
+        parsed = split_host(host or "")
+        if parsed is None:
+            return False
+        name, p = parsed
+        return (name in self.names and p in (None, port)) or (name, p) in self.exact
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        server = scope.get("server")
+        port = server[1] if server and server[1] else self.port
+        host = _header(scope, b"host")
+        if not self.allowed(host, port):
+            shown = (host or "")[:100]
+            msg = (f"Host {shown!r} is not this server: use http://127.0.0.1:{port}, or add the name to "
+                   "[server] allowed_hosts")
+            await _send_json(send, 403, _error_body(scope.get("path", ""), msg, "host_not_allowed"))
+            return
+        await self.app(scope, receive, send)
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -177,13 +292,26 @@ def _inside(p: Path, roots: list[Path]) -> bool:
     return any(p == r or p.is_relative_to(r) for r in roots)
 
 
+def _show(raw: str, n: int = 80) -> str:
+    return repr(raw if len(raw) <= n else raw[:n] + "…")
+
+
 def resolve_path(raw: Any, roots: list[Path], what: str = "context_path") -> Path:
-    """Resolve a client-given server-side path; 400 if malformed, 403 if outside the roots,
-    404 if missing. Relative paths are taken relative to each root in turn."""
+    """Resolve a client-given server-side path; 400 if malformed or not a regular file or a
+    folder, 403 if outside the roots, 404 if missing. Relative paths are taken relative to each
+    root in turn. Nothing is opened: the type is checked with ``stat`` (a FIFO or a device
+    would block or never end)."""
     if not isinstance(raw, str) or not raw.strip():
         raise HTTPException(400, f"{what} must be a non-empty string")
     if "\x00" in raw:
         raise HTTPException(400, f"{what} contains a NUL character")
+    try:
+        return _resolve_path(raw, roots, what)
+    except OSError as e:  # a name too long, too many links, ...
+        raise HTTPException(400, f"{what} {_show(raw)} cannot be used: {e.strerror or e}") from None
+
+
+def _resolve_path(raw: str, roots: list[Path], what: str) -> Path:
     if not roots:
         raise HTTPException(403, f"{what} is disabled: the server has no roots configured "
                                  "(rlm serve --root DIR, or roots = [...] under [server] in the config)")
@@ -194,17 +322,34 @@ def resolve_path(raw: Any, roots: list[Path], what: str = "context_path") -> Pat
         try:
             p = c.resolve(strict=False)
         except (OSError, RuntimeError):  # symlink loops
-            raise HTTPException(400, f"{what} {raw!r} cannot be resolved") from None
+            raise HTTPException(400, f"{what} {_show(raw)} cannot be resolved") from None
         if not _inside(p, roots):
             outside = True
             continue
-        if p.exists():
-            if p.is_dir():
-                _check_tree(p, roots, raw, what)
-            return p
+        try:
+            st = os.stat(p)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            _check_tree(p, roots, raw, what)
+        elif not stat.S_ISREG(st.st_mode):
+            raise HTTPException(400, f"{what} {_show(raw)} is not a regular file or a folder "
+                                     f"({file_kind(st.st_mode)})")
+        return p
     if outside:
-        raise HTTPException(403, f"{what} {raw!r} is outside the server's allowed roots")
-    raise HTTPException(404, f"{what} {raw!r} not found under the server's roots")
+        raise HTTPException(403, f"{what} {_show(raw)} is outside the server's allowed roots")
+    raise HTTPException(404, f"{what} {_show(raw)} not found under the server's roots")
+
+
+async def read_json(request: Any) -> Any:
+    """The request body as JSON; 400 for invalid JSON and for nesting too deep to parse."""
+    body = await request.body()
+    try:
+        return json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise HTTPException(400, f"the body must be JSON (or a multipart form): {e}") from None
+    except RecursionError:
+        raise HTTPException(400, "the JSON body is nested too deeply") from None
 
 
 def _check_tree(d: Path, roots: list[Path], raw: str, what: str) -> None:
@@ -213,8 +358,34 @@ def _check_tree(d: Path, roots: list[Path], raw: str, what: str) -> None:
         for name in dirnames + filenames:
             f = Path(dirpath) / name
             if f.is_symlink() and not _inside(f.resolve(), roots):
-                raise HTTPException(403, f"{what} {raw!r} holds a link that leads outside the allowed roots: "
+                raise HTTPException(403, f"{what} {_show(raw)} holds a link that leads outside the allowed roots: "
                                          f"{f.relative_to(d)}")
+
+
+def self_loop(spec: str | None, providers: list[Any], host: str, port: int) -> str | None:
+    """The base URL of ``spec``'s provider when it is this server's own address, else None.
+
+    ``llamacpp/...`` (``http://127.0.0.1:8080/v1``) on a server listening on 8080 would send
+    every model call back to the server itself."""
+    from ..providers.base import BUILTIN_PROVIDERS
+
+    if not spec or "/" not in spec or spec.startswith(("scripted:", "local")):
+        return None
+    name = spec.split("/", 1)[0]
+    configured = [p for p in providers if p.name == name] or (
+        [BUILTIN_PROVIDERS[name]] if name in BUILTIN_PROVIDERS else [])
+    own = set(LOOPBACK_NAMES) | {host.strip().strip("[]").lower()}
+    for pc in configured:
+        if not pc.base_url:
+            continue
+        try:
+            u = urlsplit(pc.base_url)
+            p = u.port or {"http": 80, "https": 443}.get(u.scheme, 0)
+        except ValueError:
+            continue
+        if p == port and (u.hostname or "").lower() in own:
+            return pc.base_url
+    return None
 
 
 def check_model_spec(spec: str | None, roots: list[Path]) -> str | None:
