@@ -5,7 +5,11 @@ Every snippet runs at both levels. Whatever the snippet does, afterwards:
 * the host process is alive and its environment secret never appears in any output;
 * nothing was written outside the worker's temporary directory (marker files);
 * the listening TCP, UDP and abstract-unix sockets of the test saw no traffic;
-* another run's executor (with its own variable) still works, and so does this one.
+* another run's executor (with its own variable) still works, and so does this one;
+* at L3, nothing of the run is left once its executor is closed: no process of its uid,
+  no cgroup, no temporary directory;
+* what stopped it is the expected one (:data:`EXPECTED`): the sandbox's policy, the memory
+  limit, the time limit, the process or file limits, or nothing (it ran, contained).
 
 ``python tests/test_security.py`` reruns the suite and prints the table of
 ``docs/security.md``.
@@ -28,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from contextbox.context import Context  # noqa: E402
 from contextbox.executors import Action, ActionOutput, Session, executor_factory  # noqa: E402
+from contextbox.l3_guard import _live as _alive  # noqa: E402
+from contextbox.l3_guard import pids_of_uid  # noqa: E402
 from contextbox.types import Limits  # noqa: E402
 
 SECRET = "sk-test-SECRET-" + uuid.uuid4().hex
@@ -36,7 +42,7 @@ MARKERS = [f"/tmp/cbx-pwned-{TAG}", f"/var/tmp/cbx-pwned-{TAG}", f"/dev/shm/cbx-
 GREETING = "HELLO-FROM-HOST"
 PASSWD = "root:x:0:0"
 
-#: (name, code). Placeholders: {M} a marker path, {HOST_PID}, {PORT}, {UDP_PORT}, {UNIX}, {OTHER}.
+#: (name, code). Placeholders: {M} a marker path, {HOST_PID}, {PORT}, {UDP_PORT}, {UNIX}, {UNIX_PATH}, {OTHER}.
 SNIPPETS: list[tuple[str, str]] = [
     ("read /etc/passwd", "print(open('/etc/passwd').read())"),
     ("list /", "import os\nprint(os.listdir('/'))"),
@@ -108,7 +114,96 @@ SNIPPETS: list[tuple[str, str]] = [
     ("segfault", "import ctypes\nctypes.string_at(0)"),
     ("sys.exit", "import sys\nsys.exit(3)"),
     ("eval/exec/__import__ of os", "m = __import__('os')\nprint(m.listdir('/'))"),
+    (
+        "unix socket by path in /tmp (0777)",
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect('{UNIX_PATH}')\nprint(s.recv(100))",
+    ),
+    (
+        "4 children of 700 MB each",
+        "import os, time\npids = []\nfor i in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
+        "        b = b'\\x01' * (700 << 20)\n        time.sleep(30)\n        os._exit(0)\n    pids.append(pid)\n"
+        "for p in pids:\n    os.waitpid(p, 0)\nprint('all four done')",
+    ),
+    (
+        "daemon (fork, setsid, fork) outlives the block",
+        "import os, time\nr, w = os.pipe()\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        "        os.write(w, str(os.getpid()).encode())\n        time.sleep(1000)\n    os._exit(0)\nos.wait()\n"
+        "print('daemon', os.read(r, 20).decode())",
+    ),
+    (
+        "4 children spinning",
+        "import os\nfor i in range(4):\n    if os.fork() == 0:\n        while True:\n            pass\nos.wait()",
+    ),
+    ("kill -1 (every process it may signal)", "import os\nos.kill(-1, 9)"),
+    (
+        "io_uring (sockets behind seccomp's back)",
+        "import ctypes, os\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.syscall.restype = ctypes.c_long\n"
+        "fd = libc.syscall(425, 8, ctypes.create_string_buffer(120))\n"
+        "if fd < 0:\n    e = ctypes.get_errno()\n    raise OSError(e, os.strerror(e))\nprint('io_uring fd', fd)",
+    ),
 ]
+
+#: what stops each snippet, at L2 and at L3 (see :func:`kind`)
+EXPECTED: dict[str, tuple[str, str]] = {
+    "read /etc/passwd": ("policy", "policy"),
+    "list /": ("policy", "policy"),
+    "list /root": ("policy", "policy"),
+    "write a file in /tmp": ("policy", "policy"),
+    "write a file in /var/tmp and /dev/shm": ("policy", "policy"),
+    "write into /root": ("policy", "policy"),
+    "import socket, connect to a host port": ("policy", "policy"),
+    "UDP to a host port": ("policy", "policy"),
+    "abstract unix socket of the host": ("policy", "policy"),
+    "DNS lookup": ("policy", "policy"),
+    "import subprocess, cat /etc/passwd": ("policy", "contained"),
+    "os.system writes a marker": ("policy", "contained"),
+    "import ctypes, kill the parent": ("policy", "contained"),
+    "os.kill the parent": ("policy", "policy"),
+    "os.kill the host pid": ("policy", "policy"),
+    "killpg the host's group": ("policy", "policy"),
+    "fork loop": ("policy", "processes"),
+    "fork and linger": ("policy", "contained"),
+    "read /proc/self/environ": ("policy", "policy"),
+    "read the host's environ": ("policy", "policy"),
+    "read the host's cmdline": ("policy", "policy"),
+    "os.environ secret": ("policy", "contained"),
+    "os.getenv secret": ("policy", "contained"),
+    "signal tampering + loop": ("policy", "time"),
+    "__subclasses__ escape": ("policy", "error"),
+    "memory bomb (one allocation)": ("policy", "memory"),
+    "memory bomb (growing)": ("memory", "memory"),
+    "recursion bomb": ("recursion", "recursion"),
+    "deep recursion with a raised limit": ("policy", "time"),
+    "infinite loop": ("time", "time"),
+    "sleep forever": ("contained", "time"),
+    "1 GB print": ("memory", "memory"),
+    "print flood": ("time", "time"),
+    "exhaust file descriptors": ("policy", "files"),
+    "huge file in the temp dir": ("policy", "files"),
+    "symlink to /etc/passwd": ("policy", "policy"),
+    "hard link to /etc/passwd": ("policy", "policy"),
+    "read another run's directory": ("policy", "policy"),
+    "setuid(0)": ("policy", "policy"),
+    "ptrace the parent": ("policy", "contained"),
+    "new user namespace, then read /etc/passwd": ("policy", "policy"),
+    "os._exit": ("policy", "died"),
+    "segfault": ("policy", "died"),
+    "sys.exit": ("policy", "error"),
+    "eval/exec/__import__ of os": ("policy", "policy"),
+    "unix socket by path in /tmp (0777)": ("policy", "policy"),
+    "4 children of 700 MB each": ("policy", "memory"),
+    "daemon (fork, setsid, fork) outlives the block": ("policy", "contained"),
+    "4 children spinning": ("policy", "time"),
+    "kill -1 (every process it may signal)": ("policy", "contained"),
+    "io_uring (sockets behind seccomp's back)": ("policy", "policy"),
+}
+
+#: snippets that must be stopped by a limit other than time get more of it (the test machine may be busy)
+GENEROUS_TIME = {"memory bomb (one allocation)", "memory bomb (growing)", "1 GB print", "4 children of 700 MB each",
+                 "recursion bomb", "fork loop", "exhaust file descriptors", "huge file in the temp dir"}
+
+_POLICY = ("PermissionError", "Operation not permitted", "ModuleNotFoundError", "has no attribute", "NameError",
+           "is not supported in this environment", "Network is unreachable", "gaierror", "Permission denied")
 
 
 # ---------------------------------------------------------------------- harness
@@ -126,8 +221,13 @@ class Listeners:
         self.unix = socket.socket(socket.AF_UNIX)
         self.unix.bind("\0" + self.unix_name)
         self.unix.listen()
+        self.unix_path = f"/tmp/cbx-test-{TAG}.sock"
+        self.unix_file = socket.socket(socket.AF_UNIX)
+        self.unix_file.bind(self.unix_path)
+        os.chmod(self.unix_path, 0o777)  # anyone may connect: only the sandbox can stop the worker
+        self.unix_file.listen()
         self._stop = False
-        for sock, kind in ((self.tcp, "tcp"), (self.unix, "unix")):
+        for sock, kind in ((self.tcp, "tcp"), (self.unix, "unix"), (self.unix_file, "unix-path")):
             threading.Thread(target=self._accept, args=(sock, kind), daemon=True).start()
         threading.Thread(target=self._udp, daemon=True).start()
 
@@ -154,8 +254,10 @@ class Listeners:
 
     def close(self) -> None:
         self._stop = True
-        for s in (self.tcp, self.udp, self.unix):
+        for s in (self.tcp, self.udp, self.unix, self.unix_file):
             s.close()
+        if os.path.exists(self.unix_path):
+            os.remove(self.unix_path)
 
 
 def make_session(**services: Any) -> Session:
@@ -175,9 +277,38 @@ def run(ex: Any, code: str) -> ActionOutput:
     return ex.run(Action(kind="code", level=ex.level, op="code", args={"code": code}, source=code))
 
 
+def kind(out: ActionOutput) -> str:
+    """What stopped a snippet: ``policy`` (the sandbox refused), ``memory``, ``time``,
+    ``processes`` / ``files`` (those limits), ``recursion``, ``died`` (the worker died and was
+    replaced), ``error`` (the code failed on its own) or ``contained`` (it ran; nothing escaped)."""
+    text = out.text
+    if "stopped by the memory limit" in text:
+        return "memory"
+    if "limit and was stopped" in text:
+        return "time"
+    if "worker died" in text or "sandbox worker died" in text:
+        return "died"
+    if not out.error:
+        return "contained"
+    last = [ln for ln in text.strip().split("\n") if ln.strip()][-1]
+    if "MemoryError" in last or "memory limit exceeded" in last:
+        return "memory"
+    if "RecursionError" in last:
+        return "recursion"
+    if "Resource temporarily unavailable" in last:
+        return "processes"
+    if "Too many open files" in last or "File too large" in last:
+        return "files"
+    if any(p in last for p in _POLICY):
+        return "policy"
+    return "error"
+
+
 def outcome(out: ActionOutput) -> str:
     """A one-line description of what happened, for the table."""
     text = out.text
+    if "stopped by the memory limit" in text:
+        return "stopped by the memory limit (all the worker's processes together); worker replaced"
     if "limit and was stopped" in text:
         return "stopped by the time limit; worker replaced"
     if "worker died" in text or "sandbox worker died" in text or "ran out of memory and was terminated" in text:
@@ -204,20 +335,38 @@ class Harness:
             "PORT": listeners.tcp.getsockname()[1],
             "UDP_PORT": listeners.udp.getsockname()[1],
             "UNIX": listeners.unix_name,
+            "UNIX_PATH": listeners.unix_path,
             "OTHER": str(other_dir),
         }
         self.fmt.update({f"M{i}": m for i, m in enumerate(MARKERS)})
 
-    def check(self, name: str, code: str) -> str:
-        """Run ``code`` in a fresh executor (as a new run would) and check the invariants."""
-        ex = self.factory(make_session())
+    def check(self, name: str, code: str) -> tuple[str, str]:
+        """Run ``code`` in a fresh executor (as a new run would), check the invariants; (kind, outcome)."""
+        slow = {"l2_time_limit_s": 30, "l3_time_limit_s": 30} if name in GENEROUS_TIME else {}
+        ex = self.factory(make_session(**slow))
+        uid = getattr(getattr(ex, "_lease", None), "uid", None)
+        group = getattr(ex, "group", None)
+        cgroup = getattr(group, "cgroup", None)
+        dirs = [getattr(ex, "base", None), getattr(ex, "workdir", None)]
         try:
-            return self._check(ex, name, code)
+            result = self._check(ex, name, code)
         finally:
             ex.close()
+        if self.level == "l3":  # nothing of the run outlives it
+            if uid is not None:
+                assert pids_of_uid(uid) == [], f"{name}: processes of uid {uid} survived the run"
+            assert cgroup is None or not cgroup.exists(), f"{name}: cgroup {cgroup} left behind"
+            assert not any(d is not None and d.exists() for d in dirs), f"{name}: directories left behind"
+        return result
 
-    def _check(self, ex: Any, name: str, code: str) -> str:
+    def _check(self, ex: Any, name: str, code: str) -> tuple[str, str]:
         out = run(ex, code.format(**self.fmt))
+        if self.level == "l3" and name.startswith("daemon") and "daemon " in out.text:
+            pid = int(out.text.split("daemon ", 1)[1].split()[0])
+            assert not _alive(pid), f"{name}: the daemon {pid} outlived its block"
+            group = getattr(ex, "group", None)
+            if group is not None:
+                assert group.members() == [ex.worker_pid()], f"{name}: processes left: {group.members()}"
         assert SECRET not in out.text, name
         assert PASSWD not in out.text, name
         assert GREETING not in out.text, name
@@ -228,7 +377,7 @@ class Harness:
         assert run(self.other, "print(mine)").text.strip() == "other run", f"{name}: the other run was affected"
         assert run(ex, "print('alive')").text.strip() == "alive", f"{name}: the executor did not recover"
         assert len(out.text) < 2000 + 600, name
-        return outcome(out)
+        return kind(out), outcome(out)
 
     def close(self) -> None:
         self.other.close()
@@ -261,9 +410,15 @@ def test_enough_snippets() -> None:
     assert len(SNIPPETS) >= 30
 
 
+def test_every_snippet_has_an_expected_outcome() -> None:
+    assert [n for n, _ in SNIPPETS] == list(EXPECTED)
+
+
 @pytest.mark.parametrize("name,code", SNIPPETS, ids=[n for n, _ in SNIPPETS])
 def test_snippet_contained(harness: Harness, name: str, code: str) -> None:
-    harness.check(name, code)
+    got, what = harness.check(name, code)
+    want = EXPECTED[name][0 if harness.level == "l2" else 1]
+    assert got == want, f"{name} at {harness.level}: expected {want}, got {got}: {what}"
 
 
 def test_l3_workdir_cleaned_up(listeners: Listeners) -> None:
@@ -291,7 +446,8 @@ def _table() -> str:
         ls.close()
     lines = ["| # | snippet | L2 (pydantic-monty) | L3 (native worker) |", "|---|---|---|---|"]
     for i, (name, _code) in enumerate(SNIPPETS, 1):
-        lines.append(f"| {i} | {name} | {rows[name]['l2']} | {rows[name]['l3']} |")
+        cells = [f"**{k}**: {text}" for k, text in (rows[name]["l2"], rows[name]["l3"])]
+        lines.append(f"| {i} | {name} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
 

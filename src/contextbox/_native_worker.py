@@ -3,7 +3,10 @@
 Started by :mod:`contextbox.native` as ``python -I _native_worker.py RFD WFD CTXFD``. It reads
 an init message, memory-maps the context file (``CTXFD``) and decodes it once, then — still
 before any model code runs — cuts itself off: a new network namespace, a Landlock
-filesystem/network/signal sandbox, an unprivileged uid of its own and resource limits.
+filesystem/network/signal sandbox, an unprivileged uid of its own, resource limits and a
+seccomp filter (no ``socket(AF_UNIX)``: Landlock does not cover connecting to a unix socket
+by its path; no io_uring, which could open sockets behind seccomp's back). It is a child
+subreaper, so what its children orphan stays its own.
 Then it serves ``run`` requests until the host closes the pipe.
 
 Messages are length-prefixed JSON frames (4-byte big-endian length) on two pipes. The
@@ -31,7 +34,13 @@ from typing import Any
 _T0 = time.perf_counter()
 _HDR = struct.Struct(">I")
 CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWNET = 0x04000000, 0x08000000, 0x10000000, 0x40000000
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP = 1, 38, 24
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP, PR_SET_SECCOMP, PR_SET_CHILD_SUBREAPER = 1, 38, 24, 22, 36
+SECCOMP_MODE_FILTER, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 2, 0x7FFF0000, 0x00050000
+#: machine -> (AUDIT_ARCH, syscall numbers to refuse, syscall number of socket(), x32 bit or 0)
+_SECCOMP_ARCH = {
+    "x86_64": (0xC000003E, (425, 426, 427), 41, 0x40000000),
+    "aarch64": (0xC00000B7, (425, 426, 427), 198, 0),
+}
 CLONE_NEWNS = 0x00020000
 MS_NOSUID, MS_NODEV, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 2, 4, 4096, 8192, 16384, 1 << 18
 _SYS_LL_CREATE, _SYS_LL_ADD, _SYS_LL_RESTRICT = 444, 445, 446
@@ -267,6 +276,46 @@ def _expose(libc: Any, paths: list[str], staging_root: str) -> str:
     return "ok" if not blocked else f"still unreachable: {sorted(blocked)}"
 
 
+def seccomp_program(machine: str) -> bytes | None:
+    """A classic BPF seccomp program: EPERM for socket(AF_UNIX, ...) and io_uring_*; EPERM
+    for any syscall made through another ABI (i386 ``int 0x80``, x32); everything else allowed."""
+    if machine not in _SECCOMP_ARCH:
+        return None
+    arch, denied, nr_socket, x32 = _SECCOMP_ARCH[machine]
+    ld_w_abs, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    prog: list[tuple[int, int, int, int]] = []
+    # the jump targets are patched below: "A" = allow, "D" = deny
+    code: list[tuple[int, Any, Any, int]] = [(ld_w_abs, 0, 0, 4), (jeq, 0, "D", arch), (ld_w_abs, 0, 0, 0)]
+    if x32:
+        code.append((jge, "D", 0, x32))
+    code += [(jeq, "D", 0, nr) for nr in denied]
+    code += [(jeq, 0, "A", nr_socket), (ld_w_abs, 0, 0, 16), (jeq, "D", "A", 1)]  # args[0] == AF_UNIX
+    allow, deny = len(code), len(code) + 1
+    for i, (op, jt, jf, k) in enumerate(code):
+        def rel(t: Any, i: int = i) -> int:
+            return (allow if t == "A" else deny) - i - 1 if isinstance(t, str) else t
+        prog.append((op, rel(jt), rel(jf), k))
+    prog += [(ret, 0, 0, SECCOMP_RET_ALLOW), (ret, 0, 0, SECCOMP_RET_ERRNO | 1)]
+    return b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+
+
+def install_seccomp(libc: Any) -> str:
+    """Install :func:`seccomp_program` for this process and its future children."""
+    raw = seccomp_program(os.uname().machine)
+    if raw is None:
+        return f"not available on {os.uname().machine}"
+    buf = ctypes.create_string_buffer(raw, len(raw))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = SockFprog(len(raw) // 8, ctypes.addressof(buf))
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        return "prctl(PR_SET_SECCOMP) failed: " + os.strerror(ctypes.get_errno())
+    return "ok"
+
+
 def _drop_capabilities(libc: Any) -> str:
     """Give up every capability (for a worker that has to keep uid 0)."""
     for cap in range(64):
@@ -291,7 +340,7 @@ def isolate(init: dict[str, Any]) -> dict[str, Any]:
         report["mounts"] = _expose(
             libc,
             [p for p in read_paths if not p.startswith(("/proc", "/sys", "/dev"))] + [workdir],
-            os.path.dirname(workdir),
+            init.get("staging") or os.path.dirname(workdir),
         )
         if report["mounts"] not in ("ok", "not needed"):
             uid = None
@@ -317,6 +366,8 @@ def isolate(init: dict[str, Any]) -> dict[str, Any]:
             report["landlock"] = "landlock_restrict_self failed: " + os.strerror(ctypes.get_errno())
         os.close(ll_fd)
     report["limits"] = _set_limits(init)
+    report["subreaper"] = "ok" if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0 else "failed"
+    report["seccomp"] = install_seccomp(libc) if init.get("seccomp", True) else "not requested"
     os.chdir(workdir)
     os.umask(0o077)
     return report
@@ -564,12 +615,25 @@ class Worker:
             except EOFError:
                 return
             if msg.get("op") == "run":
+                _reap()
                 reply = self.run_cell(str(msg.get("code", "")))
                 if os.getpid() != me:  # a forked child finished the cell: leave quietly
                     os._exit(0)
                 self.chan.send(reply)
             elif msg.get("op") == "exit":
                 return
+
+
+def _reap() -> None:
+    """Collect children that ended (the host kills a block's leftover processes after it):
+    zombies would count against the process limit."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def short_traceback(e: BaseException) -> str:

@@ -6,14 +6,25 @@ start overlaps the root model's first call. It gets:
 * the context by memory-mapping a file — ``context.source_file`` when the context is one
   file on disk, else a copy written once to the run's temporary directory; the host opens
   it and passes the descriptor, so the worker needs no access to its path;
-* its own temporary working directory (also ``HOME`` and ``TMPDIR``), deleted at close;
+* its own temporary working directory (also ``HOME`` and ``TMPDIR``; 0700, owned by the
+  worker's uid), deleted at close; the host's own files of the run (the context copy, the
+  worker's stderr) are in another directory, 0700 with 0600 files. Directories left by a
+  host that died are swept when the next executor starts;
 * a scrubbed environment (``PATH``, ``LANG``, ``HOME``, ``TMPDIR`` only — no API keys);
 * before any model code runs: a new network namespace (no interfaces but a down
   loopback), a Landlock sandbox (reads limited to the Python installation and system
   libraries, writes to its directory only, no TCP, no signals to processes outside it), a
-  uid of its own when the host runs as root, and resource limits: address space
-  (context + ``services["l3_memory_mb"]``, default 1024 MiB), CPU seconds
-  (``l3_cpu_s``, 600), open files (256), processes (64), file size (``l3_max_file_mb``, 1 GiB);
+  seccomp filter (no unix sockets, no io_uring), a uid no other live worker holds when the
+  host runs as root (:func:`contextbox.l3_guard.lease_uid`), and resource limits: address
+  space (context + ``services["l3_memory_mb"]``, default 1024 MiB), CPU seconds
+  (``l3_cpu_s``, 600), open files (256), processes (``l3_nproc``, 32), file size
+  (``l3_max_file_mb``, 1 GiB);
+* limits for the worker *with all its processes*: a cgroup v2 of its own (``memory.max``,
+  ``pids.max``, ``cpu.max`` = ``l3_cpus``, 1) where the OS delegates those controllers; else
+  the host sums their memory while a block runs (:class:`~contextbox.l3_guard.MemoryWatch`)
+  and the private uid bounds their number. Processes a block leaves running are killed when
+  it ends, and everything the worker started is killed when it is replaced or closed
+  (``cgroup.kill``, else by uid, else by process tree);
 * a wall-clock limit per cell (``services["l3_time_limit_s"]``, default 60 s; time spent
   in host calls such as ``llm_query`` does not count).
 
@@ -39,9 +50,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import l3_guard
 from ._cells import CellState, compose, cut_note, host_functions, output_cap, shorten_traceback
 from .errors import CommandError
 from .executors import Action, ActionOutput, Session, register_executor
+from .l3_guard import MemoryWatch, WorkerGroup
 
 log = logging.getLogger("contextbox")
 
@@ -64,7 +77,6 @@ WORKER = Path(__file__).with_name("_native_worker.py")
 _HDR = struct.Struct(">I")
 _MAX_FRAME = 64 << 20
 _MIB = 1 << 20
-_uid_counter = 0
 #: what the worker may ask the host to run (worker name -> host function name)
 _HOST_CALLS = {
     n: n
@@ -72,19 +84,10 @@ _HOST_CALLS = {
               "chunk", "split")
 }
 _HOST_CALLS["slice_text"] = "slice_"
-_uid_lock = threading.Lock()
 
 
 class WorkerDied(Exception):
     """The worker process ended or broke the protocol."""
-
-
-def _next_uid() -> int:
-    """A uid no other worker of this host process uses (derived from our pid)."""
-    global _uid_counter
-    with _uid_lock:
-        _uid_counter += 1
-        return 1_000_000 + (os.getpid() % 4_000_000) * 100 + _uid_counter % 100
 
 
 def _signal_name(code: int) -> str:
@@ -97,8 +100,8 @@ def _signal_name(code: int) -> str:
 class _Proc:
     """One running worker process and its pipes."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], rfd: int, wfd: int, uid: int | None):
-        self.popen, self.rfd, self.wfd, self.uid = popen, rfd, wfd, uid
+    def __init__(self, popen: subprocess.Popen[bytes], rfd: int, wfd: int, group: WorkerGroup):
+        self.popen, self.rfd, self.wfd, self.group = popen, rfd, wfd, group
         self.buf = bytearray()
         self.ready: dict[str, Any] | None = None
         self.started = time.perf_counter()
@@ -144,13 +147,12 @@ class _Proc:
     def kill(self) -> None:
         """Kill the worker and everything it started; close the pipes."""
         pid = self.popen.pid
+        self.group.kill_all()  # first: a process tree is only known while its root lives
         for sig_target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: self.popen.kill()):
             try:
                 sig_target()
             except (ProcessLookupError, PermissionError, OSError):
                 pass
-        if self.uid is not None:
-            _kill_uid(self.uid)
         try:
             self.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not time out
@@ -180,25 +182,6 @@ class _Proc:
         return f"it exited with status {code}"
 
 
-def _kill_uid(uid: int) -> None:
-    """SIGKILL every process running as ``uid`` (the worker's private uid), until none is left."""
-    for _ in range(20):
-        found = False
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                if os.stat(entry.path).st_uid != uid:
-                    continue
-                os.kill(int(entry.name), signal.SIGKILL)
-                found = True
-            except (OSError, ValueError):
-                continue
-        if not found:
-            return
-        time.sleep(0.01)
-
-
 class NativeExecutor:
     """Runs ``code`` actions in a CPython worker process of the run."""
 
@@ -210,12 +193,27 @@ class NativeExecutor:
         self.time_limit_s = float(svc.get("l3_time_limit_s", 60))
         self.memory_mb = float(svc.get("l3_memory_mb", 1024))
         self.cpu_s = int(svc.get("l3_cpu_s", 600))
+        self.nproc = int(svc.get("l3_nproc", 32))
         self.cap = output_cap(session)
-        self.base = Path(tempfile.mkdtemp(prefix="contextbox-l3-"))
-        self.workdir = self.base / "work"
-        self.workdir.mkdir()
+        l3_guard.sweep_stale()
+        prefix = f"{l3_guard.DIR_PREFIX}{os.getpid()}-"
+        self.base = Path(tempfile.mkdtemp(prefix=prefix))  # the host's: 0700
+        self.workdir = Path(tempfile.mkdtemp(prefix=prefix, suffix=".work"))  # the worker's
         self._root = hasattr(os, "geteuid") and os.geteuid() == 0
+        self._lease: l3_guard.UidLease | None = None
+        self._guard_note = ""
+        if self._root:
+            try:
+                self._lease = l3_guard.lease_uid()
+            except OSError as e:
+                self._guard_note = f"no private uid: {e}"
         self._ctx_path = self._context_file()
+        size = self._ctx_path.stat().st_size
+        self.group = WorkerGroup(f"{prefix}{self._lease.uid if self._lease else self.base.name[-8:]}",
+                                 self._lease.uid if self._lease else None,
+                                 memory_bytes=4 * size + int(self.memory_mb * _MIB) + 256 * _MIB, pids=self.nproc,
+                                 cpus=float(svc.get("l3_cpus", 1.0)) or None)
+        self._mem_limit = 0  # bytes for the worker with all its processes, set when it is ready
         self._stderr_path = self.base / "worker.log"
         self._proc: _Proc | None = None
         self._lock = threading.Lock()
@@ -234,7 +232,8 @@ class NativeExecutor:
         if ctx.source_file and os.path.isfile(ctx.source_file):
             return Path(ctx.source_file)
         path = self.base / "context.txt"
-        with open(path, "w", encoding="utf-8", errors="surrogatepass", newline="") as f:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        with open(fd, "w", encoding="utf-8", errors="surrogatepass", newline="") as f:
             f.write(ctx.text)
         return path
 
@@ -246,6 +245,7 @@ class NativeExecutor:
         size = self._ctx_path.stat().st_size
         return {
             "workdir": str(self.workdir),
+            "staging": str(self.base),
             "documents": docs,
             "cap": self.cap,
             "package_dir": str(Path(__file__).parent),
@@ -255,19 +255,20 @@ class NativeExecutor:
             "context_bytes": size,
             "cpu_s": self.cpu_s,
             "nofile": 256,
-            "nproc": 64,
+            "nproc": self.nproc,
             "fsize_bytes": int(float(self.session.services.get("l3_max_file_mb", 1024)) * _MIB),
             "isolate_network": bool(self.session.services.get("l3_isolate_network", True)),
             "landlock": bool(self.session.services.get("l3_landlock", True)),
+            "seccomp": bool(self.session.services.get("l3_seccomp", True)),
         }
 
     def _spawn(self) -> _Proc:
-        uid = _next_uid() if self._root else None
+        uid = self._lease.uid if self._lease is not None else None
+        self.group.kill_all()  # nothing of an earlier worker may be left
         if uid is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir.mkdir(mode=0o700)
             os.chown(self.workdir, uid, uid)
-            os.chmod(self.base, 0o711)
         env = {
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "LANG": "C.UTF-8",
@@ -299,7 +300,9 @@ class NativeExecutor:
             os.close(err_fd)
         os.close(w_r)
         os.close(w_w)
-        proc = _Proc(popen, h_r, h_w, uid)
+        self.group.add(popen.pid)  # before the init message: the worker runs nothing until then
+        self.group.kill_reason = None
+        proc = _Proc(popen, h_r, h_w, self.group)
         proc.send(self._init_message(uid))
         return proc
 
@@ -314,6 +317,9 @@ class NativeExecutor:
         if msg.get("op") != "ready":
             raise WorkerDied(f"unexpected first message from the worker: {msg.get('op')!r}")
         proc.ready = msg
+        base = self.group.memory_current() or l3_guard.pss_bytes(proc.popen.pid)
+        self._mem_limit = base + int(self.memory_mb * _MIB)
+        self.group.set_memory_max(self._mem_limit)
         report = msg.get("report") or {}
         log.debug("L3 worker %s ready: %s", msg.get("pid"), report)
         self._check_isolation(report)
@@ -328,7 +334,21 @@ class NativeExecutor:
         if not str(report.get("landlock", "")).startswith("abi"):
             problems.append(f"filesystem not sandboxed: {report.get('landlock')}")
         if not isinstance(report.get("uid"), int):
-            problems.append(f"worker runs as the host's user: {report.get('uid')}")
+            problems.append(f"worker runs as the host's user: {report.get('uid')}"
+                            + (f" ({self._guard_note})" if self._guard_note else ""))
+        if report.get("seccomp") != "ok":
+            problems.append(f"unix sockets not blocked (seccomp: {report.get('seccomp')})")
+        missing = [c for c in ("memory", "pids", "cpu") if c not in self.group.controllers]
+        if missing:
+            instead = {
+                "memory": "memory: the host sums the PSS of the worker's processes every 50 ms while a block runs "
+                          "(a fast allocation can overshoot it briefly)",
+                "pids": "processes: RLIMIT_NPROC of the worker's private uid" if self._lease else
+                        "processes: RLIMIT_NPROC, which counts every process of the host's user",
+                "cpu": "CPU: RLIMIT_CPU per process and the block's time limit",
+            }
+            problems.append(f"no cgroup limit for {', '.join(missing)} ({self.group.describe()}); instead "
+                            + "; ".join(instead[c] for c in missing))
         for p in problems:
             log.warning("L3 worker: %s", p)
             self.session.emit("warning", {"message": f"L3 worker: {p}", "level": "l3"})
@@ -381,34 +401,51 @@ class NativeExecutor:
             return self._run_cell(proc, code)
 
     def _run_cell(self, proc: _Proc, code: str) -> ActionOutput:
-        state = CellState()
-        fns = host_functions(self.session, state)
-        deadline = time.monotonic() + self.time_limit_s
+        oom_before = self.group.oom_kills()
+        watch = MemoryWatch(self.group, self._mem_limit) if "memory" not in self.group.controllers else None
         try:
-            proc.send({"op": "run", "code": code})
-            while True:
-                msg = proc.recv(deadline)
-                if msg is None:
-                    note = self._replace(
-                        f"this block ran longer than the {self.time_limit_s:g} s limit and was stopped"
-                    )
-                    return ActionOutput(note, error=True)
-                op = msg.get("op")
-                if op == "call":
-                    t0 = time.monotonic()
-                    proc.send(self._host_call(fns, msg))
-                    deadline += time.monotonic() - t0  # host time does not count
-                elif op == "done":
-                    return self._result(msg)
-                else:
-                    raise WorkerDied(f"unexpected message {op!r}")
+            if watch is not None:
+                with watch:
+                    out = self._exchange(proc, code)
+            else:
+                out = self._exchange(proc, code)
         except WorkerDied as e:
             try:
                 proc.popen.wait(timeout=1)
                 reason = proc.exit_reason()
             except subprocess.TimeoutExpired:
                 reason = str(e)
+            if self.group.kill_reason or self.group.oom_kills() > oom_before:
+                why = self.group.kill_reason or "its processes used more than the worker's memory limit"
+                return ActionOutput(self._replace(f"this block was stopped by the memory limit: {why}"), error=True)
             return ActionOutput(self._replace(f"the worker died while running this block: {reason}"), error=True)
+        if self._proc is proc and proc.popen.poll() is None:
+            n = self.group.kill_strays(proc.popen.pid)  # a block's processes end with it
+            if n:
+                log.debug("L3: killed %d process(es) left running by the block", n)
+        return out
+
+    def _exchange(self, proc: _Proc, code: str) -> ActionOutput:
+        state = CellState()
+        fns = host_functions(self.session, state)
+        deadline = time.monotonic() + self.time_limit_s
+        proc.send({"op": "run", "code": code})
+        while True:
+            msg = proc.recv(deadline)
+            if msg is None:
+                note = self._replace(
+                    f"this block ran longer than the {self.time_limit_s:g} s limit and was stopped"
+                )
+                return ActionOutput(note, error=True)
+            op = msg.get("op")
+            if op == "call":
+                t0 = time.monotonic()
+                proc.send(self._host_call(fns, msg))
+                deadline += time.monotonic() - t0  # host time does not count
+            elif op == "done":
+                return self._result(msg)
+            else:
+                raise WorkerDied(f"unexpected message {op!r}")
 
     def _host_call(self, fns: dict[str, Any], msg: dict[str, Any]) -> dict[str, Any]:
         name = _HOST_CALLS.get(str(msg.get("fn")))
@@ -448,7 +485,11 @@ class NativeExecutor:
             if self._proc is not None:
                 self._proc.kill()
                 self._proc = None
+            self.group.close()
+            if self._lease is not None:
+                self._lease.release()
             shutil.rmtree(self.base, ignore_errors=True)
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def worker_pid(self) -> int | None:
         """The current worker's pid (tests and diagnostics)."""
