@@ -70,7 +70,8 @@ with text=...; llm_query(prompt) -> str asks a sub-model; llm_query_batched(prom
 FINAL(answer) ends the run with that answer; FINAL_VAR("name") answers with a variable's value; \
 SHOW_VARS() lists your variables.
 Limits: no network; files only in the current (temporary) directory; memory about the context \
-size + 1 GiB; 60 s per block. If the process dies (memory, crash, time) it is restarted and your \
+size + 1 GiB for all your processes together; 60 s per block; processes a block starts end with \
+it. If the process dies (memory, crash, time) it is restarted and your \
 variables are lost — keep results you need small and print them."""
 
 WORKER = Path(__file__).with_name("_native_worker.py")
