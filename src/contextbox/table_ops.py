@@ -120,6 +120,11 @@ def _segments(ctx: Context) -> Iterator[tuple[str, int, int, int]]:
         yield path, 0, len(ctx.text), 0
 
 
+def _col(t: Table, name: str) -> list[Any]:
+    """A column; an empty table from an empty list of rows has every column, empty."""
+    return [] if t.n == 0 and not t.cols else t.column(name)
+
+
 def _fields(field: Any, what: str) -> list[str]:
     names = [field] if isinstance(field, str) else field
     if not isinstance(names, (list, tuple)) or not names or not all(isinstance(f, str) and f for f in names):
@@ -322,7 +327,7 @@ def _scan(text: str, start: int, end: int, base: int, rx: re.Pattern[str], gette
 
 
 def _extract_table(t: Table, rx: re.Pattern[str], getters: list[Any], cols: list[str]) -> Table:
-    texts = t.column("text") if "text" in t.cols else _no_text(t)
+    texts = _col(t, "text") if "text" in t.cols else _no_text(t)
     docs_in = t.cols.get("doc", [None] * t.n)
     lines_in = t.cols.get("line", list(range(t.n)))
     out: list[list[Any]] = [[] for _ in cols]
@@ -371,7 +376,7 @@ def _block_end(text: str, pos: int, end: int) -> int:
 
 
 def _extract_auto_table(t: Table) -> Table:
-    texts = t.column("text") if "text" in t.cols else _no_text(t)
+    texts = _col(t, "text") if "text" in t.cols else _no_text(t)
     docs = t.cols.get("doc", [None] * t.n)
     lines = t.cols.get("line", list(range(t.n)))
     acc, unmatched = auto_fields.Columns(), 0
@@ -395,7 +400,7 @@ def count_by(table: Table | list[Any], field: str | Sequence[str]) -> Table:
     Missing values (None) are a bucket of their own. ``meta``: ``total`` rows, ``distinct`` values."""
     t = as_table(table, "count_by")
     fields = _fields(field, "count_by")
-    cols = [t.column(f) for f in fields]
+    cols = [_col(t, f) for f in fields]
     keys: Any = cols[0] if len(cols) == 1 else zip(*cols, strict=True)
     try:
         counter = Counter(keys)
@@ -430,7 +435,7 @@ def unique(table: Table | list[Any], field: str) -> Table:
     name = _fields(field, "unique")
     if len(name) != 1:
         raise CommandError("unique takes one field; use count_by for combinations of fields")
-    col = t.column(name[0])
+    col = _col(t, name[0])
     try:
         values = list(dict.fromkeys(col))
     except TypeError:
@@ -540,7 +545,7 @@ def filter_rows(table: Table | list[Any], where: Any) -> Table:
     t = as_table(table, "filter")
     keep = list(range(t.n))
     for name, op, value in parse_where(where):
-        col = t.column(name)
+        col = _col(t, name)
         pred = _predicate(op, value, name)
         keep = [i for i in keep if pred(col[i])]
     out = t.take(keep)
@@ -567,7 +572,7 @@ def stats(table: Table | list[Any], field: str, method: str = "nearest") -> dict
         raise CommandError("stats takes one field")
     nums: list[int | float] = []
     skipped = 0
-    for v in t.column(name[0]):
+    for v in _col(t, name[0]):
         x = to_number(v)
         if x is None or (isinstance(x, float) and math.isnan(x)):
             skipped += 1
@@ -603,7 +608,7 @@ def sort_rows(table: Table | list[Any], field: str, desc: bool = False) -> Table
     name = _fields(field, "sort")
     if len(name) != 1:
         raise CommandError("sort takes one field")
-    col = t.column(name[0])
+    col = _col(t, name[0])
     present = [i for i, v in enumerate(col) if v is not None]
     missing = [i for i, v in enumerate(col) if v is None]
     nums = [as_number(col[i]) for i in present]
@@ -646,7 +651,7 @@ def join(a: Table | list[Any], b: Table | list[Any], key: str | None = None, pai
     if key is not None and (not isinstance(key, str) or not key):
         raise CommandError("join 'key' must be a column name present in both tables")
     if key is not None:
-        ta.column(key), tb.column(key)
+        _col(ta, key), _col(tb, key)
     if pairs or same:
         return _pairs(ta, tb, key)
     if key is None:
@@ -655,10 +660,10 @@ def join(a: Table | list[Any], b: Table | list[Any], key: str | None = None, pai
         ib = [j for _ in range(ta.n) for j in range(tb.n)]
     else:
         index: dict[Any, list[int]] = {}
-        for j, v in enumerate(tb.column(key)):
+        for j, v in enumerate(_col(tb, key)):
             if v is not None:
                 index.setdefault(_hashable(v), []).append(j)
-        ka = [_hashable(v) if v is not None else None for v in ta.column(key)]
+        ka = [_hashable(v) if v is not None else None for v in _col(ta, key)]
         _check_size(sum(len(index.get(k, ())) for k in ka if k is not None))
         ia, ib = [], []
         for i, k in enumerate(ka):
@@ -677,7 +682,7 @@ def _check_size(n: int) -> None:
 def _combine(ta: Table, tb: Table, ia: list[int], ib: list[int], key: str | None, prefix_all: bool) -> Table:
     out: dict[str, list[Any]] = {}
     if key is not None:
-        ka = ta.cols[key]
+        ka = ta.cols.get(key, [])
         out[key] = [ka[i] for i in ia]
     for side, t, idx, other in (("a", ta, ia, tb), ("b", tb, ib, ta)):
         for name, col in t.cols.items():
@@ -705,7 +710,7 @@ def _pairs(ta: Table, tb: Table, key: str | None) -> Table:
     for vals in rb:
         groups.setdefault(vals[kpos] if key is not None else None, []).append(vals)
     cands = sum(len(groups.get(vals[kpos] if key is not None else None, ())) for vals in ra)
-    if cands > 2 * MAX_JOIN_ROWS:
+    if cands > 4 * MAX_JOIN_ROWS:  # too much work to even look: about half the candidates are pairs
         _check_size(cands // 2)
     found: dict[tuple[tuple[Any, ...], tuple[Any, ...]], tuple[tuple[Table, int], tuple[Table, int]]] = {}
     for va, i in ra.items():
