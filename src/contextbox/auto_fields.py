@@ -258,72 +258,107 @@ def parse_line(line: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- fast path
 class Columns:
-    """Rows whose names vary, gathered in parts and made into columns at the end.
+    """Rows whose names vary, made into columns block by block.
 
-    Rows from one template share their names: they are kept as tuples with their row numbers
-    and turned into columns in one go. Other rows go to a row-by-row part. Columns come out in
-    first-seen order (by row, then by place in the row); absent cells are None."""
+    Rows come in line order, from templates (value tuples, one part per template) or one by one
+    (``add``). ``flush`` turns a block's rows into columns: the rows back in order, each value
+    interned while its column has few distinct values (a column of levels or paths holds a few
+    strings, not millions). Columns come out in first-seen order (by row, then place in the row);
+    absent cells are None."""
 
     def __init__(self) -> None:
-        self.n = 0
+        self.cols: dict[str, list[Any]] = {}
+        self.first: dict[str, tuple[int, int]] = {}
         self.docs: list[Any] = []
         self.lines: list[Any] = []
-        self.slow_idx: list[int] = []
-        self.slow: dict[str, list[Any]] = {}
-        self.first: dict[str, tuple[int, int]] = {}
-        #: template parts: names, row numbers, value tuples (or values, for one name)
-        self.parts: list[tuple[list[str], list[int], list[Any]]] = []
+        self.n = 0  # rows flushed into ``cols``
+        self.m = 0  # rows of the current block
+        self._memo: dict[str, dict[Any, Any] | None] = {}
+        self._slow_idx: list[int] = []
+        self._slow: dict[str, list[Any]] = {}
+        self._parts: list[tuple[list[str], list[int], list[Any]]] = []
 
     def add(self, names: Any, values: Any, doc: Any, line: Any) -> None:
         """One row of any shape."""
-        n, cols, k = len(self.slow_idx), self.slow, 0
+        n, cols = len(self._slow_idx), self._slow
         for k, (name, v) in enumerate(zip(names, values, strict=True)):
             col = cols.get(name)
             if col is None:
                 col = cols[name] = [None] * n
-                self.first.setdefault(name, (self.n, k))
+                self.first.setdefault(name, (self.n + self.m, k))
             elif len(col) < n:
                 col.extend([None] * (n - len(col)))
             col.append(v)
-        self.slow_idx.append(self.n)
+        self._slow_idx.append(self.m)
         self.docs.append(doc)
         self.lines.append(line)
-        self.n += 1
+        self.m += 1
 
     def part(self, names: list[str]) -> tuple[list[int], list[Any]]:
-        """A new template part: append row numbers and value tuples to the lists returned."""
+        """A template part of the current block: append ``self.m`` and value tuples (or values,
+        for one name) to the lists returned, and the row's doc and line to ``docs``/``lines``."""
         idx: list[int] = []
         rows: list[Any] = []
-        self.parts.append((names, idx, rows))
+        self._parts.append((names, idx, rows))
         return idx, rows
 
-    def columns(self) -> dict[str, list[Any]]:
-        n = self.n
-        first = dict(self.first)
+    def _intern(self, name: str, vals: list[Any]) -> list[Any]:
+        memo = self._memo.setdefault(name, {})
+        if memo is None:
+            return vals
+        try:
+            vals = list(map(memo.setdefault, vals, vals))
+        except TypeError:  # lists or dicts (JSON lines)
+            self._memo[name] = None
+            return vals
+        if len(memo) > 50_000:  # many distinct values: interning saves nothing
+            self._memo[name] = None
+        return vals
+
+    def flush(self) -> None:
+        """Move the current block's rows into the columns."""
+        m, base = self.m, self.n
+        if not m:
+            return
         parts: list[tuple[list[int], dict[str, Any]]] = []
-        if self.slow_idx:
-            for col in self.slow.values():
-                col.extend([None] * (len(self.slow_idx) - len(col)))
-            parts.append((self.slow_idx, self.slow))
-        for names, idx, rows in self.parts:
+        if self._slow_idx:
+            for col in self._slow.values():
+                col.extend([None] * (len(self._slow_idx) - len(col)))
+            parts.append((self._slow_idx, self._slow))
+        for names, idx, rows in self._parts:
             if not idx:
                 continue
             cols = [rows] if len(names) == 1 else zip(*rows, strict=True)
             parts.append((idx, dict(zip(names, cols, strict=True))))
             for k, name in enumerate(names):
-                if (idx[0], k) < first.get(name, (n, 0)):
-                    first[name] = (idx[0], k)
-        # the rows of all parts one after the other, and where each row goes
-        order = [i for idx, _ in parts for i in idx]
-        perm = sorted(range(n), key=order.__getitem__)
-        pick = operator.itemgetter(*perm) if n > 1 else (lambda v: tuple(v))
-        out: dict[str, list[Any]] = {}
-        for name in sorted(first, key=first.__getitem__):
+                if (base + idx[0], k) < self.first.get(name, (base + m, 0)):
+                    self.first[name] = (base + idx[0], k)
+        if len(parts) == 1:
+            pick: Any = list
+        else:
+            order = [i for idx, _ in parts for i in idx]
+            perm = sorted(range(m), key=order.__getitem__)
+            pick = operator.itemgetter(*perm) if m > 1 else list
+        names_here = dict.fromkeys(name for _, cols in parts for name in cols)
+        for name in names_here:
             flat: list[Any] = []
             for idx, cols in parts:
                 vals = cols.get(name)
                 flat.extend(vals if vals is not None else [None] * len(idx))
-            out[name] = list(pick(flat))
+            col = self.cols.setdefault(name, [])
+            if len(col) < base:
+                col.extend([None] * (base - len(col)))
+            col.extend(self._intern(name, list(pick(flat))))
+        self.n, self.m = base + m, 0
+        self._slow_idx, self._slow, self._parts = [], {}, []
+
+    def columns(self) -> dict[str, list[Any]]:
+        self.flush()
+        out: dict[str, list[Any]] = {}
+        for name in sorted(self.first, key=self.first.__getitem__):
+            col = self.cols[name]
+            col.extend([None] * (self.n - len(col)))
+            out[name] = col
         out.update({"doc": self.docs, "line": self.lines})
         return out
 
@@ -439,15 +474,16 @@ class Templates:
                 if s > pos:
                     line, unmatched, learn = self._slow(text[pos:s], line, doc, acc, unmatched, learn)
                 put_idx, put_row, groups = sinks[m.lastindex]  # type: ignore[index]
-                put_idx(acc.n)
+                put_idx(acc.m)
                 put_row(m.group(*groups) if isinstance(groups, tuple) else m.group(groups))
                 docs(doc)
                 lines(line)
-                acc.n += 1
+                acc.m += 1
                 line += 1
                 pos = m.end() + 1
         if pos < stop:
             line, unmatched, learn = self._slow(text[pos:stop], line, doc, acc, unmatched, learn)
+        acc.flush()
         if self.learning:
             self._update()
         return line, unmatched

@@ -262,26 +262,19 @@ def extract(source: str | Context | Table | list[Any], pattern: str | None = Non
     out: list[list[Any]] = [[] for _ in cols]
     docs: list[str] = []
     lines: list[int] = []
+    total = 0
     for path, start, end, base in _segments(ctx):
-        _scan(ctx.text, start, end, base, rx, getters, out, lines)
+        total += _scan(ctx.text, start, end, base, rx, getters, out, lines)
         docs.extend([path] * (len(lines) - len(docs)))
     cols_d = dict(zip(cols, out, strict=True))
     cols_d.update({"doc": docs, "line": lines})
-    return Table(cols_d, meta={"unmatched": _unmatched(ctx, len(lines))})
-
-
-def _unmatched(ctx: Context, rows: int) -> int:
-    """Lines of the documents (headers excluded) without a row."""
-    total = 0
-    for _, start, end, _ in _segments(ctx):
-        if end > start:
-            total += ctx.text.count("\n", start, end) + (0 if ctx.text[end - 1] == "\n" else 1)
-    return total - rows
+    return Table(cols_d, meta={"unmatched": total - len(lines)})
 
 
 def _scan(text: str, start: int, end: int, base: int, rx: re.Pattern[str], getters: list[Any],
-          out: list[list[Any]], lines: list[int]) -> None:
-    """Append the first match of each line of ``text[start:end]`` to ``out``/``lines``."""
+          out: list[list[Any]], lines: list[int]) -> int:
+    """Append the first match of each line of ``text[start:end]`` to ``out``/``lines``;
+    return the number of lines there."""
     one = len(getters) == 1
     g0 = getters[0]
     col0 = out[0]
@@ -324,6 +317,9 @@ def _scan(text: str, start: int, end: int, base: int, rx: re.Pattern[str], gette
             line += count("\n", pos, restart)
             pos = restart
         scan_from = restart
+    if pos < end:
+        line += count("\n", pos, end)
+    return line - base + (1 if end > start and text[end - 1] != "\n" else 0)
 
 
 def _extract_table(t: Table, rx: re.Pattern[str], getters: list[Any], cols: list[str]) -> Table:
