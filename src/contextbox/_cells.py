@@ -35,6 +35,15 @@ HELPER_NAMES = (
     "chunk",
     "slice_",
     "split",
+    "records",
+    "extract",
+    "count_by",
+    "top",
+    "unique",
+    "filter_",
+    "stats",
+    "sort_",
+    "join",
     "llm_query",
     "llm_query_batched",
     "rlm_query",
@@ -195,9 +204,65 @@ def host_functions(session: Session, state: CellState) -> dict[str, Callable[...
         "slice_": slice_,
         "split": split,
     }
+    fns.update(table_functions(session))
     fns.update(answer_functions(state))
     fns.update(query_functions(session))
     return fns
+
+
+#: a cell's regex over a big text may run this many characters per second before it is stopped
+_SCAN_RATE = 10_000_000
+
+
+def table_functions(session: Session) -> dict[str, Callable[..., Any]]:
+    """The table operations for code cells: tables cross the boundary as lists of dict rows.
+
+    ``records``/``extract`` read the context unless ``text=`` (a str) or, for ``extract``,
+    ``table=`` (rows with a ``text`` column) is given."""
+    from . import ops, table_ops
+    from .table import Table
+
+    def _source(text: Any) -> Any:
+        return session.context if text is None else _opt_text(session, text)
+
+    def _guard(fn: Callable[[], Any], chars: int, what: str) -> Any:
+        return ops.run_guarded(fn, max(ops.REGEX_TIMEOUT_S, chars / _SCAN_RATE), what)
+
+    def records(by: str = "line", regex: bool = False, *, text: str | None = None) -> list[dict[str, Any]]:
+        src = _source(text)
+        run = lambda: table_ops.records(src, by, regex)  # noqa: E731
+        return (_guard(run, len(src.text if text is None else src), "records") if regex else run()).to_rows()
+
+    def extract(pattern: str | None = None, flags: Any = "", *, text: str | None = None,
+                table: Any = None) -> list[dict[str, Any]]:
+        src = Table.coerce(table, "extract") if table is not None else _source(text)
+        run = lambda: table_ops.extract(src, pattern, flags)  # noqa: E731
+        size = len(session.context.text) if text is None else len(str(text))
+        return (_guard(run, size, f"extract {pattern!r}") if pattern else run()).to_rows()
+
+    def count_by(table: Any, field: Any) -> list[dict[str, Any]]:
+        return table_ops.count_by(table, field).to_rows()
+
+    def top(table: Any, field: Any, k: int = 10) -> list[dict[str, Any]]:
+        return table_ops.top(table, field, k).to_rows()
+
+    def unique(table: Any, field: str) -> list[Any]:
+        return table_ops.unique(table, field).column(field)
+
+    def filter_(table: Any, where: Any) -> list[dict[str, Any]]:
+        return table_ops.filter_rows(table, where).to_rows()
+
+    def stats(table: Any, field: str, method: str = "nearest") -> dict[str, Any]:
+        return table_ops.stats(table, field, method)
+
+    def sort_(table: Any, field: str, desc: bool = False) -> list[dict[str, Any]]:
+        return table_ops.sort_rows(table, field, desc).to_rows()
+
+    def join(a: Any, b: Any, key: str | None = None, pairs: bool = False) -> list[dict[str, Any]]:
+        return table_ops.join(a, b, key, pairs).to_rows()
+
+    return {"records": records, "extract": extract, "count_by": count_by, "top": top, "unique": unique,
+            "filter_": filter_, "stats": stats, "sort_": sort_, "join": join}
 
 
 def answer_functions(state: CellState) -> dict[str, Callable[..., Any]]:

@@ -47,9 +47,22 @@ _SYS_LL_CREATE, _SYS_LL_ADD, _SYS_LL_RESTRICT = 444, 445, 446
 _LL_FILE_RIGHTS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15)  # execute, write, read, truncate, ioctl
 _LL_READ = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read file, read dir
 _HELPERS = (
-    "context Document find regex count lines chunk slice_ split llm_query llm_query_batched rlm_query "
-    "rlm_query_batched FINAL FINAL_VAR SHOW_VARS"
+    "context Document find regex count lines chunk slice_ split records extract count_by top unique filter_ "
+    "stats sort_ join llm_query llm_query_batched rlm_query rlm_query_batched FINAL FINAL_VAR SHOW_VARS"
 ).split()
+#: the table helpers: name -> (table_ops module, source, *args) -> result (lists of dict rows)
+_TABLE_FNS: dict[str, Any] = {
+    "records": lambda T, src, by="line", regex=False, *, text=None: T.records(src(text), by, regex).to_rows(),
+    "extract": lambda T, src, pattern=None, flags="", *, text=None, table=None: T.extract(
+        T.as_table(table, "extract") if table is not None else src(text), pattern, flags).to_rows(),
+    "count_by": lambda T, src, table, field: T.count_by(table, field).to_rows(),
+    "top": lambda T, src, table, field, k=10: T.top(table, field, k).to_rows(),
+    "unique": lambda T, src, table, field: T.unique(table, field).column(field),
+    "filter_": lambda T, src, table, where: T.filter_rows(table, where).to_rows(),
+    "stats": lambda T, src, table, field, method="nearest": T.stats(table, field, method),
+    "sort_": lambda T, src, table, field, desc=False: T.sort_rows(table, field, desc).to_rows(),
+    "join": lambda T, src, a, b, key=None, pairs=False: T.join(a, b, key, pairs).to_rows(),
+}
 
 
 # ---------------------------------------------------------------------- framing
@@ -466,6 +479,8 @@ class Worker:
         self.cells = 0
         self.ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         self._ops = _load_ops(init.get("package_dir"))
+        self._tops = _load_ops(init.get("package_dir"), "table_ops") if self._ops is not None else None
+        self._ctx: Any = None
         docs = init.get("documents")
         self.ns["context"] = [Document(p, text, s, e) for p, s, e in docs] if docs else text
         if docs:
@@ -490,6 +505,37 @@ class Worker:
         elif not isinstance(text, str):
             raise TypeError(f"text= must be a str, not {type(text).__name__}")
         return getattr(self._ops, name)(text, *args, **kwargs)
+
+    def _source(self, text: Any) -> Any:
+        """What records/extract read: ``text=`` (a str) or the context (as a ``Context``)."""
+        if text is not None:
+            if not isinstance(text, str):
+                raise TypeError(f"text= must be a str, not {type(text).__name__}")
+            return text
+        if self._ctx is None:
+            from contextbox.context import Context  # type: ignore[import-not-found]
+            from contextbox.context import Document as Doc
+
+            docs = self.init.get("documents")
+            spans = [Doc(p, a, b) for p, a, b in docs] if docs else [
+                Doc(str(self.init.get("doc_path") or "<text>"), 0, len(self.text))]
+            self._ctx = Context(self.text, spans, "documents" if docs else "text")
+        return self._ctx
+
+    def _table_helpers(self) -> dict[str, Any]:
+        w = self
+
+        def make(name: str, fn: Any) -> Any:
+            def helper(*args: Any, **kwargs: Any) -> Any:
+                if w._tops is None:  # no local copy of the package: the host runs it
+                    return w._call_host(name, *args, **kwargs)
+                return fn(w._tops, w._source, *args, **kwargs)
+
+            helper.__name__ = helper.__qualname__ = name
+            helper.__module__ = "contextbox"
+            return helper
+
+        return {name: make(name, fn) for name, fn in _TABLE_FNS.items()}
 
     def _helpers(self) -> dict[str, Any]:
         w = self
@@ -562,6 +608,7 @@ class Worker:
         for f in (find, regex, count, lines, chunk, slice_, split):
             f.__module__ = "contextbox"
         return {
+            **self._table_helpers(),
             "find": find,
             "regex": regex,
             "count": count,
@@ -654,8 +701,8 @@ def short_traceback(e: BaseException) -> str:
     return text
 
 
-def _load_ops(package_dir: str | None) -> Any:
-    """``contextbox.ops`` without running ``contextbox/__init__.py`` (which imports the engine)."""
+def _load_ops(package_dir: str | None, name: str = "ops") -> Any:
+    """``contextbox.<name>`` without running ``contextbox/__init__.py`` (which imports the engine)."""
     if not package_dir:
         return None
     try:
@@ -667,9 +714,9 @@ def _load_ops(package_dir: str | None) -> Any:
             pkg = importlib.util.module_from_spec(spec)
             pkg.__path__ = [package_dir]
             sys.modules["contextbox"] = pkg
-        import contextbox.ops as ops  # type: ignore[import-not-found]
+        import importlib
 
-        return ops
+        return importlib.import_module(f"contextbox.{name}")
     except Exception:  # noqa: BLE001 - fall back to host calls
         return None
 

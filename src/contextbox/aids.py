@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .commands import READ_OPS
+from .commands import READ_OPS, input_vars
 from .context import Context
 from .executors import Action, ActionOutput, Session
 
@@ -96,12 +96,15 @@ class RunAids:
         Code cells are never repeats (their namespace changes between turns)."""
         if action.kind == "code" or action.op not in READ_OPS:
             return None
-        name = action.args.get("on") or (action.args.get("name") if action.op == "get" else None)
-        if not name:
+        names = input_vars(action.args, self.session)
+        if not names:
             return action.source
-        value = self.session.variables.get(str(name).split("[", 1)[0])
-        size = len(value) if hasattr(value, "__len__") else None
-        return f"{action.source}|{id(value)}|{type(value).__name__}|{size}"
+        state = []
+        for name in names:
+            value = self.session.variables.get(name)
+            size = len(value) if hasattr(value, "__len__") else None
+            state.append(f"{name}|{id(value)}|{type(value).__name__}|{size}")
+        return f"{action.source}|{'|'.join(state)}"
 
     # ------------------------------------------------------------------ before an action
     def before(self, action: Action, iteration: int) -> ActionOutput | None:

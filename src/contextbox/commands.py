@@ -18,6 +18,7 @@ from . import ops
 from .context import Context
 from .errors import CommandError
 from .executors import Action, ActionOutput, Session, register_executor
+from .table import Table
 
 COMMON = ("store", "on", "thought")
 
@@ -27,6 +28,8 @@ class Spec:
     required: dict[str, tuple[type, ...]]
     optional: dict[str, tuple[type, ...]]
     example: str
+    #: ``on`` may also be a list of two variable names (join)
+    on_list: bool = False
 
 
 INT = (int,)
@@ -98,7 +101,13 @@ def validate(cmd: Any, known_ops: dict[str, Spec] | None = None) -> dict[str, An
     for name, types in spec.required.items():
         if name not in cmd or (cmd[name] is None and types != ANY):
             raise CommandError(f"{op} needs {name!r}; e.g. {spec.example}")
+    on = cmd.get("on")
+    if spec.on_list and isinstance(on, list):
+        if len(on) != 2 or not all(isinstance(v, str) and _VAR_NAME.match(v) for v in on):
+            raise CommandError(f"{op} 'on' takes two table variable names, e.g. {spec.example}")
     for key in ("store", "on"):
+        if key == "on" and spec.on_list and isinstance(on, list):
+            continue
         if key in cmd and cmd[key] is not None and not (isinstance(cmd[key], str) and _VAR_NAME.match(cmd[key])):
             raise CommandError(f"{key!r} must be a variable name like \"hits\" (or \"chunks[2]\" for 'on')")
     if "store" in cmd and cmd["store"] and "[" in cmd["store"]:
@@ -116,6 +125,8 @@ def as_text(value: Any) -> str:
     """How a variable reads when a command works ``on`` it."""
     if isinstance(value, str):
         return value
+    if isinstance(value, Table):
+        return value.as_text()
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return "\n".join(value)
     if isinstance(value, list) and all(isinstance(v, dict) and ("match" in v or "text" in v) for v in value):
@@ -164,7 +175,14 @@ class CommandExecutor:
         if name not in self.s.variables:
             raise CommandError(f"no variable {name!r}; variables: {self._var_list()}")
         value = self.s.variables[name]
-        if index is not None:
+        if index is not None and isinstance(value, Table):
+            i = int(index)
+            if not -value.n <= i < value.n:
+                raise CommandError(f"{name}[{i}] is out of range: the table {name!r} has {value.n} rows")
+            value = value.row(i)
+            if "text" in value and "match" not in value:
+                value = value["text"]
+        elif index is not None:
             if not isinstance(value, list):
                 raise CommandError(f"{name!r} is a {type(value).__name__}, not a list; drop the [index]")
             i = int(index)
@@ -191,9 +209,12 @@ class CommandExecutor:
         op = cmd["op"]
         handler = _HANDLERS.get(op)
         out = handler(self, cmd) if handler is not None else getattr(self, "op_" + op)(cmd)
-        if cmd.get("store") and op not in ("set", "final", "final_var"):
-            name = cmd["store"]
+        auto = out.meta.pop("store_as", None)
+        if (cmd.get("store") or auto) and op not in ("set", "final", "final_var"):
+            name = cmd.get("store") or auto
             self.s.variables[name] = out.meta.pop("value")
+            if isinstance(self.s.variables[name], Table):
+                self.s.services.setdefault("table_order", []).append(name)
             # cap first so the "stored" note is never the part that gets cut
             hint = f"The full result is stored in {name!r}; read parts of it with slice/lines and \"on\"."
             out.text = cap(out.text, self.s.limits.max_output_chars, hint) + f"\n(stored in {name!r})"
@@ -332,6 +353,9 @@ class CommandExecutor:
         m = _VAR_NAME.match(name)
         if not m:
             raise CommandError("get 'name' must be a variable name like \"hits\" or \"chunks[2]\"")
+        whole = self.s.variables.get(m.group(1))
+        if m.group(2) is None and isinstance(whole, Table):
+            return ActionOutput(f"{name}: {whole.render()}", meta={"value": whole})
         text, _ = self._target({"on": name})
         value = self.s.variables[m.group(1)]
         if m.group(2) is not None:
@@ -359,4 +383,30 @@ class CommandExecutor:
         return ActionOutput(f"final answer: {answer}", final=answer)
 
 
+def latest_table(session: Session) -> str | None:
+    """The most recently stored variable that still holds a table."""
+    for name in reversed(session.services.get("table_order", [])):
+        if isinstance(session.variables.get(name), Table):
+            return name
+    return None
+
+
+def input_vars(cmd: dict[str, Any], session: Session) -> list[str]:
+    """The variables a command reads (for telling a repeated action from one on changed data)."""
+    on = cmd.get("on") or (cmd.get("name") if cmd.get("op") == "get" else None)
+    if isinstance(on, list):
+        return [str(v).split("[", 1)[0] for v in on]
+    if on:
+        return [str(on).split("[", 1)[0]]
+    if cmd.get("op") in TABLE_INPUT_OPS:
+        name = latest_table(session)
+        return [name] if name else []
+    return []
+
+
+#: ops that work on the most recent table when 'on' is not given
+TABLE_INPUT_OPS: set[str] = set()
+
 register_executor("l1", CommandExecutor)
+
+from . import table_commands  # noqa: E402,F401 - registers the table ops

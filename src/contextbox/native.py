@@ -66,7 +66,10 @@ print summaries and slices, never the whole context.
 Defined for you: `context` (the whole text as a str; for several documents a list of objects \
 with .path and .text); find(needle), regex(pattern, flags=""), count(pattern), lines(start, end), \
 chunk(size, overlap=0), slice_(start, end), split(delimiter) — on the context, or on another str \
-with text=...; llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
+with text=...; tables as lists of dict rows, computed exactly: records(by="line"), extract(pattern=None) \
+(a column per named group; no pattern: automatic fields), count_by(rows, field), top(rows, field, k=10), \
+unique(rows, field), filter_(rows, where), stats(rows, field), sort_(rows, field, desc=False), \
+join(a, b, key=None, pairs=False); llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
 FINAL(answer) ends the run with that answer; FINAL_VAR("name") answers with a variable's value; \
 SHOW_VARS() lists your variables.
 Limits: no network; files only in the current (temporary) directory; memory about the context \
@@ -82,7 +85,7 @@ _MIB = 1 << 20
 _HOST_CALLS = {
     n: n
     for n in ("llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched", "find", "regex", "count", "lines",
-              "chunk", "split")
+              "chunk", "split", "records", "extract", "count_by", "top", "unique", "filter_", "stats", "sort_", "join")
 }
 _HOST_CALLS["slice_text"] = "slice_"
 
@@ -248,6 +251,7 @@ class NativeExecutor:
             "workdir": str(self.workdir),
             "staging": str(self.base),
             "documents": docs,
+            "doc_path": ctx.documents[0].path if ctx.documents else "<text>",
             "cap": self.cap,
             "package_dir": str(Path(__file__).parent),
             "uid": uid,

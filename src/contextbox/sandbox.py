@@ -42,7 +42,10 @@ to a few thousand characters: print summaries and slices, never the whole contex
 Defined for you: `context` (the whole text as a str; for several documents a list of objects with \
 .path and .text); find(needle), regex(pattern, flags=""), count(pattern), lines(start, end), \
 chunk(size, overlap=0), slice_(start, end), split(delimiter) — on the context, or on another str \
-with text=...; llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
+with text=...; tables as lists of dict rows, computed exactly: records(by="line"), extract(pattern=None) \
+(a column per named group; no pattern: automatic fields), count_by(rows, field), top(rows, field, k=10), \
+unique(rows, field), filter_(rows, where), stats(rows, field), sort_(rows, field, desc=False), \
+join(a, b, key=None, pairs=False); llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
 FINAL(answer) ends the run with that answer; FINAL_VAR("name") answers with a variable's value; \
 SHOW_VARS() lists your variables.
 Modules: re, json, math, collections, itertools, functools, datetime, random, bisect, typing, \

@@ -22,6 +22,17 @@ from .errors import CommandError
 
 #: what the model sees of a table when no limit is given
 DEFAULT_RENDER_ROWS = 20
+#: how a missing value (None) is shown
+MISSING = "(missing)"
+
+
+def cell_text(value: Any) -> str:
+    """One value as text: strings as they are, None as ``(missing)``, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return MISSING
+    return json.dumps(value, ensure_ascii=False, default=str)
 
 
 class Table:
@@ -59,6 +70,8 @@ class Table:
         """A Table from a Table, a list of dicts, or a list of scalars (one column ``value``)."""
         if isinstance(value, Table):
             return value
+        if isinstance(value, dict) and value and all(not isinstance(v, (dict, list)) for v in value.values()):
+            return cls.from_rows([value])  # one row
         if isinstance(value, list):
             if all(isinstance(v, dict) for v in value):
                 return cls.from_rows(value)
@@ -138,7 +151,7 @@ class Table:
         for i in range(shown):
             cells = []
             for k, v in self.cols.items():
-                s = v[i] if isinstance(v[i], str) else json.dumps(v[i], ensure_ascii=False, default=str)
+                s = cell_text(v[i])
                 s = " ".join(s.split())
                 if len(s) > max_cell:
                     s = s[: max_cell - 1] + "…"
@@ -147,3 +160,27 @@ class Table:
         if shown < self.n:
             lines.append(f"… {self.n - shown:,} more row(s)")
         return "\n".join(lines)
+
+    def counts_lines(self, limit: int | None = None) -> list[str]:
+        """``value: count`` lines of a count table (from count_by / top)."""
+        names = list(self.cols)
+        keys, counts = names[:-1], self.cols[names[-1]]
+        out = []
+        for i in range(self.n if limit is None else min(limit, self.n)):
+            value = " | ".join(cell_text(self.cols[k][i]) for k in keys)
+            out.append(f"{value}: {counts[i]}")
+        return out
+
+    def as_text(self) -> str:
+        """The table as plain text (``final_var``, ``on``): one row per line — a one-column table
+        as its values, a count table as ``value: count`` lines, a pair table as ``(a, b)``,
+        other rows as their values joined by `` | ``."""
+        kind = self.meta.get("_kind")
+        if kind == "counts" and len(self.cols) >= 2:
+            return "\n".join(self.counts_lines())
+        cols = list(self.cols.values())
+        if kind == "pairs" and len(cols) == 2:
+            return "\n".join(f"({cell_text(a)}, {cell_text(b)})" for a, b in zip(*cols, strict=True))
+        if len(cols) == 1:
+            return "\n".join(cell_text(v) for v in cols[0])
+        return "\n".join(" | ".join(cell_text(c[i]) for c in cols) for i in range(self.n))
