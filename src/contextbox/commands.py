@@ -360,3 +360,6 @@ class CommandExecutor:
 
 
 register_executor("l1", CommandExecutor)
+
+
+from . import search as _search  # noqa: E402,F401 - registers the "search" op

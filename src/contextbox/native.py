@@ -52,7 +52,8 @@ standard library; whatever is installed next to contextbox). Variables persist a
 print summaries and slices, never the whole context.
 Defined for you: `context` (the whole text as a str; for several documents a list of objects \
 with .path and .text); find(needle), regex(pattern, flags=""), count(pattern), lines(start, end), \
-chunk(size, overlap=0), slice_(start, end), split(delimiter) — on the context, or on another str \
+chunk(size, overlap=0), slice_(start, end), split(delimiter), \
+search(query, k=10) (lines ranked by shared words: [{line, text, score, ...}]) — on the context, or on another str \
 with text=...; llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
 FINAL(answer) ends the run with that answer; FINAL_VAR("name") answers with a variable's value; \
 SHOW_VARS() lists your variables.
@@ -69,7 +70,7 @@ _uid_counter = 0
 _HOST_CALLS = {
     n: n
     for n in ("llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched", "find", "regex", "count", "lines",
-              "chunk", "split")
+              "chunk", "split", "search")
 }
 _HOST_CALLS["slice_text"] = "slice_"
 _uid_lock = threading.Lock()

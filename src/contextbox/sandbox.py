@@ -41,7 +41,8 @@ Variables persist across blocks (also after an exception). Only what you print()
 to a few thousand characters: print summaries and slices, never the whole context.
 Defined for you: `context` (the whole text as a str; for several documents a list of objects with \
 .path and .text); find(needle), regex(pattern, flags=""), count(pattern), lines(start, end), \
-chunk(size, overlap=0), slice_(start, end), split(delimiter) — on the context, or on another str \
+chunk(size, overlap=0), slice_(start, end), split(delimiter), \
+search(query, k=10) (lines ranked by shared words: [{line, text, score, ...}]) — on the context, or on another str \
 with text=...; llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
 FINAL(answer) ends the run with that answer; FINAL_VAR("name") answers with a variable's value; \
 SHOW_VARS() lists your variables.
