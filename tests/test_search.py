@@ -69,7 +69,8 @@ def test_tokenizer_cases() -> None:
     assert S.tokenize("The cat and a dog") == ["cat", "dog"]  # stop words and single letters dropped
     assert S.tokenize("error 404 at req=8b33e968 x 7") == ["error", "404", "req", "8b33e968", "7"]
     assert S.tokenize("Natasha MARRIED Pierre") == ["natasha", "marri", "pierr"]
-    assert S.tokenize("École Über") == ["école", "über"]
+    assert S.tokenize("École Über Natásha Rostóv ﬁle") == S.tokenize("ecole uber natasha rostov file")
+    assert S.tokenize("Москва 中文") == ["москва", "中文"]
     assert S.tokenize("cfg params args env") == S.tokenize("configuration parameters arguments environment")
     assert S.query_tokens("config config Config.load") == ["configur", "load"]
 
@@ -128,9 +129,9 @@ def test_paragraph_hits_are_exact_blank_line_separated_blocks(paras: list[list[s
         if i == len(blocks) - 1 or gaps[i] != "\n":
             expected.append(cur)
     expected = [(s, e) for s, e in expected if S.tokenize(text[s:e])]
-    hits = S.search(text, "alpha beta gamma delta config café über 42", k=S.MAX_K, unit="paragraph")
-    wanted = {(s, e) for s, e in expected if {"alpha", "beta", "gamma", "delta", "configur", "café", "über", "42"}
-              & set(S.tokenize(text[s:e]))}
+    query = "alpha beta gamma delta config café über 42"
+    hits = S.search(text, query, k=S.MAX_K, unit="paragraph")
+    wanted = {(s, e) for s, e in expected if set(S.query_tokens(query)) & set(S.tokenize(text[s:e]))}
     assert {(h["offset"], h["end"]) for h in hits} == wanted
     for h in hits:
         assert h["text"] == text[h["offset"] : h["end"]]
@@ -369,3 +370,39 @@ def test_search_in_code_cells(level: str) -> None:
         assert out.error and "unknown unit 'word'" in out.text
     finally:
         ex.close()
+
+
+# ----------------------------------------------------------------------------- limits
+def test_output_fits_a_small_models_output_cap(war_and_peace: Any) -> None:
+    ctx = Context.load(war_and_peace)
+    for unit, limit in (("line", 3000), ("line", 1500), ("paragraph", 3000), ("paragraph", 2000)):
+        ex = CommandExecutor(Session(ctx, Limits(max_output_chars=limit), ("l1",), "t"))
+        out = l1_run(ex, op="search", query="Natasha sings at the dinner for the count", unit=unit)
+        assert "[output cut" not in out.text and len(out.text) <= limit
+        assert len([ln for ln in out.text.splitlines() if re.match(r"\d+\. ", ln)]) == 10
+        assert out.text.splitlines()[-1].startswith('read around a hit with {"op": "lines"')
+        if unit == "paragraph":
+            assert re.search(r"…$", out.text, re.M)  # passages were shortened to fit
+    roomy = CommandExecutor(Session(ctx, Limits(max_output_chars=100_000), ("l1",), "t"))
+    out = l1_run(roomy, op="search", query="Natasha sings at the dinner for the count", unit="paragraph")
+    widest = max(len(ln.split("): ", 1)[-1]) for ln in out.text.splitlines() if re.match(r"\d+\. ", ln))
+    assert widest == S.SHOW_CHARS  # not shortened when there is room
+
+
+def test_too_large_a_text_is_refused_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(S, "MAX_CHARS", 50)
+    before = S.index_stats()["builds"]
+    with pytest.raises(CommandError, match=r"^search: 60 characters are too many to index \(at most 50\); use find"):
+        S.search("alpha " * 10, "alpha")
+    assert S.index_stats()["builds"] == before
+    assert S.search("alpha " * 8, "alpha")  # 48 characters: fine
+
+
+def test_cache_byte_budget_keeps_only_the_newest_when_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(S, "CACHE_BYTES", 1)
+    S.search("alpha beta\n" * 10, "alpha")
+    S.search("gamma delta\n" * 10, "gamma")
+    assert S.index_stats()["cached"] == 1
+    before = S.index_stats()["builds"]
+    S.search("gamma delta\n" * 10, "delta")  # the newest stays
+    assert S.index_stats()["builds"] == before

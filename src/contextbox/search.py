@@ -3,7 +3,7 @@
 A literal ``find`` only works when the question's words are the text's words. ``search``
 ranks passages by the words they share with a prose query (BM25, with the ``bm25s``
 library), with code-aware tokens: ``load_config``, ``Config.load`` and ``loadConfig`` all
-read as *load* + *config*; words are lowercased, stemmed (Snowball English via PyStemmer,
+read as *load* + *config*; accents are folded (*Natásha* = *Natasha*), words are lowercased, stemmed (Snowball English via PyStemmer,
 or a small suffix stripper without it), common code abbreviations are folded into their
 full word (*config* = *configuration*) and a short list of stop words is dropped.
 
@@ -26,7 +26,9 @@ import difflib
 import json
 import logging
 import re
+import sys
 import threading
+import unicodedata
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -52,8 +54,11 @@ MAX_K = 200
 PASSAGE_CHARS = 2000
 BEST_LINE_CHARS = 300
 CACHE_SIZE = 4
-#: indexes are also evicted (least recently used first, never the newest) above this many bytes
+#: indexes are also evicted (least recently used first, never the newest) while the cache, with the
+#: texts it keeps alive, holds more than this many bytes
 CACHE_BYTES = 1 << 30
+#: the largest text search indexes (a 100 MB log takes ~30 s and ~0.8 GB to index)
+MAX_CHARS = 256 * 1000 * 1000
 K1, B = 1.5, 0.75  # bm25s's defaults (its Lucene variant)
 _BLOCK = 4 << 20  # lines are split block by block (characters)
 
@@ -106,10 +111,17 @@ _stem = _make_stemmer()
 _ABBREV = {_stem(k): _stem(v) for k, v in ABBREVIATIONS.items()}
 
 
+def _fold(word: str) -> str:
+    """``word`` without accents: "Natásha" → "Natasha" (NFKD, combining marks dropped)."""
+    return "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
+
+
 def _word_tokens(word: str) -> list[str]:
-    """The tokens of one ``_WORD`` match: camelCase split, lowercased, stemmed, folded.
+    """The tokens of one ``_WORD`` match: accents folded, camelCase split, lowercased, stemmed, folded.
 
     Words with digits (numbers, ids such as ``8b33e968``) are kept whole and not stemmed."""
+    if not word.isascii():
+        word = _fold(word)
     if word.islower():  # one part (the common case, and every id or number with a lowercase letter)
         if len(word) < 2 or word in STOP_WORDS:
             return []
@@ -388,6 +400,11 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
+def _cache_bytes() -> int:
+    texts = {id(i.text): sys.getsizeof(i.text) for i in _CACHE.values()}
+    return sum(i.nbytes for i in _CACHE.values()) + sum(texts.values())
+
+
 def _lookup(key: tuple[Any, ...], text: str, docs: tuple[tuple[str, int, int], ...]) -> _Index | None:
     with _CACHE_LOCK:
         idx = _CACHE.get(key)
@@ -400,6 +417,9 @@ def _lookup(key: tuple[Any, ...], text: str, docs: tuple[tuple[str, int, int], .
 def get_index(source: Context | str, unit: str = "line") -> _Index:
     """The index of ``source`` for ``unit``: from the cache, or built now (and cached)."""
     text, docs = _regions(source)
+    if len(text) > MAX_CHARS:
+        raise CommandError(f"search: {len(text):,} characters are too many to index (at most {MAX_CHARS:,}); "
+                           "use find or regex, or search a smaller piece with 'on'")
     key = (unit, len(text), hash(text), hash(docs))
     idx = _lookup(key, text, docs)
     if idx is not None:
@@ -412,8 +432,7 @@ def get_index(source: Context | str, unit: str = "line") -> _Index:
         with _CACHE_LOCK:
             _stats["builds"] += 1
             _CACHE[key] = idx
-            while len(_CACHE) > 1 and (len(_CACHE) > CACHE_SIZE
-                                       or sum(i.nbytes for i in _CACHE.values()) > CACHE_BYTES):
+            while len(_CACHE) > 1 and (len(_CACHE) > CACHE_SIZE or _cache_bytes() > CACHE_BYTES):
                 _CACHE.popitem(last=False)
         log.debug("search index built: unit %s, %d units", unit, len(idx))
         return idx
@@ -493,31 +512,27 @@ def search(source: Context | str, query: str, k: int = 10, unit: str = "line") -
 
 
 # ---------------------------------------------------------------------------- output
-SHOW_CHARS = 300  # characters of a passage shown per hit
+SHOW_CHARS = 300  # characters of a passage shown per hit, at most
+MIN_SHOW_CHARS = 40  # ... and at least, when the output cap is tight (then the cap cuts the last hits)
 
 
 def _show_docs(source: Context | str) -> bool:
-    """Whether hits name their document: several documents, or one loaded file."""
-    if not isinstance(source, Context):
-        return False
-    return len(source.documents) > 1 or any(not d.path.startswith(("<", "[")) for d in source.documents)
+    """Whether hits name their document: only when there are several."""
+    return isinstance(source, Context) and len(source.documents) > 1
 
 
-def _shown(text: str) -> str:
-    return _cut(" ".join(text.split()), SHOW_CHARS)
-
-
-def render_hit(h: dict[str, Any], show_doc: bool) -> str:
-    """One hit as a line (two for units larger than a line): where, score, passage."""
+def render_hit(h: dict[str, Any], show_doc: bool, width: int = SHOW_CHARS) -> str:
+    """One hit as a line (two for units larger than a line): where, score, passage (``width`` characters)."""
     where = f"{h['doc']}: " if show_doc else ""
     if "best_line" not in h:
-        return f"{where}line {h['line']} (score {h['score']:g}): {_cut(h['text'].strip(), SHOW_CHARS)}"
+        return f"{where}line {h['line']} (score {h['score']:g}): {_cut(h['text'].strip(), width)}"
     span = f"lines {h['line']}–{h['last_line']}" if h["last_line"] > h["line"] else f"line {h['line']}"
-    return (f"{where}{span} (score {h['score']:g}): {_shown(h['text'])}\n"
-            f"   best line {h['best_line']}: {_cut(h['best_text'].strip(), SHOW_CHARS)}")
+    return (f"{where}{span} (score {h['score']:g}): {_cut(' '.join(h['text'].split()), width)}\n"
+            f"   best line {h['best_line']}: {_cut(h['best_text'].strip(), width)}")
 
 
-def render(hits: list[dict[str, Any]], source: Context | str, query: str, unit: str) -> str:
+def render(hits: list[dict[str, Any]], source: Context | str, query: str, unit: str,
+           width: int = SHOW_CHARS) -> str:
     """What the model sees of a search: the ranked hits, then how to read around one."""
     idx = get_index(source, unit)
     vocab = idx.bm25.vocab_dict if idx.bm25 is not None else {}
@@ -531,7 +546,7 @@ def render(hits: list[dict[str, Any]], source: Context | str, query: str, unit: 
                 "a name, a word the answer would sit next to; or find for an exact string.")
     show_doc = _show_docs(source)
     head = f"{len(hits)} {unit}(s) ranked for {q} (BM25 over the words {words}), best first:"
-    body = [f"{i + 1}. {render_hit(h, show_doc)}" for i, h in enumerate(hits)]
+    body = [f"{i + 1}. {render_hit(h, show_doc, width)}" for i, h in enumerate(hits)]
     line = hits[0].get("best_line", hits[0]["line"])
     tail = f'read around a hit with {{"op": "lines", "start": {max(0, line - 5)}, "end": {line + 15}}}'
     return "\n".join([head, *body, tail])
@@ -560,11 +575,17 @@ def closest_passages(context: Context | str, text: str, k: int = 3) -> str:
 def _op_search(ex: CommandExecutor, cmd: dict[str, Any]) -> ActionOutput:
     text, ctx = ex._target(cmd)
     source: Context | str = ctx if ctx is not None else text
-    k = cmd.get("k")
+    k = 10 if cmd.get("k") is None else cmd["k"]
     unit = cmd.get("unit") or "line"
-    hits = search(source, cmd["query"], 10 if k is None else k, unit)
-    read = [[h["offset"], h["end"]] for h in hits] if ctx is not None else []
-    return ActionOutput(render(hits, source, cmd["query"], unit), hits=len(hits), meta={"value": hits, "read": read})
+    hits = search(source, cmd["query"], k, unit)
+    limit, width = ex.s.limits.max_output_chars, SHOW_CHARS
+    out = render(hits, source, cmd["query"], unit, width)
+    while hits and 0 < limit < len(out) and width > MIN_SHOW_CHARS:  # shorter passages, so that all hits fit
+        per_line = -(-(len(out) - limit) // (len(hits) * (1 if unit == "line" else 2)))
+        width = max(MIN_SHOW_CHARS, width - per_line - 1)
+        out = render(hits, source, cmd["query"], unit, width)
+    read = [[h["offset"], min(h["end"], h["offset"] + width)] for h in hits] if ctx is not None else []
+    return ActionOutput(out, hits=len(hits), meta={"value": hits, "read": read})
 
 
 register_op(
