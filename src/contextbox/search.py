@@ -53,6 +53,7 @@ MAX_K = 200
 #: characters of a unit kept in a hit's ``text``, and of the best line in ``best_text``
 PASSAGE_CHARS = 2000
 BEST_LINE_CHARS = 300
+BEST_SCAN_CHARS = 1 << 18  # how far into a unit its best line is looked for
 CACHE_SIZE = 4
 #: indexes are also evicted (least recently used first, never the newest) while the cache, with the
 #: texts it keeps alive, holds more than this many bytes
@@ -416,6 +417,8 @@ def _lookup(key: tuple[Any, ...], text: str, docs: tuple[tuple[str, int, int], .
 
 def get_index(source: Context | str, unit: str = "line") -> _Index:
     """The index of ``source`` for ``unit``: from the cache, or built now (and cached)."""
+    if unit not in UNITS:
+        raise ValueError(f"unknown unit {unit!r}; units are {UNITS}")
     text, docs = _regions(source)
     if len(text) > MAX_CHARS:
         raise CommandError(f"search: {len(text):,} characters are too many to index (at most {MAX_CHARS:,}); "
@@ -469,12 +472,22 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
 
 
 def _best_line(text: str, start: int, end: int, wanted: set[str]) -> tuple[int, str]:
-    """(line number within the unit, line) of the unit's line sharing most query words; first wins."""
+    """(line number within the unit, line) of the unit's line sharing most query words; first wins.
+
+    Only the unit's first :data:`BEST_SCAN_CHARS` characters are scanned (a document may be huge)."""
     best_n, best_got, best_ln = 0, -1, ""
-    for n, (_, ln) in enumerate(_iter_lines(text, start, end)):
-        got = len(wanted.intersection(tokenize(ln))) if ln.strip() else -1
-        if got > best_got:
-            best_n, best_got, best_ln = n, got, ln
+    seen: dict[str, set[str]] = {}
+    for n, (_, ln) in enumerate(_iter_lines(text, start, min(end, start + BEST_SCAN_CHARS))):
+        got: set[str] = set()
+        for w in _WORD.findall(ln):
+            t = seen.get(w)
+            if t is None:
+                t = seen[w] = wanted.intersection(_word_tokens(w))
+            got |= t
+        if len(got) > best_got and (got or ln.strip()):
+            best_n, best_got, best_ln = n, len(got), ln
+            if best_got == len(wanted):
+                break
     return best_n, best_ln
 
 
@@ -502,7 +515,8 @@ def search(source: Context | str, query: str, k: int = 10, unit: str = "line") -
     for i in _top(scores, k).tolist():
         s, e = int(idx.starts[i]), int(idx.ends[i])
         h: dict[str, Any] = {"doc": idx.paths[int(idx.doc_of[i])], "line": int(idx.lines[i]), "offset": s,
-                             "end": e, "score": round(float(scores[i]), 4), "text": _cut(text[s:e], PASSAGE_CHARS)}
+                             "end": e, "score": round(float(scores[i]), 4),
+                             "text": _cut(text[s : min(e, s + PASSAGE_CHARS + 1)], PASSAGE_CHARS)}
         if unit != "line":
             n, ln = _best_line(text, s, e, wanted)
             h["best_line"], h["best_text"] = h["line"] + n, _cut(ln, BEST_LINE_CHARS)
