@@ -7,7 +7,8 @@
 
 What it measures (targets in brackets):
 
-* the ``line`` index of War and Peace: build time [≤ 2 s] and peak extra memory, each unit
+* the ``line`` index of War and Peace: build time [≤ 2 s] (wall, and the CPU time, which
+  a busy machine inflates less) and peak extra memory, each unit
   (line, paragraph, chunk, document) built in a fresh process;
 * the latency of ``search`` on War and Peace over 20 prose queries, index built [≤ 50 ms],
   and of the L1 ``search`` command (which adds the rendered output);
@@ -123,10 +124,10 @@ def child(path: str, unit: str, queries: bool) -> None:
     except OSError:
         reset = False
     base = _status("VmRSS")
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     idx = S.get_index(ctx, unit)
-    build = time.perf_counter() - t
-    out = {"unit": unit, "chars": len(ctx.text), "build_s": build, "units": len(idx),
+    build, cpu = time.perf_counter() - t, time.process_time() - c
+    out = {"unit": unit, "chars": len(ctx.text), "build_s": build, "build_cpu_s": cpu, "units": len(idx),
            "terms": len(idx.bm25.vocab_dict) if idx.bm25 is not None else 0,
            "extra_peak_mb": (_status("VmHWM") - base) / MB if reset else None,
            "extra_kept_mb": (_status("VmRSS") - base) / MB, "index_nbytes_mb": idx.nbytes / MB}
@@ -182,12 +183,14 @@ def main() -> int:
     wp_line = run_child(wp, "line", queries=True)
     results["war_and_peace"] = {"line": wp_line}
     rows.append((f"War and Peace ({wp_line['chars'] / MB:.1f} MB): `line` index build",
-                 f"{wp_line['build_s']:.2f} s ({wp_line['units']:,} lines, {wp_line['terms']:,} terms), "
+                 f"{wp_line['build_s']:.2f} s (CPU {wp_line['build_cpu_s']:.2f} s; {wp_line['units']:,} lines, "
+                 f"{wp_line['terms']:,} terms), "
                  f"peak +{wp_line['extra_peak_mb']:.0f} MB", f"≤ {TARGETS['wp_build_s']:g} s"))
     for unit in ("paragraph", "chunk", "document"):
         r = run_child(wp, unit)
         results["war_and_peace"][unit] = r  # type: ignore[index]
-        rows.append((f"War and Peace: `{unit}` index build", f"{r['build_s']:.2f} s ({r['units']:,} units)", ""))
+        rows.append((f"War and Peace: `{unit}` index build",
+                     f"{r['build_s']:.2f} s (CPU {r['build_cpu_s']:.2f} s; {r['units']:,} units)", ""))
     rows.append((f"`search` on War and Peace, {len(QUERIES)} prose queries × 5",
                  f"median {wp_line['query_ms_median']:.2f} ms, p95 {wp_line['query_ms_p95']:.2f} ms, "
                  f"max {wp_line['query_ms_max']:.2f} ms", f"≤ {TARGETS['query_ms']:g} ms"))
@@ -209,7 +212,8 @@ def main() -> int:
         r.update(lines=n_lines, generate_s=gen_s)
         results["log"] = r
         rows.append((f"generated log ({r['chars'] / MB:.0f} MB, {n_lines:,} lines): `line` index build",
-                     f"{r['build_s']:.1f} s ({r['terms']:,} terms)", f"≤ {TARGETS['log_build_s']:g} s"))
+                     f"{r['build_s']:.1f} s (CPU {r['build_cpu_s']:.1f} s; {r['terms']:,} terms)",
+                     f"≤ {TARGETS['log_build_s']:g} s"))
         rows.append(("  peak extra memory during the build / kept by the index",
                      f"{r['extra_peak_mb']:.0f} MB / {r['extra_kept_mb']:.0f} MB",
                      f"≤ {TARGETS['log_extra_mb']:g} MB"))
