@@ -406,3 +406,12 @@ def test_cache_byte_budget_keeps_only_the_newest_when_over(monkeypatch: pytest.M
     before = S.index_stats()["builds"]
     S.search("gamma delta\n" * 10, "delta")  # the newest stays
     assert S.index_stats()["builds"] == before
+
+
+def test_without_pystemmer_the_suffix_stripper_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "Stemmer", None)  # import Stemmer now raises ImportError
+    stem = S._make_stemmer()
+    assert stem is S._fallback_stem
+    assert [stem(w) for w in ("configurations", "loaded", "files")] == ["configuration", "load", "file"]
