@@ -56,7 +56,7 @@ def test_registered() -> None:
 
     assert executor_factory("l2") is sandbox.make_executor
     assert executor_factory("l3") is native.make_executor
-    assert len(sandbox.PROMPT) < 1600 and len(native.PROMPT) < 1600
+    assert len(sandbox.PROMPT) < 2000 and len(native.PROMPT) < 2000
 
 
 def test_namespace_persists(ex: Any) -> None:

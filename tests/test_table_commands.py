@@ -181,11 +181,15 @@ def test_validate_join_on_list_and_specs() -> None:
 
 
 def test_constrained_schema_branches_are_valid_commands() -> None:
-    branches = {b["properties"]["op"]["const"]: b for b in command_schema(("l1",))["anyOf"]}
+    assert not {"count_by", "stats"} & {b["properties"]["op"]["const"] for b in command_schema(("l1",))["anyOf"]}
+    tables = {"t": Table({"a": [1], "b": ["x"]})}
+    branches = {b["properties"]["op"]["const"]: b for b in command_schema(("l1",), variables=tables)["anyOf"]}
+    assert branches["count_by"]["properties"]["field"] == {"enum": ["a", "b"]}
+    assert branches["count_by"]["properties"]["on"] == {"enum": ["t"]}
     for op, (req, opt) in TABLE_SHAPES.items():
         b = branches[op]
         assert set(b["required"]) == {"thought", "op", *req}
-        cmd_ = {"op": op, **{k: ("x" if v.get("type") == "string" else 1) for k, v in req.items()}}
+        cmd_ = {"op": op, **{k: ("x" if v.get("type") == "string" or "enum" in v else 1) for k, v in req.items()}}
         if op == "filter":
             cmd_["where"] = "count >= 2"
         validate(cmd_)  # every op the schema allows is an op the executor knows, with these arguments

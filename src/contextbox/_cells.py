@@ -44,6 +44,7 @@ HELPER_NAMES = (
     "stats",
     "sort_",
     "join",
+    "search",
     "llm_query",
     "llm_query_batched",
     "rlm_query",
@@ -195,6 +196,11 @@ def host_functions(session: Session, state: CellState) -> dict[str, Callable[...
     def split(delimiter: str, *, text: str | None = None) -> list[str]:
         return ops.split(_opt_text(session, text), delimiter)
 
+    def search(query: str, k: int = 10, unit: str = "line", text: str | None = None) -> list[dict[str, Any]]:
+        from .search import search as ranked
+
+        return ranked(session.context if text is None else _opt_text(session, text), query, k, unit)
+
     fns: dict[str, Callable[..., Any]] = {
         "find": find,
         "regex": regex,
@@ -203,6 +209,7 @@ def host_functions(session: Session, state: CellState) -> dict[str, Callable[...
         "chunk": chunk,
         "slice_": slice_,
         "split": split,
+        "search": search,
     }
     fns.update(table_functions(session))
     fns.update(answer_functions(state))

@@ -47,8 +47,8 @@ _SYS_LL_CREATE, _SYS_LL_ADD, _SYS_LL_RESTRICT = 444, 445, 446
 _LL_FILE_RIGHTS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15)  # execute, write, read, truncate, ioctl
 _LL_READ = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read file, read dir
 _HELPERS = (
-    "context Document find regex count lines chunk slice_ split records extract count_by top unique filter_ "
-    "stats sort_ join llm_query llm_query_batched rlm_query rlm_query_batched FINAL FINAL_VAR SHOW_VARS"
+    "context Document find regex count lines chunk slice_ split search records extract count_by top unique "
+    "filter_ stats sort_ join llm_query llm_query_batched rlm_query rlm_query_batched FINAL FINAL_VAR SHOW_VARS"
 ).split()
 #: the table helpers: name -> (table_ops module, source, *args) -> result (lists of dict rows)
 _TABLE_FNS: dict[str, Any] = {
@@ -561,6 +561,10 @@ class Worker:
         def split(delimiter: str, *, text: str | None = None) -> Any:
             return w._op("split", text, delimiter)
 
+        def search(query: str, k: int = 10, unit: str = "line", text: str | None = None) -> Any:
+            # ranked search runs in the host, where the context's index is built once and cached
+            return w._call_host("search", query, k, unit, **({"text": text} if text is not None else {}))
+
         def llm_query(prompt: str) -> str:
             if not isinstance(prompt, str):
                 raise TypeError(f"llm_query(prompt) takes a str, not {type(prompt).__name__}")
@@ -605,7 +609,7 @@ class Worker:
             )
             print("variables: " + (", ".join(f"{k}: {t}" for k, t in items) if items else "(none yet)"))
 
-        for f in (find, regex, count, lines, chunk, slice_, split):
+        for f in (find, regex, count, lines, chunk, slice_, split, search):
             f.__module__ = "contextbox"
         return {
             **self._table_helpers(),
@@ -616,6 +620,7 @@ class Worker:
             "chunk": chunk,
             "slice_": slice_,
             "split": split,
+            "search": search,
             "llm_query": llm_query,
             "llm_query_batched": llm_query_batched,
             "rlm_query": rlm_query,

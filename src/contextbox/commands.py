@@ -409,4 +409,5 @@ TABLE_INPUT_OPS: set[str] = set()
 
 register_executor("l1", CommandExecutor)
 
+from . import search as _search  # noqa: E402,F401 - registers the "search" op
 from . import table_commands  # noqa: E402,F401 - registers the table ops

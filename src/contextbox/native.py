@@ -65,7 +65,8 @@ standard library; whatever is installed next to contextbox). Variables persist a
 print summaries and slices, never the whole context.
 Defined for you: `context` (the whole text as a str; for several documents a list of objects \
 with .path and .text); find(needle), regex(pattern, flags=""), count(pattern), lines(start, end), \
-chunk(size, overlap=0), slice_(start, end), split(delimiter) — on the context, or on another str \
+chunk(size, overlap=0), slice_(start, end), split(delimiter), \
+search(query, k=10) (lines ranked by shared words: [{line, text, score, ...}]) — on the context, or on another str \
 with text=...; tables as lists of dict rows, computed exactly: records(by="line"), extract(pattern=None) \
 (a column per named group; no pattern: automatic fields), count_by(rows, field), top(rows, field, k=10), \
 unique(rows, field), filter_(rows, where), stats(rows, field), sort_(rows, field, desc=False), \
@@ -85,7 +86,8 @@ _MIB = 1 << 20
 _HOST_CALLS = {
     n: n
     for n in ("llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched", "find", "regex", "count", "lines",
-              "chunk", "split", "records", "extract", "count_by", "top", "unique", "filter_", "stats", "sort_", "join")
+              "chunk", "split", "records", "extract", "count_by", "top", "unique", "filter_", "stats", "sort_", "join",
+              "search")
 }
 _HOST_CALLS["slice_text"] = "slice_"
 

@@ -41,7 +41,8 @@ Variables persist across blocks (also after an exception). Only what you print()
 to a few thousand characters: print summaries and slices, never the whole context.
 Defined for you: `context` (the whole text as a str; for several documents a list of objects with \
 .path and .text); find(needle), regex(pattern, flags=""), count(pattern), lines(start, end), \
-chunk(size, overlap=0), slice_(start, end), split(delimiter) — on the context, or on another str \
+chunk(size, overlap=0), slice_(start, end), split(delimiter), \
+search(query, k=10) (lines ranked by shared words: [{line, text, score, ...}]) — on the context, or on another str \
 with text=...; tables as lists of dict rows, computed exactly: records(by="line"), extract(pattern=None) \
 (a column per named group; no pattern: automatic fields), count_by(rows, field), top(rows, field, k=10), \
 unique(rows, field), filter_(rows, where), stats(rows, field), sort_(rows, field, desc=False), \
