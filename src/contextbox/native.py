@@ -54,6 +54,7 @@ Defined for you: `context` (the whole text as a str; for several documents a lis
 with .path and .text); find(needle), regex(pattern, flags=""), count(pattern), lines(start, end), \
 chunk(size, overlap=0), slice_(start, end), split(delimiter) — on the context, or on another str \
 with text=...; llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
+llm_map(prompt, records, choices=[...]) -> a label per record (None: failed); \
 FINAL(answer) ends the run with that answer; FINAL_VAR("name") answers with a variable's value; \
 SHOW_VARS() lists your variables.
 Limits: no network; files only in the current (temporary) directory; memory about the context \
@@ -68,8 +69,8 @@ _uid_counter = 0
 #: what the worker may ask the host to run (worker name -> host function name)
 _HOST_CALLS = {
     n: n
-    for n in ("llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched", "find", "regex", "count", "lines",
-              "chunk", "split")
+    for n in ("llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched", "llm_map", "find", "regex", "count",
+              "lines", "chunk", "split")
 }
 _HOST_CALLS["slice_text"] = "slice_"
 _uid_lock = threading.Lock()

@@ -43,6 +43,7 @@ Defined for you: `context` (the whole text as a str; for several documents a lis
 .path and .text); find(needle), regex(pattern, flags=""), count(pattern), lines(start, end), \
 chunk(size, overlap=0), slice_(start, end), split(delimiter) — on the context, or on another str \
 with text=...; llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
+llm_map(prompt, records, choices=[...]) -> a label per record (None: failed); \
 FINAL(answer) ends the run with that answer; FINAL_VAR("name") answers with a variable's value; \
 SHOW_VARS() lists your variables.
 Modules: re, json, math, collections, itertools, functools, datetime, random, bisect, typing, \
