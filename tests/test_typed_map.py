@@ -345,7 +345,7 @@ def test_typed_map_through_a_whole_run_with_a_constrained_root_shape() -> None:
                                       cmd("final", answer="done")]), sub_model=sub, levels="l1,l4", config=cfg())
     res = rlm.run("q", "The weather.\nThe secret code is ZEBRA-42.\n\nNothing else.\n")
     out = next(e.data["output"] for e in res.events if e.type == "action_end")
-    assert out.startswith("llm_map: 3 records in 1 sub-calls (25 per call), 3 labelled, 0 failed")
+    assert out.startswith("llm_map: 3 records in 1 sub-calls (10 per call), 3 labelled, 0 failed")
     assert "labels: no 2, yes 1" in out and "(stored in 'answers')" in out
 
 
@@ -403,11 +403,14 @@ def test_wrap_for_object_root_apis() -> None:
     assert unwrap_reply("[1, 2]") == "[1, 2]" and unwrap_reply('{"items": 1, "x": 2}') == '{"items": 1, "x": 2}'
 
 
-def test_local_grammar_accepts_an_array_root() -> None:
-    llama_grammar = pytest.importorskip("llama_cpp.llama_grammar", reason="the local extra is not installed")
-    gbnf = llama_grammar.json_schema_to_gbnf(json.dumps(AnswerSpec(choices=["x", "y"]).array_schema(3)))
+def test_local_grammar_takes_an_array_root() -> None:
+    pytest.importorskip("llama_cpp", reason="the local extra is not installed")
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    gbnf = json_schema_to_gbnf(json.dumps(AnswerSpec(choices=["x", "y"]).array_schema(3)))
+    assert 'item ::= "\\"x\\"" | "\\"y\\""' in gbnf.splitlines()
     root = next(ln for ln in gbnf.splitlines() if ln.startswith("root ::="))
-    assert root.count("item") == 3 and root.startswith('root ::= "["')
+    assert root == 'root ::= "[" space item "," space item "," space item "]" space'
 
 
 # ---------------------------------------------------------------------- chunks end on lines
