@@ -454,3 +454,14 @@ def test_chunk_lines_property(text: str, size: int) -> None:
             assert "\n" not in c and len(c) == size
             made += 1
     assert cuts == made
+
+
+def test_config_keys_structured_output_and_record_chars(tmp_path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text('[limits]\nrecord_chars = 10\n\n[[providers]]\nname = "work"\nbase_url = "http://x/v1"\n'
+                 "structured_output = true\n")
+    c = Config.load(f, env={})
+    assert c.limits.record_chars == 10 and c.providers[0].structured_output is True
+    f.write_text("[limits]\nrecord_chars = -1\n")
+    with pytest.raises(Exception, match=r"\[limits\] record_chars must be at least 0"):
+        Config.load(f, env={})
