@@ -5,7 +5,7 @@ Commands (each also takes ``store``, ``on`` and ``thought``, like L1)::
     {"op": "llm_query", "prompt": "...", "on": "var"}             one sub-model call
     {"op": "llm_query_batched", "prompts": ["...", "..."]}        several, concurrently
     {"op": "llm_map", "prompt": "...", "on": "var", "chunk_size": 20000}
-    {"op": "llm_map", "prompt": "...", "on": "rows", "choices": ["a", "b"], "per_call": 25}   typed
+    {"op": "llm_map", "prompt": "...", "on": "rows", "choices": ["a", "b"], "per_call": 10}   typed
     {"op": "rlm_query", "prompt": "...", "on": "var"}             a child RLM (or "start"/"end")
     {"op": "rlm_query_batched", "prompts": [...], "on": "var"}    several children, concurrently
 
