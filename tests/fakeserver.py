@@ -8,7 +8,9 @@
 Endpoints: ``POST /v1/chat/completions`` (and ``/chat/completions``), ``POST /v1/messages``
 (and ``/messages``), ``GET /v1/models``. Replies come from ``replies``: ``None`` (always
 :data:`DEFAULT_REPLY`), a string (always that), a list (in order; the last one repeats) or
-a callable ``(request_json) -> str``. Token counts are the server's own: whitespace-split
+a callable ``(request_json) -> str`` (which may raise :class:`HTTPFault` to answer with an
+error status instead, e.g. to refuse a ``response_format``). Every request body is kept in
+``requests``, in arrival order. Token counts are the server's own: whitespace-split
 words of every message's text (prompt) and of the reply (completion).
 
 Faults are consumed one per completion request, in order: ``"429"`` (``Retry-After: 0``),
@@ -34,6 +36,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 DEFAULT_REPLY = "FINAL(fake answer)"
+
+
+class HTTPFault(Exception):
+    """Raised by a reply callable: answer this request with ``status`` and ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 Replies = None | str | list[str] | Callable[[dict[str, Any]], str]
 
 
@@ -249,6 +260,8 @@ class _Handler(BaseHTTPRequestHandler):
         drip = fault.partition(":")[0] in ("drip", "drip_body") if fault else False
         try:
             text = self.fake._reply_for(body)
+        except HTTPFault as e:
+            return self._error(e.status, anthropic, e.message)
         except Exception as e:  # a broken reply callable: tell the client, keep serving
             return self._error(500, anthropic, f"reply callable failed: {e!r}")
         prompt = sum(count_words(m.get("content")) for m in body.get("messages") or [] if isinstance(m, dict))

@@ -201,11 +201,13 @@ def test_openai_no_key_needed_sends_placeholder(fake_llm: FakeLLMServer) -> None
 
 def test_openai_response_schema_sent_as_response_format(fake_llm: FakeLLMServer) -> None:
     schema = {"type": "object", "properties": {"cmd": {"type": "string"}}, "required": ["cmd"]}
-    openai_provider(fake_llm).complete(MSGS, response_schema=schema)
+    openai_provider(fake_llm, structured_output=True).complete(MSGS, response_schema=schema, schema_name="command")
     assert fake_llm.requests[0]["response_format"] == {
         "type": "json_schema",
-        "json_schema": {"name": "command", "schema": schema},
+        "json_schema": {"name": "command", "schema": schema, "strict": True},
     }
+    openai_provider(fake_llm).complete(MSGS, response_schema=schema)  # structured_output off: not sent
+    assert "response_format" not in fake_llm.requests[1]
 
 
 def test_openai_other_4xx_is_provider_error_with_server_message(fake_llm: FakeLLMServer) -> None:
@@ -313,10 +315,12 @@ def test_anthropic_errors_map_like_openai(fake_llm: FakeLLMServer, monkeypatch: 
 
 def test_anthropic_response_schema(fake_llm: FakeLLMServer) -> None:
     schema = {"type": "object", "properties": {"cmd": {"type": "string"}}}
-    anthropic_provider(fake_llm).complete(MSGS, response_schema=schema, max_tokens=10)
+    anthropic_provider(fake_llm, structured_output=True).complete(MSGS, response_schema=schema, max_tokens=10)
     body = fake_llm.requests[0]
     assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
     assert body["max_tokens"] == 10
+    anthropic_provider(fake_llm).complete(MSGS, response_schema=schema)  # default: instructions only
+    assert "output_config" not in fake_llm.requests[1]
 
 
 def test_anthropic_via_resolve(fake_llm: FakeLLMServer) -> None:

@@ -3,8 +3,8 @@
 * :class:`OutputBuffer` — keeps the first ``cap`` characters a cell prints and counts the rest;
 * :class:`CellState` — what ``FINAL`` / ``FINAL_VAR`` / ``SHOW_VARS`` asked for during a cell;
 * :func:`host_functions` — the functions a cell can call that run in the host process:
-  the L1 operations on the context, ``llm_query`` / ``llm_query_batched`` and the
-  answer helpers;
+  the L1 operations on the context, ``llm_query`` / ``llm_query_batched``, the typed
+  ``llm_map`` and the answer helpers;
 * small formatting helpers (the cut note, tracebacks, the variable listing).
 """
 
@@ -49,6 +49,7 @@ HELPER_NAMES = (
     "llm_query_batched",
     "rlm_query",
     "rlm_query_batched",
+    "llm_map",
     "FINAL",
     "FINAL_VAR",
     "SHOW_VARS",
@@ -331,8 +332,13 @@ def query_functions(session: Session) -> dict[str, Callable[..., Any]]:
             raise CommandError("rlm_query_batched(prompts, context=None) takes a list of str")
         return [to_answer(r) for r in _service("rlm_query_batched")([str(p) for p in prompts], context)]
 
+    def llm_map(prompt: Any, records: Any, choices: Any = None, schema: Any = None, per_call: Any = None,
+                field: Any = None) -> list[Any]:
+        """Typed map: one validated value per record (a label, or JSON matching ``schema``); None where failed."""
+        return list(_service("llm_map")(prompt, records, choices, schema, per_call, field))
+
     return {"llm_query": llm_query, "llm_query_batched": llm_query_batched, "rlm_query": rlm_query,
-            "rlm_query_batched": rlm_query_batched}
+            "rlm_query_batched": rlm_query_batched, "llm_map": llm_map}
 
 
 _PY_INPUT = re.compile(r"<python-input-(\d+)>")

@@ -48,7 +48,8 @@ _LL_FILE_RIGHTS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15)  # exec
 _LL_READ = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read file, read dir
 _HELPERS = (
     "context Document find regex count lines chunk slice_ split search records extract count_by top unique "
-    "filter_ stats sort_ join llm_query llm_query_batched rlm_query rlm_query_batched FINAL FINAL_VAR SHOW_VARS"
+    "filter_ stats sort_ join llm_query llm_query_batched rlm_query rlm_query_batched llm_map FINAL FINAL_VAR "
+    "SHOW_VARS"
 ).split()
 #: the table helpers: name -> (table_ops module, source, *args) -> result (lists of dict rows)
 _TABLE_FNS: dict[str, Any] = {
@@ -585,6 +586,12 @@ class Worker:
                 raise TypeError("rlm_query_batched(prompts, context=None) takes a list of str")
             return w._call_host("rlm_query_batched", list(prompts), context)
 
+        def llm_map(prompt: str, records: list[Any], choices: list[str] | None = None, schema: Any = None,
+                    per_call: int | None = None, field: str | None = None) -> list[Any]:
+            if isinstance(records, str) or not isinstance(records, (list, tuple)):
+                raise TypeError("llm_map(prompt, records, ...) takes a list of records (str or dict rows)")
+            return w._call_host("llm_map", prompt, list(records), choices, schema, per_call, field)
+
         def FINAL(answer: Any) -> None:  # noqa: N802
             w.final = answer if isinstance(answer, str) else str(answer)
 
@@ -625,6 +632,7 @@ class Worker:
             "llm_query_batched": llm_query_batched,
             "rlm_query": rlm_query,
             "rlm_query_batched": rlm_query_batched,
+            "llm_map": llm_map,
             "FINAL": FINAL,
             "FINAL_VAR": FINAL_VAR,
             "SHOW_VARS": SHOW_VARS,

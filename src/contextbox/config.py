@@ -276,6 +276,7 @@ _RANGES = [
     ("limits", "max_iterations", 1, False), ("limits", "max_output_chars", 1, False),
     ("limits", "max_total_tokens", 1, False), ("limits", "max_cost_usd", 0, False),
     ("limits", "timeout_s", 0, True), ("limits", "max_consecutive_errors", 1, False),
+    ("limits", "record_chars", 0, False),
     (None, "preview_chars", 0, False), (None, "regex_timeout_s", 0, True),
 ]
 

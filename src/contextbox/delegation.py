@@ -5,8 +5,14 @@ Commands (each also takes ``store``, ``on`` and ``thought``, like L1)::
     {"op": "llm_query", "prompt": "...", "on": "var"}             one sub-model call
     {"op": "llm_query_batched", "prompts": ["...", "..."]}        several, concurrently
     {"op": "llm_map", "prompt": "...", "on": "var", "chunk_size": 20000}
+    {"op": "llm_map", "prompt": "...", "on": "rows", "choices": ["a", "b"], "per_call": 10}   typed
     {"op": "rlm_query", "prompt": "...", "on": "var"}             a child RLM (or "start"/"end")
     {"op": "rlm_query_batched", "prompts": [...], "on": "var"}    several children, concurrently
+
+An untyped ``llm_map`` cuts the text into chunks that end on line boundaries (only a line
+longer than the chunk size is cut, and the output says so). A typed one (``choices`` or
+``schema``) answers every record — table row, list item, or non-empty line — with a
+validated value and stores a :class:`~contextbox.table.Table` (see :mod:`.typed_map`).
 
 Batches run up to ``[delegation] max_concurrency`` calls at once and keep input order; a
 failed call leaves ``"error: ..."`` in its slot instead of failing the batch. A limit that
@@ -37,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import ops
-from .commands import INT, STR, Spec, as_text, cap, validate
+from .commands import ANY, INT, STR, Spec, as_text, cap, validate
 from .config import DelegationSettings
 from .context import Context
 from .errors import (
@@ -59,8 +65,10 @@ L4_SPECS: dict[str, Spec] = {
     "llm_query": Spec({"prompt": STR}, {}, '{"op": "llm_query", "prompt": "Summarise this:", "on": "part"}'),
     "llm_query_batched": Spec({"prompts": LIST}, {},
                               '{"op": "llm_query_batched", "prompts": ["Q1 ...", "Q2 ..."], "store": "answers"}'),
-    "llm_map": Spec({"prompt": STR}, {"chunk_size": INT},
-                    '{"op": "llm_map", "prompt": "List the people named here:", "chunk_size": 20000}'),
+    "llm_map": Spec({"prompt": STR}, {"chunk_size": INT, "choices": ANY, "schema": ANY, "per_call": INT,
+                                      "field": STR},
+                    '{"op": "llm_map", "prompt": "List the people named here:", "chunk_size": 20000} or '
+                    '{"op": "llm_map", "prompt": "Sentiment?", "on": "rows", "choices": ["pos", "neg"]}'),
     "rlm_query": Spec({"prompt": STR}, {"start": INT, "end": INT},
                       '{"op": "rlm_query", "prompt": "Who is the narrator?", "on": "part"}'),
     "rlm_query_batched": Spec({}, {"prompts": LIST, "prompt": STR},
@@ -228,6 +236,13 @@ class Delegation:
             self._note_stop(res.stop)
         return res.answers
 
+    def typed_map(self, prompt: Any, records: Any, choices: Any = None, schema: Any = None,
+                  per_call: Any = None, field: Any = None) -> list[Any]:
+        """Typed ``llm_map`` for the code levels: one validated value per record (None where failed)."""
+        from .typed_map import values_for_cells
+
+        return values_for_cells(self, prompt, records, choices, schema, per_call, field)
+
     # -- child runs
     def _remaining_limits(self) -> Any:
         lim = self.s.limits
@@ -315,6 +330,7 @@ def install(session: Session) -> Delegation | None:
     session.services["llm_query_batched"] = d.query_batched
     session.services["rlm_query"] = d.rlm_query
     session.services["rlm_query_batched"] = d.rlm_query_batched
+    session.services["llm_map"] = d.typed_map
     return d
 
 
@@ -395,14 +411,15 @@ class DelegationExecutor:
         res = self.d.batch([p + suffix for p in prompts])
         return self._batch_output("llm_query_batched", res, "prompt(s)", cmd)
 
-    def _map_items(self, cmd: dict[str, Any]) -> list[str]:
+    def _map_items(self, cmd: dict[str, Any]) -> tuple[list[str], int]:
+        """The chunks of an untyped map and how many over-long lines were cut."""
         on, size = cmd.get("on"), cmd.get("chunk_size")
         if size is not None and size <= 0:
             raise CommandError("llm_map 'chunk_size' must be a positive number of characters")
         if on:
             value = self._var(on)
             if isinstance(value, list) and size is None:  # e.g. chunks stored by {"op": "chunk"}
-                return [as_text(v) for v in value]
+                return [as_text(v) for v in value], 0
             text = as_text(value)
         else:
             text = self.s.context.text
@@ -411,21 +428,55 @@ class DelegationExecutor:
             window = getattr(self.d.sub, "context_window", None)
             if window:  # leave room for the prompt and the answer
                 size = max(500, min(size, int(window * 4 * 0.75) - len(cmd["prompt"])))
-        return ops.chunk(text, size)
+        return ops.chunk_lines(text, size)
 
     def op_llm_map(self, cmd: dict[str, Any]) -> ActionOutput:
-        items = self._map_items(cmd)
+        if cmd.get("choices") is not None or cmd.get("schema") is not None:
+            return self._typed_map(cmd)
+        for key in ("per_call", "field"):
+            if cmd.get(key) is not None:
+                raise CommandError(f"llm_map {key!r} is for a typed map: give 'choices' (labels) or 'schema' too")
+        items, cuts = self._map_items(cmd)
         if not items:
             raise CommandError("llm_map: nothing to map over (the text is empty)")
         if len(items) > MAX_MAP_ITEMS:
-            raise CommandError(f"llm_map: {len(items):,} chunks is too many (at most {MAX_MAP_ITEMS:,}); "
-                               "raise chunk_size")
+            raise CommandError(f"llm_map: {len(items):,} chunks would make {len(items):,} sub-calls "
+                               f"(at most {MAX_MAP_ITEMS:,}); raise chunk_size")
         n = len(items)
         prompts = [f"{cmd['prompt']}\n\n[chunk {i + 1} of {n}]\n{c}" for i, c in enumerate(items)]
         for p in prompts:  # refuse the whole map before any call is made
             preflight(self.d.sub, p)
         res = self.d.batch(prompts)
-        return self._batch_output("llm_map", res, f"chunk(s) of ≤ {max(len(c) for c in items):,} characters", cmd)
+        what = f"chunk(s) of ≤ {max(len(c) for c in items):,} characters, ending on line boundaries"
+        if cuts:
+            what += f" ({cuts:,} cut(s) inside lines longer than the chunk size)"
+        return self._batch_output("llm_map", res, what, cmd)
+
+    def _typed_map(self, cmd: dict[str, Any]) -> ActionOutput:
+        from .typed_map import (
+            AnswerSpec,
+            check_per_call,
+            context_records,
+            record_texts,
+            records_of,
+            result_table,
+            run_map,
+            summary,
+        )
+
+        spec = AnswerSpec.parse(cmd.get("choices"), cmd.get("schema"), cmd.get("field"))
+        per_call = check_per_call(cmd.get("per_call"), spec.kind)
+        if cmd.get("chunk_size") is not None:
+            raise CommandError("llm_map 'chunk_size' is for an untyped map; a typed map takes 'per_call' "
+                               "(records per sub-call)")
+        records = records_of(self._var(cmd["on"])) if cmd.get("on") else context_records(self.s.context)
+        res = run_map(self.d, cmd["prompt"], record_texts(records), spec, per_call)
+        table = result_table(records, spec, res)
+        text = summary(res, spec, table, self.d.concurrency)
+        if res.stop is not None:
+            text += f"\nstopped: {res.stop} — the finished answers are kept"
+            self.d._note_stop(res.stop)
+        return self._finish(cmd, text, table, cmd.get("store") or DEFAULT_STORE, error=res.ok == 0)
 
     def _child_context(self, cmd: dict[str, Any]) -> Any:
         if cmd.get("on"):

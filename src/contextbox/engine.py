@@ -155,6 +155,13 @@ def _install_delegation(session: Session) -> None:
     install(session)
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:max(0, limit)]}… [{len(text) - max(0, limit):,} more characters]"
+
+
 class _Run:
     """The state of one run. ``events()`` is the loop."""
 
@@ -278,7 +285,8 @@ class _Run:
         """A plain sub-model call (L4 and code levels use it). Thread-safe.
 
         ``tag`` (a dict) is added to this call's ``sub_call``/``retry``/``failover`` events;
-        other ``opts`` go to the provider.
+        other ``opts`` go to the provider. The ``sub_call`` event records the prompt and the
+        answer, each cut to ``limits.record_chars`` characters.
         """
         self._check()
         self._check_budget()
@@ -289,8 +297,10 @@ class _Run:
         t0 = time.monotonic()
         c = sub.complete([{"role": "user", "content": prompt}], timeout=self._remaining(), **opts)
         u = self._call_usage("sub", sub, c, time.monotonic() - t0)
+        keep = self.limits.record_chars
         self._emit_async("sub_call", {"model": sub.name, "input_tokens": u.input_tokens,
-                                      "output_tokens": u.output_tokens, "latency_s": round(u.latency_s, 4), **tag})
+                                      "output_tokens": u.output_tokens, "latency_s": round(u.latency_s, 4),
+                                      "prompt": clip(prompt, keep), "answer": clip(c.text or "", keep), **tag})
         return c.text
 
     def _retry_cb(self, tag: dict[str, Any]) -> Callable[[int, float, Exception], None]:

@@ -250,6 +250,33 @@ def chunk(text: str, size: int, overlap: int = 0) -> list[str]:
     return out
 
 
+def chunk_lines(text: str, size: int) -> tuple[list[str], int]:
+    """Chunks of at most ``size`` characters that end on line boundaries; ``(chunks, cuts)``.
+
+    The chunks join back to ``text``. Each chunk holds as many whole lines as fit; a single
+    line longer than ``size`` is the one thing cut (into ``size``-character pieces), and
+    ``cuts`` counts those cuts so the caller can say so.
+    """
+    if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+        raise CommandError("chunk size must be a positive number of characters")
+    out: list[str] = []
+    cuts = 0
+    pos, n = 0, len(text)
+    while pos < n:
+        end = pos + size
+        if end >= n:
+            out.append(text[pos:])
+            break
+        nl = text.rfind("\n", pos, end)
+        if nl < 0:  # no line ends in this window: a line longer than size
+            cuts += 1
+        else:
+            end = nl + 1
+        out.append(text[pos:end])
+        pos = end
+    return out, cuts
+
+
 def split(text: str, delimiter: str) -> list[str]:
     if not isinstance(delimiter, str) or delimiter == "":
         raise CommandError("split needs a non-empty 'delimiter' string")

@@ -57,6 +57,9 @@ L4 = """## L4 delegation (sub-models read for you; every call costs tokens)
 - {"op": "llm_map", "prompt": "...", "on": "var", "chunk_size": 20000}  split the variable (or, without "on",
   the whole context) into chunks and ask the prompt about every chunk in parallel; the list of answers is
   stored in "store" (default "answers"): read one with {"op": "get", "name": "answers[3]"}
+- {"op": "llm_map", "prompt": "...", "on": "rows", "choices": ["a", "b"], "per_call": 10}  typed: label every
+  record (table row, list item, or line of the text/context) with one of the choices (or "schema": a JSON
+  Schema); stores a table with a "label" column (and "map_error" where a record failed) to count or filter
 - {"op": "llm_query_batched", "prompts": ["...", "..."]}  several independent questions in parallel
 - {"op": "rlm_query", "prompt": "...", "on": "var"}  a child RLM with its own tools answers the prompt about
   a variable (or "start"/"end" of the context, or by default the whole context)

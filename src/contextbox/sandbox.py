@@ -47,6 +47,7 @@ with text=...; tables as lists of dict rows, computed exactly: records(by="line"
 (a column per named group; no pattern: automatic fields), count_by(rows, field), top(rows, field, k=10), \
 unique(rows, field), filter_(rows, where), stats(rows, field), sort_(rows, field, desc=False), \
 join(a, b, key=None, pairs=False); llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
+llm_map(prompt, records, choices=[...]) -> a label per record (None: failed); \
 FINAL(answer) ends the run with that answer; FINAL_VAR("name") answers with a variable's value; \
 SHOW_VARS() lists your variables.
 Modules: re, json, math, collections, itertools, functools, datetime, random, bisect, typing, \

@@ -39,7 +39,11 @@ TABLE_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 L4_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "llm_query": ({"prompt": _S}, {"on": _S, "store": _S}),
-    "llm_map": ({"prompt": _S}, {"on": _S, "store": _S, "chunk_size": {"type": "integer", "minimum": 1}}),
+    "llm_map": ({"prompt": _S}, {"on": _S, "store": _S, "chunk_size": {"type": "integer", "minimum": 1},
+                                 "choices": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 40},
+                                             "minItems": 1, "maxItems": 20},
+                                 "per_call": {"type": "integer", "minimum": 1, "maximum": 200},
+                                 "field": {"type": "string", "minLength": 1, "maxLength": 40}}),
     "llm_query_batched": ({"prompts": {"type": "array", "items": _S, "minItems": 1}}, {"on": _S, "store": _S}),
     "rlm_query": ({"prompt": _S}, {"on": _S, "store": _S}),
 }

@@ -152,6 +152,8 @@ class Limits:
     max_cost_usd: float | None = None
     timeout_s: float | None = None
     max_consecutive_errors: int = 5
+    #: characters of each sub-call's prompt and answer kept in its ``sub_call`` event
+    record_chars: int = 2000
 
     def replace(self, **kw: Any) -> Limits:
         d = asdict(self)

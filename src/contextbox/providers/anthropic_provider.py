@@ -3,7 +3,8 @@
 Chat messages are adapted to the Messages API: ``system`` messages (wherever they appear)
 move to the ``system`` parameter, other roles become ``user``/``assistant``, and
 consecutive messages of one role are merged. Error mapping and retries are the same as
-for the ``openai`` kind.
+for the ``openai`` kind. ``response_schema`` is sent (as ``output_config``) only when the
+provider config's ``structured_output`` is on; by default the caller's prompt asks for JSON.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class AnthropicProvider(SDKProvider):
             kwargs["stop_sequences"] = list(opts["stop"])
         if opts.get("timeout") is not None:
             kwargs["timeout"] = float(opts["timeout"])
-        if opts.get("response_schema") is not None and self.config.extra.get("structured_output", True):
+        if opts.get("response_schema") is not None and self.config.structured_output:
             kwargs["output_config"] = {"format": {"type": "json_schema", "schema": opts["response_schema"]}}
 
         return self._send(lambda: client.messages.with_raw_response.create(**kwargs),

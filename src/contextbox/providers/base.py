@@ -10,7 +10,11 @@ A provider turns a list of chat messages into a :class:`~contextbox.types.Comple
 Recognised ``opts`` (a provider ignores what it cannot honour):
 ``max_tokens``, ``temperature``, ``timeout`` (seconds for this call), ``stop`` (list of str),
 ``response_schema`` (a JSON schema the reply must follow: constrained decoding where the
-backend supports it), ``on_retry`` (callback ``(attempt, delay_s, error) -> None``).
+backend supports it; the reply text then is JSON of that shape, whatever the backend needs
+on the wire), ``schema_name`` (a name for that schema, where the API wants one),
+``on_retry`` (callback ``(attempt, delay_s, error) -> None``).
+A provider that cannot constrain its output ignores ``response_schema``; callers that need
+JSON also say so in the prompt and validate the reply.
 
 Provider *kinds* (``openai``, ``anthropic``, ``scripted``, ``local``) register a factory
 with :func:`register_kind`; built-in kinds register exactly like third-party ones.
@@ -51,6 +55,9 @@ class ProviderConfig:
     context_window: int | None = None
     max_retries: int = 3
     timeout_s: float = 120.0
+    #: send ``response_schema`` to the API (OpenAI ``response_format`` json_schema, strict;
+    #: Anthropic ``output_config``). Off: JSON is asked for in the prompt only.
+    structured_output: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def api_key(self) -> str | None:
@@ -62,7 +69,7 @@ class ProviderConfig:
 BUILTIN_PROVIDERS: dict[str, ProviderConfig] = {
     p.name: p
     for p in [
-        ProviderConfig("openai", "openai", "https://api.openai.com/v1", "OPENAI_API_KEY"),
+        ProviderConfig("openai", "openai", "https://api.openai.com/v1", "OPENAI_API_KEY", structured_output=True),
         ProviderConfig("deepseek", "openai", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
         ProviderConfig("openrouter", "openai", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
         ProviderConfig("anthropic", "anthropic", "https://api.anthropic.com", "ANTHROPIC_API_KEY"),
@@ -143,3 +150,33 @@ def resolve(spec: str, providers: list[ProviderConfig] | None = None, *,
 def estimate_tokens(text: str) -> int:
     """A rough token count (≈4 characters a token) for providers that report none."""
     return max(1, (len(text) + 3) // 4) if text else 0
+
+
+#: the property that holds a non-object schema wrapped for APIs whose root must be an object
+WRAP_KEY = "items"
+
+
+def object_root(schema: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+    """``schema`` as an object-rooted schema (``{"items": schema}``) and whether it was wrapped.
+
+    OpenAI's strict structured outputs want an object at the root; an array schema is
+    wrapped and the reply unwrapped again with :func:`unwrap_reply`.
+    """
+    if schema.get("type") == "object":
+        return schema, False
+    wrapped = {"type": "object", "properties": {WRAP_KEY: schema}, "required": [WRAP_KEY],
+               "additionalProperties": False}
+    return wrapped, True
+
+
+def unwrap_reply(text: str) -> str:
+    """The JSON under :data:`WRAP_KEY` of a wrapped reply; other text unchanged."""
+    import json
+
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(data, dict) and set(data) == {WRAP_KEY}:
+        return json.dumps(data[WRAP_KEY], ensure_ascii=False)
+    return text

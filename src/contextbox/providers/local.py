@@ -11,7 +11,8 @@ one model are serialised with a lock.
 
 ``response_schema`` is honoured by grammar-constrained decoding
 (``response_format={"type": "json_object", "schema": ...}``): a small model then always
-produces JSON of the required shape.
+produces JSON of the required shape. Any root works: llama-cpp-python's converter takes an
+array root with ``minItems``/``maxItems`` as is (typed ``llm_map`` relies on it).
 """
 
 from __future__ import annotations

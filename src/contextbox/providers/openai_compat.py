@@ -6,6 +6,11 @@ and friends. The SDK's own retries are off (``max_retries=0``); contextbox retri
 engine through ``on_retry``. The body is parsed here rather than by the SDK so that a
 malformed reply becomes a clear, retryable :class:`~contextbox.errors.ProviderUnavailable`.
 
+``response_schema`` goes out as ``response_format`` (``json_schema``, ``strict``) when the
+provider config's ``structured_output`` is on (the built-in ``openai`` only, by default); a
+schema whose root is not an object is wrapped as ``{"items": ...}`` and the reply unwrapped.
+An endpoint that answers 400 to it is asked again without it, and never sent it again.
+
 The helpers here (key lookup, SDK error mapping, body reading) are shared with the
 ``anthropic`` kind, whose SDK raises the same shapes of exceptions.
 """
@@ -18,9 +23,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import AuthError, ProviderError, ProviderUnavailable
+from ..errors import AuthError, ContextWindowError, ProviderError, ProviderUnavailable
 from ..types import Completion
-from .base import ProviderConfig, estimate_tokens, register_kind
+from .base import ProviderConfig, estimate_tokens, object_root, register_kind, unwrap_reply
 from .deadline import deadline_http_client
 from .retry import call_with_retries, error_for_status, parse_retry_after
 
@@ -172,6 +177,8 @@ class OpenAIProvider(SDKProvider):
         import openai  # noqa: F401 - imported here (≈0.7 s) so the first call, often in a batch, doesn't pay it
 
         super().__init__(config, model)
+        #: the endpoint answered 400 to a request with ``response_format`` and 200 without it
+        self.format_refused = False
 
     def _make_client(self, key: str) -> Any:
         import openai
@@ -191,14 +198,32 @@ class OpenAIProvider(SDKProvider):
             kwargs["stop"] = list(opts["stop"])
         if opts.get("timeout") is not None:
             kwargs["timeout"] = float(opts["timeout"])
-        if opts.get("response_schema") is not None:
+        schema = opts.get("response_schema")
+        wrapped = False
+        if schema is not None and self.config.structured_output and not self.format_refused:
+            sent, wrapped = object_root(schema)
             kwargs["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "command", "schema": opts["response_schema"]},
+                "json_schema": {"name": str(opts.get("schema_name") or "response"), "schema": sent, "strict": True},
             }
 
-        return self._send(lambda: client.chat.completions.with_raw_response.create(**kwargs),
-                          lambda data: self._parse(data, messages), opts)
+        def send() -> Completion:
+            return self._send(lambda: client.chat.completions.with_raw_response.create(**kwargs),
+                              lambda data: self._parse(data, messages), opts)
+
+        try:
+            c = send()
+        except ProviderError as e:
+            if "response_format" not in kwargs or e.status != 400 or isinstance(e, ContextWindowError):
+                raise
+            log.warning("%s refused response_format (%s); sending without it, and so from now on", self.name, e)
+            del kwargs["response_format"]
+            c = send()
+            self.format_refused = True  # the endpoint works without it: remember
+            return c
+        if wrapped:
+            c.text = unwrap_reply(c.text)
+        return c
 
     def _parse(self, data: dict[str, Any], messages: list[dict[str, Any]]) -> Completion:
         choices = data.get("choices")
