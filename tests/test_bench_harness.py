@@ -13,8 +13,9 @@ from contextbox.cli import main
 from contextbox.errors import ContextWindowError
 from contextbox.types import Completion
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-pytestmark = pytest.mark.skipif(not (DATA / "trec").is_dir(), reason="shared data not present")
+from conftest import shared_data_dir
+
+DATA = shared_data_dir  # called in each test: a missing data folder fails the test, it never skips it
 
 
 def _records(out: Path) -> list[dict]:
@@ -31,7 +32,7 @@ def _check_png(path: Path) -> None:
 def test_dry_run_cli_end_to_end(tmp_path, capsys):
     out = tmp_path / "b"
     rc = main(["bench", "needle-novel,oolong,logs", "--dry-run", "--n", "2", "--lengths", "8k,64k",
-               "--out", str(out), "--data", str(DATA)])
+               "--out", str(out), "--data", str(DATA())])
     assert rc == 0
     recs = _records(out)
     assert len(recs) == 3 * 2 * 2 * 2  # suites × lengths × n × methods (rlm, direct)
@@ -59,7 +60,7 @@ def test_dry_run_cli_end_to_end(tmp_path, capsys):
 
 def test_report_rebuilt_from_jsonl(tmp_path):
     out = tmp_path / "r"
-    run_bench(BenchOptions(["detective"], n=2, out=out, dry_run=True, data=DATA, baselines=["direct"]))
+    run_bench(BenchOptions(["detective"], n=2, out=out, dry_run=True, data=DATA(), baselines=["direct"]))
     first = (out / "report.md").read_text()
     (out / "report.md").unlink()
     (out / "accuracy_detective.png").unlink()
@@ -70,7 +71,7 @@ def test_report_rebuilt_from_jsonl(tmp_path):
 
 def test_scripted_model_with_direct_baseline(tmp_path):
     """A real (non-dry) run: one scripted model serves the RLM tasks, then the direct calls."""
-    tasks = generate("sniah", 2, 0, [8000], DATA)
+    tasks = generate("sniah", 2, 0, [8000], DATA())
     replies = []
     for t in tasks:
         replies += [json.dumps({"op": "find", "text": t.meta["key"]}), json.dumps({"op": "final", "answer": t.gold})]
@@ -79,7 +80,7 @@ def test_scripted_model_with_direct_baseline(tmp_path):
     script.write_text(json.dumps(replies))
     out = tmp_path / "s"
     rc = main(["bench", "sniah", "--model", f"scripted:{script}", "--n", "2", "--lengths", "8k", "--baseline",
-               "direct", "--window-tokens", "1200", "--out", str(out), "--data", str(DATA)])
+               "direct", "--window-tokens", "1200", "--out", str(out), "--data", str(DATA())])
     assert rc == 0
     recs = _records(out)
     assert [(r["method"], r["correct"]) for r in recs] == [("rlm", True), ("rlm", True), ("direct", True),
@@ -104,14 +105,14 @@ def test_direct_shrinks_on_context_window_error(tmp_path):
                 raise ContextWindowError("too long")
             return Completion("42", n // 4, 1)
 
-    runner = Runner(BenchOptions(["oolong"], out=tmp_path, model="scripted:/dev/null", data=DATA))
+    runner = Runner(BenchOptions(["oolong"], out=tmp_path, model="scripted:/dev/null", data=DATA()))
     small = Small()
 
     class Fake:
         root = small
 
     runner._rlm = Fake()
-    task = generate("oolong", 1, 0, [128000], DATA)[0]
+    task = generate("oolong", 1, 0, [128000], DATA())[0]
     rec = runner.run_direct(task)
     assert rec["status"] == "answered" and rec["answer"] == "42"
     assert len(small.sizes) >= 2 and small.sizes[-1] <= 25_000 and rec["cut"]

@@ -85,6 +85,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.endpoint: Endpoint | None = None
         self.started_s: float | None = None
+        #: the pid of the last process started (kept after :meth:`stop`, for checks)
+        self.last_pid: int | None = None
 
     def start(self) -> Endpoint:
         port = free_port(self.host)
@@ -103,6 +105,7 @@ class ServerProcess:
         finally:
             if out is not subprocess.DEVNULL:
                 out.close()
+        self.last_pid = self.proc.pid
         try:
             model = self._wait(f"http://{self.host}:{port}/v1/models")
         except BaseException:
