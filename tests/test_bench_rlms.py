@@ -234,3 +234,15 @@ def test_real_llama_server_on_the_embedded_model(tmp_path):
     assert ep.model == "qwen2.5-coder-1.5b-instruct-q4_k_m"
     assert reply["usage"]["completion_tokens"] <= 5 and reply["choices"][0]["message"]["content"]
     assert gone(srv.last_pid)
+
+
+def test_rlms_timeout_keeps_tokens_and_the_reason(tmp_path, bench_data):
+    """A run rlms stops on its time limit is a failure with its reason and the tokens it spent, never a silent 0."""
+    slow = "Thinking.\n```repl\nimport time\ntime.sleep(2.5)\nprint(len(context))\n```"
+    (t,) = generate("logs", 1, 1, [Lines(200)], bench_data)
+    runner = Runner(BenchOptions(["logs"], model="scripted:/dev/null", out=tmp_path, timeout_s=1.0,
+                                 max_iterations=5))
+    with fake_server(tmp_path, slow) as ep:
+        rec = runner.run_rlms(t, {"model": ep.model, "base_url": ep.base_url, "api_key": ep.api_key})
+    assert rec["status"] == "failed" and rec["reason"].startswith("TimeoutExceededError")
+    assert rec["iterations"] == 1 and rec["tokens"] > 300 and rec["elapsed_s"] >= 2.5

@@ -37,6 +37,19 @@ import json, sys, time
 job = json.load(sys.stdin)
 from rlm import RLM
 turns = [0]
+counted = {"calls": 0, "input_tokens": 0, "output_tokens": 0}
+try:  # count tokens per call, so a run that ends in an exception (timeout) still reports them
+    from rlm.clients import openai as _oc
+    _track = _oc.OpenAIClient._track_cost
+    def _counting_track(self, response, model):
+        u = getattr(response, "usage", None)
+        counted["calls"] += 1
+        counted["input_tokens"] += int(getattr(u, "prompt_tokens", 0) or 0)
+        counted["output_tokens"] += int(getattr(u, "completion_tokens", 0) or 0)
+        return _track(self, response, model)
+    _oc.OpenAIClient._track_cost = _counting_track
+except Exception:
+    counted = None
 class CountingRLM(RLM):
     def _completion_turn(self, *a, **k):
         turns[0] += 1
@@ -67,7 +80,7 @@ try:
 except Exception as e:
     out["answer"] = getattr(e, "partial_answer", None)
     out["error"] = (type(e).__name__ + ": " + str(e))[:500]
-out["iterations"], out["elapsed_s"] = turns[0], time.monotonic() - t
+out["iterations"], out["elapsed_s"], out["counted"] = turns[0], time.monotonic() - t, counted
 print(json.dumps(out, default=str))
 """
 

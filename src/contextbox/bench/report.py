@@ -145,9 +145,9 @@ def render(recs: list[dict[str, Any]], meta: dict[str, Any], plots: list[Path]) 
     for inv in meta.get("invocations", []):
         lines.append(f"- {inv['date']} · {inv['machine']} · model `{inv['model']}` · methods "
                      f"{', '.join(inv['methods'])} · `{inv['command']}`")
-        if inv.get("direct_window") and "direct" in inv.get("methods", []):
-            lines.append(f"  - direct baseline: one call, the context cut to the window at the "
-                         f"{'head' if inv['direct_window'] == 'start' else 'a random offset per task'} "
+        if inv.get("direct_window") and any(m.startswith("direct") for m in inv.get("methods", [])):
+            lines.append(f"  - direct baseline: one call, the context cut to the window "
+                         f"{'at the head' if inv['direct_window'] == 'start' else 'at a random offset per task'} "
                          f"(`--direct-window {inv['direct_window']}`)")
         ep = inv.get("rlms_endpoint")
         if ep:

@@ -10,7 +10,7 @@ The direct baseline's window (``--direct-window``): ``start`` keeps the head of 
 a client that truncates does; ``random`` keeps a window of the same size at an offset drawn per
 task (seeded, starting at a line), so a needle at any depth is inside it with probability
 window/context — the head placement would score every needle past the window as a miss. Each
-record says which span was kept (``kept_span``).
+record says which span was kept (``kept_span``); the method is ``direct`` or ``direct-random``.
 """
 
 from __future__ import annotations
@@ -262,7 +262,9 @@ class Runner:
                         "max_iterations": self.config.limits.max_iterations},
                        self.opts.peer_python, self.opts.timeout_s)
         usage = res.get("usage") if isinstance(res.get("usage"), dict) else {}
-        tokens = _sum_tokens(usage)
+        counted = res.get("counted") if isinstance(res.get("counted"), dict) else {}
+        # the peer's own per-call count also covers runs that ended in an exception (no usage summary)
+        tokens = _sum_tokens(counted) if counted.get("calls") else _sum_tokens(usage)
         answer, err = res.get("answer"), res.get("error")
         failed = bool(err) or answer is None
         return {"answer": answer, "status": "failed" if failed else "answered",
@@ -281,8 +283,9 @@ class Runner:
         out: list[tuple[str, Callable[[Task], dict[str, Any]]]] = []
         if self.opts.rlm:
             out.append(("rlm", self.run_rlm))
-        if "direct" in self.opts.baselines:
-            out.append(("direct", self.run_direct))
+        if "direct" in self.opts.baselines:  # named by placement, so both can share one results folder
+            name = "direct" if self.opts.direct_window == "start" else f"direct-{self.opts.direct_window}"
+            out.append((name, self.run_direct))
         if "rlms" in self.opts.baselines:
             from .llama_server import SERVER_HINT, server_deps_missing
             from .peer import endpoint_for, is_local, rlms_available
