@@ -246,3 +246,16 @@ def test_rlms_timeout_keeps_tokens_and_the_reason(tmp_path, bench_data):
         rec = runner.run_rlms(t, {"model": ep.model, "base_url": ep.base_url, "api_key": ep.api_key})
     assert rec["status"] == "failed" and rec["reason"].startswith("TimeoutExceededError")
     assert rec["iterations"] == 1 and rec["tokens"] > 300 and rec["elapsed_s"] >= 2.5
+
+
+def test_rlms_killed_mid_iteration_still_reports_the_tokens_spent(tmp_path, bench_data, monkeypatch):
+    from contextbox.bench import peer
+
+    monkeypatch.setattr(peer, "PEER_GRACE_S", 1.5)
+    stuck = "Working.\n```repl\nimport time\ntime.sleep(60)\n```"
+    (t,) = generate("logs", 1, 1, [Lines(200)], bench_data)
+    runner = Runner(BenchOptions(["logs"], model="scripted:/dev/null", out=tmp_path, timeout_s=0.5))
+    with fake_server(tmp_path, stuck) as ep:
+        rec = runner.run_rlms(t, {"model": ep.model, "base_url": ep.base_url, "api_key": ep.api_key})
+    assert rec["status"] == "failed" and rec["reason"].startswith("killed after 2.0s")
+    assert rec["tokens"] > 300 and 2.0 <= rec["wall_s"] < 30 and rec["answer"] is None

@@ -26,6 +26,8 @@ from typing import Any
 log = logging.getLogger("contextbox")
 
 RLMS_MAX_TOKENS = 1024
+#: seconds the peer process gets past ``--timeout`` before it is killed (rlms checks its own limit between iterations)
+PEER_GRACE_S = 60.0
 #: sampling for rlms on the local llama.cpp server (``max_tokens`` goes in the body: rlms would
 #: rename a sampling ``max_tokens`` to ``max_completion_tokens``, which llama.cpp ignores)
 LOCAL_SAMPLING = {"temperature": 0.0, "extra_body": {"max_tokens": RLMS_MAX_TOKENS}}
@@ -46,6 +48,7 @@ try:  # count tokens per call, so a run that ends in an exception (timeout) stil
         counted["calls"] += 1
         counted["input_tokens"] += int(getattr(u, "prompt_tokens", 0) or 0)
         counted["output_tokens"] += int(getattr(u, "completion_tokens", 0) or 0)
+        print(json.dumps({"progress": counted}), flush=True)  # read back if the process is killed
         return _track(self, response, model)
     _oc.OpenAIClient._track_cost = _counting_track
 except Exception:
@@ -117,18 +120,32 @@ def endpoint_for(spec: str, providers: list[Any]) -> tuple[dict[str, Any] | None
     return {"model": model, "base_url": cfg.base_url, "api_key": cfg.api_key()}, ""
 
 
+def last_progress(stdout: str | bytes | None) -> dict[str, Any] | None:
+    """The peer's last ``{"progress": {...token counts}}`` line, if any."""
+    text = stdout.decode("utf-8", "replace") if isinstance(stdout, bytes) else stdout or ""
+    for line in reversed(text.splitlines()):
+        if line.startswith('{"progress"'):
+            try:
+                return json.loads(line)["progress"]
+            except (json.JSONDecodeError, KeyError):
+                continue
+    return None
+
+
 def run_rlms(job: dict[str, Any], peer_python: str | None, timeout_s: float | None) -> dict[str, Any]:
     """One task through ``rlms``: ``{"answer", "usage", "iterations", "elapsed_s", "error"}``."""
     t = time.monotonic()
     job = {"timeout_s": timeout_s, **job}
     # rlms stops itself at timeout_s (between iterations); the process gets a grace period on top
-    limit = None if timeout_s is None else timeout_s + 60
+    limit = None if timeout_s is None else timeout_s + PEER_GRACE_S
     try:
         out = subprocess.run([peer_python or sys.executable, "-c", PEER_SCRIPT], input=json.dumps(job),
                              capture_output=True, text=True, timeout=limit, env=dict(os.environ))
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as e:
         wall = time.monotonic() - t
-        return {"answer": None, "error": f"timeout after {limit}s", "elapsed_s": wall, "wall_s": wall}
+        return {"answer": None, "error": f"killed after {limit}s (rlms' own time limit is checked only between "
+                                         f"iterations)", "elapsed_s": wall, "wall_s": wall,
+                "counted": last_progress(e.stdout)}
     wall = time.monotonic() - t
     if out.returncode != 0:
         err = (out.stderr.strip().splitlines() or [f"exit code {out.returncode}"])[-1]
