@@ -110,15 +110,17 @@ def test_scripted_run_reports_per_case(tmp_path, bench_data):
         answer = good["regex"][t.meta["file"]] if t.meta["match_type"] == "regex" else format_gold("seed", t.gold)
         if t.id == "seed-niah_deep-0":
             answer = "NIGHTINGALES"  # not the whole token
-        replies += [json.dumps({"op": "count", "what": "lines"}), json.dumps({"op": "final", "answer": answer})]
+        replies.append(answer)
     script = tmp_path / "s.json"
     script.write_text(json.dumps(replies))
     out = tmp_path / "o"
-    run_bench(BenchOptions(["seed-cases"], model=f"scripted:{script}", baselines=[], out=out, data=bench_data))
+    # one scripted reply per query through the direct baseline: this tests the case rules and the per-case report
+    run_bench(BenchOptions(["seed-cases"], model=f"scripted:{script}", baselines=["direct"], rlm=False, out=out,
+                           data=bench_data))
     recs = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
     assert len(recs) == 14 and sum(r["correct"] for r in recs) == 13
     assert [r["task_id"] for r in recs if not r["correct"]] == ["seed-niah_deep-0"]
     report = (out / "report.md").read_text()
     assert "## Seed cases" in report
-    assert "| niah_deep | niah_deep.json | rlm | 3 | 2 | contains |" in report
-    assert "| log_counting | log_counting.json | rlm | 3 | 3 | contains, regex |" in report
+    assert "| niah_deep | niah_deep.json | direct | 3 | 2 | contains |" in report
+    assert "| log_counting | log_counting.json | direct | 3 | 3 | contains, regex |" in report
