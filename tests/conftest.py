@@ -36,3 +36,14 @@ def shared_data(name: str):
 @pytest.fixture
 def war_and_peace():
     return shared_data("war_and_peace.txt")
+
+
+def shared_data_dir():
+    """The shared data folder itself ($CONTEXTBOX_DATA, else ../shared/data); fails when it lacks trec/."""
+    return shared_data("trec").parent
+
+
+@pytest.fixture
+def bench_data():
+    """The data folder for the bench suites (TREC, the novels, seed/); a missing one fails the test."""
+    return shared_data_dir()

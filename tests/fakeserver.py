@@ -58,7 +58,7 @@ def count_words(value: Any) -> int:
 
 
 class FakeLLMServer:
-    """A threaded HTTP server on 127.0.0.1 (random port), started as a context manager."""
+    """A threaded HTTP server on 127.0.0.1 (a random port unless ``port`` is given), started as a context manager."""
 
     def __init__(
         self,
@@ -70,12 +70,14 @@ class FakeLLMServer:
         hang_s: float = 10.0,
         drip_s: float = 0.05,
         model: str = "fake-model",
+        port: int = 0,
     ) -> None:
         self.replies = replies
         self.latency = latency
         self.hang_s = hang_s
         self.drip_s = drip_s
         self.model = model
+        self._port = port
         self.fail_status = fail_status
         self.requests: list[dict[str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
@@ -94,7 +96,7 @@ class FakeLLMServer:
     def start(self) -> FakeLLMServer:
         self._stop.clear()
         handler = type("_Handler", (_Handler,), {"fake": self})
-        self._httpd = _Server(("127.0.0.1", 0), handler)
+        self._httpd = _Server(("127.0.0.1", self._port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-llm", daemon=True

@@ -7,14 +7,13 @@ import math
 import re
 from collections import Counter
 from datetime import datetime
-from pathlib import Path
 
 import pytest
+from conftest import shared_data_dir
 
-from contextbox.bench.tasks import generate, spread
+from contextbox.bench.tasks import DEFAULT_LENGTHS, Lines, generate, parse_length, spread
+from contextbox.errors import UsageError
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not (DATA / "trec").is_dir(), reason="shared data not present")
 COARSE = {"DESC": "description", "ENTY": "entity", "HUM": "human", "NUM": "numeric", "LOC": "location",
           "ABBR": "abbreviation"}
 
@@ -23,14 +22,13 @@ def _key(tasks):
     return [(t.id, t.question, t.gold, t.context) for t in tasks]
 
 
-@needs_data
 @pytest.mark.parametrize("suite,lengths", [("sniah", [8000, 20000]), ("needle-novel", [50000]),
                                            ("oolong", [8000]), ("oolong-pairs", [8000]), ("logs", [16000]),
-                                           ("detective", None)])
-def test_deterministic_by_seed(suite, lengths):
-    a = generate(suite, 3, 5, lengths, DATA)
-    b = generate(suite, 3, 5, lengths, DATA)
-    c = generate(suite, 3, 6, lengths, DATA)
+                                           ("logs", [Lines(500)]), ("detective", None)])
+def test_deterministic_by_seed(suite, lengths, bench_data):
+    a = generate(suite, 3, 5, lengths, bench_data)
+    b = generate(suite, 3, 5, lengths, bench_data)
+    c = generate(suite, 3, 6, lengths, bench_data)
     assert _key(a) == _key(b)
     assert _key(a) != _key(c)
 
@@ -40,9 +38,8 @@ def test_spread_depths():
     assert spread(3) == [0.05, 0.5, 0.95]
 
 
-@needs_data
-def test_sniah_needle_once_at_evidence():
-    for t in generate("sniah", 4, 1, [8000, 64000], DATA):
+def test_sniah_needle_once_at_evidence(bench_data):
+    for t in generate("sniah", 4, 1, [8000, 64000], bench_data):
         a, b = t.evidence
         sentence = t.context[a:b]
         assert sentence == f"One of the special magic numbers for {t.meta['key']} is: {t.gold}."
@@ -52,23 +49,22 @@ def test_sniah_needle_once_at_evidence():
         assert 0.9 * t.length <= len(t.context) <= t.length + 200
 
 
-@needs_data
-def test_needle_novel_fact_in_war_and_peace():
-    novel = (DATA / "war_and_peace.txt").read_text(encoding="utf-8")
-    for t in generate("needle-novel", 3, 0, None, DATA):
+def test_needle_novel_fact_in_war_and_peace(bench_data):
+    novel = (bench_data / "war_and_peace.txt").read_text(encoding="utf-8")
+    for t in generate("needle-novel", 3, 0, None, bench_data):
         a, b = t.evidence
         assert str(t.gold) in t.context[a:b]
         assert t.context.lower().count(str(t.gold).lower()) == 1
         assert len(t.context) > len(novel)
         assert abs(a / len(t.context) - t.depth) < 0.01
-    assert [t.depth for t in generate("needle-novel", 3, 0, None, DATA)] == [0.05, 0.5, 0.95]
+    assert [t.depth for t in generate("needle-novel", 3, 0, None, bench_data)] == [0.05, 0.5, 0.95]
 
 
 def _trec_labels() -> dict[str, str]:
     """question text -> label, read straight from the TREC files (not through the generator)."""
     out = {}
     for f in ("train_5500.label", "TREC_10.label"):
-        for line in (DATA / "trec" / f).read_text(encoding="utf-8").splitlines():
+        for line in (shared_data_dir() / "trec" / f).read_text(encoding="utf-8").splitlines():
             m = re.match(r"^([A-Z]+):\S+ (.*)$", line)
             out[" ".join(m.group(2).split())] = COARSE[m.group(1)]
     return out
@@ -84,9 +80,8 @@ def _records(context: str) -> list[tuple[datetime, int, str]]:
     return rows
 
 
-@needs_data
-def test_oolong_gold_recomputed_independently():
-    tasks = generate("oolong", 12, 3, [8000, 32000], DATA)
+def test_oolong_gold_recomputed_independently(bench_data):
+    tasks = generate("oolong", 12, 3, [8000, 32000], bench_data)
     assert {t.meta["qtype"] for t in tasks} >= {"count", "most", "least", "user_count", "compare_before",
                                                 "count_after"}
     for t in tasks:
@@ -116,9 +111,8 @@ def test_oolong_gold_recomputed_independently():
             assert t.gold == sum(1 for d, _, lab in rows if d > cut and lab == m["label"])
 
 
-@needs_data
-def test_oolong_pairs_gold_recomputed_independently():
-    for t in generate("oolong-pairs", 3, 2, [8000, 32000], DATA):
+def test_oolong_pairs_gold_recomputed_independently(bench_data):
+    for t in generate("oolong-pairs", 3, 2, [8000, 32000], bench_data):
         rows = _records(t.context)
         cond = t.meta["condition"]
         per = Counter(u for _, u, lab in rows if lab in cond["labels"])
@@ -127,9 +121,8 @@ def test_oolong_pairs_gold_recomputed_independently():
         assert 1 <= len(t.gold) < len(list(itertools.combinations({u for _, u, _ in rows}, 2)))
 
 
-@needs_data
-def test_logs_gold_recomputed_independently_and_no_ties():
-    for t in generate("logs", 4, 0, [16000, 64000], DATA):
+def test_logs_gold_recomputed_independently_and_no_ties(bench_data):
+    for t in generate("logs", 4, 0, [16000, Lines(3000)], bench_data):
         errs, ips, rts, words = Counter(), set(), [], Counter()
         for line in t.context.splitlines():
             parts = line.split('"')
@@ -144,15 +137,18 @@ def test_logs_gold_recomputed_independently_and_no_ties():
         if q == "error_ranking":
             assert len(set(errs.values())) == len(errs), "tied error counts"
             assert t.gold == [e for e, _ in sorted(errs.items(), key=lambda x: -x[1])]
+            assert t.meta["counts"] == dict(errs) and "count of each" in t.question
         elif q == "unique_ips":
             assert t.gold == len(ips)
         elif q == "percentiles":
             s = sorted(rts)
             assert t.gold == {f"p{p}": s[math.ceil(p * len(s) / 100) - 1] for p in (50, 95, 99)}
+            assert "whole milliseconds" in t.question and "no interpolation or rounding" in t.question
         else:
             top = words.most_common(6)
             assert len({c for _, c in top}) == 6, "tie among the top words"
             assert t.gold == [w for w, _ in top[:5]]
+            assert t.meta["ordered"] and "most frequent first" in t.question
 
 
 def _solve(context: str) -> str:
@@ -172,9 +168,54 @@ def _solve(context: str) -> str:
     return culprit
 
 
-@needs_data
-def test_detective_culprit_follows_from_evidence():
-    tasks = generate("detective", 12, 0, None, DATA) + generate("detective", 2, 1, [40000], DATA)
+def test_detective_culprit_follows_from_evidence(bench_data):
+    tasks = generate("detective", 6, 0, None, bench_data) + generate("detective", 6, 1, [0, 40000], bench_data)
     for t in tasks:
         assert _solve(t.context) == t.gold
         assert t.context.count("STATEMENT OF") == 10
+
+
+def test_detective_default_case_file_is_past_the_window_and_spread(bench_data):
+    """The default case file is > 80k characters (> 16k tokens), mostly distractors, with the evidence
+    spread from start to end; the distractors never speak of the hour of the death or of anyone alone."""
+    evidence = re.compile(r"^(POLICE REPORT|FORENSIC NOTE|INSPECTOR'S NOTES|STATEMENT OF)")
+    for t in generate("detective", 3, 4, None, bench_data):
+        assert len(t.context) > 80_000 and t.length == 100_000
+        docs = t.context.split("\n\n")
+        core = [i for i, d in enumerate(docs) if evidence.match(d)]
+        assert len(core) == 13 and len(docs) - len(core) > 100 and t.meta["documents"] == len(docs)
+        assert core[0] == 0 and core[1] < 0.1 * len(docs) and core[-1] > 0.9 * len(docs)
+        for i, d in enumerate(docs):
+            if i not in core:
+                assert not re.search(r"\b(nine|ten)\b|alone|STATEMENT OF|wears size|wore a|smokes only", d), d
+        assert sum(t.context.count(s) for s in t.meta["suspects"]) > 100  # the names are everywhere
+
+
+def test_default_lengths_are_past_the_local_window():
+    assert DEFAULT_LENGTHS["oolong"] == [32_000, 128_000]
+    assert DEFAULT_LENGTHS["oolong-pairs"] == [32_000]
+    assert DEFAULT_LENGTHS["logs"] == [Lines(20_000)]
+    assert DEFAULT_LENGTHS["detective"] == [100_000]
+
+
+def test_logs_default_is_20000_lines(bench_data):
+    (t,) = generate("logs", 1, 0, None, bench_data)
+    assert t.context.count("\n") == 20_000 == t.meta["lines"]
+    assert 1_600_000 < len(t.context) < 2_400_000 and t.length == len(t.context)
+    assert t.id == "logs-20000l-0"
+
+
+def test_length_specs():
+    assert parse_length("20000l") == 20_000 and isinstance(parse_length("20000l"), Lines)
+    assert repr(parse_length("20000L")) == "20000l"
+    assert parse_length("512k") == 512_000 and not isinstance(parse_length("512k"), Lines)
+    for bad in ("20x00l", "50l", "12q"):
+        with pytest.raises(UsageError):
+            parse_length(bad)
+    with pytest.raises(UsageError, match="in lines"):
+        generate("oolong", 1, 0, [Lines(1000)])
+
+
+def test_oolong_512k(bench_data):
+    (t,) = generate("oolong", 1, 0, [parse_length("512k")], bench_data)
+    assert 512_000 <= len(t.context) < 512_300 and t.meta["records"] > 5000

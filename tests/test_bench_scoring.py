@@ -41,6 +41,28 @@ def test_ranking_partial():
     assert score("ranking", "NetworkTimeout, DiskFull, DatabaseError", gold) == pytest.approx(1 / 3)
 
 
+COUNTS = {"DiskFull": 20, "NetworkTimeout": 10, "DatabaseError": 5}
+RANKED = ["DiskFull", "NetworkTimeout", "DatabaseError"]
+
+
+@pytest.mark.parametrize("answer,expected", [
+    ("DiskFull: 20, NetworkTimeout: 10, DatabaseError: 5", 1.0),
+    ("1. DiskFull (20)\n2. NetworkTimeout (10)\n3. DatabaseError (5)", 1.0),
+    ("DiskFull: 1,020... no: DiskFull: 20", 0.0),  # the count right after the first mention is what counts
+    ("DiskFull: 20, NetworkTimeout: 11, DatabaseError: 5", 2 / 3),  # a wrong count costs its position
+    ("DiskFull, NetworkTimeout, DatabaseError", 0.0),  # counts were asked for and not given
+    ("DiskFull: 20.5, NetworkTimeout: 10, DatabaseError: 5", 2 / 3),  # counts are whole numbers
+    ("NetworkTimeout: 10, DiskFull: 20, DatabaseError: 5", 1 / 3),  # the order still counts
+])
+def test_ranking_checks_counts_when_asked(answer, expected):
+    assert score("ranking", answer, RANKED, {"counts": COUNTS}) == pytest.approx(expected, abs=1e-6)
+
+
+def test_ranking_without_counts_checks_order_only():
+    assert score("ranking", "DiskFull, NetworkTimeout, DatabaseError", RANKED) == 1.0
+    assert score("ranking", "DiskFull, DatabaseError, NetworkTimeout", RANKED) == pytest.approx(1 / 3)
+
+
 def test_percentiles():
     gold = {"p50": 83, "p95": 331, "p99": 550}
     assert score("percentiles", "p50=83, p95=331, p99=550", gold) == 1.0
@@ -48,10 +70,32 @@ def test_percentiles():
     assert score("percentiles", "83", gold) == 0.0
 
 
+@pytest.mark.parametrize("answer,expected", [
+    ("p50=83.4, p95=331, p99=550", 2 / 3),  # exact to the stated rounding (whole ms): 83.4 is not 83
+    ("p50=83.0, p95=331, p99=550", 1.0),  # the same whole number written with a zero decimal
+    ("50th percentile: 83 ms, 95th percentile: 331 ms, 99th percentile: 550 ms", 1.0),
+    ("p50 - 83, p95 - 331, p99 - 1,550", 2 / 3),
+    ("P50 = 83ms, P95 = 331ms, P99 = 550ms", 1.0),
+    ("p50=82, p95=332, p99=551", 0.0),  # off by one is wrong: nearest rank leaves no tolerance
+])
+def test_percentiles_exact(answer, expected):
+    assert score("percentiles", answer, {"p50": 83, "p95": 331, "p99": 550}) == pytest.approx(expected, abs=1e-6)
+
+
 def test_topk():
     gold = ["report", "request", "payment", "profile", "channel"]
     assert score("topk", "report, request, payment, profile, channel", gold) == 1.0
     assert score("topk", "The top words are: report, request, payment, cache, order", gold) == pytest.approx(0.6)
+
+
+def test_topk_checks_order_when_asked():
+    gold = ["report", "request", "payment", "profile", "channel"]
+    swapped = "request, report, payment, profile, channel"
+    assert score("topk", swapped, gold) == 1.0  # order not asked: the set counts
+    assert score("topk", swapped, gold, {"ordered": True}) == pytest.approx(0.6)
+    assert score("topk", "The top words are: report, request, payment, profile, channel", gold,
+                 {"ordered": True}) == 1.0
+    assert score("topk", "channel, profile, payment, request, report", gold, {"ordered": True}) == pytest.approx(0.2)
 
 
 def test_pairs_f1():
@@ -65,22 +109,55 @@ def test_pairs_f1():
     assert f1(set(), set()) == 1.0
 
 
-def test_name():
-    meta = {"suspects": ["Florence Dunmore", "Edmund Kestrel", "Julia Hollis"]}
-    assert score("name", "Florence Dunmore", "Florence Dunmore", meta) == 1.0
-    assert score("name", "It was Dunmore.", "Florence Dunmore", meta) == 1.0
-    assert score("name", "Dunmore or Kestrel", "Florence Dunmore", meta) == 0.0
-    assert score("name", "Edmund Kestrel", "Florence Dunmore", meta) == 0.0
+SUSPECTS = {"suspects": ["Florence Dunmore", "Edmund Kestrel", "Julia Hollis"]}
 
 
-@pytest.mark.parametrize("kind,gold", [
-    ("needle", "4688797"), ("numeric", 12), ("label", "location"), ("ranking", ["A", "B"]),
-    ("percentiles", {"p50": 1, "p95": 2, "p99": 3}), ("topk", ["cache", "order"]), ("pairs", [[10, 20], [10, 30]]),
-    ("name", "Ann Lee"),
+@pytest.mark.parametrize("answer,expected", [
+    ("Florence Dunmore", 1.0), ("The culprit is FLORENCE DUNMORE.", 1.0), ("Florence\nDunmore", 1.0),
+    ("It was Dunmore.", 0.0),  # a surname alone is not the full name
+    ("Florence", 0.0), ("Miss Dunmore", 0.0),
+    ("Florence Dunmore or Edmund Kestrel", 0.0), ("Florence Dunmore, not Kestrel", 0.0),  # another suspect named
+    ("Edmund Kestrel", 0.0), ("Florence Dunmores", 0.0),
 ])
-def test_format_gold_scores_full(kind, gold):
-    meta = {"suspects": ["Ann Lee", "Bo Kim"]}
-    assert score(kind, format_gold(kind, gold), gold, meta) == 1.0
+def test_name_requires_the_full_name(answer, expected):
+    assert score("name", answer, "Florence Dunmore", SUSPECTS) == expected
+
+
+@pytest.mark.parametrize("match_type,expected,answer,ok", [
+    ("contains", "3", "There are 3 classes.", 1.0),
+    ("contains", "3", "There are 13 classes.", 0.0),  # a whole token, not any substring
+    ("contains", "3", "3.5", 1.0),
+    ("contains", "PURPLE-ELEPHANT-42", "the passphrase is purple-elephant-42", 1.0),
+    ("contains", "AdminUser", "SuperAdminUser", 0.0),
+    ("contains_all", ["create_user", "find_user"], "create_user, find_user, delete_user", 1.0),
+    ("contains_all", ["create_user", "find_user"], "create_user only", 0.0),
+    ("exact", "NIGHTINGALE", " nightingale. ", 1.0),
+    ("exact", "NIGHTINGALE", "Agent NIGHTINGALE", 0.0),
+    ("regex", r"\d+\.\d+\.\d+\.\d+", "10.0.3.4 is the busiest", 1.0),
+    ("regex", r"\d+\.\d+\.\d+\.\d+", "about 60 addresses", 0.0),
+])
+def test_seed_match_types(match_type, expected, answer, ok):
+    assert score("seed", answer, expected, {"match_type": match_type}) == ok
+
+
+def test_seed_regex_pattern_overrides_expected():
+    meta = {"match_type": "regex", "regex_pattern": r"40.*100|0\.4|40%|2:5"}
+    assert score("seed", "ERROR 40 vs WARN 100", "40", meta) == 1.0
+    assert score("seed", "2:5", "40", meta) == 1.0
+    assert score("seed", "40", "40", meta) == 0.0  # the expected string alone does not match the pattern
+    with pytest.raises(ValueError, match="match_type"):
+        score("seed", "x", "x", {"match_type": "fuzzy"})
+
+
+@pytest.mark.parametrize("kind,gold,meta", [
+    ("needle", "4688797", {}), ("numeric", 12, {}), ("label", "location", {}), ("ranking", ["A", "B"], {}),
+    ("ranking", ["Bee", "Ant"], {"counts": {"Ant": 3, "Bee": 9}}),
+    ("percentiles", {"p50": 1, "p95": 2, "p99": 3}, {}), ("topk", ["cache", "order"], {"ordered": True}),
+    ("pairs", [[10, 20], [10, 30]], {}), ("name", "Ann Lee", {"suspects": ["Ann Lee", "Bo Kim"]}),
+    ("seed", ["x", "y"], {"match_type": "contains_all"}), ("seed", "Z9", {"match_type": "exact"}),
+])
+def test_format_gold_scores_full(kind, gold, meta):
+    assert score(kind, format_gold(kind, gold, meta), gold, meta) == 1.0
 
 
 def test_unknown_kind():

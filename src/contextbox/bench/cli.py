@@ -28,14 +28,21 @@ def add_parser(sub: Any, positive_int: Any) -> argparse.ArgumentParser:
     b.add_argument("--levels", help="levels for the RLM, e.g. l1 or l1,l4")
     b.add_argument("--n", type=positive_int, default=3, help="tasks per context length (default 3)")
     b.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    b.add_argument("--lengths", help="context lengths in characters, e.g. 8k,32k,1M (default per suite)")
+    b.add_argument("--lengths", help="context lengths in characters, e.g. 8k,32k,1M, or in lines for logs, "
+                                     "e.g. 20000l (default per suite: logs 20000l, oolong 32k,128k, "
+                                     "oolong-pairs 32k, detective 100k)")
     b.add_argument("--baseline", action="append", metavar="NAME",
                    help="direct, rlms or none (repeatable or comma-separated; default: direct,rlms — rlms "
-                        "runs only when the package is importable)")
+                        "needs 'contextbox[bench]'; with --model local it runs on a llama.cpp server of the "
+                        "same model that the bench starts and stops)")
+    b.add_argument("--direct-window", choices=("start", "random"), default="start",
+                   help="where the direct baseline's window sits in a context too long for it: the head "
+                        "(start, default) or a seeded random offset per task (random)")
     b.add_argument("--no-rlm", action="store_true", help="run the baselines only")
     b.add_argument("--out", help="results folder (default bench-results); results.jsonl is appended to")
     b.add_argument("--dry-run", action="store_true",
-                   help="scripted replies computed from the gold answers instead of a model (tests the harness)")
+                   help="scripted replies computed from the gold answers instead of a model (tests the harness); "
+                        "for seed-cases: validate the case files and print what would run")
     b.add_argument("--peer-python", help="python of a venv where the rlms package is installed")
     b.add_argument("--window-tokens", type=positive_int,
                    help="the direct baseline's window (default: the model's window, else 32768)")
@@ -60,6 +67,23 @@ def _baselines(values: list[str] | None) -> list[str]:
     return out
 
 
+def print_seed_plan(data: Path | None) -> bool:
+    """``rlm bench seed-cases --dry-run``: validate every case file and print what would run (no model).
+    Returns False (after one line per bad file on stderr) when a file is invalid."""
+    from .seed import plan
+
+    lines, errors = plan(data)
+    for line in lines:
+        print(line)
+    n_queries = sum(1 for x in lines if x.startswith("  ["))
+    n_cases = len(lines) - n_queries
+    print(f"seed-cases: {n_cases} case file(s), {n_queries} quer{'y' if n_queries == 1 else 'ies'} would run"
+          + (f"; {len(errors)} invalid file(s)" if errors else ""))
+    for e in errors:
+        sys.stderr.write(f"rlm: error: {e}\n")
+    return not errors
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """The handler: run suites (printing one line per task) or rebuild a report."""
     from .report import load_records, summary_rows, write_report
@@ -80,13 +104,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if s not in known:
             raise UsageError(f"unknown bench suite {s!r}; use one of: {', '.join(known)}, all, report")
     lengths = [parse_length(x) for x in args.lengths.split(",")] if args.lengths else None
+    data = Path(args.data) if args.data else None
+    if args.dry_run and "seed-cases" in suites:
+        if not print_seed_plan(data):
+            return 2
+        suites = [s for s in suites if s != "seed-cases"]
+        if not suites:
+            return 0
     out = Path(args.out or "bench-results")
     opts = BenchOptions(
         suites=suites, model=args.model, sub_model=args.sub_model, levels=args.levels, n=args.n, seed=args.seed,
         lengths=lengths, baselines=_baselines(args.baseline), rlm=not args.no_rlm, out=out,
         dry_run=args.dry_run, peer_python=args.peer_python, window_tokens=args.window_tokens,
-        max_iterations=args.max_iterations, timeout_s=args.timeout_s, data=Path(args.data) if args.data else None,
-        config=args.config, command="rlm " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        max_iterations=args.max_iterations, timeout_s=args.timeout_s, data=data, config=args.config,
+        command="rlm " + " ".join(shlex.quote(a) for a in sys.argv[1:]), direct_window=args.direct_window,
     )
 
     def on_record(r: dict[str, Any]) -> None:

@@ -5,6 +5,13 @@ confirm a suspect's alibi or break it. A physical clue matches two suspects. Exa
 suspect both matches the clue and has a broken alibi: the culprit. The red herrings are a
 suspect with a broken alibi who does not match the clue, and one who matches the clue but
 whose alibi holds. Every suspect has a motive, so motive decides nothing.
+
+The default case file is about 100,000 characters (some 25,000 tokens, past the 16k-token
+window of the local model): the evidence documents are spread through generated distractor
+documents of the same household — afternoon accounts, letters, ledgers, inventories, the
+valet's wardrobe notes (other kinds of attribute than the clue's), the village gazette. None of
+them speaks of the hour of the death, so the culprit still follows from the evidence alone.
+``--lengths N`` sets the case file's size; 0 is the evidence documents alone.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from .tasks import Task, cut_at_boundary, read_novel, register, spread
+from .distractors import distractor_documents
+from .tasks import Task, register, spread
 
 FIRST = ["Arthur", "Beatrice", "Cecil", "Dorothy", "Edmund", "Florence", "Gerald", "Harriet", "Ivor", "Julia",
          "Lionel", "Margaret", "Neville", "Ottoline", "Percival", "Rosamund", "Sebastian", "Theodora"]
@@ -90,31 +98,37 @@ QUESTION = ("The context holds the case file of a murder. Who killed {victim}? T
             "culprit's full name only.")
 
 
-@register("detective", [0])
+DETECTIVE_LENGTHS = [100_000]
+
+
+def bury(docs: list[str], filler: list[str]) -> str:
+    """The evidence ``docs`` spread evenly through the ``filler`` documents (the first one stays first)."""
+    slots = [round(d * len(filler)) for d in spread(len(docs) - 1, 0.02, 0.98)] if len(docs) > 1 else []
+    out = [docs[0]]
+    j = 0
+    for doc, at in zip(docs[1:], slots, strict=True):
+        out += filler[j:at]
+        out.append(doc)
+        j = max(j, at)
+    out += filler[j:]
+    return "\n\n".join(out) + "\n"
+
+
+@register("detective", DETECTIVE_LENGTHS)
 def detective(n: int, seed: int, lengths: list[int] | None, data: Path | None) -> list[Task]:
-    """``n`` mysteries per length; length 0 = the case file alone, else buried in War and Peace."""
+    """``n`` mysteries per length: a case file of about ``length`` characters (0: the evidence alone)."""
     tasks: list[Task] = []
-    novel: str | None = None
-    for length in lengths or [0]:
+    for length in lengths or DETECTIVE_LENGTHS:
         for i in range(n):
             rng = random.Random(f"detective:{seed}:{length}:{i}")
             case = make_case(rng)
             docs = case_documents(case, rng)
-            if length:
-                novel = novel or read_novel("war_and_peace.txt", data)
-                filler = cut_at_boundary(novel, max(0, length - sum(len(d) + 2 for d in docs)))
-                pieces, prev = [], 0
-                for d, depth in zip(docs, spread(len(docs), 0.02, 0.98), strict=True):
-                    at = filler.find("\n\n", int(len(filler) * depth))
-                    at = len(filler) if at < 0 or at < prev else at
-                    pieces += [filler[prev:at], "\n\n" + d + "\n\n"]
-                    prev = at
-                pieces.append(filler[prev:])
-                context = "".join(pieces)
-            else:
-                context = "\n\n".join(docs) + "\n"
+            room = max(0, length - sum(len(d) + 2 for d in docs))
+            filler = distractor_documents(case, rng, room) if room else []
+            context = bury(docs, filler)
             q = QUESTION.format(victim=case["victim"])
             tasks.append(Task("detective", f"detective-{length}-{i}", q, context, case["culprit"], "name",
-                              length or len(context), meta={"suspects": case["suspects"], "roles": case["roles"],
-                                                            "clue": case["clue_kind"]}))
+                              length or len(context),
+                              meta={"suspects": case["suspects"], "roles": case["roles"], "clue": case["clue_kind"],
+                                    "documents": len(docs) + len(filler)}))
     return tasks

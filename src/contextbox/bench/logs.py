@@ -1,8 +1,11 @@
 """``logs``: the seed's log analytics over generated access logs.
 
 A line: ``2024-03-01 08:00:01 LEVEL IP METHOD PATH STATUS RTms [ErrorType] "message words"``.
-Questions: rank the error types, count unique IPs, p50/p95/p99 response time (nearest rank),
-top words of the messages without stop words. Counts are built so that no ranking ties.
+Questions: rank the error types with their counts, count unique IPs, p50/p95/p99 response time
+(nearest rank, whole milliseconds), the top words of the messages in order, without stop words.
+Counts are built so that no ranking ties. The default log is 20,000 lines (about 1.8 MB, ~450k tokens:
+about 27 times the 16k-token window of the local model); ``--lengths`` takes characters (``256k``)
+or lines (``20000l``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .tasks import Task, register
+from .tasks import Lines, Task, format_length, register
 
 ERROR_TYPES = ["AuthenticationFailed", "DatabaseError", "NetworkTimeout", "DiskFull", "RateLimited"]
 STOP_WORDS = ["the", "a", "to", "of", "and", "in", "for", "on", "is", "was", "with", "by", "from"]
@@ -24,7 +27,7 @@ CONTENT = ["cache", "order", "session", "payment", "user", "request", "token", "
            "account", "export", "import", "ticket", "backup", "quota", "webhook", "channel", "metric", "batch"]
 PATHS = ["/api/orders", "/api/users", "/api/login", "/api/cart", "/api/search", "/api/reports", "/health"]
 LEVELS = ["INFO", "DEBUG", "WARN"]
-LOG_LENGTHS = [16_000, 64_000, 256_000]
+LOG_LENGTHS: list[int] = [Lines(20_000)]
 LINE_RE = re.compile(r'^(\S+ \S+) (\w+) (\S+) (\w+) (\S+) (\d+) (\d+)ms (?:(\w+) )?"([^"]*)"$')
 
 
@@ -60,8 +63,8 @@ def _messages(n_lines: int, rng: random.Random) -> tuple[list[str], dict[str, in
 
 
 def make_log(length: int, rng: random.Random) -> tuple[str, dict[str, Any]]:
-    """A log of about ``length`` characters and the facts it was built from."""
-    n = max(50, length // 105)
+    """A log of about ``length`` characters (exactly ``length`` lines for :class:`Lines`) and its facts."""
+    n = int(length) if isinstance(length, Lines) else max(50, length // 90)
     n_err = max(len(ERROR_TYPES) * 3, n // 12)
     err_counts = _distinct_counts(n_err, len(ERROR_TYPES), rng)
     etypes = ERROR_TYPES[:]
@@ -116,35 +119,40 @@ def log_facts(text: str) -> dict[str, Any]:
             "top_words": [w for w, _ in words.most_common(5)], "word_counts": dict(words.most_common(8))}
 
 
-def logs_question(qtype: int, facts: dict[str, Any]) -> tuple[str, Any, str]:
+def logs_question(qtype: int, facts: dict[str, Any]) -> tuple[str, Any, str, dict[str, Any]]:
+    """(question, gold, scorer kind, scorer meta): the meta says what the question asks for (counts, order)."""
     if qtype == 0:
         return ("Rank the error types (the word after the response time on ERROR lines) from most to least "
                 "frequent, with the count of each. Answer as 'Type: count' items, most frequent first.",
-                facts["error_ranking"], "ranking")
+                facts["error_ranking"], "ranking", {"counts": facts["error_counts"]})
     if qtype == 1:
         return ("How many unique IP addresses appear in these logs? Answer with the number only.",
-                facts["unique_ips"], "numeric")
+                facts["unique_ips"], "numeric", {})
     if qtype == 2:
-        return ("What are the p50, p95 and p99 response times in milliseconds over all lines (nearest-rank "
-                "percentiles of the 'NNNms' field)? Answer as 'p50=N, p95=N, p99=N'.",
-                {"p50": facts["p50"], "p95": facts["p95"], "p99": facts["p99"]}, "percentiles")
+        return ("What are the p50, p95 and p99 response times in milliseconds over all lines? Use nearest-rank "
+                "percentiles of the 'NNNms' field: sort all N values, pN is the value at position ceil(N × p/100) "
+                "(1-based), in whole milliseconds as written in the log, with no interpolation or rounding. "
+                "Answer as 'p50=N, p95=N, p99=N'.",
+                {"p50": facts["p50"], "p95": facts["p95"], "p99": facts["p99"]}, "percentiles", {})
     stop = ", ".join(STOP_WORDS)
     return ("What are the 5 most frequent words in the quoted messages at the end of the lines, ignoring these "
             f"stop words: {stop}? Answer with the 5 words, most frequent first, separated by commas.",
-            facts["top_words"], "topk")
+            facts["top_words"], "topk", {"ordered": True})
 
 
-@register("logs", LOG_LENGTHS)
+@register("logs", LOG_LENGTHS, lines=True)
 def logs(n: int, seed: int, lengths: list[int] | None, data: Path | None) -> list[Task]:
-    """``n`` questions per length over one generated log per length."""
+    """``n`` questions per length over one generated log per length (characters, or :class:`Lines`)."""
     tasks: list[Task] = []
     for length in lengths or LOG_LENGTHS:
-        rng = random.Random(f"logs:{seed}:{length}")
+        rng = random.Random(f"logs:{seed}:{format_length(length)}")
         text, facts = make_log(length, rng)
+        lines = text.count("\n")
         for i in range(n):
             qtype = (seed + i) % 4
-            q, gold, kind = logs_question(qtype, facts)
-            tasks.append(Task("logs", f"logs-{length}-{i}", q, text, gold, kind, length,
+            q, gold, kind, extra = logs_question(qtype, facts)
+            tasks.append(Task("logs", f"logs-{format_length(length)}-{i}", q, text, gold, kind,
+                              len(text) if isinstance(length, Lines) else length,
                               meta={"qtype": ["error_ranking", "unique_ips", "percentiles", "top_words"][qtype],
-                                    "lines": text.count("\n")}))
+                                    "lines": lines, **extra}))
     return tasks

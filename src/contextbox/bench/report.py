@@ -50,6 +50,10 @@ def _cell(s: Any, width: int = 60) -> str:
     return t.replace("|", "\\|")
 
 
+def _inside(evidence: list[int], span: list[int]) -> bool:
+    return span[0] <= evidence[0] and evidence[1] <= span[1]
+
+
 def explain(group: list[dict[str, Any]]) -> str:
     """Why a method scored what it did: statuses, context cuts, wrong answers."""
     notes = []
@@ -61,9 +65,11 @@ def explain(group: list[dict[str, Any]]) -> str:
     if cut:
         kept = _median([r["kept_chars"] / max(1, r["context_chars"]) for r in cut])
         msg = f"context cut to the window in {len(cut)}/{len(group)} (median {kept:.1%} kept)"
+        where = sorted({r.get("window", "start") for r in cut})
+        msg += f", window at the {'/'.join(where)}" if where != ["start"] else ""
         ev = [r for r in cut if r.get("evidence")]
         if ev:
-            out = sum(1 for r in ev if r["evidence"][1] > r["kept_chars"])
+            out = sum(1 for r in ev if not _inside(r["evidence"], r.get("kept_span") or [0, r["kept_chars"]]))
             msg += f"; the needle lay outside the kept part in {out}/{len(ev)}"
         elif any(not r.get("evidence") for r in cut):
             msg += "; the answer needs evidence from the whole context"
@@ -139,6 +145,14 @@ def render(recs: list[dict[str, Any]], meta: dict[str, Any], plots: list[Path]) 
     for inv in meta.get("invocations", []):
         lines.append(f"- {inv['date']} · {inv['machine']} · model `{inv['model']}` · methods "
                      f"{', '.join(inv['methods'])} · `{inv['command']}`")
+        if inv.get("direct_window") and any(m.startswith("direct") for m in inv.get("methods", [])):
+            lines.append(f"  - direct baseline: one call, the context cut to the window "
+                         f"{'at the head' if inv['direct_window'] == 'start' else 'at a random offset per task'} "
+                         f"(`--direct-window {inv['direct_window']}`)")
+        ep = inv.get("rlms_endpoint")
+        if ep:
+            lines.append(f"  - `rlms` ran on a server started for this run: model `{ep.get('model')}` at "
+                         f"{ep.get('base_url')} (ready in {ep.get('started_s')}s)")
         for m, why in (inv.get("skipped") or {}).items():
             lines.append(f"  - baseline `{m}` skipped: {why}")
     lines += ["", "## Summary", "",
@@ -156,6 +170,18 @@ def render(recs: list[dict[str, Any]], meta: dict[str, Any], plots: list[Path]) 
         cells[(r["suite"], r["method"], r["context_chars"] if r["length"] == 0 else r["length"])].append(r["score"])
     for (suite, method, length), sc in sorted(cells.items()):
         lines.append(f"| {suite} | {method} | {_fmt_len(length)} | {len(sc)} | {statistics.fmean(sc):.2f} |")
+    seed = [r for r in recs if r["suite"] == "seed-cases"]
+    if seed:
+        lines += ["", "## Seed cases", "", "| case | file | method | queries | passed | match types |",
+                  "|---|---|---|---|---|---|"]
+        by_case: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+        for r in seed:
+            m = r.get("meta") or {}
+            by_case[(str(m.get("case")), str(m.get("file")), r["method"])].append(r)
+        for (case, file, method), g in sorted(by_case.items()):
+            kinds = ", ".join(sorted({str((r.get("meta") or {}).get("match_type")) for r in g}))
+            lines.append(f"| {_cell(case)} | {file} | {method} | {len(g)} | {sum(r['correct'] for r in g)} | "
+                         f"{kinds} |")
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{p.stem}]({p.name})" for p in plots]

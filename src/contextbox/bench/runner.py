@@ -1,21 +1,32 @@
 """Run suites with every method and append one JSON line per task and method.
 
-Methods: ``rlm`` (this engine), ``direct`` (the same model, the context cut to its window, one
-call) and ``rlms`` (the official package, when importable). ``dry_run`` swaps the model for
-scripted replies computed from the gold answers, so the harness runs end to end offline:
-those figures test the harness, they are not model results.
+Methods: ``rlm`` (this engine), ``direct`` (the same model, one call, the context cut to its
+window) and ``rlms`` (the official package on the same model; for ``--model local`` through a
+llama.cpp server this runner starts and stops, :mod:`.llama_server`). ``dry_run`` swaps the
+model for scripted replies computed from the gold answers, so the harness runs end to end
+offline: those figures test the harness, they are not model results.
+
+The direct baseline's window (``--direct-window``): ``start`` keeps the head of the context, as
+a client that truncates does; ``random`` keeps a window of the same size at an offset drawn per
+task (seeded, starting at a line), so a needle at any depth is inside it with probability
+window/context — the head placement would score every needle past the window as a miss. Each
+record says which span was kept (``kept_span``); the method is ``direct`` or ``direct-random``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import platform
+import random
 import shlex
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +38,7 @@ from ..pricing import cost
 from ..providers.base import Provider, estimate_tokens
 from ..providers.scripted import ScriptedProvider
 from .scoring import format_gold, score
-from .tasks import DEFAULT_LENGTHS, Task, generate
+from .tasks import DEFAULT_LENGTHS, Task, check_lengths, format_length, generate
 
 log = logging.getLogger("contextbox")
 
@@ -38,6 +49,7 @@ DRY_RUN_WINDOW_TOKENS = 8_192
 CHARS_PER_TOKEN = 4.0
 DIRECT_SYSTEM = "You answer questions about a document. Reply with the answer only, no explanation."
 RESULTS = "results.jsonl"
+DIRECT_WINDOWS = ("start", "random")
 
 
 @dataclass
@@ -62,6 +74,11 @@ class BenchOptions:
     data: Path | None = None
     config: str | None = None
     command: str = ""
+    #: where the direct baseline's window sits: ``start`` (the head) or ``random`` (a seeded offset)
+    direct_window: str = "start"
+    #: makes the server ``rlms`` talks to (tests inject a stand-in); default for a local model:
+    #: :func:`.llama_server.llama_server` on the same GGUF
+    rlms_server: Callable[[], Any] | None = None
 
 
 def machine() -> str:
@@ -89,19 +106,41 @@ def dry_run_rlm_replies(task: Task) -> list[str]:
         look = {"op": "find", "text": str(task.gold).split()[-1]}
     else:
         look = {"op": "count", "what": "lines"}
-    return [json.dumps(look), json.dumps({"op": "final", "answer": format_gold(task.kind, task.gold)})]
+    return [json.dumps(look), json.dumps({"op": "final", "answer": format_gold(task.kind, task.gold, task.meta)})]
 
 
-def dry_run_direct_reply(task: Task, kept: int) -> str:
+def dry_run_direct_reply(task: Task, span: tuple[int, int]) -> str:
     """The gold answer when the evidence survived the cut, else a refusal."""
-    inside = task.evidence[1] <= kept if task.evidence else kept >= len(task.context)
-    return format_gold(task.kind, task.gold) if inside else "The document does not say."
+    a, b = span
+    inside = a <= task.evidence[0] and task.evidence[1] <= b if task.evidence else b - a >= len(task.context)
+    return format_gold(task.kind, task.gold, task.meta) if inside else "The document does not say."
+
+
+def char_budget(window_tokens: int, reserve_tokens: int) -> int:
+    """Characters of context that fit ``window_tokens`` less ``reserve_tokens`` (≈4 characters a token)."""
+    return max(0, int((window_tokens - reserve_tokens) * CHARS_PER_TOKEN))
 
 
 def cut_context(text: str, window_tokens: int, reserve_tokens: int) -> str:
-    """The head of ``text`` that fits ``window_tokens`` less ``reserve_tokens`` (≈4 characters a token)."""
-    budget = max(0, int((window_tokens - reserve_tokens) * CHARS_PER_TOKEN))
+    """The head of ``text`` that fits ``window_tokens`` less ``reserve_tokens``."""
+    budget = char_budget(window_tokens, reserve_tokens)
     return text if len(text) <= budget else text[:budget]
+
+
+def window_span(text: str, budget: int, placement: str, rng: random.Random) -> tuple[int, int]:
+    """The ``(start, end)`` of the part of ``text`` the direct baseline keeps: all of it when it fits,
+    else ``budget`` characters at the head (``start``) or from a random line start (``random``)."""
+    if len(text) <= budget:
+        return 0, len(text)
+    if placement == "start":
+        return 0, budget
+    if placement != "random":
+        raise UsageError(f"unknown --direct-window {placement!r}; use {' or '.join(DIRECT_WINDOWS)}")
+    start = rng.randint(0, len(text) - budget)
+    nl = text.find("\n", start, start + 400)
+    if start and nl >= 0 and nl + 1 <= len(text) - budget:
+        start = nl + 1
+    return start, start + budget
 
 
 class Runner:
@@ -123,6 +162,10 @@ class Runner:
         self.model_name = DRY_RUN_MODEL if opts.dry_run else str(self.config.model)
         self.skipped: dict[str, str] = {}
         self._rlm: Any = None
+        self._server_wanted = False
+        self._server: Any = None
+        self._rlms_job: dict[str, Any] | None = None
+        self.rlms_endpoint: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ models
     def engine(self, provider: Provider | None = None) -> Any:
@@ -173,21 +216,23 @@ class Runner:
             window = self.opts.window_tokens or provider.context_window or DEFAULT_WINDOW_TOKENS
         answer_tokens = 512 if task.kind == "pairs" else 192
         reserve = answer_tokens + estimate_tokens(DIRECT_SYSTEM + task.question) + 64
-        text = cut_context(task.context, window, reserve)
+        rng = random.Random(f"direct:{self.opts.seed}:{task.id}")
+        a, b = window_span(task.context, char_budget(window, reserve), self.opts.direct_window, rng)
         t = time.monotonic()
         status, reason, completion = "answered", None, None
         for _attempt in range(4):
+            text = task.context[a:b]
             msgs = [{"role": "system", "content": DIRECT_SYSTEM},
                     {"role": "user", "content": f"Document:\n{text}\n\nQuestion: {task.question}\nAnswer:"}]
             try:
                 if self.opts.dry_run:
-                    provider = ScriptedProvider([dry_run_direct_reply(task, len(text))], name=DRY_RUN_MODEL)
+                    provider = ScriptedProvider([dry_run_direct_reply(task, (a, b))], name=DRY_RUN_MODEL)
                 completion = provider.complete(msgs, max_tokens=answer_tokens, temperature=0.0,
                                                timeout=self.opts.timeout_s)
                 break
             except ContextWindowError as e:
-                log.info("bench: direct prompt too long (%s); cutting to %d chars", e, int(len(text) * 0.8))
-                text = text[: int(len(text) * 0.8)]
+                b = a + int((b - a) * 0.8)
+                log.info("bench: direct prompt too long (%s); cutting to %d chars", e, b - a)
             except ProviderError as e:
                 status, reason = "failed", f"{type(e).__name__}: {e}"
                 break
@@ -201,60 +246,129 @@ class Runner:
             "iterations": 1, "tokens_root": tin + tout, "tokens_sub": 0, "tokens": tin + tout,
             "cost_usd": cost(provider.name, tin, tout, self.config.prices),
             "estimated": bool(completion and completion.estimated), "elapsed_s": round(elapsed, 3),
-            "kept_chars": len(text), "cut": len(text) < len(task.context), "window_tokens": window,
-            "read_share": round(len(text) / max(1, len(task.context)), 6),
+            "kept_chars": b - a, "kept_span": [a, b], "window": self.opts.direct_window,
+            "cut": b - a < len(task.context), "window_tokens": window,
+            "read_share": round((b - a) / max(1, len(task.context)), 6),
         }
 
-    def run_rlms(self, task: Task, job: dict[str, Any]) -> dict[str, Any]:
+    def run_rlms(self, task: Task, job: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One task through the ``rlms`` package (``job``: the endpoint; default: the started server's)."""
         from .peer import run_rlms
 
+        job = job if job is not None else self._rlms_job
+        if job is None:
+            raise UsageError("the rlms baseline has no endpoint (its server was not started)")
         res = run_rlms({**job, "context": task.context, "question": task.question,
                         "max_iterations": self.config.limits.max_iterations},
                        self.opts.peer_python, self.opts.timeout_s)
         usage = res.get("usage") if isinstance(res.get("usage"), dict) else {}
-        tokens = _sum_tokens(usage)
-        return {"answer": res.get("answer"), "status": "failed" if res.get("error") else "answered",
-                "reason": res.get("error"), "iterations": res.get("iterations", 0), "tokens_root": tokens,
-                "tokens_sub": 0, "tokens": tokens, "cost_usd": float(usage.get("total_cost", 0) or 0),
-                "estimated": False, "elapsed_s": round(res.get("elapsed_s", 0.0), 3)}
+        counted = res.get("counted") if isinstance(res.get("counted"), dict) else {}
+        # the peer's own per-call count also covers runs that ended in an exception (no usage summary)
+        tokens = _sum_tokens(counted) if counted.get("calls") else _sum_tokens(usage)
+        answer, err = res.get("answer"), res.get("error")
+        failed = bool(err) or answer is None
+        return {"answer": answer, "status": "failed" if failed else "answered",
+                "reason": err or ("rlms returned no answer" if answer is None else None),
+                "iterations": res.get("iterations", 0), "tokens_root": tokens, "tokens_sub": 0, "tokens": tokens,
+                "cost_usd": float(usage.get("total_cost", 0) or 0), "estimated": False,
+                "elapsed_s": round(float(res.get("elapsed_s") or 0.0), 3),
+                "wall_s": round(float(res.get("wall_s") or 0.0), 3), "endpoint_model": job.get("model")}
 
     # ------------------------------------------------------------------ the run
+    def _skip(self, method: str, reason: str) -> None:
+        self.skipped[method] = reason
+        log.warning("bench: %s baseline skipped: %s", method, reason)
+
     def methods(self) -> list[tuple[str, Callable[[Task], dict[str, Any]]]]:
         out: list[tuple[str, Callable[[Task], dict[str, Any]]]] = []
         if self.opts.rlm:
             out.append(("rlm", self.run_rlm))
-        if "direct" in self.opts.baselines:
-            out.append(("direct", self.run_direct))
+        if "direct" in self.opts.baselines:  # named by placement, so both can share one results folder
+            name = "direct" if self.opts.direct_window == "start" else f"direct-{self.opts.direct_window}"
+            out.append((name, self.run_direct))
         if "rlms" in self.opts.baselines:
-            from .peer import endpoint_for, rlms_available
+            from .llama_server import SERVER_HINT, server_deps_missing
+            from .peer import endpoint_for, is_local, rlms_available
 
             ok, why = rlms_available(self.opts.peer_python)
-            job, reason = endpoint_for(self.model_name, self.config.providers) if ok else (None, why)
-            if self.opts.dry_run and ok:
-                job, reason = None, "dry run: the rlms package is not driven by scripted replies"
-            if job is None:
-                self.skipped["rlms"] = reason
-                log.warning("bench: rlms baseline skipped: %s", reason)
+            if not ok:
+                self._skip("rlms", why)
+            elif self.opts.dry_run:
+                self._skip("rlms", "dry run: the rlms package is not driven by scripted replies")
+            elif self.opts.rlms_server is not None or is_local(self.model_name):
+                missing = [] if self.opts.rlms_server is not None else server_deps_missing()
+                if missing:
+                    self._skip("rlms", f"the llama.cpp server for rlms needs {', '.join(missing)}: {SERVER_HINT}")
+                else:
+                    self._server_wanted = True
+                    out.append(("rlms", self.run_rlms))
             else:
-                out.append(("rlms", lambda task, job=job: self.run_rlms(task, job)))
+                job, reason = endpoint_for(self.model_name, self.config.providers)
+                if job is None:
+                    self._skip("rlms", reason)
+                else:
+                    out.append(("rlms", lambda task, job=job: self.run_rlms(task, job)))
         return out
 
+    def _default_server(self) -> Any:
+        """The llama.cpp server on the GGUF the ``local`` model spec names."""
+        from ..local_model import ensure_model
+        from ..providers.local import DEFAULT_CONTEXT_TOKENS
+        from .llama_server import llama_server
+
+        spec = self.model_name
+        path = Path(spec.split(":", 1)[1]).expanduser() if spec.startswith("local:") else ensure_model()
+        return llama_server(path, n_ctx=DEFAULT_CONTEXT_TOKENS, log_path=self.out / "rlms-server.log")
+
+    def _start_server(self, methods: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        """Start the server ``rlms`` talks to; without it the baseline is skipped with the reason."""
+        from .llama_server import ServerError
+        from .peer import LOCAL_SAMPLING
+
+        try:
+            self._server = (self.opts.rlms_server or self._default_server)()
+            ep = self._server.start()
+        except (ServerError, UsageError, OSError) as e:
+            self._stop_server()
+            self._skip("rlms", f"the model server for rlms did not start: {e}")
+            return [m for m in methods if m[0] != "rlms"]
+        self._rlms_job = {"model": ep.model, "base_url": ep.base_url, "api_key": ep.api_key,
+                          "sampling": LOCAL_SAMPLING}
+        self.rlms_endpoint = {"model": ep.model, "base_url": ep.base_url,
+                              "started_s": getattr(self._server, "started_s", None)}
+        return methods
+
+    def _stop_server(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+
     def run(self) -> Path:
-        """Generate, run, score and append; returns the results file."""
+        """Generate, run, score and append; returns the results file. A server started for ``rlms`` is
+        stopped at the end, also on errors, Ctrl-C and SIGTERM."""
         for s in self.opts.suites:  # fail before any model time on an unknown suite or a bad length
+            check_lengths(s, self.opts.lengths)
             generate(s, 1, self.opts.seed, self.opts.lengths[:1] if self.opts.lengths else None, self.opts.data)
+        if self.opts.direct_window not in DIRECT_WINDOWS:
+            raise UsageError(f"unknown --direct-window {self.opts.direct_window!r}; use {' or '.join(DIRECT_WINDOWS)}")
         methods = self.methods()
         results = self.out / RESULTS
-        self._write_meta(methods)
-        for suite in self.opts.suites:
-            tasks = generate(suite, self.opts.n, self.opts.seed, self.opts.lengths, self.opts.data)
-            for name, fn in methods:
-                for task in tasks:
-                    rec = self._record(suite, name, task, fn)
-                    with results.open("a", encoding="utf-8") as f:
-                        f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
-                    if self.on_record:
-                        self.on_record(rec)
+        with _sigterm_as_exit():
+            try:
+                if self._server_wanted:
+                    methods = self._start_server(methods)
+                self._write_meta(methods)
+                for suite in self.opts.suites:
+                    tasks = generate(suite, self.opts.n, self.opts.seed, self.opts.lengths, self.opts.data)
+                    for name, fn in methods:
+                        for task in tasks:
+                            rec = self._record(suite, name, task, fn)
+                            with results.open("a", encoding="utf-8") as f:
+                                f.write(json.dumps(rec, ensure_ascii=False, default=str) + "\n")
+                            if self.on_record:
+                                self.on_record(rec)
+            finally:
+                self._stop_server()
         return results
 
     def _record(self, suite: str, method: str, task: Task, fn: Callable[[Task], dict[str, Any]]) -> dict[str, Any]:
@@ -280,13 +394,34 @@ class Runner:
         meta = json.loads(path.read_text()) if path.is_file() else {"invocations": []}
         o = asdict(self.opts)
         o["out"], o["data"] = str(o["out"]), str(o["data"]) if o["data"] else None
+        o["rlms_server"] = None if self.opts.rlms_server is None else repr(self.opts.rlms_server)
+        o["lengths"] = [format_length(x) for x in self.opts.lengths] if self.opts.lengths else None
         meta["invocations"].append({
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(), "model": self.model_name,
             "command": self.opts.command or "rlm bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
             "methods": [m for m, _ in methods], "skipped": self.skipped, "options": o,
-            "lengths": {s: self.opts.lengths or DEFAULT_LENGTHS.get(s) for s in self.opts.suites},
+            "lengths": {s: [format_length(x) for x in (self.opts.lengths or DEFAULT_LENGTHS.get(s) or [])]
+                        for s in self.opts.suites},
+            "direct_window": self.opts.direct_window, "rlms_endpoint": self.rlms_endpoint,
         })
         path.write_text(json.dumps(meta, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Within the block, SIGTERM raises SystemExit (so ``finally`` clauses run); main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def _sum_tokens(usage: Any) -> int:

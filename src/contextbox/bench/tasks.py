@@ -50,25 +50,52 @@ class Task:
         return d
 
 
+class Lines(int):
+    """A context length given in lines (``20000l``), not characters; only line-based suites take it."""
+
+    def __repr__(self) -> str:
+        return f"{int(self)}l"
+
+    __str__ = __repr__
+
+
 Generator = Callable[[int, int, list[int] | None, Path | None], list[Task]]
 SUITES: dict[str, Generator] = {}
-#: default context lengths (characters) per suite, when ``--lengths`` is not given
+#: default context lengths (characters, or :class:`Lines`) per suite, when ``--lengths`` is not given
 DEFAULT_LENGTHS: dict[str, list[int]] = {}
+#: suites that take lengths in lines (``--lengths 20000l``)
+LINE_SUITES: set[str] = set()
+#: suites whose contexts are fixed by their data (``--lengths`` does not apply)
+FIXED_SUITES: set[str] = set()
 
 
-def register(name: str, lengths: list[int]) -> Callable[[Generator], Generator]:
-    """Register a suite generator under ``name`` with its default lengths."""
+def register(name: str, lengths: list[int], lines: bool = False,
+             fixed: bool = False) -> Callable[[Generator], Generator]:
+    """Register a suite generator under ``name`` with its default lengths (``lines``: takes ``NNNl``;
+    ``fixed``: ignores ``--lengths``)."""
 
     def deco(fn: Generator) -> Generator:
         SUITES[name] = fn
         DEFAULT_LENGTHS[name] = lengths
+        if lines:
+            LINE_SUITES.add(name)
+        if fixed:
+            FIXED_SUITES.add(name)
         return fn
 
     return deco
 
 
+def check_lengths(suite: str, lengths: list[int] | None) -> None:
+    """A one-line error when ``suite`` cannot take one of ``lengths`` (a line count for a character suite)."""
+    bad = [x for x in lengths or [] if isinstance(x, Lines)]
+    if bad and suite not in LINE_SUITES | FIXED_SUITES:
+        raise UsageError(f"length {bad[0]!r} is in lines, which only {', '.join(sorted(LINE_SUITES))} take; "
+                         f"give {suite} a length in characters (e.g. 32k)")
+
+
 def _load_all() -> None:
-    from . import detective, logs, needle, oolong  # noqa: F401 - they register their suites
+    from . import detective, logs, needle, oolong, seed  # noqa: F401 - they register their suites
 
 
 def suite_names() -> list[str]:
@@ -84,6 +111,7 @@ def generate(suite: str, n: int = 3, seed: int = 0, lengths: list[int] | None = 
         raise UsageError(f"unknown bench suite {suite!r}; use one of: {', '.join(SUITES)}")
     if n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
+    check_lengths(suite, lengths)
     tasks = SUITES[suite](n, seed, lengths, Path(data_dir) if data_dir else None)
     log.info("bench: %s generated %d task(s)", suite, len(tasks))
     return tasks
@@ -132,14 +160,28 @@ def cut_at_boundary(text: str, length: int) -> str:
     return head[: best + 1] if best > length * 0.9 else head
 
 
+def format_length(n: int) -> str:
+    """The length as written on the command line: ``20000l`` for lines, else characters."""
+    return repr(n) if isinstance(n, Lines) else str(int(n))
+
+
 def parse_length(s: str) -> int:
-    """``8k`` → 8000, ``4M`` → 4000000, ``12000`` → 12000."""
+    """``8k`` → 8000, ``4M`` → 4000000, ``12000`` → 12000, ``20000l`` → ``Lines(20000)``."""
     t = s.strip().lower()
+    if t.endswith("l"):
+        try:
+            lines = int(t[:-1].replace("_", ""))
+        except ValueError:
+            raise UsageError(f"bad length {s!r}: a line count is written like 20000l") from None
+        if lines < 100:
+            raise UsageError(f"length {s!r} is too small (at least 100 lines)")
+        return Lines(lines)
     mult = {"k": 1_000, "m": 1_000_000}.get(t[-1:], 1)
     try:
         v = float(t[:-1] if mult > 1 else t) * mult
     except ValueError:
-        raise UsageError(f"bad length {s!r}: use e.g. 8k, 128k, 1M or a number of characters") from None
+        raise UsageError(f"bad length {s!r}: use e.g. 8k, 128k, 1M, a number of characters, "
+                         "or 20000l (lines; logs only)") from None
     if v < 1000:
         raise UsageError(f"length {s!r} is too small (at least 1000 characters)")
     return int(v)
