@@ -77,7 +77,15 @@ class RunStream:
 
 
 class RLM:
-    """A recursive-language-model engine bound to a root model (and a sub-model)."""
+    """A recursive-language-model engine bound to a root model (and a sub-model).
+
+    ``limits`` bound each run (see :class:`~contextbox.types.Limits`); they are resolved once
+    here (:func:`~contextbox.budget.effective_limits`): the default cost limit for priced
+    models, and a :class:`~contextbox.errors.UsageError` for a cost limit on a model of unknown
+    price. Each run gets one token/cost ledger (:class:`~contextbox.budget.Budget`) that every
+    call of its tree reserves from before it is sent; ``budget`` is for child runs, which
+    spend from their parent's.
+    """
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ A model is looked up by the endpoint that serves it: ``NAME/MODEL`` takes the
 which provider that URL belongs to (``api.openai.com`` → OpenAI, ...). An endpoint no
 provider claims (a private gateway, a local server, the test server) has **no known price**:
 :func:`cost` returns ``None`` — never a made-up 0 — until ``[prices]`` gives one.
-``local``, ``local:PATH`` and ``scripted:PATH`` models run on this machine: they cost 0.
+``local``, ``local:PATH`` and ``scripted[:PATH]`` models run on this machine: they cost 0.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ Overrides = dict[str, tuple[float, float]]
 
 def is_free(spec: str) -> bool:
     """Models that run here (the embedded model, scripted replies) cost nothing."""
-    return spec == "local" or spec.startswith(("local:", "scripted:"))
+    return spec in ("local", "scripted") or spec.startswith(("local:", "scripted:"))
 
 
 def _override(spec: str, overrides: Overrides | None) -> tuple[float, float] | None:
