@@ -60,6 +60,7 @@ def config(concurrency: int) -> Config:
     cfg = Config()
     cfg.aids.first_turn = False
     cfg.delegation.max_concurrency = concurrency
+    cfg.delegation.max_sub_calls = None  # the 2,000-call batch measures throughput, not the default cap
     return cfg
 
 

@@ -251,11 +251,11 @@ def test_rlms_timeout_keeps_tokens_and_the_reason(tmp_path, bench_data):
 def test_rlms_killed_mid_iteration_still_reports_the_tokens_spent(tmp_path, bench_data, monkeypatch):
     from contextbox.bench import peer
 
-    monkeypatch.setattr(peer, "PEER_GRACE_S", 1.5)
+    monkeypatch.setattr(peer, "PEER_GRACE_S", 3.0)  # room for the peer's start on a loaded machine
     stuck = "Working.\n```repl\nimport time\ntime.sleep(60)\n```"
     (t,) = generate("logs", 1, 1, [Lines(200)], bench_data)
-    runner = Runner(BenchOptions(["logs"], model="scripted:/dev/null", out=tmp_path, timeout_s=0.5))
+    runner = Runner(BenchOptions(["logs"], model="scripted:/dev/null", out=tmp_path, timeout_s=2.0))
     with fake_server(tmp_path, stuck) as ep:
         rec = runner.run_rlms(t, {"model": ep.model, "base_url": ep.base_url, "api_key": ep.api_key})
-    assert rec["status"] == "failed" and rec["reason"].startswith("killed after 2.0s")
-    assert rec["tokens"] > 300 and 2.0 <= rec["wall_s"] < 30 and rec["answer"] is None
+    assert rec["status"] == "failed" and rec["reason"].startswith("killed after 5.0s")
+    assert rec["tokens"] > 300 and 5.0 <= rec["wall_s"] < 40 and rec["answer"] is None

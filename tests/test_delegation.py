@@ -12,6 +12,7 @@ from fakeserver import FakeLLMServer
 from helpers import cmd
 
 from contextbox import RLM, Config, Context
+from contextbox.budget import estimate_prompt_tokens
 from contextbox.delegation import SubCallCounter, preflight, run_batch
 from contextbox.errors import BudgetExceeded, CommandError, ProviderUnavailable
 from contextbox.providers import ScriptedProvider
@@ -225,28 +226,42 @@ def test_preflight_in_batch_fails_only_that_slot():
 
 # ---------------------------------------------------------------------- budgets
 def test_budget_exhausted_mid_batch_keeps_finished_answers():
-    sub = FnSub(lambda p: "ans " + p, delay=0.02, tokens=(100, 0))
-    root = [{"text": cmd("llm_query_batched", prompts=[f"p{i}" for i in range(20)]), "input_tokens": 10,
-             "output_tokens": 10}, cmd("final", answer="never")]
-    rlm = RLM(model=ScriptedProvider(root), sub_model=sub, levels="l1,l4", config=config(max_concurrency=2),
-              limits={"max_total_tokens": 520})
+    # each sub-call reserves exactly what it uses (prompt "pNN": 5 tokens, reply: 95), so the ledger admits
+    # exactly the calls that fit, whatever the concurrency
+    def models():
+        root = ScriptedProvider([{"text": cmd("llm_query_batched", prompts=[f"p{i}" for i in range(40)]),
+                                  "input_tokens": 10, "output_tokens": 10}, cmd("final", answer="never")])
+        return root, FnSub(lambda p: "ans " + p, delay=0.02, tokens=(100, 0))
+
+    probe, _ = models()
+    RLM(model=probe, sub_model=FnSub(), levels="l1,l4", config=config()).run("q", TEXT)
+    budget = estimate_prompt_tokens(probe.requests[0]) + 95  # just what the first root call holds
+    root, sub = models()
+    rlm = RLM(model=root, sub_model=sub, levels="l1,l4", config=config(max_concurrency=4),
+              limits={"max_total_tokens": budget, "reserve_output_tokens": 95})
     res = rlm.run("q", TEXT)
-    assert res.status == "budget_exceeded"
+    assert res.status == "budget_exceeded" and "max_total_tokens" in res.reason
+    fits = (budget - 20) // 100
+    assert 0 < fits < 40
     slots = _variables(res)
-    done = [s for s in slots if not s.startswith("error")]
-    assert 5 <= len(done) <= 8 and len(sub.prompts) == len(done)
-    assert done == [f"ans p{i}" for i in range(len(done))]  # the finished ones, in order
-    assert all(s.startswith("error: not run") for s in slots[len(done):])
-    assert res.answer == "\n".join(done)  # the partial answer is what finished
-    assert res.usage.to_dict()["by_role"]["sub"]["calls"] == len(done)
+    done = [i for i, s in enumerate(slots) if not s.startswith("error")]
+    assert len(done) == fits == len(sub.prompts)
+    assert all(slots[i] == f"ans p{i}" for i in done)  # each answer in its own slot
+    assert all(s.startswith("error: not run") for i, s in enumerate(slots) if i not in done)
+    assert res.answer == "\n".join(slots[i] for i in done)  # the partial answer is what finished
+    assert res.usage.to_dict()["by_role"]["sub"]["calls"] == fits
+    assert res.usage.total.total_tokens == 20 + 100 * fits <= budget
 
 
-def test_max_sub_calls_stops_the_batch():
+def test_max_sub_calls_refuses_a_batch_larger_than_what_is_left_then_stops():
     sub = FnSub()
-    res, _ = l4_run([cmd("llm_query_batched", prompts=["a"] * 10), cmd("final", answer="never")], sub,
+    res, _ = l4_run([cmd("llm_query_batched", prompts=["a"] * 3), cmd("llm_query_batched", prompts=["b"] * 2),
+                     cmd("llm_query", prompt="c"), cmd("llm_query", prompt="d"), cmd("final", answer="never")], sub,
                     cfg=config(max_sub_calls=4, max_concurrency=1))
+    outs = action_outputs(res)
+    assert "would make 2 sub-calls but only 1 of max_sub_calls=4 are left" in outs[1]
+    assert sub.prompts == ["a", "a", "a", "c"]  # the refused batch sent nothing
     assert res.status == "budget_exceeded" and "max_sub_calls=4" in res.reason
-    assert len(sub.prompts) == 4
 
 
 def test_sub_call_counter_counts_up_the_tree():
@@ -272,7 +287,7 @@ def test_timeout_mid_batch_stops_new_calls():
 
 
 # ---------------------------------------------------------------------- recursion
-def rlm_script_provider(flows: dict[str, list[str]]):
+def rlm_script_provider(flows: dict[str, list[str]], tokens: tuple[int, int] = (10, 5)):
     """A root model whose replies depend on the run's question (so children can interleave)."""
     lock = threading.Lock()
     pos: dict[str, int] = {}
@@ -287,7 +302,7 @@ def rlm_script_provider(flows: dict[str, list[str]]):
                 i = pos.get(q, 0)
                 pos[q] = i + 1
             reply = flows[q][i]
-            return Completion(reply, 10, 5, model=self.name)
+            return Completion(reply, *tokens, model=self.name)
 
     return Routed()
 
@@ -350,14 +365,14 @@ def test_depth_2_rlm_query_nested_events_in_the_jsonl_run_log(tmp_path):
     assert "    [0.0.0] FINAL: ZEBRA-42" in text
 
 
-def test_children_get_what_is_left_of_the_budgets():
+def test_children_share_the_budget_and_get_what_is_left_of_the_time():
     flows = {"top?": [cmd("rlm_query", prompt="kid?"), cmd("final", answer="top")],
              "kid?": [cmd("final", answer="kid")]}
     rlm = RLM(model=rlm_script_provider(flows), sub_model=FnSub(), levels="l1,l4", config=config(),
-              limits={"max_total_tokens": 1000, "timeout_s": 30})
+              limits={"max_total_tokens": 100_000, "timeout_s": 30})
     res = rlm.run("top?", TEXT)
     kid = next(e for e in res.events if e.type == "run_start" and e.path == "0.0")
-    assert kid.data["limits"]["max_total_tokens"] == 1000 - 15
+    assert kid.data["limits"]["max_total_tokens"] == 100_000  # the tree's one ledger, not a copy of the rest
     assert 25 < kid.data["limits"]["timeout_s"] < 30
     assert res.usage.total.total_tokens == 45  # root twice + kid once, each counted once
 
@@ -365,11 +380,15 @@ def test_children_get_what_is_left_of_the_budgets():
 def test_child_budget_exhaustion_stops_the_parent():
     flows = {"top?": [cmd("rlm_query", prompt="kid?"), cmd("final", answer="top")],
              "kid?": [cmd("find", text=f"x{i}") for i in range(10)]}
-    rlm = RLM(model=rlm_script_provider(flows), sub_model=FnSub(), levels="l1,l4", config=config(),
-              limits={"max_total_tokens": 50})
+    rlm = RLM(model=rlm_script_provider(flows, tokens=(3000, 5)), sub_model=FnSub(), levels="l1,l4",
+              config=config(), limits={"max_total_tokens": 12_000, "reserve_output_tokens": 100})
     res = rlm.run("top?", TEXT)
-    assert res.status == "budget_exceeded"
-    assert res.usage.total.total_tokens == 60  # over by exactly the call that crossed the line
+    assert res.status == "budget_exceeded" and "child run 0.0" in res.reason
+    kid_end = next(e for e in res.events if e.type == "run_end" and e.path == "0.0")
+    assert kid_end.data["status"] == "budget_exceeded"
+    calls = [e for e in res.events if e.type == "lm_response"]
+    assert 1 < len(calls) < 11  # the kid stopped early
+    assert res.usage.total.total_tokens == 3005 * len(calls)  # each call counted once
 
 
 def test_rlm_query_batched_runs_children_concurrently_in_order():

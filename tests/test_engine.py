@@ -106,20 +106,28 @@ def test_script_exhausted_fails_with_reason_and_run_end():
     assert res.events[-1].type == "run_end" and res.events[-1].data["status"] == "failed"
 
 
-def test_budget_tokens():
-    replies = [{"text": cmd("find", text="code"), "input_tokens": 600, "output_tokens": 10}] * 5
-    res, _ = run(replies, TEXT, max_total_tokens=1000)
-    assert res.status == "budget_exceeded"
-    assert res.usage.total.total_tokens == 1220 and res.iterations == 2
+def test_budget_tokens_a_root_call_reserves_its_worst_case_first():
+    from contextbox.budget import estimate_prompt_tokens
+
+    replies = [{"text": cmd("find", text=f"code{i}"), "input_tokens": 600, "output_tokens": 10} for i in range(5)]
+    _, probe = run(replies, TEXT)  # what the root is sent, turn by turn
+    second = estimate_prompt_tokens(probe.root.requests[1]) + 50
+    limit = 610 + second  # the second call's worst case just fits; the third's cannot
+    res, rlm = run(replies, TEXT, max_total_tokens=limit, reserve_output_tokens=50)
+    assert res.status == "budget_exceeded" and "needs up to" in res.reason
+    assert len(rlm.root.requests) == 2  # the third call was never sent
+    assert res.usage.total.total_tokens == 1220 <= limit and res.iterations == 3
 
 
 def test_budget_cost_uses_price_table():
     cfg = Config()
-    cfg.prices["scripted"] = (1_000_000.0, 0.0)  # $1 per input token
-    replies = [{"text": cmd("find", text="code"), "input_tokens": 3, "output_tokens": 1}] * 5
-    res, _ = run(replies, TEXT, config=cfg, max_cost_usd=5.0)
-    assert res.status == "budget_exceeded"
-    assert res.usage.total.cost_usd == pytest.approx(6.0)
+    cfg.prices["scripted"] = (100.0, 0.0)  # $0.0001 per input token: a call's worst case ≈ $0.2
+    replies = [{"text": cmd("find", text=f"code{i}"), "input_tokens": 10_000, "output_tokens": 1}
+               for i in range(5)]  # each call costs $1, more than it reserved
+    res, rlm = run(replies, TEXT, config=cfg, max_cost_usd=2.5)
+    assert res.status == "budget_exceeded" and "max_cost_usd=2.5 exceeded" in res.reason
+    assert res.usage.total.cost_usd == pytest.approx(3.0)  # over by what the last call used beyond its hold
+    assert len(rlm.root.requests) == 3
 
 
 class SlowProvider(ScriptedProvider):

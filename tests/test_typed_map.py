@@ -326,7 +326,9 @@ def test_bad_typed_map_arguments_are_one_line_errors(args: dict[str, Any], messa
 def test_a_map_wider_than_the_limit_is_refused_before_any_call() -> None:
     sub = FnSub(lambda p: json.dumps(["a"] * len(RECORD.findall(p))))
     n = MAX_MAP_ITEMS * 2 + 2
-    run = session_run(sub, "".join(f"l{i}\n" for i in range(n)))
+    config = cfg()
+    config.delegation.max_sub_calls = None  # this test is about MAX_MAP_ITEMS, not the sub-call budget
+    run = session_run(sub, "".join(f"l{i}\n" for i in range(n)), config=config)
     with pytest.raises(CommandError, match=f"{n:,} records at per_call 2 would make {MAX_MAP_ITEMS + 1:,} sub-calls"):
         do(run, op="llm_map", prompt="x", choices=["a"], per_call=2)
     assert sub.prompts == []

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 from .config import Config
 from .context import Context
 from .errors import ContextboxError, UsageError
+from .pricing import format_cost
 from .types import Event
 
 EXIT_OK, EXIT_NO_ANSWER, EXIT_USAGE = 0, 1, 2
@@ -52,10 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--sub-model", help="sub-model spec for delegation (default: the root model)")
     ask.add_argument("--levels", help="allowed levels, e.g. l1 or l1,l2,l4 (default from config: l1)")
     ask.add_argument("--max-iterations", type=_positive_int)
-    ask.add_argument("--timeout", type=float, dest="timeout_s", metavar="SECONDS")
+    ask.add_argument("--timeout", type=float, dest="timeout_s", metavar="SECONDS",
+                     help="stop the run after this long (default 1800; inf = no limit)")
     ask.add_argument("--max-tokens", type=_positive_int, dest="max_total_tokens", metavar="N",
                      help="stop when the run has used this many tokens")
-    ask.add_argument("--max-cost", type=float, dest="max_cost_usd", metavar="USD")
+    ask.add_argument("--max-cost", type=float, dest="max_cost_usd", metavar="USD",
+                     help="never start a call that could take the run past USD (default 5 when every model has a "
+                          "known price; inf = no limit)")
     ask.add_argument("--json", action="store_true", help="print one JSON object instead of the answer")
     ask.add_argument("--runs-dir", help="where run logs go (default $XDG_DATA_HOME/contextbox/runs)")
     ask.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
@@ -116,8 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------- progress
+#: in plain (non-terminal) output, a running batch prints its progress at most this often
+PLAIN_PROGRESS_EVERY_S = 10.0
+
+
 class Progress:
-    """Live progress on stderr: a rich status line on a terminal, plain lines otherwise."""
+    """Live progress on stderr: a rich status line on a terminal, plain lines otherwise.
+
+    The counters cover the whole call tree: root and child model calls (``lm_response``)
+    and sub-calls (``sub_call``), their tokens and cost (``unknown`` once a call's price is).
+    """
 
     def __init__(self, quiet: bool):
         from rich.console import Console
@@ -128,6 +140,12 @@ class Progress:
         self.status = self.console.status("starting…") if self.live else None
         self.t0 = time.monotonic()
         self.tokens = 0
+        self.cost_usd = 0.0
+        self.cost_unknown = False
+        self.sub_calls = 0
+        #: running batches: (path, batch id) -> (op, done, total)
+        self.batches: dict[tuple[str, str], tuple[str, int, int]] = {}
+        self._printed: dict[tuple[str, str], float] = {}
         self.iteration = 0
         self.max_iter = 0
         self.last = ""
@@ -141,9 +159,27 @@ class Progress:
         if self.status:
             self.status.stop()
 
-    def _line(self) -> str:
-        return (f"iter {self.iteration}/{self.max_iter} · {self.last[:70]} · "
-                f"{self.tokens:,} tokens · {time.monotonic() - self.t0:.1f}s")
+    def line(self) -> str:
+        """The status line: iteration, last step, running batches, sub-calls, tokens, cost, time."""
+        parts = [f"iter {self.iteration}/{self.max_iter}"]
+        if self.last:
+            parts.append(self.last[:70])
+        for op, done, total in self.batches.values():
+            what = "child runs" if op == "rlm_query_batched" else "sub-calls"
+            parts.append(f"{op} {done:,}/{total:,} {what}")
+        if self.sub_calls:
+            parts.append(f"{self.sub_calls:,} sub-call{'s' if self.sub_calls != 1 else ''}")
+        parts.append(f"{self.tokens:,} tokens")
+        parts.append("cost unknown" if self.cost_unknown else format_cost(self.cost_usd))
+        parts.append(f"{time.monotonic() - self.t0:.1f}s")
+        return " · ".join(parts)
+
+    def _count(self, d: dict[str, Any]) -> None:
+        self.tokens += int(d.get("input_tokens") or 0) + int(d.get("output_tokens") or 0)
+        if "cost_usd" in d and d["cost_usd"] is None:
+            self.cost_unknown = True
+        else:
+            self.cost_usd += float(d.get("cost_usd") or 0.0)
 
     def _print(self, msg: str) -> None:
         if not self.quiet:
@@ -160,8 +196,23 @@ class Progress:
             if ev.path == "0":
                 self.iteration = d["iteration"]
         elif ev.type == "lm_response":
-            self.tokens += d["input_tokens"] + d["output_tokens"]
+            self._count(d)
             self.last = "model replied"
+        elif ev.type == "sub_call":
+            self._count(d)
+            self.sub_calls += 1
+        elif ev.type == "batch_progress":
+            key = (ev.path, str(d.get("batch")))
+            done, total = int(d.get("done") or 0), int(d.get("total") or 0)
+            if done >= total:
+                self.batches.pop(key, None)
+                self._printed.pop(key, None)
+            else:
+                self.batches[key] = (str(d.get("op") or "batch"), done, total)
+                if not self.live and time.monotonic() - self._printed.setdefault(key, time.monotonic()) \
+                        >= PLAIN_PROGRESS_EVERY_S:
+                    self._printed[key] = time.monotonic()
+                    self._print(f"{indent}{d.get('op')}: {done:,}/{total:,} done")
         elif ev.type == "action_end":
             self.last = f"{d['op']}" + (" (error)" if d.get("error") else "")
             first = (d.get("output") or "").split("\n", 1)[0][:100]
@@ -171,7 +222,7 @@ class Progress:
         elif ev.type == "error":
             self._print(f"{indent}{'error' if d.get('fatal') else 'model error'}: {d['message']}")
         if self.status:
-            self.status.update(self._line())
+            self.status.update(self.line())
 
 
 # ---------------------------------------------------------------------- commands
@@ -206,8 +257,11 @@ def _run_and_report(rlm: Any, question: str, ctx: Context, args: argparse.Namesp
                              + (f" ({res.reason})" if res.reason else "") + "\n")
     if not getattr(args, "quiet", False):
         u = res.usage.total
+        cost = format_cost(u.cost_usd)
+        if u.cost_usd is None:
+            cost = f"cost unknown ({u.cost_unknown_calls} call(s) of a model with no known price)"
         sys.stderr.write(f"{res.status} · {res.iterations} iteration(s) · {u.total_tokens:,} tokens"
-                         f"{' (estimated)' if u.estimated else ''} · ${u.cost_usd:.4f} · "
+                         f"{' (estimated)' if u.estimated else ''} · {cost} · "
                          f"{res.elapsed_s:.1f}s · run {res.run_id}\n")
     if res.status == "cancelled":
         return 130
@@ -282,7 +336,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
             q = (r.get("question") or "")[:50]
             ans = (r.get("answer") or "")[:40].replace("\n", " ")
             print(f"{r['run_id']}  {when}  {r['status']:<15} it={r.get('iterations') or '-':<3} "
-                  f"tok={r.get('tokens') or '-':<7} {q!r} → {ans!r}")
+                  f"tok={r.get('tokens') or '-':<7} cost={_row_cost(r):<9} {q!r} → {ans!r}")
         return EXIT_OK
     if args.runs_command == "export":
         for line in store.export_jsonl(args.run_id):
@@ -296,6 +350,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for line in format_events(events):
         print(line)
     return EXIT_OK
+
+
+def _row_cost(r: dict[str, Any]) -> str:
+    """A run row's cost: ``$0.0123``, ``unknown`` (a model with no known price), ``-`` (not ended)."""
+    if r.get("status") in ("queued", "running"):
+        return "-"
+    return format_cost(r.get("cost_usd"))
 
 
 def format_events(events: list[Event]) -> list[str]:
@@ -318,12 +379,15 @@ def format_events(events: list[Event]) -> list[str]:
             out += [f"{tag}  > {ln}" for ln in (d.get("output") or "").splitlines()[:40]]
         elif ev.type in ("refused", "retry", "failover", "warning", "error", "sub_call"):
             out.append(f"{tag}{ev.type}: {d.get('message') or d.get('error') or json.dumps(d)}")
+        elif ev.type == "batch_progress" and d.get("done") == d.get("total"):
+            out.append(f"{tag}{d.get('op')}: {d.get('done'):,}/{d.get('total'):,} done ({d.get('failed', 0):,} failed)")
         elif ev.type == "final":
             out.append(f"{tag}FINAL: {d['answer']}")
         elif ev.type == "run_end":
             u = d["usage"]["total"]
             out.append(f"{tag}end: {d['status']}" + (f" ({d['reason']})" if d.get("reason") else "")
-                       + f" · {d['iterations']} iteration(s) · {u['total_tokens']:,} tokens · {d['elapsed_s']}s")
+                       + f" · {d['iterations']} iteration(s) · {u['total_tokens']:,} tokens · "
+                       f"{format_cost(u['cost_usd']) if 'cost_usd' in u else '-'} · {d['elapsed_s']}s")
     return out
 
 

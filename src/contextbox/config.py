@@ -93,7 +93,7 @@ class DelegationSettings:
 
     max_depth: int = 2  # rlm_query at this depth degrades to a plain sub-model call
     max_concurrency: int = 16  # concurrent sub-calls (and child runs) per batch
-    max_sub_calls: int | None = None  # per run, children included; None = unlimited
+    max_sub_calls: int | None = 1000  # per run, children included; "none" = unlimited
     chunk_size: int = 20000  # llm_map's default chunk size in characters
 
 
@@ -277,6 +277,7 @@ _RANGES = [
     ("limits", "max_total_tokens", 1, False), ("limits", "max_cost_usd", 0, False),
     ("limits", "timeout_s", 0, True), ("limits", "max_consecutive_errors", 1, False),
     ("limits", "record_chars", 0, False),
+    ("limits", "reserve_output_tokens", 1, False), ("delegation", "max_sub_calls", 0, False),
     (None, "preview_chars", 0, False), (None, "regex_timeout_s", 0, True),
 ]
 

@@ -17,7 +17,12 @@ validated value and stores a :class:`~contextbox.table.Table` (see :mod:`.typed_
 Batches run up to ``[delegation] max_concurrency`` calls at once and keep input order; a
 failed call leaves ``"error: ..."`` in its slot instead of failing the batch. A limit that
 runs out mid-batch (budget, time, cancel) stops new calls, keeps the finished answers, and
-ends the run with that status once the action's output is recorded.
+ends the run with that status once the action's output is recorded. Every call reserves its
+worst case against the run tree's one token/cost ledger before it is sent
+(:mod:`contextbox.budget`), so a batch overshoots a limit by at most what its calls in flight
+use beyond their reservations. A batch larger than what is left of ``[delegation]
+max_sub_calls`` is refused before any call; a running batch emits ``batch_progress`` events
+(at most a few a second).
 
 :func:`install` (called by the engine for every run) also gives the code levels the same
 machinery: ``session.sub_query`` gets a pre-flight window check and the sub-call budget,
@@ -25,7 +30,8 @@ machinery: ``session.sub_query`` gets a pre-flight window check and the sub-call
 ``services["rlm_query_batched"]`` start child runs.
 
 A child run is a full :class:`~contextbox.engine.RLM` at ``depth + 1`` on a variable, a
-slice or (by default) the parent's context, with what is left of the parent's budgets;
+slice or (by default) the parent's context; it spends from the parent's token/cost ledger
+and sub-call counter and gets what is left of the parent's time;
 its events stream live into the parent's, tagged with its path in the call tree (``0.1``,
 ``0.1.0``, ...), and its usage is added to the parent's report as it happens. At
 ``[delegation] max_depth`` ``rlm_query`` degrades to a plain sub-model call.
@@ -78,6 +84,8 @@ L4_SPECS: dict[str, Spec] = {
 MAX_MAP_ITEMS = 2000
 #: the default variable for the answers of a batch op without "store"
 DEFAULT_STORE = "answers"
+#: a running batch reports its progress at most this often (and once at its start and end)
+PROGRESS_INTERVAL_S = 0.25
 _STOPS = {"budget_exceeded": BudgetExceeded, "timeout": RunTimeout, "cancelled": RunCancelled}
 
 
@@ -104,6 +112,14 @@ class SubCallCounter:
                 with self._lock:
                     self.used -= 1
                 raise
+
+    def remaining(self) -> tuple[int, int] | None:
+        """``(left, limit)`` of the tightest counter up the tree, or None when none has a limit."""
+        here = None if self.limit is None else (max(0, self.limit - self.used), self.limit)
+        up = self.parent.remaining() if self.parent is not None else None
+        if here is None or (up is not None and up[0] < here[0]):
+            return up
+        return here
 
 
 def preflight(provider: Any, prompt: str) -> None:
@@ -137,19 +153,36 @@ class BatchResult:
 
 
 def run_batch(n: int, fn: Callable[[int], str], limit: int, *, cancel: threading.Event | None = None,
-              name: str = "batch") -> BatchResult:
+              name: str = "batch", on_progress: Callable[[int, int], None] | None = None) -> BatchResult:
     """Call ``fn(i)`` for ``i < n`` with at most ``limit`` calls at once.
 
     A call that raises leaves ``"error: ..."`` in its slot. A :class:`RunStopped` (budget,
     timeout, cancel) stops calls not yet started; calls in flight finish and keep their answers.
+    ``on_progress(done, failed)`` is called after each slot is filled.
     """
     t0 = time.monotonic()
     answers = [""] * n
     ok = [False] * n
     stopped: list[RunStopped] = []
     halt = threading.Event()
+    counts = {"done": 0, "failed": 0}
+    count_lock = threading.Lock()
 
     def task(i: int) -> None:
+        try:
+            slot(i)
+        finally:
+            if on_progress is not None:
+                with count_lock:
+                    counts["done"] += 1
+                    counts["failed"] += not ok[i]
+                    done, failed = counts["done"], counts["failed"]
+                try:
+                    on_progress(done, failed)
+                except Exception:  # noqa: BLE001 - progress is a report, never a reason to fail
+                    log.exception("%s: progress report failed", name)
+
+    def slot(i: int) -> None:
         if halt.is_set() or (cancel is not None and cancel.is_set()):
             why = stopped[0] if stopped else "cancelled"
             answers[i] = f"error: not run: {why}"
@@ -207,6 +240,35 @@ class Delegation:
     def _note_stop(self, e: RunStopped) -> None:
         self.s.services.setdefault("stop", e)
 
+    def check_fanout(self, n: int, op: str) -> None:
+        """Refuse ``n`` sub-calls at once when fewer are left of ``max_sub_calls`` (nothing is sent)."""
+        left = self.counter.remaining()
+        if left is not None and n > left[0]:
+            raise CommandError(
+                f"{op} would make {n:,} sub-calls but only {left[0]:,} of max_sub_calls={left[1]:,} are left; "
+                "use fewer, larger pieces (a bigger chunk_size) or fewer prompts "
+                "(or raise [delegation] max_sub_calls)")
+
+    def _progress(self, op: str, bid: str, n: int) -> Callable[[int, int], None]:
+        """A throttled ``batch_progress`` reporter for a batch of ``n`` (reports its start now)."""
+        emit = self.s.emit
+        lock = threading.Lock()
+        last = [time.monotonic()]
+        info = {"op": op, "batch": bid, "total": n}
+        if emit is not None:
+            emit("batch_progress", {**info, "done": 0, "failed": 0})
+
+        def report(done: int, failed: int) -> None:
+            now = time.monotonic()
+            with lock:
+                if done < n and now - last[0] < PROGRESS_INTERVAL_S:
+                    return
+                last[0] = now
+            if emit is not None:
+                emit("batch_progress", {**info, "done": done, "failed": failed})
+
+        return report
+
     # -- sub-calls
     def query(self, prompt: str, **opts: Any) -> str:
         """One sub-model call: pre-flight check, sub-call budget, then the engine's call."""
@@ -217,17 +279,22 @@ class Delegation:
         preflight(self.sub, prompt)
         try:
             self.counter.reserve()
+            return self.raw_sub(prompt, **opts)  # reserves its worst case in the run tree's ledger
         except BudgetExceeded as e:
             self._note_stop(e)
             raise
-        return self.raw_sub(prompt, **opts)
 
-    def batch(self, prompts: list[str]) -> BatchResult:
-        """Sub-model calls for ``prompts``, concurrently, answers in input order."""
+    def batch(self, prompts: list[str], op: str = "llm_query_batched") -> BatchResult:
+        """Sub-model calls for ``prompts``, concurrently, answers in input order.
+
+        Refused (CommandError, nothing sent) when ``max_sub_calls`` has fewer calls left.
+        """
+        self.check_fanout(len(prompts), op)
         bid = f"b{next(self._batches)}"
         log.debug("%s %s: %d sub-calls at concurrency %d", self.s.path, bid, len(prompts), self.concurrency)
         return run_batch(len(prompts), lambda i: self.query(prompts[i], tag={"batch": bid, "index": i}),
-                         self.concurrency, cancel=self.s.cancel, name=f"sub-{bid}")
+                         self.concurrency, cancel=self.s.cancel, name=f"sub-{bid}",
+                         on_progress=self._progress(op, bid, len(prompts)))
 
     def query_batched(self, prompts: list[str]) -> list[str]:
         """``llm_query_batched`` for the code levels: a list of answers or error strings."""
@@ -245,19 +312,13 @@ class Delegation:
 
     # -- child runs
     def _remaining_limits(self) -> Any:
+        """A child's limits: ours, with what is left of our time. Tokens and cost need no copy:
+        the child spends from our ledger (``services["budget"]``)."""
         lim = self.s.limits
         kw: dict[str, Any] = {}
-        usage = self.s.services.get("usage")
-        if usage is not None:
-            t = usage.total
-            if lim.max_total_tokens is not None:
-                kw["max_total_tokens"] = lim.max_total_tokens - t.total_tokens
-                if kw["max_total_tokens"] <= 0:
-                    raise BudgetExceeded(f"max_total_tokens={lim.max_total_tokens} used up ({t.total_tokens} used)")
-            if lim.max_cost_usd is not None:
-                kw["max_cost_usd"] = lim.max_cost_usd - t.cost_usd
-                if kw["max_cost_usd"] <= 0:
-                    raise BudgetExceeded(f"max_cost_usd={lim.max_cost_usd} used up (${t.cost_usd:.4f} used)")
+        budget = self.s.services.get("budget")
+        if budget is not None:
+            budget.check()
         deadline = self.s.services.get("deadline")
         if deadline is not None:
             kw["timeout_s"] = deadline - time.monotonic()
@@ -281,7 +342,8 @@ class Delegation:
             return self.query(text, tag={**(tag or {}), "degraded": True})
         path = f"{self.s.path}.{next(self._children)}"
         child = RLM(model=rlm.root, sub_model=rlm.sub, levels=rlm.levels, limits=self._remaining_limits(),
-                    config=rlm.config, store=None, depth=rlm.depth + 1, path=path)
+                    config=rlm.config, store=None, depth=rlm.depth + 1, path=path,
+                    budget=self.s.services.get("budget"))
         child.usage_sink = self.s.services.get("record_usage")
         child.parent_delegation = self  # type: ignore[attr-defined]
         forward = self.s.services.get("forward_event")
@@ -293,7 +355,7 @@ class Delegation:
         assert res is not None
         if res.status == "answered":
             return res.answer or ""
-        if res.status in _STOPS:  # the child had what was left of ours: we are out of it too
+        if res.status in _STOPS:  # the child spent from our budget and time: we are out of it too
             raise _STOPS[res.status](f"child run {path}: {res.reason}")
         partial = f"; partial answer: {res.answer[:500]}" if res.answer else ""
         raise CommandError(f"child run {path} ended with status {res.status}: {res.reason}{partial}")
@@ -302,7 +364,8 @@ class Delegation:
         """Children for ``prompts[i]`` on ``contexts[i]``, concurrently, in input order."""
         bid = f"b{next(self._batches)}"
         return run_batch(len(prompts), lambda i: self.child(prompts[i], contexts[i], tag={"batch": bid, "index": i}),
-                         self.concurrency, cancel=self.s.cancel, name=f"rlm-{bid}")
+                         self.concurrency, cancel=self.s.cancel, name=f"rlm-{bid}",
+                         on_progress=self._progress("rlm_query_batched", bid, len(prompts)))
 
     def rlm_query(self, prompt: str, context: Any = None) -> str:
         """``rlm_query`` for the code levels."""
@@ -446,7 +509,7 @@ class DelegationExecutor:
         prompts = [f"{cmd['prompt']}\n\n[chunk {i + 1} of {n}]\n{c}" for i, c in enumerate(items)]
         for p in prompts:  # refuse the whole map before any call is made
             preflight(self.d.sub, p)
-        res = self.d.batch(prompts)
+        res = self.d.batch(prompts, op="llm_map")
         what = f"chunk(s) of ≤ {max(len(c) for c in items):,} characters, ending on line boundaries"
         if cuts:
             what += f" ({cuts:,} cut(s) inside lines longer than the chunk size)"

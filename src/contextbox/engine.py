@@ -8,6 +8,7 @@ the server and the tests all read this one stream.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -19,11 +20,11 @@ from typing import Any, TypeVar
 from . import prompts
 from .actions import parse_reply
 from .aids import RunAids
+from .budget import Budget, effective_limits
 from .commands import CommandExecutor
 from .config import Config, default_levels
 from .context import Context
 from .errors import (
-    BudgetExceeded,
     CommandError,
     ContextboxError,
     ProviderError,
@@ -33,7 +34,6 @@ from .errors import (
     UsageError,
 )
 from .executors import LEVEL_NAMES, Action, ActionOutput, Executor, Session, executor_factory, parse_levels
-from .pricing import cost
 from .providers.base import Provider, resolve
 from .runlog import RunStore
 from .schema import FINAL_OPS, command_schema, constrainable
@@ -77,7 +77,15 @@ class RunStream:
 
 
 class RLM:
-    """A recursive-language-model engine bound to a root model (and a sub-model)."""
+    """A recursive-language-model engine bound to a root model (and a sub-model).
+
+    ``limits`` bound each run (see :class:`~contextbox.types.Limits`); they are resolved once
+    here (:func:`~contextbox.budget.effective_limits`): the default cost limit for priced
+    models, and a :class:`~contextbox.errors.UsageError` for a cost limit on a model of unknown
+    price. Each run gets one token/cost ledger (:class:`~contextbox.budget.Budget`) that every
+    call of its tree reserves from before it is sent; ``budget`` is for child runs, which
+    spend from their parent's.
+    """
 
     def __init__(
         self,
@@ -90,6 +98,7 @@ class RLM:
         store: RunStore | None = None,
         depth: int = 0,
         path: str = "0",
+        budget: Budget | None = None,
     ):
         self.config = config if config is not None else Config.load()
         base = self.config.limits
@@ -109,6 +118,14 @@ class RLM:
             self.levels = parse_levels(levels)
         else:
             self.levels = self.config.levels or default_levels(self.is_local)
+        #: the ledger a child run spends from: its parent's (a root run gets its own per run)
+        self.budget = budget
+        if budget is not None:
+            self.limits = dataclasses.replace(self.limits, max_total_tokens=budget.max_total_tokens,
+                                              max_cost_usd=budget.max_cost_usd)
+        else:  # the default cost limit; a cost limit on a model of unknown price is a UsageError
+            models = [self.root.name] + ([self.sub.name] if "l4" in self.levels else [])
+            self.limits = effective_limits(self.limits, models, self.config.prices, self.config.providers)
         self.store = store
         #: called with every Usage this run records (a child run reports to its parent)
         self.usage_sink: Callable[[Usage], None] | None = None
@@ -173,6 +190,8 @@ class _Run:
         if rlm.is_local and self.limits.max_output_chars == Limits().max_output_chars:
             self.limits = self.limits.replace(max_output_chars=cfg.local.max_output_chars)
         self.usage = UsageReport()
+        #: one token/cost ledger for the run tree: calls reserve their worst case here before they are sent
+        self.budget = rlm.budget or Budget.for_run(self.limits, cfg.prices, cfg.providers)
         self.seq = 0
         self.q: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.session = Session(
@@ -189,7 +208,8 @@ class _Run:
         self.session.services.update(forward_event=self._forward_async, record_usage=self._record_usage, rlm=rlm)
         self.executors: dict[str, Executor] = {}
         self.deadline = time.monotonic() + self.limits.timeout_s if self.limits.timeout_s else None
-        self.session.services.update(usage=self.usage, deadline=self.deadline, check=self._check)
+        self.session.services.update(usage=self.usage, deadline=self.deadline, check=self._check,
+                                     budget=self.budget)
         if "l4" not in rlm.levels:  # sub-calls are L4: code cells get a clear refusal instead
             self.session.sub_query = None
         _install_delegation(self.session)
@@ -266,20 +286,19 @@ class _Run:
         if self.rlm.usage_sink is not None:  # a child run: the parent's report gets it too, once
             self.rlm.usage_sink(u)
 
-    def _call_usage(self, role: str, provider: Provider, c: Any, latency: float) -> Usage:
+    def _call_usage(self, role: str, provider: Provider, c: Any, latency: float, hold: Any = None) -> Usage:
+        """Record a finished call (priced; ``None`` cost when the price is unknown) and settle its reservation."""
         spec = provider.name
         u = Usage(role, spec, c.input_tokens, c.output_tokens, latency,
-                  cost(spec, c.input_tokens, c.output_tokens, self.rlm.config.prices), c.estimated, self.rlm.depth)
+                  self.budget.cost(spec, c.input_tokens, c.output_tokens), c.estimated, self.rlm.depth)
+        if hold is not None:
+            self.budget.settle(hold, u.total_tokens, u.cost_usd)
         self._record_usage(u)
         return u
 
     def _check_budget(self) -> None:
-        t = self.usage.total
-        lim = self.limits
-        if lim.max_total_tokens is not None and t.total_tokens > lim.max_total_tokens:
-            raise BudgetExceeded(f"max_total_tokens={lim.max_total_tokens} exceeded ({t.total_tokens} used)")
-        if lim.max_cost_usd is not None and t.cost_usd > lim.max_cost_usd:
-            raise BudgetExceeded(f"max_cost_usd={lim.max_cost_usd} exceeded (${t.cost_usd:.4f} used)")
+        """Raise BudgetExceeded when the run tree has already spent past a limit."""
+        self.budget.check()
 
     def _sub_query(self, prompt: str, **opts: Any) -> str:
         """A plain sub-model call (L4 and code levels use it). Thread-safe.
@@ -289,18 +308,21 @@ class _Run:
         answer, each cut to ``limits.record_chars`` characters.
         """
         self._check()
-        self._check_budget()
         sub = self.rlm.sub
         tag = {"role": "sub", **(opts.pop("tag", None) or {})}
         opts.setdefault("on_retry", self._retry_cb(tag))
         opts.setdefault("on_failover", self._failover_cb(tag))
-        t0 = time.monotonic()
-        c = sub.complete([{"role": "user", "content": prompt}], timeout=self._remaining(), **opts)
-        u = self._call_usage("sub", sub, c, time.monotonic() - t0)
+        messages = [{"role": "user", "content": prompt}]
+        with self.budget.held(sub.name, messages, opts.get("max_tokens"), what="a sub-call",
+                              check=self._check) as hold:
+            t0 = time.monotonic()
+            c = sub.complete(messages, timeout=self._remaining(), **opts)
+            u = self._call_usage("sub", sub, c, time.monotonic() - t0, hold)
         keep = self.limits.record_chars
         self._emit_async("sub_call", {"model": sub.name, "input_tokens": u.input_tokens,
                                       "output_tokens": u.output_tokens, "latency_s": round(u.latency_s, 4),
-                                      "prompt": clip(prompt, keep), "answer": clip(c.text or "", keep), **tag})
+                                      "cost_usd": u.cost_usd, "prompt": clip(prompt, keep),
+                                      "answer": clip(c.text or "", keep), **tag})
         return c.text
 
     def _retry_cb(self, tag: dict[str, Any]) -> Callable[[int, float, Exception], None]:
@@ -375,26 +397,32 @@ class _Run:
             steer = self.aids.steer
             yield self._event("iteration_start", {"iteration": it, "last": last})
             yield from self._compact(messages, opts)
-            yield self._event("lm_request", {
-                "iteration": it, "messages": len(messages),
-                "chars": sum(len(m["content"]) for m in messages),
-                "message": messages[-1]["content"],
-                **({"system": system} if it == 1 else {}),
-                **({"allowed": list(steer.only)} if steer.only else {}),
-            })
-            tc = time.monotonic()
-            if constrained:  # the next turn's schema carries the steering: a small model follows it
-                opts["response_schema"] = command_schema(
-                    rlm.levels,
-                    first_turn=not self.aids.looked and rlm.config.aids.first_turn and not last,
-                    only=FINAL_OPS if last else steer.only, exclude=steer.exclude, verify=steer.verify,
-                    variables=self.session.variables,
+            # the call's worst case is held before it is sent (BudgetExceeded if it cannot be covered)
+            hold = self.budget.reserve(rlm.root.name, messages, opts.get("max_tokens"), what="the root call",
+                                       check=self._check)
+            try:
+                yield self._event("lm_request", {
+                    "iteration": it, "messages": len(messages),
+                    "chars": sum(len(m["content"]) for m in messages),
+                    "message": messages[-1]["content"],
+                    **({"system": system} if it == 1 else {}),
+                    **({"allowed": list(steer.only)} if steer.only else {}),
+                })
+                tc = time.monotonic()
+                if constrained:  # the next turn's schema carries the steering: a small model follows it
+                    opts["response_schema"] = command_schema(
+                        rlm.levels,
+                        first_turn=not self.aids.looked and rlm.config.aids.first_turn and not last,
+                        only=FINAL_OPS if last else steer.only, exclude=steer.exclude, verify=steer.verify,
+                        variables=self.session.variables,
+                    )
+                completion = yield from self._wait(
+                    lambda: rlm.root.complete(messages, timeout=self._remaining(), on_retry=on_retry,
+                                              on_failover=on_failover, **opts)
                 )
-            completion = yield from self._wait(
-                lambda: rlm.root.complete(messages, timeout=self._remaining(), on_retry=on_retry,
-                                          on_failover=on_failover, **opts)
-            )
-            u = self._call_usage("root", rlm.root, completion, time.monotonic() - tc)
+                u = self._call_usage("root", rlm.root, completion, time.monotonic() - tc, hold)
+            finally:
+                self.budget.release(hold)  # a call that failed (or never ran) gives its reservation back
             self.last_input_tokens = u.input_tokens
             reply = completion.text or ""
             self.last_reply = reply

@@ -30,7 +30,8 @@ class RunStore(Protocol):
 
 
 def summarize(events: list[Event]) -> dict[str, Any]:
-    """One row for a run: id, time, question, model, status, answer, iterations, tokens."""
+    """One row for a run: id, time, question, model, status, answer, iterations, tokens, cost
+    (``None`` when a model's price is unknown)."""
     out: dict[str, Any] = {"run_id": events[0].run_id if events else "", "status": "running"}
     for ev in events:
         if ev.path != "0":
@@ -42,6 +43,7 @@ def summarize(events: list[Event]) -> dict[str, Any]:
             out.update(status=ev.data.get("status"), answer=ev.data.get("answer"),
                        iterations=ev.data.get("iterations"), elapsed_s=ev.data.get("elapsed_s"),
                        tokens=ev.data.get("usage", {}).get("total", {}).get("total_tokens"),
+                       cost_usd=ev.data.get("usage", {}).get("total", {}).get("cost_usd"),
                        reason=ev.data.get("reason"))
     return out
 

@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS usage (
     model         TEXT,
     input_tokens  INTEGER NOT NULL DEFAULT 0,
     output_tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd      REAL NOT NULL DEFAULT 0,
+    cost_usd      REAL,
     latency_s     REAL,
     PRIMARY KEY (run_id, seq)
 );
@@ -126,6 +126,14 @@ def _alive(pid: int | None) -> bool:
         return True
 
 
+def _cost(d: dict[str, Any]) -> float | None:
+    """A call event's cost: None (unknown price) stays None; an old event without the field costs 0."""
+    if "cost_usd" not in d:
+        return 0.0
+    c = d["cost_usd"]
+    return None if c is None else float(c)
+
+
 def _dumps(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False, default=str)
 
@@ -149,9 +157,29 @@ class SqliteRunStore:
                 self._w.execute("PRAGMA journal_mode=WAL")
                 self._w.executescript(_SCHEMA)
                 self._w.commit()
+                self._migrate()
         except sqlite3.DatabaseError as e:
             self.close()
             raise UsageError(f"the run store {self.path} cannot be used: {e}") from None
+
+    def _migrate(self) -> None:
+        """Bring a store written by an older version up to date (idempotent)."""
+        cols = {r["name"]: r for r in self._w.execute("PRAGMA table_info(usage)")}
+        if cols.get("cost_usd") is not None and cols["cost_usd"]["notnull"]:
+            # a call of a model with no known price has a NULL cost (unknown), not 0
+            self._w.executescript("""
+                BEGIN IMMEDIATE;
+                ALTER TABLE usage RENAME TO usage_old;
+                CREATE TABLE usage (
+                    run_id TEXT NOT NULL, seq INTEGER NOT NULL, path TEXT NOT NULL, role TEXT NOT NULL,
+                    model TEXT, input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+                    cost_usd REAL, latency_s REAL, PRIMARY KEY (run_id, seq));
+                INSERT INTO usage SELECT run_id, seq, path, role, model, input_tokens, output_tokens, cost_usd,
+                    latency_s FROM usage_old;
+                DROP TABLE usage_old;
+                COMMIT;
+            """)
+            log.info("run store %s: usage.cost_usd may now be NULL (unknown price)", self.path)
 
     # ------------------------------------------------------------------ connections
     def _connect(self) -> sqlite3.Connection:
@@ -229,7 +257,7 @@ class SqliteRunStore:
         w.execute("INSERT OR IGNORE INTO usage (run_id, seq, path, role, model, input_tokens, output_tokens, cost_usd,"
                   " latency_s) VALUES (?,?,?,?,?,?,?,?,?)",
                   (ev.run_id, ev.seq, ev.path, role, d.get("model"), int(d.get("input_tokens") or 0),
-                   int(d.get("output_tokens") or 0), float(d.get("cost_usd") or 0.0), d.get("latency_s")))
+                   int(d.get("output_tokens") or 0), _cost(d), d.get("latency_s")))
 
     @staticmethod
     def _run_row(w: sqlite3.Connection, ev: Event) -> None:
@@ -332,12 +360,15 @@ class SqliteRunStore:
         """Usage of a run from its usage rows, shaped like ``UsageReport.to_dict()`` (total, by_role, by_model)."""
         rows = self._r().execute(
             "SELECT role, model, COUNT(*) AS calls, SUM(input_tokens) AS i, SUM(output_tokens) AS o,"
-            " SUM(cost_usd) AS c FROM usage WHERE run_id=? GROUP BY role, model", (run_id,)).fetchall()
+            " SUM(cost_usd) AS c, SUM(cost_usd IS NULL) AS unknown FROM usage WHERE run_id=? GROUP BY role, model",
+            (run_id,)).fetchall()
 
         def tot(rs: list[sqlite3.Row]) -> dict[str, Any]:
             i, o = sum(r["i"] or 0 for r in rs), sum(r["o"] or 0 for r in rs)
+            unknown = sum(r["unknown"] or 0 for r in rs)
+            cost = None if unknown else round(sum(r["c"] or 0.0 for r in rs), 8)
             return {"calls": sum(r["calls"] for r in rs), "input_tokens": i, "output_tokens": o,
-                    "total_tokens": i + o, "cost_usd": round(sum(r["c"] or 0.0 for r in rs), 8), "estimated": False}
+                    "total_tokens": i + o, "cost_usd": cost, "cost_unknown_calls": unknown, "estimated": False}
 
         by_role: dict[str, list[sqlite3.Row]] = {}
         by_model: dict[str, list[sqlite3.Row]] = {}

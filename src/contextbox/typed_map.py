@@ -401,6 +401,7 @@ def run_map(d: Delegation, task: str, texts: list[str], spec: AnswerSpec, per_ca
     prompts = [head + records_block(texts[a:b]) for a, b in groups]
     for p in prompts:  # refuse the whole map before any call is made
         preflight(d.sub, p)
+    d.check_fanout(len(prompts), op)  # and one larger than the sub-calls left
     res = MapResult([None] * n, [None] * n, calls, per_call=per_call)
     bid = f"m{next(d._batches)}"
     counts = {"sent": 0, "retried": 0}
@@ -444,7 +445,8 @@ def run_map(d: Delegation, task: str, texts: list[str], spec: AnswerSpec, per_ca
             res.failed_calls.append((a, b - 1, best.reason))
         return "ok" if best.reason is None else f"error: {best.reason}"
 
-    batch = run_batch(len(groups), one, d.concurrency, cancel=d.s.cancel, name=f"map-{bid}")
+    batch = run_batch(len(groups), one, d.concurrency, cancel=d.s.cancel, name=f"map-{bid}",
+                      on_progress=d._progress(op, bid, len(groups)))
     for k, (a, b) in enumerate(groups):
         if not batch.ok[k]:  # the call itself failed (provider error, not run): all its records
             why = batch.answers[k].removeprefix("error: ")

@@ -18,6 +18,7 @@ EVENT_TYPES = (
     "action_end",
     "refused",
     "sub_call",
+    "batch_progress",
     "retry",
     "failover",
     "warning",
@@ -76,7 +77,8 @@ class Usage:
     input_tokens: int
     output_tokens: int
     latency_s: float
-    cost_usd: float = 0.0
+    #: None when the model's price is unknown (see :mod:`contextbox.pricing`), never a made-up 0
+    cost_usd: float | None = 0.0
     estimated: bool = False
     depth: int = 0
 
@@ -87,28 +89,39 @@ class Usage:
 
 @dataclass
 class UsageTotals:
+    """Sums over calls. ``cost_usd`` is None as soon as one call's price is unknown
+    (``cost_unknown_calls`` says how many); ``known_cost_usd`` is what the priced calls cost."""
+
     calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float = 0.0
+    known_cost_usd: float = 0.0
+    cost_unknown_calls: int = 0
     estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
+    @property
+    def cost_usd(self) -> float | None:
+        return None if self.cost_unknown_calls else self.known_cost_usd
+
     def add(self, u: Usage) -> None:
         self.calls += 1
         self.input_tokens += u.input_tokens
         self.output_tokens += u.output_tokens
-        self.cost_usd += u.cost_usd
+        if u.cost_usd is None:
+            self.cost_unknown_calls += 1
+        else:
+            self.known_cost_usd += u.cost_usd
         self.estimated = self.estimated or u.estimated
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["total_tokens"] = self.total_tokens
-        d["cost_usd"] = round(self.cost_usd, 8)
-        return d
+        cost = self.cost_usd
+        return {"calls": self.calls, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "cost_usd": None if cost is None else round(cost, 8), "cost_unknown_calls": self.cost_unknown_calls,
+                "estimated": self.estimated, "total_tokens": self.total_tokens}
 
 
 @dataclass
@@ -142,18 +155,34 @@ class UsageReport:
         }
 
 
+#: the cost limit of a run whose models all have a known price, when none is set
+DEFAULT_MAX_COST_USD = 5.0
+#: the time limit of a run, when none is set
+DEFAULT_TIMEOUT_S = 1800.0
+#: output tokens a call reserves against the budgets when it sets no ``max_tokens``
+DEFAULT_RESERVE_OUTPUT_TOKENS = 4096
+
+
 @dataclass
 class Limits:
-    """Per-run limits. ``None`` means unlimited."""
+    """Per-run limits, shared by the whole call tree (children spend from the same budget).
+
+    ``max_total_tokens``: ``None`` is unlimited. ``max_cost_usd``: ``None`` means the default,
+    :data:`DEFAULT_MAX_COST_USD` when every model of the run has a known price (no limit
+    otherwise: an unknown cost cannot be capped); ``inf`` is no limit. ``timeout_s``: ``None``
+    (or ``inf``) is unlimited. ``reserve_output_tokens``: what a call that sets no
+    ``max_tokens`` reserves for its reply (see :mod:`contextbox.budget`).
+    """
 
     max_iterations: int = 20
     max_output_chars: int = 4000
     max_total_tokens: int | None = None
     max_cost_usd: float | None = None
-    timeout_s: float | None = None
+    timeout_s: float | None = DEFAULT_TIMEOUT_S
     max_consecutive_errors: int = 5
     #: characters of each sub-call's prompt and answer kept in its ``sub_call`` event
     record_chars: int = 2000
+    reserve_output_tokens: int = DEFAULT_RESERVE_OUTPUT_TOKENS
 
     def replace(self, **kw: Any) -> Limits:
         d = asdict(self)

@@ -93,7 +93,8 @@ def summary_rows(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "accuracy": sum(r["correct"] for r in g) / len(g), "score": statistics.fmean(r["score"] for r in g),
             "median_tokens": _median([r.get("tokens", 0) for r in g]),
             "median_time": _median([r.get("elapsed_s", 0.0) for r in g]),
-            "cost": sum(r.get("cost_usd", 0.0) or 0.0 for r in g),
+            "cost": None if any("cost_usd" in r and r["cost_usd"] is None for r in g)  # unknown price
+            else sum(r.get("cost_usd", 0.0) or 0.0 for r in g),
             "median_iterations": _median([r.get("iterations", 0) for r in g]),
             "notes": explain(g),
         })
@@ -162,7 +163,7 @@ def render(recs: list[dict[str, Any]], meta: dict[str, Any], plots: list[Path]) 
     for r in summary_rows(recs):
         lines.append(f"| {r['suite']} | {r['method']} | `{r['model']}` | {r['n']} | {r['accuracy']:.0%} | "
                      f"{r['score']:.2f} | {r['median_tokens']:,.0f} | {r['median_time']:.1f} | "
-                     f"{r['cost']:.4f} | {r['median_iterations']:g} | {_cell(r['notes'], 300)} |")
+                     f"{'unknown' if r['cost'] is None else format(r['cost'], '.4f')} | {r['median_iterations']:g} | {_cell(r['notes'], 300)} |")
     lines += ["", "## Score by context length", "", "| suite | method | length | tasks | mean score |",
               "|---|---|---|---|---|"]
     cells: dict[tuple[str, str, int], list[float]] = defaultdict(list)

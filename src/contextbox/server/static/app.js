@@ -17,7 +17,8 @@ function el(tag, cls, text) {
   return e;
 }
 const fmt = (n) => (n || 0).toLocaleString("en-US");
-const money = (n) => "$" + (n || 0).toFixed(4);
+// a cost of null is unknown (a model with no known price), never shown as $0
+const money = (n) => (n === null ? "unknown" : "$" + (n || 0).toFixed(4));
 const short = (s, n) => (s && s.length > n ? s.slice(0, n) + "…" : s || "");
 
 function showError(msg) {
@@ -285,9 +286,10 @@ function block(cls, label, text) {
 }
 
 function addUsage(role, tokens, cost) {
-  const u = S.usage[role] || (S.usage[role] = { tokens: 0, cost: 0 });
+  const u = S.usage[role] || (S.usage[role] = { tokens: 0, cost: 0, unknown: false });
   u.tokens += tokens || 0;
-  u.cost += cost || 0;
+  if (cost === null) u.unknown = true;
+  else u.cost += cost || 0;
   S.calls += 1;
   showUsage();
 }
@@ -297,7 +299,8 @@ function showUsage() {
   $("tok-root").textContent = fmt(t("root"));
   $("tok-sub").textContent = fmt(t("sub") + t("child"));
   $("calls").textContent = fmt(S.calls);
-  $("cost").textContent = money(Object.values(S.usage).reduce((a, u) => a + u.cost, 0));
+  const all = Object.values(S.usage);
+  $("cost").textContent = money(all.some((u) => u.unknown) ? null : all.reduce((a, u) => a + u.cost, 0));
 }
 
 function handle(ev) {
