@@ -180,3 +180,19 @@ def test_scripted_file_can_be_constrained(tmp_path):
     f.write_text(json.dumps({"constrained": True, "replies": [cmd("find", text="x", thought="t")]}))
     p = ScriptedProvider.from_path(str(f))
     assert p.supports_schema is True
+
+
+CODE = "alpha\ndef read_settings():\n    return tomllib.loads(path.read_text())  # the TOML configuration\nzeta\n"
+
+
+def test_find_with_no_hits_for_several_words_shows_ranked_passages():
+    res, rlm, _ = _run([cmd("find", text="load toml configuration file"), cmd("final", answer="read_settings")],
+                       CODE, "Which function loads the TOML configuration?")
+    fb = fed_back(rlm)[0]
+    assert "0 hits" in fb and "closest passages" in fb and "- line 2 (score" in fb
+    assert "ranked_fallback" in _aids(res) and "zero_hits" not in _aids(res)
+    cfg = Config()
+    cfg.aids.ranked_fallback = False
+    res, rlm, _ = _run([cmd("find", text="load toml configuration file"), cmd("final", answer="x")], CODE,
+                       "q?", config=cfg)
+    assert "closest passages" not in fed_back(rlm)[0] and "zero_hits" in _aids(res)

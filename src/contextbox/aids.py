@@ -63,6 +63,7 @@ class RunAids:
                  preview_chars: int, max_iterations: int):
         self.settings = settings
         self.question = question
+        self.context = context
         self.session = session
         self.max_iterations = max_iterations
         self.grounding = settings.grounding is True or (settings.grounding == "auto" and local)
@@ -168,6 +169,16 @@ class RunAids:
         aids = self.settings
         if out.hits is None or action.op not in ("find", "regex", "count"):
             return
+        if out.hits == 0 and action.op == "find" and getattr(aids, "ranked_fallback", False) \
+                and not action.args.get("on"):
+            from .search import closest_passages
+
+            near = closest_passages(self.context, str(action.args.get("text", "")), k=3)
+            if near:
+                out.text += "\n" + near
+                self.seen.append(near)
+                self._fire("ranked_fallback", iteration, near.split("\n", 1)[0])
+                return
         if out.hits == 0 and aids.zero_hits:
             hint = "\nhint: no hits. Try a shorter pattern, a single distinctive word, or search with ranked words."
             out.text += hint
