@@ -30,8 +30,10 @@ def _aids(res):
 
 def test_repeated_find_leaves_only_final_for_a_constrained_model():
     find = cmd("find", text="QuotaExceeded", thought="t")
+    cfg = Config()
+    cfg.aids.table_route = False  # (the table route would not offer find at all)
     res, _, p = _run([find, find, find, cmd("final", answer="279", thought="t")], LOG,
-                     "How many times does QuotaExceeded occur?", constrained=True)
+                     "How many times does QuotaExceeded occur?", constrained=True, config=cfg)
     assert res.status == "answered" and res.answer == "279" and res.iterations == 4
     schemas = [o["response_schema"] for o in p.options]
     assert "find" not in _ops(schemas[2])  # the first repeat bans the op it repeated
@@ -196,3 +198,35 @@ def test_find_with_no_hits_for_several_words_shows_ranked_passages():
     res, rlm, _ = _run([cmd("find", text="load toml configuration file"), cmd("final", answer="x")], CODE,
                        "q?", config=cfg)
     assert "closest passages" not in fed_back(rlm)[0] and "zero_hits" in _aids(res)
+
+
+def test_count_question_over_a_log_takes_the_table_route():
+    from contextbox.schema import TABLE_FIRST_OPS, TABLE_ROUTE_OPS
+
+    replies = [cmd("extract", store="t", thought="t"), cmd("count_by", on="t", field="name", thought="t"),
+               cmd("final", answer="QuotaExceeded", thought="t")]
+    log = "".join(f"2024-03-01 08:00:{i % 60:02d} ERROR 10.0.0.{i % 9} GET /x 500 {i}ms "
+                  f"{'QuotaExceeded' if i % 3 else 'DiskFull'} \"m\"\n" for i in range(300))
+    res, _, p = _run(replies, log, "Which error type occurs most often?", constrained=True)
+    assert res.answer == "QuotaExceeded" and "table_route" in _aids(res)
+    schemas = [o["response_schema"] for o in p.options]
+    assert _ops(schemas[0]) == list(TABLE_FIRST_OPS)
+    assert set(_ops(schemas[1])) <= set(TABLE_ROUTE_OPS) and "find" not in _ops(schemas[1])
+    branch = next(b for b in schemas[1]["anyOf"] if b["properties"]["op"]["const"] == "count_by")
+    assert "name" in branch["properties"]["field"]["enum"] and branch["properties"]["on"] == {"enum": ["t"]}
+
+
+def test_no_table_route_for_prose_or_for_retrieval_questions():
+    novel = "".join(f"Chapter {i}. Natasha walked in the garden and thought of many things that day.\n"
+                    for i in range(200))
+    res, _, p = _run([cmd("search", query="Natasha", thought="t"), cmd("final", answer="x", thought="t")], novel,
+                     "How many times did Natasha walk?", constrained=True)
+    assert "search" in _ops(p.options[0]["response_schema"]) and "table_route" not in _aids(res)
+    res, _, p = _run([cmd("search", query="error", thought="t"), cmd("final", answer="x", thought="t")], LOG,
+                     "What does the first line say?", constrained=True)
+    assert "search" in _ops(p.options[0]["response_schema"])
+    cfg = Config()
+    cfg.aids.table_route = False
+    res, _, p = _run([cmd("search", query="error", thought="t"), cmd("final", answer="x", thought="t")], LOG,
+                     "How many errors?", constrained=True, config=cfg)
+    assert "search" in _ops(p.options[0]["response_schema"])

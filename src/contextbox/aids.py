@@ -33,6 +33,42 @@ _COUNT_Q = re.compile(r"\b(how many|how often|number of|count|frequency|times)\b
 _WH_Q = re.compile(r"^\s*(?:\w+\s+){0,2}(which|what|who|whom|whose|where|when|why|how)\b", re.I)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 FINAL_ONLY = ("final", "final_var")
+#: questions whose answer aggregates many lines: counts, rankings, frequencies, statistics, pairs
+_AGGREGATE_Q = re.compile(
+    r"\b(how many|how often|number of|count|counts|frequen\w*|most (?:often|frequent|common)|"
+    r"least (?:often|frequent|common)|more common|less common|percentiles?|p\d\d|median|average|mean|"
+    r"unique|distinct|top \d+|rank\w*|every pair|all pairs|pairs of|in total|total number)\b", re.I)
+
+
+def aggregate_question(question: str) -> bool:
+    return _AGGREGATE_Q.search(question) is not None
+
+
+def structured(context: Context, sample: int = 60) -> bool:
+    """Whether most lines of the context are records with typed fields (a log, a table, key: value rows)."""
+    from .auto_fields import parse_line
+
+    text = context.text
+    if not text:
+        return False
+    step = max(1, len(text) // sample)
+    lines: list[str] = []
+    for pos in range(0, len(text), step):
+        a = text.rfind("\n", 0, pos) + 1
+        b = text.find("\n", pos)
+        line = text[a: b if b >= 0 else len(text)].strip()
+        if line and not line.startswith("==> "):
+            lines.append(line[:2000])
+        if len(lines) >= sample:
+            break
+    if len(lines) < 5:
+        return False
+    typed = 0
+    for line in lines:
+        row = parse_line(line)
+        cols = [k for k in row if not k.startswith(("word", "message", "number"))]
+        typed += len(cols) >= 2
+    return typed >= 0.7 * len(lines)
 
 
 def norm(s: str) -> str:
@@ -67,6 +103,10 @@ class RunAids:
         self.session = session
         self.max_iterations = max_iterations
         self.grounding = settings.grounding is True or (settings.grounding == "auto" and local)
+        #: a counting/ranking question over structured lines: constrained turns may only build and
+        #: aggregate tables (``[aids] table_route``)
+        self.table_route = bool(getattr(settings, "table_route", False)) and aggregate_question(question) \
+            and structured(context)
         shown = context.metadata(preview_chars=preview_chars)
         self.seen: list[str] = [question, shown["head"], shown["tail"]]
         self.done_actions: dict[str, int] = {}

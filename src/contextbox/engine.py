@@ -396,6 +396,9 @@ class _Run:
             last = it == lim.max_iterations
             steer = self.aids.steer
             yield self._event("iteration_start", {"iteration": it, "last": last})
+            if it == 1 and constrained and self.aids.table_route:
+                yield self._event("aid", {"aid": "table_route", "iteration": it, "message":
+                                          "a count/rank question over structured lines: tables first"})
             yield from self._compact(messages, opts)
             # the call's worst case is held before it is sent (BudgetExceeded if it cannot be covered)
             hold = self.budget.reserve(rlm.root.name, messages, opts.get("max_tokens"), what="the root call",
@@ -414,7 +417,7 @@ class _Run:
                         rlm.levels,
                         first_turn=not self.aids.looked and rlm.config.aids.first_turn and not last,
                         only=FINAL_OPS if last else steer.only, exclude=steer.exclude, verify=steer.verify,
-                        variables=self.session.variables,
+                        variables=self.session.variables, table_route=self.aids.table_route,
                     )
                 completion = yield from self._wait(
                     lambda: rlm.root.complete(messages, timeout=self._remaining(), on_retry=on_retry,

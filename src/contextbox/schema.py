@@ -91,13 +91,19 @@ def _branch(op: str, required: dict[str, Any], optional: dict[str, Any]) -> dict
 
 #: what a constrained model may do before it has looked at the context: search it
 FIRST_TURN_OPS = ("search", "find", "regex", "count", "records", "extract")
+#: the table route: what a constrained model may do for a counting/ranking question over structured
+#: lines (logs, records) — first make a table, then aggregate it; no reading of samples
+TABLE_FIRST_OPS = ("extract", "records", "count")
+TABLE_ROUTE_OPS = ("extract", "records", "count", "count_by", "top", "unique", "stats", "filter", "sort", "join",
+                   "llm_map", "final", "final_var")
 #: what a constrained model may do when it must answer now
 FINAL_OPS = ("final", "final_var")
 
 
 def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = False,
                    only: tuple[str, ...] | None = None, exclude: tuple[str, ...] = (),
-                   verify: bool = False, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+                   verify: bool = False, variables: dict[str, Any] | None = None,
+                   table_route: bool = False) -> dict[str, Any]:
     """The schema of one command.
 
     ``first_turn``: only a search (look before answering). ``only``: just these ops (e.g. FINAL_OPS
@@ -105,13 +111,22 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
     repeated). ``verify``: each branch starts with ``answers_question`` (a boolean the model sets
     about its previous answer before it chooses to resend it or look further). ``variables``: the
     run's variables; table ops appear once a table exists, with ``on``/``field`` limited to the
-    existing tables and their columns, and ``final_var`` to existing names.
+    existing tables and their columns, and ``final_var`` to existing names; with l4 and a table,
+    ``llm_map`` is the typed map over it. ``table_route``: only the table ops (see TABLE_ROUTE_OPS).
     """
     shapes = dict(L1_SHAPES)
     shapes.update(_dynamic_shapes(variables))
     if "l4" in levels:
         shapes.update(L4_SHAPES)
-    if first_turn:
+        tables = _tables(variables)
+        if tables:  # a label per row of a table: the typed map
+            shapes["llm_map"] = ({"on": {"enum": list(tables)}, "prompt": _S,
+                                  "choices": L4_SHAPES["llm_map"][1]["choices"], "store": _NAME},
+                                 {"per_call": {"type": "integer", "minimum": 1, "maximum": 50}})
+    if table_route:
+        keep = TABLE_FIRST_OPS if first_turn else TABLE_ROUTE_OPS
+        shapes = {op: shapes[op] for op in keep if op in shapes}
+    elif first_turn:
         shapes = {op: shapes[op] for op in FIRST_TURN_OPS if op in shapes}
     if only is not None:
         kept = {op: shapes[op] for op in only if op in shapes}
