@@ -47,7 +47,7 @@ RECIPES = """## Recipes
   answer with the value the output shows."""
 
 RECIPES_L4 = """- A label per record that no keyword gives (a topic, a kind, a sentiment): records into a table, then
-  {"op": "llm_map", "on": "r", "prompt": WHAT TO DECIDE, "choices": [LABELS], "per_call": 25, "store": "m"}
+  {"op": "llm_map", "on": "r", "prompt": WHAT TO DECIDE, "choices": [LABELS], "per_call": 10, "store": "m"}
   (a sub-model labels every record), then count_by "label" on m (or filter by label first).
 - Pairs (which two X both have Y): label or extract, filter the rows with Y, count_by the X column (store),
   filter on "count" if a minimum is asked, then join the result with itself with "pairs": true and final_var it."""
