@@ -210,7 +210,10 @@ def test_count_question_over_a_log_takes_the_table_route():
     res, _, p = _run(replies, log, "Which error type occurs most often?", constrained=True)
     assert res.answer == "QuotaExceeded" and "table_route" in _aids(res)
     schemas = [o["response_schema"] for o in p.options]
-    assert _ops(schemas[0]) == list(TABLE_FIRST_OPS)
+    assert _ops(schemas[0]) == ["extract", "records"]  # ranking: no literal count
+    _, _, p2 = _run([cmd("count", pattern="DiskFull", thought="t"), cmd("final", answer="100", thought="t")], log,
+                    "How many times does DiskFull occur?", constrained=True)
+    assert set(_ops(p2.options[0]["response_schema"])) == set(TABLE_FIRST_OPS)
     assert set(_ops(schemas[1])) <= set(TABLE_ROUTE_OPS) and "find" not in _ops(schemas[1])
     branch = next(b for b in schemas[1]["anyOf"] if b["properties"]["op"]["const"] == "count_by")
     assert "name" in branch["properties"]["field"]["enum"] and branch["properties"]["on"] == {"enum": ["t"]}

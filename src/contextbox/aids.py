@@ -40,6 +40,11 @@ _AGGREGATE_Q = re.compile(
     r"unique|distinct|top \d+|rank\w*|every pair|all pairs|pairs of|in total|total number)\b", re.I)
 
 
+#: "how many times does X occur": a literal count answers it
+_OCCURRENCE_Q = re.compile(r"\b(how many times|how often does|how often is|number of (?:times|occurrences)|"
+                           r"occurrences of)\b", re.I)
+
+
 def aggregate_question(question: str) -> bool:
     return _AGGREGATE_Q.search(question) is not None
 
@@ -107,6 +112,9 @@ class RunAids:
         #: aggregate tables (``[aids] table_route``)
         self.table_route = bool(getattr(settings, "table_route", False)) and aggregate_question(question) \
             and structured(context)
+        #: the first table-route turn: a literal count only when the question asks how often something occurs
+        self.table_first: tuple[str, ...] = (("count", "extract", "records") if _OCCURRENCE_Q.search(question)
+                                             else ("extract", "records"))
         shown = context.metadata(preview_chars=preview_chars)
         self.seen: list[str] = [question, shown["head"], shown["tail"]]
         self.done_actions: dict[str, int] = {}
