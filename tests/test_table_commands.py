@@ -248,3 +248,17 @@ def test_table_helpers_multi_document_cells(level: str) -> None:
         assert out.text.strip() == "[('A', 'a.log', 1), ('B', 'b.log', 4)]", out.text
     finally:
         ex.close()
+
+
+def test_a_new_table_is_shown_with_a_profile_of_its_columns() -> None:
+    t = Table({"level": ["INFO", "ERROR", "INFO", "ERROR"], "name": [None, "DiskFull", None, "Quota"],
+               "line": [0, 1, 2, 3]})
+    prof = t.profile()
+    assert prof[0] == "columns:"
+    assert "- level: 2 distinct; e.g. INFO, ERROR" in prof
+    assert "- name: 2 distinct in 2 rows; e.g. DiskFull, Quota" in prof
+    assert not any(p.startswith("- line") for p in prof)
+    assert t.profile(scan=2)[0] == "columns (in the first 2 rows):"
+    ex = CommandExecutor(Session(Context.from_value("a=1 b=x\na=2 b=y\n"), Limits(), ("l1",), "r"))
+    out = ex.run(Action("command", "l1", "extract", {"op": "extract", "store": "t"}))
+    assert "- b: 2 distinct; e.g. x, y" in out.text

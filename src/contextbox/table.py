@@ -140,6 +140,35 @@ class Table:
         return {"columns": self.columns, "rows": [[v[i] for v in self.cols.values()] for i in range(self.n)],
                 "meta": self.meta}
 
+    def profile(self, scan: int = 200_000, examples: int = 5, max_cell: int = 40) -> list[str]:
+        """One line per column: how many distinct values, in how many rows, and a few examples.
+
+        Lets a model pick the right column by its values (``name: 5 distinct in 1,666 rows: DiskFull, …``)
+        rather than guess from the column's name. Counts over the first ``scan`` rows."""
+        n = min(self.n, scan)
+        where = "" if n == self.n else f" (in the first {n:,} rows)"
+        out = []
+        for k, v in self.cols.items():
+            if k in ("doc", "line"):
+                continue
+            seen: dict[Any, None] = {}
+            present = 0
+            for x in v[:n]:
+                if x is None or x == "":
+                    continue
+                present += 1
+                if len(seen) <= 10_000:
+                    seen.setdefault(x if not isinstance(x, (list, dict)) else json.dumps(x, default=str), None)
+            distinct = f"{len(seen):,}" if len(seen) <= 10_000 else "over 10,000"
+            rows = "" if present == n else f" in {present:,} rows"
+            shown = []
+            for x in list(seen)[:examples]:
+                s = x if isinstance(x, str) else json.dumps(x, ensure_ascii=False, default=str)
+                s = " ".join(s.split())
+                shown.append(s if len(s) <= max_cell else s[: max_cell - 1] + "…")
+            out.append(f"- {k}: {distinct} distinct{rows}; e.g. {', '.join(shown) or '(empty)'}")
+        return [f"columns{where}:"] + out if out else []
+
     def render(self, max_rows: int = DEFAULT_RENDER_ROWS, max_cell: int = 120) -> str:
         """Compact text: a header with the row count and columns, then up to ``max_rows`` rows."""
         head = f"table: {self.n:,} row(s); columns: {', '.join(self.cols) or '(none)'}"

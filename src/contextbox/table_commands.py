@@ -90,6 +90,11 @@ def _text_source(ex: CommandExecutor, cmd: dict[str, Any]) -> tuple[Any, str]:
     return Context.from_documents([(on, as_text(value))]), ""
 
 
+#: ops whose new table is shown as a column profile (values per column) before a few rows
+PROFILED = ("records", "extract", "filter", "join")
+PROFILE_ROWS = 3
+
+
 def _auto_name(ex: CommandExecutor) -> str:
     i = 1
     while f"t{i}" in ex.s.variables:
@@ -99,7 +104,12 @@ def _auto_name(ex: CommandExecutor) -> str:
 
 def _table_out(ex: CommandExecutor, cmd: dict[str, Any], head: str, t: Table, *, keep: bool = False,
                read: list[list[int]] | None = None) -> ActionOutput:
-    body = "\n".join(t.counts_lines(SHOW_COUNTS)) if t.meta.get("_kind") == "counts" else t.render(SHOW_ROWS)
+    if t.meta.get("_kind") == "counts":
+        body = "\n".join(t.counts_lines(SHOW_COUNTS))
+    elif cmd["op"] in PROFILED:  # a new table: what each column holds, then a few rows
+        body = "\n".join(t.profile() + [t.render(PROFILE_ROWS)])
+    else:
+        body = t.render(SHOW_ROWS)
     text = f"{head}\n{body}" if head else body
     if t.meta.get("_kind") == "counts" and t.n > SHOW_COUNTS:
         text += f"\n… {t.n - SHOW_COUNTS:,} more value(s); use top, filter or store"
