@@ -248,3 +248,12 @@ def test_table_helpers_multi_document_cells(level: str) -> None:
         assert out.text.strip() == "[('A', 'a.log', 1), ('B', 'b.log', 4)]", out.text
     finally:
         ex.close()
+
+
+def test_a_runaway_extract_pattern_is_stopped() -> None:
+    from types import SimpleNamespace
+
+    s = Session(Context.from_value("a" * 40 + "b\n"), Limits(), ("l1",), "t",
+                config=SimpleNamespace(regex_timeout_s=0.3))
+    with pytest.raises(CommandError, match=r"extract '\(a\+\)\+\$' ran longer than 0.3 s and was stopped"):
+        CommandExecutor(s).run(Action("command", "l1", "extract", {"op": "extract", "pattern": "(a+)+$"}))
