@@ -328,7 +328,7 @@ class Columns:
         for names, idx, rows in self._parts:
             if not idx:
                 continue
-            cols = [rows] if len(names) == 1 else zip(*rows, strict=True)
+            cols = [rows] if len(names) == 1 else [list(map(operator.itemgetter(k), rows)) for k in range(len(names))]
             parts.append((idx, dict(zip(names, cols, strict=True))))
             for k, name in enumerate(names):
                 if (base + idx[0], k) < self.first.get(name, (base + m, 0)):
