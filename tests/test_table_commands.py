@@ -262,3 +262,12 @@ def test_a_new_table_is_shown_with_a_profile_of_its_columns() -> None:
     ex = CommandExecutor(Session(Context.from_value("a=1 b=x\na=2 b=y\n"), Limits(), ("l1",), "r"))
     out = ex.run(Action("command", "l1", "extract", {"op": "extract", "store": "t"}))
     assert "- b: 2 distinct; e.g. x, y" in out.text
+
+
+def test_a_runaway_extract_pattern_is_stopped() -> None:
+    from types import SimpleNamespace
+
+    s = Session(Context.from_value("a" * 40 + "b\n"), Limits(), ("l1",), "t",
+                config=SimpleNamespace(regex_timeout_s=0.3))
+    with pytest.raises(CommandError, match=r"extract '\(a\+\)\+\$' ran longer than 0.3 s and was stopped"):
+        CommandExecutor(s).run(Action("command", "l1", "extract", {"op": "extract", "pattern": "(a+)+$"}))

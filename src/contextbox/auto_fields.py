@@ -328,7 +328,7 @@ class Columns:
         for names, idx, rows in self._parts:
             if not idx:
                 continue
-            cols = [rows] if len(names) == 1 else zip(*rows, strict=True)
+            cols = [rows] if len(names) == 1 else [list(map(operator.itemgetter(k), rows)) for k in range(len(names))]
             parts.append((idx, dict(zip(names, cols, strict=True))))
             for k, name in enumerate(names):
                 if (base + idx[0], k) < self.first.get(name, (base + m, 0)):
@@ -468,19 +468,22 @@ class Templates:
             for alt, (names, groups) in self.alts.items():
                 idx, rows = acc.part(names)
                 sinks[alt] = (idx.append, rows.append, groups if len(groups) > 1 else groups[0])
-            docs, lines = acc.docs.append, acc.lines.append
+            lines, fast = acc.lines.append, 0
             for m in self.rx.finditer(text, start, stop):
                 s = m.start()
                 if s > pos:
+                    acc.m += fast
                     line, unmatched, learn = self._slow(text[pos:s], line, doc, acc, unmatched, learn)
+                    fast = 0
                 put_idx, put_row, groups = sinks[m.lastindex]  # type: ignore[index]
-                put_idx(acc.m)
-                put_row(m.group(*groups) if isinstance(groups, tuple) else m.group(groups))
-                docs(doc)
+                put_idx(acc.m + fast)
+                put_row(m.group(*groups) if type(groups) is tuple else m.group(groups))
                 lines(line)
-                acc.m += 1
+                fast += 1
                 line += 1
                 pos = m.end() + 1
+            acc.m += fast
+            acc.docs.extend([doc] * (len(acc.lines) - len(acc.docs)))  # one doc per scan: same for every row
         if pos < stop:
             line, unmatched, learn = self._slow(text[pos:stop], line, doc, acc, unmatched, learn)
         acc.flush()
