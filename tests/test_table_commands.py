@@ -271,3 +271,18 @@ def test_a_runaway_extract_pattern_is_stopped() -> None:
                 config=SimpleNamespace(regex_timeout_s=0.3))
     with pytest.raises(CommandError, match=r"extract '\(a\+\)\+\$' ran longer than 0.3 s and was stopped"):
         CommandExecutor(s).run(Action("command", "l1", "extract", {"op": "extract", "pattern": "(a+)+$"}))
+
+
+def test_final_var_refuses_a_whole_table_and_the_schema_offers_only_small_results() -> None:
+    from contextbox.schema import command_schema
+
+    big = Table({"v": list(range(5000))})
+    small = Table({"v": ["a"], "count": [3]}, meta={"_kind": "counts"})
+    s = Session(Context.from_value("x\n"), Limits(), ("l1",), "r", variables={"big": big, "small": small})
+    with pytest.raises(CommandError, match="'big' holds 5,000 rows, too much for an answer"):
+        CommandExecutor(s).run(Action("command", "l1", "final_var", {"op": "final_var", "name": "big"}))
+    out = CommandExecutor(s).run(Action("command", "l1", "final_var", {"op": "final_var", "name": "small"}))
+    assert out.final == "a: 3"
+    branch = next(b for b in command_schema(("l1",), variables=s.variables)["anyOf"]
+                  if b["properties"]["op"]["const"] == "final_var")
+    assert branch["properties"]["name"] == {"enum": ["small"]}

@@ -37,8 +37,8 @@ def test_count_by_is_counter(vals: list[Any]) -> None:
     got = dict(zip(out.column("v"), out.column("count"), strict=True))
     assert got == Counter(vals)
     assert out.meta["total"] == len(vals) and out.meta["distinct"] == len(set(vals))
-    keys = [(-c, table_ops.order_key(v)) for v, c in zip(out.column("v"), out.column("count"), strict=True)]
-    assert keys == sorted(keys)  # most frequent first, ties by value
+    keys = [(v is None, -c, table_ops.order_key(v)) for v, c in zip(out.column("v"), out.column("count"), strict=True)]
+    assert keys == sorted(keys)  # most frequent first, ties by value, missing values last
 
 
 @SETTINGS
@@ -52,8 +52,8 @@ def test_count_by_several_fields(pairs: list[tuple[str, Any]]) -> None:
 
 def test_count_by_missing_bucket_and_ties() -> None:
     out = table_ops.count_by([{"t": "b"}, {"t": None}, {"t": "a"}, {"t": "b"}, {"x": 1}], "t")
-    assert out.to_rows() == [{"t": "b", "count": 2}, {"t": None, "count": 2}, {"t": "a", "count": 1}]
-    assert out.as_text() == "b: 2\n(missing): 2\na: 1"
+    assert out.to_rows() == [{"t": "b", "count": 2}, {"t": "a", "count": 1}, {"t": None, "count": 2}]
+    assert out.as_text() == "b: 2\na: 1\n(missing): 2"  # "no value" is never the most frequent value
     unhashable = table_ops.count_by([{"t": [1, 2]}, {"t": [1, 2]}, {"t": {"k": 1}}], "t")
     assert unhashable.column("count") == [2, 1]
 
@@ -63,7 +63,9 @@ def test_count_by_missing_bucket_and_ties() -> None:
 def test_top_is_head_of_count_by(vals: list[Any], k: int) -> None:
     full = table_ops.count_by(Table({"v": vals}), "v")
     assert table_ops.top(Table({"v": vals}), "v", k) == full.head(k)
-    assert [c for _, c in Counter(vals).most_common(k)] == table_ops.top(Table({"v": vals}), "v", k).column("count")
+    present = Counter(v for v in vals if v is not None)
+    ranked = [c for _, c in present.most_common()] + ([vals.count(None)] if None in vals else [])
+    assert ranked[:k] == table_ops.top(Table({"v": vals}), "v", k).column("count")
     with pytest.raises(CommandError, match="positive"):
         table_ops.top(Table({"v": vals}), "v", 0)
 

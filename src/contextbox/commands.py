@@ -377,10 +377,29 @@ class CommandExecutor:
         name = cmd["name"]
         if name not in self.s.variables:
             raise CommandError(f"final_var: no variable {name!r}; variables: {self._var_list()}")
-        answer = as_text(self.s.variables[name]).strip()
+        value = self.s.variables[name]
+        if not answer_sized(value):
+            size = f"{len(value):,} rows" if isinstance(value, (Table, list)) else f"{len(as_text(value)):,} characters"
+            raise CommandError(f"final_var: {name!r} holds {size}, too much for an answer; answer with final and "
+                               "the value you found, or final_var a small result (from count_by, top or stats)")
+        answer = as_text(value).strip()
         if not answer:
             raise CommandError(f"final_var: variable {name!r} is empty")
         return ActionOutput(f"final answer: {answer}", final=answer)
+
+
+#: the largest variable final_var will turn into an answer
+MAX_ANSWER_ROWS = 1000
+MAX_ANSWER_CHARS = 50_000
+
+
+def answer_sized(value: Any) -> bool:
+    """Whether a variable is small enough to be an answer (not a whole table of a log)."""
+    if isinstance(value, (Table, list, dict)) and len(value) > MAX_ANSWER_ROWS:
+        return False
+    if isinstance(value, str):
+        return len(value) <= MAX_ANSWER_CHARS
+    return isinstance(value, (int, float, bool)) or len(as_text(value)) <= MAX_ANSWER_CHARS
 
 
 def latest_table(session: Session) -> str | None:

@@ -72,8 +72,11 @@ def _dynamic_shapes(variables: dict[str, Any] | None) -> dict[str, tuple[dict[st
         if len(tables) >= 1:
             out["join"] = ({"on": {"type": "array", "items": on, "minItems": 2, "maxItems": 2}},
                            {"key": field, "pairs": _B})
-    if variables:
-        out["final_var"] = ({"name": {"enum": sorted(variables)}}, {})
+    from .commands import answer_sized
+
+    small = sorted(k for k, v in (variables or {}).items() if answer_sized(v))
+    if small:
+        out["final_var"] = ({"name": {"enum": small}}, {})
     return out
 
 

@@ -392,8 +392,8 @@ def _hashable(v: Any) -> Any:
 
 def count_by(table: Table | list[Any], field: str | Sequence[str]) -> Table:
     """Rows per distinct value of ``field`` (or per combination of several fields): columns
-    ``field…``, ``count``; most frequent first, ties by value (numbers, then text, then missing).
-    Missing values (None) are a bucket of their own. ``meta``: ``total`` rows, ``distinct`` values."""
+    ``field…``, ``count``; most frequent first, ties by value (numbers, then text). Missing values
+    (None) are a bucket of their own, always last: "the most frequent value" is never "no value". ``meta``: ``total`` rows, ``distinct`` values."""
     t = as_table(table, "count_by")
     fields = _fields(field, "count_by")
     cols = [_col(t, f) for f in fields]
@@ -403,7 +403,10 @@ def count_by(table: Table | list[Any], field: str | Sequence[str]) -> Table:
     except TypeError:  # lists or dicts in a column (from JSON lines)
         counter = Counter(_hashable(k) if len(cols) == 1 else tuple(map(_hashable, k))
                           for k in (cols[0] if len(cols) == 1 else zip(*cols, strict=True)))
-    items = sorted(counter.items(), key=lambda kv: (-kv[1], order_key(kv[0])))
+    def missing(k: Any) -> bool:
+        return k is None or (len(cols) > 1 and any(x is None for x in k))
+
+    items = sorted(counter.items(), key=lambda kv: (missing(kv[0]), -kv[1], order_key(kv[0])))
     out: dict[str, list[Any]] = {}
     if len(fields) == 1:
         out[fields[0]] = [k for k, _ in items]
