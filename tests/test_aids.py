@@ -233,3 +233,14 @@ def test_no_table_route_for_prose_or_for_retrieval_questions():
     res, _, p = _run([cmd("search", query="error", thought="t"), cmd("final", answer="x", thought="t")], LOG,
                      "How many errors?", constrained=True, config=cfg)
     assert "search" in _ops(p.options[0]["response_schema"])
+
+
+def test_grounding_accepts_an_answer_sentence_around_a_value_it_read():
+    cfg = Config()
+    cfg.aids.grounding = True
+    res, _, _ = _run([cmd("find", text="QuotaExceeded"), cmd("final", answer="The type that occurs most is QuotaExceeded.")],
+                     LOG, "Which error type occurs most often?", config=cfg)
+    assert res.iterations == 2 and "grounding" not in _aids(res)
+    res, _, _ = _run([cmd("find", text="QuotaExceeded"), cmd("final", answer="It is DiskFull."), cmd("final", answer="x")],
+                     LOG, "Which error type occurs most often?", config=cfg)
+    assert "grounding" in _aids(res)  # a value it never read still goes back

@@ -76,6 +76,13 @@ def structured(context: Context, sample: int = 60) -> bool:
     return typed >= 0.7 * len(lines)
 
 
+#: words an answer may add without having read them
+_FILLER = frozenset(
+    "a an the is are was were be been it its this that these those of in on at to for from by with and or "
+    "not no yes as so than then there here which what who whom whose when where why how most least more less "
+    "answer total number count times value".split())
+
+
 def norm(s: str) -> str:
     return " ".join(s.casefold().split()).strip(" .,;:!?\"'`()[]")
 
@@ -287,7 +294,7 @@ class RunAids:
                     "copied from the text you found, then send the final command again.")
         seen = norm("\n".join(self.seen))
         words = set(_WORD.findall(seen))
-        if not a or a in seen or all(w in words for w in _WORD.findall(a) if len(w) > 1):
+        if not a or a in seen or all(w in words for w in _WORD.findall(a) if len(w) > 1 and w not in _FILLER):
             return None
         return ("does not appear in anything you have read. Verify it against the context (e.g. find it), "
                 "then send the final command again.")
