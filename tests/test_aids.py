@@ -244,3 +244,19 @@ def test_grounding_accepts_an_answer_sentence_around_a_value_it_read():
     res, _, _ = _run([cmd("find", text="QuotaExceeded"), cmd("final", answer="It is DiskFull."), cmd("final", answer="x")],
                      LOG, "Which error type occurs most often?", config=cfg)
     assert "grounding" in _aids(res)  # a value it never read still goes back
+
+
+def test_the_table_route_follows_what_the_question_asks():
+    from contextbox.aids import route_ops
+
+    first, later = route_ops("What is the p95 response time?")
+    assert first == ("extract", "records") and "stats" in later and "count_by" not in later
+    first, later = route_ops("How many unique IPs are there?")
+    assert "unique" in later and "stats" not in later
+    first, later = route_ops("How many times does DiskFull occur?")
+    assert first[0] == "count" and "count_by" in later and "final" in later
+    log = "".join(f"2024-03-01 08:00:{i % 60:02d} INFO 10.0.0.{i % 9} GET /x 200 {i}ms \"m\"\n" for i in range(200))
+    _, _, p = _run([cmd("extract", store="t", thought="t"), cmd("stats", on="t", field="duration", thought="t"),
+                    cmd("final", answer="189ms", thought="t")], log, "What is the p95 response time?",
+                   constrained=True)
+    assert set(_ops(p.options[1]["response_schema"])) == {"stats", "filter", "extract", "final", "final_var"}

@@ -45,6 +45,26 @@ _OCCURRENCE_Q = re.compile(r"\b(how many times|how often does|how often is|numbe
                            r"occurrences of)\b", re.I)
 
 
+_STATS_Q = re.compile(r"\b(percentiles?|p\d\d|median|average|mean|minimum|maximum|min|max|sum|std)\b", re.I)
+_DISTINCT_Q = re.compile(r"\b(unique|distinct|different)\b", re.I)
+_FINISH = ("final", "final_var")
+
+
+def route_ops(question: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The table route for a question: (ops of the first turn, ops of later turns).
+
+    A literal count starts only how-often questions; a statistic question aggregates with
+    ``stats``, a how-many-different question with ``unique``, others with counts and labels."""
+    first = ("count", "extract", "records") if _OCCURRENCE_Q.search(question) else ("extract", "records")
+    if _STATS_Q.search(question):
+        later: tuple[str, ...] = ("stats", "filter", "extract")
+    elif _DISTINCT_Q.search(question):
+        later = ("unique", "filter", "count_by", "extract")
+    else:
+        later = ("count_by", "top", "filter", "join", "llm_map", "unique", "sort", "count", "extract", "records")
+    return first, later + _FINISH
+
+
 def aggregate_question(question: str) -> bool:
     return _AGGREGATE_Q.search(question) is not None
 
@@ -119,9 +139,8 @@ class RunAids:
         #: aggregate tables (``[aids] table_route``)
         self.table_route = bool(getattr(settings, "table_route", False)) and aggregate_question(question) \
             and structured(context)
-        #: the first table-route turn: a literal count only when the question asks how often something occurs
-        self.table_first: tuple[str, ...] = (("count", "extract", "records") if _OCCURRENCE_Q.search(question)
-                                             else ("extract", "records"))
+        #: the table route's ops: (first turn, later turns), chosen by what the question asks
+        self.route_ops = route_ops(question)
         shown = context.metadata(preview_chars=preview_chars)
         self.seen: list[str] = [question, shown["head"], shown["tail"]]
         self.done_actions: dict[str, int] = {}

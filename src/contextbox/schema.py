@@ -106,7 +106,7 @@ FINAL_OPS = ("final", "final_var")
 def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = False,
                    only: tuple[str, ...] | None = None, exclude: tuple[str, ...] = (),
                    verify: bool = False, variables: dict[str, Any] | None = None,
-                   table_route: bool | tuple[str, ...] = False) -> dict[str, Any]:
+                   table_route: bool | tuple[tuple[str, ...], tuple[str, ...]] = False) -> dict[str, Any]:
     """The schema of one command.
 
     ``first_turn``: only a search (look before answering). ``only``: just these ops (e.g. FINAL_OPS
@@ -115,8 +115,8 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
     about its previous answer before it chooses to resend it or look further). ``variables``: the
     run's variables; table ops appear once a table exists, with ``on``/``field`` limited to the
     existing tables and their columns, and ``final_var`` to existing names; with l4 and a table,
-    ``llm_map`` is the typed map over it. ``table_route``: only the table ops (see TABLE_ROUTE_OPS; a tuple: the ops of the
-    first turn, default TABLE_FIRST_OPS).
+    ``llm_map`` is the typed map over it. ``table_route``: only the table ops (True: TABLE_FIRST_OPS on the first turn, then
+    TABLE_ROUTE_OPS; or a pair (first-turn ops, later ops)).
     """
     shapes = dict(L1_SHAPES)
     shapes.update(_dynamic_shapes(variables))
@@ -128,8 +128,8 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
                                   "choices": L4_SHAPES["llm_map"][1]["choices"], "store": _NAME},
                                  {"per_call": {"type": "integer", "minimum": 1, "maximum": 50}})
     if table_route:
-        first = table_route if isinstance(table_route, tuple) else TABLE_FIRST_OPS
-        keep = first if first_turn else TABLE_ROUTE_OPS
+        first, later = table_route if isinstance(table_route, tuple) else (TABLE_FIRST_OPS, TABLE_ROUTE_OPS)
+        keep = first if first_turn else later
         shapes = {op: shapes[op] for op in keep if op in shapes}
     elif first_turn:
         shapes = {op: shapes[op] for op in FIRST_TURN_OPS if op in shapes}
