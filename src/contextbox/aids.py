@@ -100,7 +100,8 @@ def structured(context: Context, sample: int = 60) -> bool:
 _FILLER = frozenset(
     "a an the is are was were be been it its this that these those of in on at to for from by with and or "
     "not no yes as so than then there here which what who whom whose when where why how most least more less "
-    "answer total number count times value".split())
+    "answer total number count times value ms sec secs seconds minutes hours days bytes kb mb gb percent usd "
+    "response request requests time".split())
 
 
 def norm(s: str) -> str:
