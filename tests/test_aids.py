@@ -259,4 +259,25 @@ def test_the_table_route_follows_what_the_question_asks():
     _, _, p = _run([cmd("extract", store="t", thought="t"), cmd("stats", on="t", field="duration", thought="t"),
                     cmd("final", answer="189ms", thought="t")], log, "What is the p95 response time?",
                    constrained=True)
-    assert set(_ops(p.options[1]["response_schema"])) == {"stats", "filter", "extract", "final", "final_var"}
+    assert set(_ops(p.options[1]["response_schema"])) == {"stats", "filter", "final", "final_var"}
+
+
+def test_extract_again_into_the_same_table_is_a_repeat_and_not_offered():
+    log = "".join(f"2024-03-01 08:00:{i % 60:02d} ERROR 10.0.0.{i % 9} GET /x 500 {i}ms "
+                  f"{'QuotaExceeded' if i % 3 else 'DiskFull'} \"m\"\n" for i in range(300))
+    ex = cmd("extract", store="t", thought="t")
+    res, _, p = _run([ex, ex, cmd("count_by", on="t", field="name", thought="t"), cmd("final", answer="QuotaExceeded",
+                                                                                     thought="t")],
+                     log, "Rank the error types from most to least frequent.", constrained=True)
+    assert "extract" not in _ops(p.options[1]["response_schema"])  # the table exists: aggregate it
+    assert "repetition" in _aids(res)
+    assert [e.data["op"] for e in res.events if e.type == "action_start"].count("extract") == 1
+
+
+def test_stats_output_repeats_the_statistics_the_question_names():
+    log = "".join(f"2024-03-01 08:00:{i % 60:02d} INFO 10.0.0.{i % 9} GET /x 200 {i + 1}ms \"m\"\n" for i in range(100))
+    res, rlm, _ = _run([cmd("extract", store="t"), cmd("stats", on="t", field="duration"),
+                        cmd("final", answer="p50=50, p95=95, p99=99")], log,
+                       "What are the p50, p95 and p99 response times? And the average?")
+    fb = fed_back(rlm)[1]
+    assert fb.rstrip().endswith("asked: p50=50, p95=95, p99=99, mean=50.5"), fb

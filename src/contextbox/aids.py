@@ -201,7 +201,9 @@ class RunAids:
             self._fire("final_only", iteration, msg, op=action.op)
             return ActionOutput(msg, error=True)
         key = self.repeat_key(action)
-        if aids.repetition and key is not None and key in self.done_actions and not action.args.get("store"):
+        store = action.args.get("store")
+        fresh = store and store not in self.session.variables  # storing under a new name is not a repeat
+        if aids.repetition and key is not None and key in self.done_actions and not fresh:
             k = self.done_actions[key]
             self.repeats += 1
             self._turn_repeat = action.op
@@ -232,6 +234,8 @@ class RunAids:
             if out.hits is not None and isinstance(listed, int) and listed < out.hits:
                 self.capped.append(_Capped(action.describe(60), listed, out.hits))
             self._search_hints(action, out, iteration)
+            if action.op == "stats":
+                self._asked_stats(out, iteration)
             return
         problem = self._check_answer(out.final, iteration)
         if problem is not None:
@@ -263,6 +267,20 @@ class RunAids:
                     "a rarer word, or a regex that includes nearby words. To count or rank, use the table ops.")
             out.text += hint
             self._fire("too_many_hits", iteration, hint.strip(), hits=out.hits)
+
+    def _asked_stats(self, out: ActionOutput, iteration: int) -> None:
+        """Repeat the statistics the question names on one line, so a small model copies the right ones."""
+        values = dict(re.findall(r"\b(\w+)=(-?[\d.]+)", out.text))
+        names = {"average": "mean", "minimum": "min", "maximum": "max"}
+        asked: list[str] = []
+        for m in _STATS_Q.finditer(self.question):
+            key = names.get(m.group(1).lower(), m.group(1).lower())
+            if key in values and key not in asked:
+                asked.append(key)
+        if asked:
+            line = "asked: " + ", ".join(f"{k}={values[k]}" for k in asked)
+            out.text += "\n" + line
+            self._fire("asked_stats", iteration, line)
 
     def _once(self, name: str) -> bool:
         if name in self.used:

@@ -130,6 +130,8 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
     if table_route:
         first, later = table_route if isinstance(table_route, tuple) else (TABLE_FIRST_OPS, TABLE_ROUTE_OPS)
         keep = first if first_turn else later
+        if _tables(variables):  # a table exists: aggregate it, don't make it again
+            keep = tuple(op for op in keep if op not in ("extract", "records")) or keep
         shapes = {op: shapes[op] for op in keep if op in shapes}
     elif first_turn:
         shapes = {op: shapes[op] for op in FIRST_TURN_OPS if op in shapes}
