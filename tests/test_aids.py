@@ -281,3 +281,10 @@ def test_stats_output_repeats_the_statistics_the_question_names():
                        "What are the p50, p95 and p99 response times? And the average?")
     fb = fed_back(rlm)[1]
     assert fb.rstrip().endswith("asked: p50=50, p95=95, p99=99, mean=50.5"), fb
+
+
+def test_word_questions_route_to_word_counts():
+    from contextbox.aids import route_ops
+
+    _, later = route_ops("What are the 5 most frequent words in the messages?")
+    assert later[0] == "word_counts" and "count_by" not in later

@@ -455,3 +455,17 @@ def test_templates_are_used_on_a_log() -> None:
     t = table_ops.extract(text)
     assert t.columns[:8] == ["date", "time", "level", "ip", "method", "path", "status", "duration"]
     assert Counter(v for v in t.column("name") if v) == Counter(re.findall(r"ms (\w+) \"", text))
+
+
+@SETTINGS
+@given(st.lists(st.text(alphabet="ab cAB.", max_size=12) | st.none(), max_size=30))
+def test_word_counts_is_a_counter_of_casefolded_words(vals: list[Any]) -> None:
+    import re as _re
+
+    out = table_ops.word_counts(Table({"m": vals}), "m", stop=["a"])
+    ref = Counter(w for v in vals if v is not None for w in _re.findall(r"\w+", v.casefold()) if w != "a")
+    assert dict(zip(out.column("word"), out.column("count"), strict=True)) == ref
+    keys = [(-c, w) for w, c in zip(out.column("word"), out.column("count"), strict=True)]
+    assert keys == sorted(keys) and out.meta["total"] == sum(ref.values())
+    with pytest.raises(CommandError, match="list of words"):
+        table_ops.word_counts(Table({"m": vals}), "m", stop="the")

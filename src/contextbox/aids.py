@@ -46,6 +46,7 @@ _OCCURRENCE_Q = re.compile(r"\b(how many times|how often does|how often is|numbe
 
 
 _STATS_Q = re.compile(r"\b(percentiles?|p\d\d|median|average|mean|minimum|maximum|min|max|sum|std)\b", re.I)
+_WORDS_Q = re.compile(r"\b(words?|terms?|vocabulary)\b", re.I)
 _DISTINCT_Q = re.compile(r"\b(unique|distinct|different)\b", re.I)
 _FINISH = ("final", "final_var")
 
@@ -56,8 +57,10 @@ def route_ops(question: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     A literal count starts only how-often questions; a statistic question aggregates with
     ``stats``, a how-many-different question with ``unique``, others with counts and labels."""
     first = ("count", "extract", "records") if _OCCURRENCE_Q.search(question) else ("extract", "records")
-    if _STATS_Q.search(question):
-        later: tuple[str, ...] = ("stats", "filter", "extract")
+    if _WORDS_Q.search(question):
+        later: tuple[str, ...] = ("word_counts", "filter", "extract")
+    elif _STATS_Q.search(question):
+        later = ("stats", "filter", "extract")
     elif _DISTINCT_Q.search(question):
         later = ("unique", "filter", "count_by", "extract")
     else:

@@ -32,6 +32,7 @@ Tables (the engine counts exactly; never count by reading samples):
 - {"op": "count_by", "on": "t", "field": COLUMN}   counts per value, most frequent first, with the total
 - {"op": "top", "on": "t", "field": COLUMN, "k": 10}   {"op": "unique", "on": "t", "field": COLUMN}
 - {"op": "stats", "on": "t", "field": COLUMN}   count, sum, min, max, mean, median, p90, p95, p99 of its numbers
+- {"op": "word_counts", "on": "t", "field": COLUMN, "stop": [WORDS]}   how often each word of a text column occurs
 - {"op": "filter", "on": "t", "where": {COLUMN: VALUE or {"ge": NUMBER}}, "store": "f"}   {"op": "sort", ...}
 - {"op": "join", "on": ["a", "b"], "key": COLUMN}   rows of a and b with equal keys ("pairs": true: each pair once)
 Every command takes "store": "name" (keep its full result in a variable) and "on": "name" (work on a

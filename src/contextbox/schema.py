@@ -34,6 +34,8 @@ TABLE_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "top": ({"on": _S, "field": _S}, {"k": {"type": "integer", "minimum": 1, "maximum": 100}}),
     "unique": ({"on": _S, "field": _S}, {}),
     "stats": ({"on": _S, "field": _S}, {}),
+    "word_counts": ({"on": _S, "field": _S}, {"stop": {"type": "array", "items": {"type": "string", "maxLength": 30},
+                                                        "maxItems": 40}}),
     "sort": ({"on": _S, "field": _S}, {"desc": _B}),
     "filter": ({"on": _S, "where": {"type": "object"}}, {"store": _NAME}),
 }
@@ -98,7 +100,7 @@ FIRST_TURN_OPS = ("search", "find", "regex", "count", "records", "extract")
 #: lines (logs, records) — first make a table, then aggregate it; no reading of samples
 TABLE_FIRST_OPS = ("extract", "records", "count")
 TABLE_ROUTE_OPS = ("extract", "records", "count", "count_by", "top", "unique", "stats", "filter", "sort", "join",
-                   "llm_map", "final", "final_var")
+                   "word_counts", "llm_map", "final", "final_var")
 #: what a constrained model may do when it must answer now
 FINAL_OPS = ("final", "final_var")
 

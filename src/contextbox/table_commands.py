@@ -163,6 +163,13 @@ def op_count_by(ex: CommandExecutor, cmd: dict[str, Any]) -> ActionOutput:
     return _table_out(ex, cmd, _counts_head(f"count_by {_fname(cmd['field'])}", out, note), out)
 
 
+def op_word_counts(ex: CommandExecutor, cmd: dict[str, Any]) -> ActionOutput:
+    t, note = _input_table(ex, cmd)
+    out = table_ops.word_counts(t, cmd["field"], cmd.get("stop"))
+    head = f"word_counts of {cmd['field']}: {out.meta['distinct']:,} distinct word(s), {out.meta['total']:,} in all{note}"
+    return _table_out(ex, cmd, head, out)
+
+
 def op_top(ex: CommandExecutor, cmd: dict[str, Any]) -> ActionOutput:
     t, note = _input_table(ex, cmd)
     k = cmd.get("k", 10)
@@ -236,6 +243,9 @@ register_op("records", Spec({}, {"by": STR, "regex": BOOL},
 register_op("extract", Spec({}, {"pattern": STR, "flags": (str, list)},
                             '{"op": "extract", "pattern": "ms (?P<type>[A-Z]\\\\w+) ", "store": "t"}'), op_extract)
 register_op("count_by", Spec({"field": FIELD}, {}, '{"op": "count_by", "field": "type", ' + _ON + "}"), op_count_by)
+register_op("word_counts", Spec({"field": STR}, {"stop": (list,)},
+                                '{"op": "word_counts", "field": "message", "stop": ["the", "a"], ' + _ON + "}"),
+            op_word_counts)
 register_op("top", Spec({"field": FIELD}, {"k": INT}, '{"op": "top", "field": "ip", "k": 5, ' + _ON + "}"), op_top)
 register_op("unique", Spec({"field": STR}, {}, '{"op": "unique", "field": "ip", ' + _ON + "}"), op_unique)
 register_op("filter", Spec({"where": (dict, str)}, {},

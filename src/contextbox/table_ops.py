@@ -417,6 +417,29 @@ def count_by(table: Table | list[Any], field: str | Sequence[str]) -> Table:
     return Table(out, meta={"total": t.n, "distinct": len(items), "_kind": "counts", "_fields": fields})
 
 
+_WORDS = re.compile(r"\w+(?:'\w+)?", re.UNICODE)
+
+
+def word_counts(table: Table | list[Any], field: str, stop: Sequence[str] | None = None) -> Table:
+    """How often each word occurs in ``field`` over all rows (case-folded; ``stop`` words left out):
+    a count table ``word``, ``count``, most frequent first (ties by word). ``meta``: ``total`` words
+    counted, ``distinct`` words, ``rows``."""
+    t = as_table(table, "word_counts")
+    col = _col(t, field)
+    if stop is not None and (isinstance(stop, str) or not all(isinstance(w, str) for w in stop)):
+        raise CommandError("word_counts 'stop' must be a list of words, e.g. [\"the\", \"a\"]")
+    skip = {w.casefold() for w in (stop or [])}
+    counter: Counter[str] = Counter()
+    for v in col:
+        if v is None:
+            continue
+        counter.update(w for w in _WORDS.findall(str(v).casefold()) if w not in skip)
+    items = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+    return Table({"word": [w for w, _ in items], "count": [c for _, c in items]},
+                 meta={"total": sum(counter.values()), "distinct": len(items), "rows": t.n, "_kind": "counts",
+                       "_fields": ["word"]})
+
+
 def top(table: Table | list[Any], field: str | Sequence[str], k: int = 10) -> Table:
     """The ``k`` most frequent values of ``field`` with their counts (the head of ``count_by``)."""
     if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
