@@ -288,3 +288,23 @@ def test_word_questions_route_to_word_counts():
 
     _, later = route_ops("What are the 5 most frequent words in the messages?")
     assert later[0] == "word_counts" and "count_by" not in later
+
+
+def test_a_label_question_maps_labels_onto_the_table_before_counting():
+    recs = "".join(f"Date: Jan {i % 28 + 1:02d}, 2023 || User: {10000 + i % 3} || Instance: question {i} ?\n"
+                   for i in range(10))
+    root = ScriptedProvider([
+        cmd("extract", store="t", thought="t"),
+        cmd("llm_map", on="t", prompt="Which kind?", choices=["human", "location"], per_call=5, store="m",
+            thought="t"),
+        cmd("count_by", on="m", field="label", thought="t"),
+        cmd("final", answer="human", thought="t")], constrained=True)
+    sub = ScriptedProvider([json.dumps(["human"] * 4 + ["location"])] * 2)
+    rlm = RLM(model=root, sub_model=sub, config=Config(), levels="l1,l4")
+    res = rlm.run("Which label is the most frequent among all instances?", Context.from_value(recs))
+    assert res.answer == "human", res.reason
+    schemas = [o["response_schema"] for o in root.options]
+    assert _ops(schemas[0]) == ["extract", "records"]
+    assert _ops(schemas[1]) == ["llm_map"]  # a table without labels: label it first
+    assert "count_by" in _ops(schemas[2])  # labelled: now aggregate
+    assert len(sub.requests) == 2

@@ -46,6 +46,8 @@ _OCCURRENCE_Q = re.compile(r"\b(how many times|how often does|how often is|numbe
 
 
 _STATS_Q = re.compile(r"\b(percentiles?|p\d\d|median|average|mean|minimum|maximum|min|max|sum|std)\b", re.I)
+#: questions about a label per record that no keyword gives: the typed map labels the rows first
+_LABEL_Q = re.compile(r"\b(label\w*|categor\w*|classif\w*|sentiment|topics?)\b", re.I)
 _WORDS_Q = re.compile(r"\b(words?|terms?|vocabulary)\b", re.I)
 _DISTINCT_Q = re.compile(r"\b(unique|distinct|different)\b", re.I)
 _FINISH = ("final", "final_var")
@@ -168,6 +170,17 @@ class RunAids:
     def drain(self) -> list[dict[str, Any]]:
         out, self.fired = self.fired, []
         return out
+
+    def route(self, variables: dict[str, Any], levels: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The table route's ops for the coming turn: a label question maps labels onto a table first."""
+        first, later = self.route_ops
+        if "l4" in levels and _LABEL_Q.search(self.question):
+            from .table import Table
+
+            tables = [v for v in variables.values() if isinstance(v, Table)]
+            if tables and not any("map_error" in t.cols for t in tables):  # no labels yet: label the rows
+                return first, ("llm_map",)
+        return first, later
 
     def repeat_key(self, action: Action) -> str | None:
         """What makes an action "the same again": its text, and the state of a variable it reads.

@@ -417,7 +417,8 @@ class _Run:
                         rlm.levels,
                         first_turn=not self.aids.looked and rlm.config.aids.first_turn and not last,
                         only=FINAL_OPS if last else steer.only, exclude=steer.exclude, verify=steer.verify,
-                        variables=self.session.variables, table_route=self.aids.route_ops if self.aids.table_route else False,
+                        variables=self.session.variables,
+                        table_route=self.aids.table_route and self.aids.route(self.session.variables, rlm.levels),
                     )
                 completion = yield from self._wait(
                     lambda: rlm.root.complete(messages, timeout=self._remaining(), on_retry=on_retry,
