@@ -54,6 +54,18 @@ HELPER_NAMES = (
     "FINAL_VAR",
     "SHOW_VARS",
 )
+#: the helpers a cell can call, as the L2 and L3 prompts describe them
+HELPERS_DOC = """\
+find(needle), regex(pattern, flags=""), count(pattern), lines(start, end), \
+chunk(size, overlap=0), slice_(start, end), split(delimiter), \
+search(query, k=10) (lines ranked by shared words: [{line, text, score, ...}]) — on the context, or on another str \
+with text=...; tables as lists of dict rows, computed exactly: records(by="line"), extract(pattern=None) \
+(a column per named group; no pattern: automatic fields), count_by(rows, field), top(rows, field, k=10), \
+unique(rows, field), filter_(rows, where), stats(rows, field), sort_(rows, field, desc=False), \
+join(a, b, key=None, pairs=False); llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
+llm_map(prompt, records, choices=[...]) -> a label per record (None: failed); \
+FINAL(answer) ends the run with that answer; FINAL_VAR("name") answers with a variable's value; \
+SHOW_VARS() lists your variables."""
 _TB_MAX_LINES = 30
 _TB_MAX_CHARS = 3000
 

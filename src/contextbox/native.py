@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from . import l3_guard
-from ._cells import CellState, compose, cut_note, host_functions, output_cap, shorten_traceback
+from ._cells import HELPERS_DOC, CellState, compose, cut_note, host_functions, output_cap, shorten_traceback
 from .errors import CommandError
 from .executors import Action, ActionOutput, Session, register_executor
 from .l3_guard import MemoryWatch, WorkerGroup
@@ -64,16 +64,7 @@ standard library; whatever is installed next to contextbox). Variables persist a
 (also after an exception). Only what you print() comes back, cut to a few thousand characters: \
 print summaries and slices, never the whole context.
 Defined for you: `context` (the whole text as a str; for several documents a list of objects \
-with .path and .text); find(needle), regex(pattern, flags=""), count(pattern), lines(start, end), \
-chunk(size, overlap=0), slice_(start, end), split(delimiter), \
-search(query, k=10) (lines ranked by shared words: [{line, text, score, ...}]) — on the context, or on another str \
-with text=...; tables as lists of dict rows, computed exactly: records(by="line"), extract(pattern=None) \
-(a column per named group; no pattern: automatic fields), count_by(rows, field), top(rows, field, k=10), \
-unique(rows, field), filter_(rows, where), stats(rows, field), sort_(rows, field, desc=False), \
-join(a, b, key=None, pairs=False); llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
-llm_map(prompt, records, choices=[...]) -> a label per record (None: failed); \
-FINAL(answer) ends the run with that answer; FINAL_VAR("name") answers with a variable's value; \
-SHOW_VARS() lists your variables.
+with .path and .text); """ + HELPERS_DOC + """
 Limits: no network; files only in the current (temporary) directory; memory about the context \
 size + 1 GiB for all your processes together; 60 s per block; processes a block starts end with \
 it. If the process dies (memory, crash, time) it is restarted and your \

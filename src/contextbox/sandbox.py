@@ -21,6 +21,7 @@ import threading
 from typing import Any
 
 from ._cells import (
+    HELPERS_DOC,
     CellState,
     OutputBuffer,
     compose,
@@ -40,16 +41,7 @@ Python sandbox (L2): code in ```repl blocks runs in a sandboxed Python interpret
 Variables persist across blocks (also after an exception). Only what you print() comes back, cut \
 to a few thousand characters: print summaries and slices, never the whole context.
 Defined for you: `context` (the whole text as a str; for several documents a list of objects with \
-.path and .text); find(needle), regex(pattern, flags=""), count(pattern), lines(start, end), \
-chunk(size, overlap=0), slice_(start, end), split(delimiter), \
-search(query, k=10) (lines ranked by shared words: [{line, text, score, ...}]) — on the context, or on another str \
-with text=...; tables as lists of dict rows, computed exactly: records(by="line"), extract(pattern=None) \
-(a column per named group; no pattern: automatic fields), count_by(rows, field), top(rows, field, k=10), \
-unique(rows, field), filter_(rows, where), stats(rows, field), sort_(rows, field, desc=False), \
-join(a, b, key=None, pairs=False); llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
-llm_map(prompt, records, choices=[...]) -> a label per record (None: failed); \
-FINAL(answer) ends the run with that answer; FINAL_VAR("name") answers with a variable's value; \
-SHOW_VARS() lists your variables.
+.path and .text); """ + HELPERS_DOC + """
 Modules: re, json, math, collections, itertools, functools, datetime, random, bisect, typing, \
 dataclasses, decimal, hashlib, base64, csv, unicodedata, copy.
 Missing: files, network, subprocess; class inheritance, yield/generators, del, \
