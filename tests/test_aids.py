@@ -259,7 +259,7 @@ def test_the_table_route_follows_what_the_question_asks():
     _, _, p = _run([cmd("extract", store="t", thought="t"), cmd("stats", on="t", field="duration", thought="t"),
                     cmd("final", answer="189ms", thought="t")], log, "What is the p95 response time?",
                    constrained=True)
-    assert set(_ops(p.options[1]["response_schema"])) == {"stats", "filter", "final", "final_var"}
+    assert set(_ops(p.options[1]["response_schema"])) == {"stats", "filter"}  # no answer before an aggregate
 
 
 def test_extract_again_into_the_same_table_is_a_repeat_and_not_offered():
@@ -308,3 +308,14 @@ def test_a_label_question_maps_labels_onto_the_table_before_counting():
     assert _ops(schemas[1]) == ["llm_map"]  # a table without labels: label it first
     assert "count_by" in _ops(schemas[2])  # labelled: now aggregate
     assert len(sub.requests) == 2
+
+
+def test_table_route_offers_final_only_after_an_aggregate():
+    log = "".join(f"2024-03-01 08:00:{i % 60:02d} ERROR 10.0.0.{i % 9} GET /x 500 {i}ms "
+                  f"{'QuotaExceeded' if i % 3 else 'DiskFull'} \"m\"\n" for i in range(300))
+    res, _, p = _run([cmd("extract", store="t", thought="t"), cmd("count_by", on="t", field="name", thought="t"),
+                      cmd("final", answer="QuotaExceeded: 200, DiskFull: 100", thought="t")], log,
+                     "Rank the error types with the count of each.", constrained=True)
+    schemas = [o["response_schema"] for o in p.options]
+    assert "final" not in _ops(schemas[1]) and "count_by" in _ops(schemas[1])
+    assert "final" in _ops(schemas[2])

@@ -33,6 +33,8 @@ _COUNT_Q = re.compile(r"\b(how many|how often|number of|count|frequency|times)\b
 _WH_Q = re.compile(r"^\s*(?:\w+\s+){0,2}(which|what|who|whom|whose|where|when|why|how)\b", re.I)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 FINAL_ONLY = ("final", "final_var")
+#: ops whose output is an aggregate a table-route answer can be copied from
+AGGREGATING = frozenset({"count", "count_by", "top", "unique", "stats", "word_counts", "join", "filter"})
 #: questions whose answer aggregates many lines: counts, rankings, frequencies, statistics, pairs
 _AGGREGATE_Q = re.compile(
     r"\b(how many|how often|number of|count|counts|frequen\w*|most (?:often|frequent|common)|"
@@ -147,6 +149,7 @@ class RunAids:
             and structured(context)
         #: the table route's ops: (first turn, later turns), chosen by what the question asks
         self.route_ops = route_ops(question)
+        self.aggregated = False  # an aggregating op (count_by, stats, ...) has produced a result
         shown = context.metadata(preview_chars=preview_chars)
         self.seen: list[str] = [question, shown["head"], shown["tail"]]
         self.done_actions: dict[str, int] = {}
@@ -174,6 +177,8 @@ class RunAids:
     def route(self, variables: dict[str, Any], levels: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The table route's ops for the coming turn: a label question maps labels onto a table first."""
         first, later = self.route_ops
+        if not self.aggregated:  # no answer before the engine has counted: nothing to copy one from
+            later = tuple(op for op in later if op not in FINAL_ONLY)
         if "l4" in levels and _LABEL_Q.search(self.question):
             from .table import Table
 
@@ -244,6 +249,8 @@ class RunAids:
                 self._turn_new = True
         elif action.op not in FINAL_ONLY:
             self._turn_new = True
+        if action.op in AGGREGATING:
+            self.aggregated = True
         if out.final is None:
             self.seen.append(out.text)
             listed = out.meta.get("listed")
