@@ -319,3 +319,13 @@ def test_table_route_offers_final_only_after_an_aggregate():
     schemas = [o["response_schema"] for o in p.options]
     assert "final" not in _ops(schemas[1]) and "count_by" in _ops(schemas[1])
     assert "final" in _ops(schemas[2])
+
+
+def test_a_filter_is_a_step_not_an_aggregate():
+    log = "".join(f"2024-03-01 08:00:{i % 60:02d} ERROR 10.0.0.{i % 9} GET /x 500 {i}ms "
+                  f"{'QuotaExceeded' if i % 3 else 'DiskFull'} \"m\"\n" for i in range(300))
+    _, _, p = _run([cmd("extract", store="t", thought="t"),
+                    cmd("filter", on="t", where={"level": "ERROR"}, store="f", thought="t"),
+                    cmd("count_by", on="f", field="name", thought="t"), cmd("final", answer="x", thought="t")],
+                   log, "Rank the error types with the count of each.", constrained=True)
+    assert "final" not in _ops(p.options[2]["response_schema"]) and "final" in _ops(p.options[3]["response_schema"])

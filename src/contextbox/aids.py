@@ -34,7 +34,7 @@ _WH_Q = re.compile(r"^\s*(?:\w+\s+){0,2}(which|what|who|whom|whose|where|when|wh
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 FINAL_ONLY = ("final", "final_var")
 #: ops whose output is an aggregate a table-route answer can be copied from
-AGGREGATING = frozenset({"count", "count_by", "top", "unique", "stats", "word_counts", "join", "filter"})
+AGGREGATING = frozenset({"count", "count_by", "top", "unique", "stats", "word_counts", "join"})
 #: questions whose answer aggregates many lines: counts, rankings, frequencies, statistics, pairs
 _AGGREGATE_Q = re.compile(
     r"\b(how many|how often|number of|count|counts|frequen\w*|most (?:often|frequent|common)|"
