@@ -329,3 +329,10 @@ def test_a_filter_is_a_step_not_an_aggregate():
                     cmd("count_by", on="f", field="name", thought="t"), cmd("final", answer="x", thought="t")],
                    log, "Rank the error types with the count of each.", constrained=True)
     assert "final" not in _ops(p.options[2]["response_schema"]) and "final" in _ops(p.options[3]["response_schema"])
+
+
+def test_a_field_described_as_a_word_is_not_a_word_frequency_question():
+    from contextbox.aids import route_ops
+
+    _, later = route_ops("Rank the error types (the word after the response time) from most to least frequent.")
+    assert later[0] == "count_by" and "word_counts" not in later

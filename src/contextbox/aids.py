@@ -50,7 +50,7 @@ _OCCURRENCE_Q = re.compile(r"\b(how many times|how often does|how often is|numbe
 _STATS_Q = re.compile(r"\b(percentiles?|p\d\d|median|average|mean|minimum|maximum|min|max|sum|std)\b", re.I)
 #: questions about a label per record that no keyword gives: the typed map labels the rows first
 _LABEL_Q = re.compile(r"\b(label\w*|categor\w*|classif\w*|sentiment|topics?)\b", re.I)
-_WORDS_Q = re.compile(r"\b(words?|terms?|vocabulary)\b", re.I)
+_WORDS_Q = re.compile(r"\b(words|terms|vocabulary)\b", re.I)  # plural: "the word after X" names a field
 _DISTINCT_Q = re.compile(r"\b(unique|distinct|different)\b", re.I)
 _FINISH = ("final", "final_var")
 
