@@ -68,7 +68,7 @@ def route_ops(question: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     elif _DISTINCT_Q.search(question):
         later = ("unique", "filter", "count_by", "extract")
     else:
-        later = ("count_by", "top", "filter", "join", "llm_map", "unique", "sort", "count", "extract", "records")
+        later = ("count_by", "top", "filter", "join", "llm_map", "unique", "sort", "extract", "records")
     return first, later + _FINISH
 
 
