@@ -150,6 +150,8 @@ class RunAids:
         #: the table route's ops: (first turn, later turns), chosen by what the question asks
         self.route_ops = route_ops(question)
         self.aggregated = False  # an aggregating op (count_by, stats, ...) has produced a result
+        self._fields_key: Any = None  # the tables the column choice was made for
+        self._fields: list[str] | None = None
         shown = context.metadata(preview_chars=preview_chars)
         self.seen: list[str] = [question, shown["head"], shown["tail"]]
         self.done_actions: dict[str, int] = {}
@@ -186,6 +188,27 @@ class RunAids:
             if tables and not any("map_error" in t.cols for t in tables):  # no labels yet: label the rows
                 return first, ("llm_map",)
         return first, later
+
+    def fields(self, variables: dict[str, Any], iteration: int) -> list[str] | None:
+        """The table route's column choice for the aggregating ops of the coming turn (``[aids]
+        column_choice``): the column the question is about, from its words and the tables' values."""
+        if not (self.table_route and getattr(self.settings, "column_choice", True)):
+            return None
+        from .column_hints import field_choice
+        from .table import Table
+
+        tables = {k: v for k, v in variables.items() if isinstance(v, Table) and v.columns}
+        if not tables:
+            return None
+        op = next((o for o in self.route_ops[1] if o in AGGREGATING), None)
+        key = (tuple((k, len(t), tuple(t.columns)) for k, t in tables.items()), op)
+        if key != self._fields_key:
+            self._fields_key = key
+            self._fields = field_choice(self.question, tables, op)
+            if self._fields:
+                self._fire("column_choice", iteration,
+                           f"{op or 'aggregate'} on: {', '.join(self._fields[:4])}", fields=self._fields, op=op)
+        return self._fields
 
     def repeat_key(self, action: Action) -> str | None:
         """What makes an action "the same again": its text, and the state of a variable it reads.

@@ -52,6 +52,7 @@ class Aids:
     capped_count: bool = True  # a count answered from a capped hit list is told the exact total
     verify_restated: bool = True  # an answer that only restates a found sentence gets one check turn
     table_route: bool = True  # count/rank questions over structured lines: constrained turns build tables
+    column_choice: bool = True  # the table route names the column the question is about (column_hints)
     compact: bool = True  # compact old turns before the history outgrows the root model's window
     ranked_fallback: bool = True  # a find of several words with no hit shows the closest passages
 

@@ -419,7 +419,10 @@ class _Run:
                         only=FINAL_OPS if last else steer.only, exclude=steer.exclude, verify=steer.verify,
                         variables=self.session.variables,
                         table_route=self.aids.table_route and self.aids.route(self.session.variables, rlm.levels),
+                        fields=self.aids.fields(self.session.variables, it),
                     )
+                    for ev in self.aids.drain():
+                        yield self._event("aid", ev)
                 completion = yield from self._wait(
                     lambda: rlm.root.complete(messages, timeout=self._remaining(), on_retry=on_retry,
                                               on_failover=on_failover, **opts)

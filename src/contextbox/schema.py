@@ -58,8 +58,10 @@ def _tables(variables: dict[str, Any] | None) -> dict[str, list[str]]:
     return {k: v.columns for k, v in (variables or {}).items() if isinstance(v, Table) and v.columns}
 
 
-def _dynamic_shapes(variables: dict[str, Any] | None) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
-    """Shapes that depend on the run's variables: table ops over existing tables, final_var over names."""
+def _dynamic_shapes(variables: dict[str, Any] | None,
+                    fields: list[str] | None = None) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """Shapes that depend on the run's variables: table ops over existing tables, final_var over names.
+    ``fields``: the columns the aggregating ops may name (the engine's column choice), in that order."""
     out: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
     tables = _tables(variables)
     if tables:
@@ -68,8 +70,11 @@ def _dynamic_shapes(variables: dict[str, Any] | None) -> dict[str, tuple[dict[st
         for cols in tables.values():
             columns += [c for c in cols if c not in columns]
         field = {"enum": columns}
+        chosen = [c for c in fields or () if c in columns]
+        agg_field = {"enum": chosen} if chosen else field
         for op, (req, opt) in TABLE_SHAPES.items():
-            req = {k: on if k == "on" else field if k == "field" else v for k, v in req.items()}
+            f = field if op in ("filter", "sort") else agg_field
+            req = {k: on if k == "on" else f if k == "field" else v for k, v in req.items()}
             out[op] = (req, opt)
         if len(tables) >= 1:
             out["join"] = ({"on": {"type": "array", "items": on, "minItems": 2, "maxItems": 2}},
@@ -108,7 +113,8 @@ FINAL_OPS = ("final", "final_var")
 def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = False,
                    only: tuple[str, ...] | None = None, exclude: tuple[str, ...] = (),
                    verify: bool = False, variables: dict[str, Any] | None = None,
-                   table_route: bool | tuple[tuple[str, ...], tuple[str, ...]] = False) -> dict[str, Any]:
+                   table_route: bool | tuple[tuple[str, ...], tuple[str, ...]] = False,
+                   fields: list[str] | None = None) -> dict[str, Any]:
     """The schema of one command.
 
     ``first_turn``: only a search (look before answering). ``only``: just these ops (e.g. FINAL_OPS
@@ -118,10 +124,11 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
     run's variables; table ops appear once a table exists, with ``on``/``field`` limited to the
     existing tables and their columns, and ``final_var`` to existing names; with l4 and a table,
     ``llm_map`` is the typed map over it. ``table_route``: only the table ops (True: TABLE_FIRST_OPS on the first turn, then
-    TABLE_ROUTE_OPS; or a pair (first-turn ops, later ops)).
+    TABLE_ROUTE_OPS; or a pair (first-turn ops, later ops)). ``fields``: the columns the aggregating
+    ops (count_by, top, unique, stats, word_counts) may name, best first (see column_hints).
     """
     shapes = dict(L1_SHAPES)
-    shapes.update(_dynamic_shapes(variables))
+    shapes.update(_dynamic_shapes(variables, fields))
     if "l4" in levels:
         shapes.update(L4_SHAPES)
         tables = _tables(variables)

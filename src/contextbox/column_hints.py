@@ -1,0 +1,207 @@
+"""Which column of a table a question is about: the table route's column choice.
+
+A small model picks the wrong column as often as the right one ("rank the error types" →
+``count_by level``, whose values include ``ERROR``). The engine can tell from the question and the
+data alone, without a model:
+
+- a column whose *name* the question uses ("IP addresses" → ``ip``, "messages" → ``message``,
+  "response time" → ``duration``);
+- a column one of whose *values* the question names ("how many times does RateLimited occur" →
+  the column holding ``RateLimited``);
+- a value used as a modifier ("error *types*", "WARN messages"): that column only selects rows; the
+  question is about the column that is filled on exactly those rows ("the type of the ERROR
+  lines" → the column present on ERROR lines and missing elsewhere);
+- what the op needs: ``stats`` numbers, ``word_counts`` text, ``unique``/``count_by`` a column with
+  repeated values.
+
+:func:`rank_columns` scores the columns; :func:`field_choice` turns that into the ``field`` enum of
+the next constrained turn: the one clear winner, or the columns in order of relevance.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .table import Table
+
+_WORD = re.compile(r"[A-Za-z0-9_.:/-]+")
+#: words that say "the column whose values name kinds of the word before me"
+_TYPE_WORDS = frozenset("type types kind kinds category categories class classes code codes name names "
+                        "reason reasons".split())
+#: words that ask for rows selected by a value ("ERROR lines", "WARN messages")
+_ROW_WORDS = frozenset("line lines message messages entry entries event events record records row rows "
+                       "request requests".split())
+#: phrases that name a column by meaning: phrase -> column names it means
+_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "response time": ("duration", "latency", "elapsed", "response_time", "ms"),
+    "latency": ("duration", "latency", "elapsed", "response_time"),
+    "duration": ("duration", "latency", "elapsed"),
+    "milliseconds": ("duration", "latency", "elapsed", "ms"),
+    "ip address": ("ip", "client", "address", "host"),
+    "ip": ("ip", "client", "address"),
+    "client": ("ip", "client"),
+    "host": ("host", "ip"),
+    "endpoint": ("path", "url", "endpoint", "route"),
+    "url": ("path", "url"),
+    "route": ("path", "route"),
+    "status": ("status", "code"),
+    "status code": ("status", "code"),
+    "severity": ("level", "severity"),
+    "log level": ("level",),
+    "http method": ("method",),
+    "verb": ("method",),
+    "user": ("user", "username", "user_id"),
+    "error type": ("name", "error", "error_type", "type", "exception"),
+    "exception": ("name", "exception", "error"),
+    "word": ("message", "text", "msg"),
+    "words": ("message", "text", "msg"),
+    "label": ("label",),
+}
+#: columns no question is about
+_SKIP = frozenset({"doc", "line", "map_error"})
+#: the route's aggregate ops and what kind of column each needs
+NUMERIC_OPS = frozenset({"stats"})
+TEXT_OPS = frozenset({"word_counts"})
+
+
+@dataclass
+class _Col:
+    name: str
+    values: list[object]
+    distinct: int
+    filled: float  # share of rows with a value
+    numeric: float  # share of filled values that parse as numbers
+    spaced: float  # share of filled values with a space (free text)
+
+
+def _stem(w: str) -> str:
+    w = w.casefold()
+    for suf in ("ies", "es", "s"):
+        if len(w) > 3 and w.endswith(suf) and not w.endswith("ss"):
+            return w[: -len(suf)] + ("y" if suf == "ies" else "")
+    return w
+
+
+def _describe(t: Table, scan: int) -> list[_Col]:
+    from .table_ops import as_number
+
+    n = min(len(t), scan)
+    out = []
+    for name in t.columns:
+        if name in _SKIP:
+            continue
+        vals = t.column(name)[:n]
+        filled = [v for v in vals if v is not None and v != ""]
+        k = max(1, len(filled))
+        out.append(_Col(name, vals, len({str(v) for v in filled}), len(filled) / max(1, n),
+                        sum(as_number(v) is not None for v in filled) / k,
+                        sum(isinstance(v, str) and " " in v.strip() for v in filled) / k))
+    return out
+
+
+def rank_columns(question: str, table: Table, op: str | None = None, scan: int = 20_000) -> list[tuple[str, float]]:
+    """The table's columns with a relevance score for ``question`` (best first; ties keep table order)."""
+    cols = _describe(table, scan)
+    if not cols:
+        return []
+    q = question.casefold()
+    words = _WORD.findall(q)
+    stems = [_stem(w.strip(".:/-")) for w in words]
+    score = {c.name: 0.0 for c in cols}
+    # 1. names: a phrase that means a column ("response time"), then the column's own name in the
+    #    words the phrases left ("time" of "response time" is not the ``time`` column)
+    used: set[int] = set()
+    for phrase, names in sorted(_SYNONYMS.items(), key=lambda kv: -len(kv[0])):
+        m = re.search(rf"\b{re.escape(phrase)}s?\b", q)
+        if not m:
+            continue
+        span = range(len(_WORD.findall(q[: m.start()])), len(_WORD.findall(q[: m.end()])))
+        if used & set(span):
+            continue
+        hit = [c for c in cols if c.name.casefold() in names]
+        if hit:
+            used |= set(span)
+        for c in hit:
+            score[c.name] += 3 + 0.5 * len(phrase.split())  # a longer phrase is the better evidence
+    free = {s for i, s in enumerate(stems) if i not in used}
+    for c in cols:
+        parts = {_stem(p) for p in re.split(r"[_\W]+", c.name.casefold()) if p}
+        if parts & free or _stem(c.name) in free:
+            score[c.name] += 3
+    # 2. values the question names
+    how_many = re.search(r"\b(how many|how often|number of|count)\b", q) is not None
+    row_words = {_stem(x) for x in _ROW_WORDS}
+    type_words = {_stem(x) for x in _TYPE_WORDS}
+    for c in cols:
+        if c.spaced > 0.5:  # free text holds every word: naming one is no evidence
+            continue
+        seen = {str(v).casefold() for v in c.values if v is not None}
+        for i, w in enumerate(words):
+            if len(w) < 2 or w not in seen:
+                continue
+            nxt = stems[i + 1] if i + 1 < len(stems) else ""
+            if nxt in type_words:  # "error types": the kinds of the rows this value selects
+                _conditional(cols, c, w, score)
+            elif nxt in row_words and not how_many:  # "the IP with the most ERROR lines": a filter
+                score[c.name] -= 1
+            else:  # "how many ERROR lines", "how often does RateLimited occur"
+                score[c.name] += 3
+            break
+    # 3. what the op needs
+    for c in cols:
+        if op in NUMERIC_OPS:
+            score[c.name] += 2 if c.numeric > 0.9 else -6
+        elif op in TEXT_OPS:
+            score[c.name] += 2 if c.spaced > 0.3 else -2
+        elif op in ("count_by", "top", "unique"):
+            if c.distinct <= 1:
+                score[c.name] -= 4
+            if c.numeric > 0.9 and c.distinct > 0.2 * max(1, c.filled * len(c.values)):
+                score[c.name] -= 2  # a measurement, not a category
+            if c.spaced > 0.5 and c.distinct > 0.9 * max(1, len([v for v in c.values if v is not None])):
+                score[c.name] -= 2  # every row its own value: nothing to count
+    if any(w in _TYPE_WORDS for w in words):  # "which type": a column of repeated names
+        for c in cols:
+            if 2 <= c.distinct <= 200 and c.numeric < 0.5 and c.spaced < 0.3:
+                score[c.name] += 1
+    order = {c.name: i for i, c in enumerate(cols)}
+    return sorted(score.items(), key=lambda kv: (-kv[1], order[kv[0]]))
+
+
+def _conditional(cols: list[_Col], by: _Col, value: str, score: dict[str, float]) -> None:
+    """``value`` of column ``by`` selects rows ("ERROR lines", "error types"): favour the columns that
+    are filled on those rows and empty on the others (the type *of* an error)."""
+    sel = [i for i, v in enumerate(by.values) if v is not None and str(v).casefold() == value]
+    if not sel:
+        return
+    chosen = set(sel)
+    rest = len(by.values) - len(chosen)
+    score[by.name] -= 1  # it only selects
+    for c in cols:
+        if c is by:
+            continue
+        inside = sum(c.values[i] is not None and c.values[i] != "" for i in sel) / len(sel)
+        outside = (sum(v is not None and v != "" for j, v in enumerate(c.values) if j not in chosen) / rest
+                   if rest else 0.0)
+        if inside >= 0.8:
+            score[c.name] += 4 * (inside - outside)
+
+
+def field_choice(question: str, tables: dict[str, Table], op: str | None = None,
+                 margin: float = 2.0) -> list[str] | None:
+    """The ``field`` enum for the next turn: the clear winner alone, or all columns best first.
+
+    ``None`` when there is nothing to go on (no table, or no column scores above zero)."""
+    ranked: list[tuple[str, float]] = []
+    for t in tables.values():
+        for name, s in rank_columns(question, t, op):
+            if name not in dict(ranked):
+                ranked.append((name, s))
+    ranked.sort(key=lambda kv: -kv[1])
+    if not ranked or ranked[0][1] <= 0:
+        return None
+    if len(ranked) == 1 or ranked[0][1] - ranked[1][1] >= margin:
+        return [ranked[0][0]]
+    return [name for name, s in ranked if s > ranked[0][1] - margin] + \
+        [name for name, s in ranked if s <= ranked[0][1] - margin]

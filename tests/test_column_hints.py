@@ -1,0 +1,103 @@
+"""The table route's column choice: the column a question is about, from its words and the data."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from helpers import cmd
+
+from contextbox import RLM, Config, Context, table_ops
+from contextbox.bench.logs import make_log
+from contextbox.column_hints import field_choice, rank_columns
+from contextbox.providers import ScriptedProvider
+
+
+@pytest.fixture(scope="module")
+def log_table():
+    text, facts = make_log(60_000, random.Random(3))
+    return table_ops.extract(Context.from_value(text)), text, facts
+
+
+@pytest.mark.parametrize("question,op,want", [
+    ("Which error type occurs most often?", "count_by", "name"),
+    ("Rank the error types from most to least frequent. Show the count for each error type.", "count_by", "name"),
+    ("Rank the error types (the word after the response time on ERROR lines) by frequency.", "count_by", "name"),
+    ("How many times does RateLimited occur?", "count_by", "name"),
+    ("How many ERROR lines are in this log?", "count_by", "level"),
+    ("What is the ratio of ERROR to WARN messages?", "count_by", "level"),
+    ("What is the p95 response time?", "stats", "duration"),
+    ("What is the average latency in milliseconds?", "stats", "duration"),
+    ("How many unique IP addresses appear in these logs?", "unique", "ip"),
+    ("Which IP address has the most ERROR lines?", "count_by", "ip"),
+    ("What are the 5 most frequent words in the quoted messages?", "word_counts", "message"),
+    ("Which endpoint gets the most requests?", "count_by", "path"),
+    ("Which HTTP status code is most common?", "count_by", "status"),
+])
+def test_the_clear_winner_is_the_only_field(log_table, question, op, want):
+    t, _, _ = log_table
+    assert field_choice(question, {"t": t}, op) == [want], rank_columns(question, t, op)[:4]
+
+
+def test_a_modifier_value_points_at_the_column_filled_on_its_rows():
+    # "detail" is filled exactly on the FAIL rows: the kinds of failure; "level" only selects them
+    rows = [{"level": "FAIL" if i % 3 == 0 else "PASS", "detail": ("Disk", "Net")[i % 2] if i % 3 == 0 else None,
+             "host": f"h{i % 4}"} for i in range(300)]
+    t = table_ops.Table.from_rows(rows)
+    assert field_choice("Which fail kind is most common?", {"t": t}, "count_by") == ["detail"]
+    # without the modifier the same value names its own column
+    assert field_choice("How many FAIL rows are there?", {"t": t}, "count_by") == ["level"]
+
+
+def test_stats_never_offers_a_non_numeric_column(log_table):
+    t, _, _ = log_table
+    ranked = dict(rank_columns("What is the median?", t, "stats"))
+    numeric = {"duration", "status"}
+    assert max(ranked, key=ranked.get) in numeric
+    assert all(ranked[c] < min(ranked[n] for n in numeric) for c in ("ip", "level", "path", "date", "time"))
+
+
+def test_nothing_to_go_on_gives_no_choice():
+    t = table_ops.Table.from_rows([{"a": "x", "b": "y"}, {"a": "z", "b": "w"}])
+    assert field_choice("Which is most common?", {"t": t}, "count_by") is None
+    assert field_choice("Which is most common?", {}, "count_by") is None
+
+
+def test_ties_offer_every_column_best_first(log_table):
+    t, _, _ = log_table
+    got = field_choice("Which path or method is most common?", {"t": t}, "count_by")
+    assert got is not None and set(got[:2]) == {"path", "method"} and len(got) == len(t.columns) - 2
+
+
+def _fields_of(schema, op):
+    for b in schema["anyOf"]:
+        if b["properties"]["op"]["const"] == op:
+            return b["properties"]["field"]["enum"]
+    return None
+
+
+def test_the_engine_limits_the_aggregate_field_and_fires_an_aid(log_table):
+    _, text, facts = log_table
+    replies = [cmd("extract", store="t", thought="t"), cmd("count_by", on="t", field="name", thought="t"),
+               cmd("final", answer=facts["error_ranking"][0], thought="t")]
+    p = ScriptedProvider(replies, constrained=True)
+    res = RLM(model=p, config=Config(), levels="l1").run("Which error type occurs most often?",
+                                                          Context.from_value(text))
+    assert res.status == "answered" and res.answer == facts["error_ranking"][0]
+    second = p.options[1]["response_schema"]
+    assert _fields_of(second, "count_by") == ["name"]
+    assert _fields_of(second, "top") == ["name"]
+    assert "level" in _fields_of(second, "sort")  # ordering rows is not an aggregate: every column
+    aids = [e.data for e in res.events if e.type == "aid" and e.data["aid"] == "column_choice"]
+    assert len(aids) == 1 and aids[0]["fields"] == ["name"] and aids[0]["op"] == "count_by"
+
+
+def test_column_choice_can_be_turned_off(log_table):
+    _, text, facts = log_table
+    cfg = Config()
+    cfg.aids.column_choice = False
+    replies = [cmd("extract", store="t", thought="t"), cmd("count_by", on="t", field="name", thought="t"),
+               cmd("final", answer=facts["error_ranking"][0], thought="t")]
+    p = ScriptedProvider(replies, constrained=True)
+    RLM(model=p, config=cfg, levels="l1").run("Which error type occurs most often?", Context.from_value(text))
+    assert "level" in _fields_of(p.options[1]["response_schema"], "count_by")
