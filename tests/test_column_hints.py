@@ -101,3 +101,33 @@ def test_column_choice_can_be_turned_off(log_table):
     p = ScriptedProvider(replies, constrained=True)
     RLM(model=p, config=cfg, levels="l1").run("Which error type occurs most often?", Context.from_value(text))
     assert "level" in _fields_of(p.options[1]["response_schema"], "count_by")
+
+
+@pytest.mark.parametrize("question,want", [
+    ("What are the 5 most frequent words, ignoring these stop words: the, a, to, of? Answer with 5 words.",
+     ["the", "a", "to", "of"]),
+    ("Top 3 words ignoring stop words (the, a, and an)?", ["the", "a", "an"]),
+    ('Top words, stop words: "the", "of" and "a".', ["the", "of", "a"]),
+    ("Top words ignoring stop words", None),
+])
+def test_stop_words_listed_in_the_question(question, want):
+    from contextbox.column_hints import question_stop_words
+
+    assert question_stop_words(question) == want
+
+
+def test_the_question_s_stop_words_are_fixed_in_the_schema(log_table):
+    from contextbox.bench.logs import STOP_WORDS, logs_question
+
+    _, text, facts = log_table
+    question = logs_question(3, facts)[0]
+    replies = [cmd("extract", store="t", thought="t"),
+               cmd("word_counts", on="t", field="message", stop=STOP_WORDS, thought="t"),
+               cmd("final", answer=", ".join(facts["top_words"]), thought="t")]
+    p = ScriptedProvider(replies, constrained=True)
+    res = RLM(model=p, config=Config(), levels="l1").run(question, Context.from_value(text))
+    assert res.status == "answered"
+    branch = next(b for b in p.options[1]["response_schema"]["anyOf"]
+                  if b["properties"]["op"]["const"] == "word_counts")
+    assert branch["properties"]["stop"] == {"const": STOP_WORDS} and "stop" in branch["required"]
+    assert branch["properties"]["field"]["enum"] == ["message"]

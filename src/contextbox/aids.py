@@ -210,6 +210,15 @@ class RunAids:
                            f"{op or 'aggregate'} on: {', '.join(self._fields[:4])}", fields=self._fields, op=op)
         return self._fields
 
+    def overrides(self) -> dict[str, dict[str, Any]] | None:
+        """Arguments the question fixes: the stop words it lists become ``word_counts``' ``stop``."""
+        if not (self.table_route and getattr(self.settings, "column_choice", True)):
+            return None
+        from .column_hints import question_stop_words
+
+        stop = question_stop_words(self.question)
+        return {"word_counts": {"stop": {"const": stop}}} if stop else None
+
     def repeat_key(self, action: Action) -> str | None:
         """What makes an action "the same again": its text, and the state of a variable it reads.
 

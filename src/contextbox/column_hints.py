@@ -205,3 +205,22 @@ def field_choice(question: str, tables: dict[str, Table], op: str | None = None,
         return [ranked[0][0]]
     return [name for name, s in ranked if s > ranked[0][1] - margin] + \
         [name for name, s in ranked if s <= ranked[0][1] - margin]
+
+
+_STOP_LIST = re.compile(r"stop[ -]?words?\b[^:(\n]{0,40}?[:(]\s*([^)?\n]+)", re.I)
+_SPLIT = re.compile(r"\s*(?:[,;]|\s(?:and|or)\s)\s*", re.I)
+
+
+def question_stop_words(question: str) -> list[str] | None:
+    """The stop words a question lists ("ignoring these stop words: the, a, to"), or None."""
+    m = _STOP_LIST.search(question)
+    if not m:
+        return None
+    body = m.group(1).strip().rstrip(".")
+    words = []
+    for part in _SPLIT.split(body):
+        w = re.sub(r"^(?:and|or)\s+", "", part.strip(), flags=re.I).strip("'\"`").strip()
+        if not w or " " in w:  # the list ended: "..., by, from? Answer with the 5 words"
+            break
+        words.append(w.casefold())
+    return words if len(words) >= 2 else None

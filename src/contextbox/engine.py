@@ -419,7 +419,7 @@ class _Run:
                         only=FINAL_OPS if last else steer.only, exclude=steer.exclude, verify=steer.verify,
                         variables=self.session.variables,
                         table_route=self.aids.table_route and self.aids.route(self.session.variables, rlm.levels),
-                        fields=self.aids.fields(self.session.variables, it),
+                        fields=self.aids.fields(self.session.variables, it), overrides=self.aids.overrides(),
                     )
                     for ev in self.aids.drain():
                         yield self._event("aid", ev)

@@ -114,7 +114,8 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
                    only: tuple[str, ...] | None = None, exclude: tuple[str, ...] = (),
                    verify: bool = False, variables: dict[str, Any] | None = None,
                    table_route: bool | tuple[tuple[str, ...], tuple[str, ...]] = False,
-                   fields: list[str] | None = None) -> dict[str, Any]:
+                   fields: list[str] | None = None,
+                   overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The schema of one command.
 
     ``first_turn``: only a search (look before answering). ``only``: just these ops (e.g. FINAL_OPS
@@ -126,6 +127,8 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
     ``llm_map`` is the typed map over it. ``table_route``: only the table ops (True: TABLE_FIRST_OPS on the first turn, then
     TABLE_ROUTE_OPS; or a pair (first-turn ops, later ops)). ``fields``: the columns the aggregating
     ops (count_by, top, unique, stats, word_counts) may name, best first (see column_hints).
+    ``overrides``: op -> {arg: schema}, a required argument's schema fixed by the engine (e.g. the stop
+    words a question lists as ``word_counts``' ``stop``).
     """
     shapes = dict(L1_SHAPES)
     shapes.update(_dynamic_shapes(variables, fields))
@@ -150,6 +153,10 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
     for op in exclude:
         if len(shapes) > 1 and op not in FINAL_OPS:
             shapes.pop(op, None)
+    for op, args in (overrides or {}).items():
+        if op in shapes:
+            req, opt = shapes[op]
+            shapes[op] = ({**req, **args}, {k: v for k, v in opt.items() if k not in args})
     branches = [_branch(op, req, opt) for op, (req, opt) in shapes.items()]
     if verify:
         for b in branches:
