@@ -336,3 +336,21 @@ def test_a_field_described_as_a_word_is_not_a_word_frequency_question():
 
     _, later = route_ops("Rank the error types (the word after the response time) from most to least frequent.")
     assert later[0] == "count_by" and "word_counts" not in later
+
+
+def test_a_list_longer_than_the_top_n_asked_goes_back_once_with_the_first_n():
+    words = [f"w{i}" for i in range(12)]
+    text = "".join(f"{w} " * (20 - i) + "\n" for i, w in enumerate(words))
+    q = "What are the 3 most frequent words? Answer with the words separated by commas."
+    long = ", ".join(words)
+    res, rlm, _ = _run([cmd("find", text="w0"), cmd("final", answer=long), cmd("final", answer=long)], text, q)
+    assert res.status == "answered" and res.iterations == 3 and "list_length" in _aids(res)
+    back = fed_back(rlm)[1]
+    assert "asks for 3 items" in back and "w0, w1, w2." in back
+    # a list of the asked length (or one lead-in item more) passes at once
+    res, _, _ = _run([cmd("find", text="w0"), cmd("final", answer="Top: w0, w1, w2")], text, q)
+    assert res.iterations == 2 and "list_length" not in _aids(res)
+    cfg = Config()
+    cfg.aids.list_length = False
+    res, _, _ = _run([cmd("find", text="w0"), cmd("final", answer=long)], text, q, config=cfg)
+    assert res.iterations == 2 and res.answer == long

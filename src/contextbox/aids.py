@@ -53,6 +53,10 @@ _LABEL_Q = re.compile(r"\b(label\w*|categor\w*|classif\w*|sentiment|topics?)\b",
 _WORDS_Q = re.compile(r"\b(words|terms|vocabulary)\b", re.I)  # plural: "the word after X" names a field
 _DISTINCT_Q = re.compile(r"\b(unique|distinct|different)\b", re.I)
 _FINISH = ("final", "final_var")
+_NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+_N = r"(\d{1,3}|two|three|four|five|six|seven|eight|nine|ten)"
+#: "the 5 most frequent words", "top 3", "answer with the 5 words": a list of that many items
+_N_ITEMS = re.compile(rf"\b(?:top|first)\s+{_N}\b|\b{_N}\s+(?:most|least)\b|\banswer with the {_N}\b", re.I)
 
 
 def route_ops(question: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -367,6 +371,14 @@ class RunAids:
                        f"is {cap.total:,}. If the question asks how many, answer with the total.")
                 self._fire("capped_count", iteration, msg, listed=cap.listed, total=cap.total)
                 return msg
+        if getattr(aids, "list_length", True):
+            extra = self.too_many_items(answer)
+            if extra is not None and self._once("list_length"):
+                n, items = extra
+                msg = (f"check: the question asks for {n} items; your answer lists {len(items)}. Send the final "
+                       f"command again with only the first {n}: {', '.join(items[:n])}.")
+                self._fire("list_length", iteration, msg, asked=n, listed=len(items))
+                return msg
         if aids.verify_restated and self.restates(answer) and self._once("verify_restated"):
             msg = (f"check: does your answer {answer!r} answer the question {self.question!r}? It repeats a sentence "
                    "you found. If it answers the question, send the final command again with just the answer; "
@@ -375,6 +387,19 @@ class RunAids:
             self._fire("verify_restated", iteration, msg)
             return msg
         return None
+
+    def too_many_items(self, answer: str) -> tuple[int, list[str]] | None:
+        """(n, items) when the question asks for ``n`` items ("the 5 most frequent", "top 3") and the
+        answer is a list of clearly more (a model copying a whole ranking)."""
+        m = _N_ITEMS.search(self.question)
+        if not m:
+            return None
+        raw = next(g for g in m.groups() if g)
+        n = _NUMBER_WORDS.get(raw.lower()) or (int(raw) if raw.isdigit() else 0)
+        items = [x.strip() for x in re.split(r"[,;\n]+", answer) if x.strip()]
+        if n < 2 or len(items) <= n + 1:
+            return None
+        return n, items
 
     def ungrounded(self, answer: str) -> str | None:
         """Why a short extraction answer looks unsupported (None when it looks fine)."""

@@ -51,6 +51,7 @@ class Aids:
     cut_answer: bool = True  # an answer ending inside a longer token of the text is sent back once
     capped_count: bool = True  # a count answered from a capped hit list is told the exact total
     verify_restated: bool = True  # an answer that only restates a found sentence gets one check turn
+    list_length: bool = True  # a list answer much longer than the "top N" asked is sent back once
     table_route: bool = True  # count/rank questions over structured lines: constrained turns build tables
     column_choice: bool = True  # the table route names the column the question is about (column_hints)
     compact: bool = True  # compact old turns before the history outgrows the root model's window
