@@ -131,3 +131,47 @@ def test_the_question_s_stop_words_are_fixed_in_the_schema(log_table):
                   if b["properties"]["op"]["const"] == "word_counts")
     assert branch["properties"]["stop"] == {"const": STOP_WORDS} and "stop" in branch["required"]
     assert branch["properties"]["field"]["enum"] == ["message"]
+
+
+def test_a_value_named_with_its_column_is_a_filter_step_before_the_aggregate(log_table):
+    from collections import Counter
+
+    from contextbox.bench.logs import LINE_RE
+
+    _, text, _ = log_table
+    rows = [LINE_RE.match(line) for line in text.splitlines()]
+    gold = Counter(m.group(3) for m in rows if m and m.group(2) == "ERROR").most_common(1)[0][0]
+    q = "Which IP address has the most ERROR lines?"
+    replies = [cmd("extract", store="t", thought="t"),
+               cmd("filter", on="t", where={"level": "ERROR"}, store="sel", thought="t"),
+               cmd("count_by", on="sel", field="ip", thought="t"), cmd("final", answer=gold, thought="t")]
+    p = ScriptedProvider(replies, constrained=True)
+    res = RLM(model=p, config=Config(), levels="l1").run(q, Context.from_value(text))
+    assert res.status == "answered" and res.answer == gold
+    schemas = [o["response_schema"] for o in p.options]
+    only = schemas[1]["anyOf"]
+    assert [b["properties"]["op"]["const"] for b in only] == ["filter"]
+    assert only[0]["properties"]["where"] == {"const": {"level": "ERROR"}}
+    assert only[0]["properties"]["store"] == {"const": "sel"}
+    count_by = next(b for b in schemas[2]["anyOf"] if b["properties"]["op"]["const"] == "count_by")
+    assert count_by["properties"]["on"] == {"enum": ["sel"]} and count_by["properties"]["field"]["enum"] == ["ip"]
+    # the count the model saw is over the ERROR rows only
+    step = next(s for s in res.steps if s.op == "count_by")
+    assert f"{gold}: " in step.output and "over " + str(sum(1 for m in rows if m and m.group(2) == "ERROR"))\
+        in step.output.replace(",", "")
+    assert any(e.data["aid"] == "question_filter" for e in res.events if e.type == "aid")
+
+
+@pytest.mark.parametrize("question,want", [
+    ("Which IP address has the most ERROR lines?", {"level": "ERROR"}),
+    ("How many ERROR lines are there?", {}),
+    ("Which path returns status 500 most often?", {"status": "500"}),
+    ("How many requests went to path /api/login?", {"path": "/api/login"}),
+    ("Which error type occurs most often?", {}),
+])
+def test_question_filters(log_table, question, want):
+    from contextbox.column_hints import question_filters
+
+    t, _, _ = log_table
+    got = question_filters(question, {"t": t})
+    assert {k: str(v) for k, v in got.items()} == want

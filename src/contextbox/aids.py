@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .column_hints import FILTERED
 from .commands import READ_OPS, input_vars
 from .context import Context
 from .executors import Action, ActionOutput, Session
@@ -39,7 +40,9 @@ AGGREGATING = frozenset({"count", "count_by", "top", "unique", "stats", "word_co
 _AGGREGATE_Q = re.compile(
     r"\b(how many|how often|number of|count|counts|frequen\w*|most (?:often|frequent|common)|"
     r"least (?:often|frequent|common)|more common|less common|percentiles?|p\d\d|median|average|mean|"
-    r"unique|distinct|top \d+|rank\w*|every pair|all pairs|pairs of|in total|total number)\b", re.I)
+    r"unique|distinct|top \d+|rank\w*|every pair|all pairs|pairs of|in total|total number|ratio|proportion|"
+    r"percentage|share of|(?:has|have|had|with|gets?|got|made|makes|received|sent|returns?) the (?:most|fewest|least))\b",
+    re.I)
 
 
 #: "how many times does X occur": a literal count answers it
@@ -156,6 +159,9 @@ class RunAids:
         self.aggregated = False  # an aggregating op (count_by, stats, ...) has produced a result
         self._fields_key: Any = None  # the tables the column choice was made for
         self._fields: list[str] | None = None
+        self._filters: dict[str, Any] = {}  # rows the question names: {column: value}
+        self.filter_done = False  # the engine's filter step ran (its rows are the table ``sel``)
+        self._announce = False
         shown = context.metadata(preview_chars=preview_chars)
         self.seen: list[str] = [question, shown["head"], shown["tail"]]
         self.done_actions: dict[str, int] = {}
@@ -185,6 +191,9 @@ class RunAids:
         first, later = self.route_ops
         if not self.aggregated:  # no answer before the engine has counted: nothing to copy one from
             later = tuple(op for op in later if op not in FINAL_ONLY)
+        self._refresh(variables)
+        if self._filters and not self.filter_done:  # the rows the question names, before anything else
+            return first, ("filter",)
         if "l4" in levels and _LABEL_Q.search(self.question):
             from .table import Table
 
@@ -193,35 +202,59 @@ class RunAids:
                 return first, ("llm_map",)
         return first, later
 
-    def fields(self, variables: dict[str, Any], iteration: int) -> list[str] | None:
-        """The table route's column choice for the aggregating ops of the coming turn (``[aids]
-        column_choice``): the column the question is about, from its words and the tables' values."""
+    def _refresh(self, variables: dict[str, Any]) -> None:
+        """Recompute the column choice and the question's filters when the tables changed."""
         if not (self.table_route and getattr(self.settings, "column_choice", True)):
-            return None
-        from .column_hints import field_choice
+            return
+        from .column_hints import field_choice, question_filters
         from .table import Table
 
         tables = {k: v for k, v in variables.items() if isinstance(v, Table) and v.columns}
-        if not tables:
-            return None
+        key = tuple((k, len(t), tuple(t.columns)) for k, t in tables.items())
+        if not tables or key == self._fields_key:
+            return
+        self._fields_key = key
+        self._filters = question_filters(self.question, tables)
         op = next((o for o in self.route_ops[1] if o in AGGREGATING), None)
-        key = (tuple((k, len(t), tuple(t.columns)) for k, t in tables.items()), op)
-        if key != self._fields_key:
-            self._fields_key = key
-            self._fields = field_choice(self.question, tables, op)
+        target = {k: t for k, t in tables.items() if k == FILTERED} or tables
+        fields = field_choice(self.question, target, op)
+        if fields and self._filters:  # a filter column only selects rows: the question is about another
+            fields = [f for f in fields if f not in self._filters] or fields
+        self._fields = fields
+        self._announce = True
+
+    def fields(self, variables: dict[str, Any], iteration: int) -> list[str] | None:
+        """The table route's column choice for the aggregating ops of the coming turn (``[aids]
+        column_choice``): the column the question is about, from its words and the tables' values."""
+        self._refresh(variables)
+        if self._announce:
+            self._announce = False
+            op = next((o for o in self.route_ops[1] if o in AGGREGATING), None)
             if self._fields:
                 self._fire("column_choice", iteration,
                            f"{op or 'aggregate'} on: {', '.join(self._fields[:4])}", fields=self._fields, op=op)
+            if self._filters and not self.filter_done:
+                self._fire("question_filter", iteration, "the question selects rows: " + ", ".join(
+                    f"{k} = {v}" for k, v in self._filters.items()), where=dict(self._filters))
         return self._fields
 
     def overrides(self) -> dict[str, dict[str, Any]] | None:
-        """Arguments the question fixes: the stop words it lists become ``word_counts``' ``stop``."""
+        """Arguments the question fixes: the rows it names (``filter``'s ``where``, stored as ``sel``,
+        then every aggregate ``on`` it), the stop words it lists (``word_counts``' ``stop``)."""
         if not (self.table_route and getattr(self.settings, "column_choice", True)):
             return None
         from .column_hints import question_stop_words
 
+        out: dict[str, dict[str, Any]] = {}
+        if self._filters and not self.filter_done:
+            out["filter"] = {"where": {"const": dict(self._filters)}, "store": {"const": FILTERED}}
+        elif self._filters:
+            for op in ("count_by", "top", "unique", "stats", "word_counts", "sort", "llm_map"):
+                out[op] = {"on": {"enum": [FILTERED]}}
         stop = question_stop_words(self.question)
-        return {"word_counts": {"stop": {"const": stop}}} if stop else None
+        if stop:
+            out.setdefault("word_counts", {})["stop"] = {"const": stop}
+        return out or None
 
     def repeat_key(self, action: Action) -> str | None:
         """What makes an action "the same again": its text, and the state of a variable it reads.
@@ -287,6 +320,8 @@ class RunAids:
             self._turn_new = True
         if action.op in AGGREGATING:
             self.aggregated = True
+        if action.op == "filter" and action.args.get("store") == FILTERED and self._filters:
+            self.filter_done = True
         if out.final is None:
             self.seen.append(out.text)
             listed = out.meta.get("listed")

@@ -224,3 +224,36 @@ def question_stop_words(question: str) -> list[str] | None:
             break
         words.append(w.casefold())
     return words if len(words) >= 2 else None
+
+
+#: the table the engine's filter step stores its rows under
+FILTERED = "sel"
+
+
+def question_filters(question: str, tables: dict[str, Table], scan: int = 20_000) -> dict[str, object]:
+    """Rows a question selects by naming a value next to its column ("from user 44552", "status 500",
+    "path /api/login") or before a row word in a ranking question ("the IP with the most ERROR lines"):
+    {column: value as the table holds it}. A value the question asks about ("how many ERROR lines")
+    is no filter: counting that column answers it."""
+    q = question.casefold()
+    words = _WORD.findall(q)
+    stems = [_stem(w.strip(".:/-")) for w in words]
+    how_many = re.search(r"\b(how many|how often|number of|count)\b", q) is not None
+    row_words = {_stem(x) for x in _ROW_WORDS}
+    out: dict[str, object] = {}
+    for t in tables.values():
+        for c in _describe(t, scan):
+            if c.spaced > 0.5 or c.name in out:
+                continue
+            names = {_stem(p) for p in re.split(r"[_\W]+", c.name.casefold()) if p}
+            names |= {_stem(k) for k, v in _SYNONYMS.items() if c.name.casefold() in v and " " not in k}
+            seen = {str(v).casefold(): v for v in c.values if v is not None}
+            for i, w in enumerate(words):
+                if w not in seen or len(w) < 2:
+                    continue
+                before = stems[i - 1] if i else ""
+                nxt = stems[i + 1] if i + 1 < len(stems) else ""
+                if before in names or (nxt in row_words and not how_many):
+                    out[c.name] = seen[w]
+                    break
+    return out
