@@ -33,6 +33,8 @@ def log_table():
     ("What are the 5 most frequent words in the quoted messages?", "word_counts", "message"),
     ("Which endpoint gets the most requests?", "count_by", "path"),
     ("Which HTTP status code is most common?", "count_by", "status"),
+    ("What is the most frequent error?", "count_by", "name"),
+    ("Which path returns status 500 most often?", "count_by", "path"),
 ])
 def test_the_clear_winner_is_the_only_field(log_table, question, op, want):
     t, _, _ = log_table

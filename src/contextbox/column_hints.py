@@ -83,6 +83,12 @@ def _stem(w: str) -> str:
     return w
 
 
+def _names(column: str) -> set[str]:
+    """The words that name ``column``: its parts ("status_code" → status, code) and their synonyms."""
+    names = {_stem(p) for p in re.split(r"[_\W]+", column.casefold()) if p}
+    return names | {_stem(k) for k, v in _SYNONYMS.items() if column.casefold() in v and " " not in k}
+
+
 def _describe(t: Table, scan: int) -> list[_Col]:
     from .table_ops import as_number
 
@@ -131,23 +137,32 @@ def rank_columns(question: str, table: Table, op: str | None = None, scan: int =
             score[c.name] += 3
     # 2. values the question names
     how_many = re.search(r"\b(how many|how often|number of|count)\b", q) is not None
+    ranking = re.search(r"\b(which|what|most|least|rank\w*|top)\b", q) is not None
     row_words = {_stem(x) for x in _ROW_WORDS}
     type_words = {_stem(x) for x in _TYPE_WORDS}
     for c in cols:
         if c.spaced > 0.5:  # free text holds every word: naming one is no evidence
             continue
         seen = {str(v).casefold() for v in c.values if v is not None}
-        for i, w in enumerate(words):
-            if len(w) < 2 or w not in seen:
-                continue
-            nxt = stems[i + 1] if i + 1 < len(stems) else ""
-            if nxt in type_words:  # "error types": the kinds of the rows this value selects
-                _conditional(cols, c, w, score)
-            elif nxt in row_words and not how_many:  # "the IP with the most ERROR lines": a filter
-                score[c.name] -= 1
-            else:  # "how many ERROR lines", "how often does RateLimited occur"
-                score[c.name] += 3
-            break
+        hits = [(i, w) for i, w in enumerate(words) if len(w) >= 2 and w in seen]
+        if len({w for _, w in hits}) >= 2:  # "ERROR to WARN": the question compares this column's values
+            score[c.name] += 3
+            continue
+        if not hits:
+            continue
+        i, w = hits[0]
+        before = stems[i - 1] if i else ""
+        nxt = stems[i + 1] if i + 1 < len(stems) else ""
+        if before in _names(c.name):  # "status 500", "user 44552": a filter, see question_filters
+            score[c.name] -= 1
+        elif nxt in type_words:  # "error types": the kinds of the rows this value selects
+            _conditional(cols, c, w, score)
+        elif nxt in row_words and not how_many:  # "the IP with the most ERROR lines": a filter
+            score[c.name] -= 1
+        elif how_many or not ranking:  # "how many ERROR lines", "how often does RateLimited occur"
+            score[c.name] += 3
+        else:  # "what is the most frequent error": which *kind* of error
+            _conditional(cols, c, w, score)
     # 3. what the op needs
     for c in cols:
         if op in NUMERIC_OPS:
@@ -194,9 +209,10 @@ def field_choice(question: str, tables: dict[str, Table], op: str | None = None,
 
     ``None`` when there is nothing to go on (no table, or no column scores above zero)."""
     ranked: list[tuple[str, float]] = []
+    filters = question_filters(question, tables) if tables else {}
     for t in tables.values():
         for name, s in rank_columns(question, t, op):
-            if name not in dict(ranked):
+            if name not in dict(ranked) and name not in filters:  # a filter column only selects rows
                 ranked.append((name, s))
     ranked.sort(key=lambda kv: -kv[1])
     if not ranked or ranked[0][1] <= 0:
@@ -245,9 +261,10 @@ def question_filters(question: str, tables: dict[str, Table], scan: int = 20_000
         for c in _describe(t, scan):
             if c.spaced > 0.5 or c.name in out:
                 continue
-            names = {_stem(p) for p in re.split(r"[_\W]+", c.name.casefold()) if p}
-            names |= {_stem(k) for k, v in _SYNONYMS.items() if c.name.casefold() in v and " " not in k}
+            names = _names(c.name)
             seen = {str(v).casefold(): v for v in c.values if v is not None}
+            if len({w for w in words if w in seen and len(w) >= 2}) >= 2:  # "ERROR to WARN": compared
+                continue
             for i, w in enumerate(words):
                 if w not in seen or len(w) < 2:
                     continue
