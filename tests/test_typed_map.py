@@ -467,3 +467,29 @@ def test_config_keys_structured_output_and_record_chars(tmp_path) -> None:
     f.write_text("[limits]\nrecord_chars = -1\n")
     with pytest.raises(Exception, match=r"\[limits\] record_chars must be at least 0"):
         Config.load(f, env={})
+
+
+def test_the_question_s_label_definitions_reach_every_sub_call_and_bookkeeping_does_not() -> None:
+    from contextbox.typed_map import AnswerSpec, record_texts, with_definitions
+
+    question = ("Each ticket is about billing (money, invoices, refunds), delivery (parcels, couriers) or login "
+                "(passwords, accounts). Are most tickets about billing, delivery or login?")
+    sub = FnSub(lambda p: json.dumps(["billing" if "refund" in t else "login" for _, t in RECORD.findall(p)]))
+    rlm = RLM(model=ScriptedProvider([cmd("extract", store="t"),
+                                      cmd("llm_map", on="t", prompt="Which label is most common?",
+                                          choices=["billing", "delivery", "login"], store="m"),
+                                      cmd("final", answer="billing")]),
+              sub_model=sub, levels="l1,l4", config=cfg())
+    ctx = "".join(f"ticket: {i} || text: {'my refund is late' if i % 3 else 'password reset fails'}\n"
+                  for i in range(12))
+    res = rlm.run(question, ctx)
+    assert res.status == "answered"
+    assert sub.prompts and all("billing (money, invoices, refunds), delivery (parcels" in p for p in sub.prompts)
+    assert all("give each record its own label" in p for p in sub.prompts)
+    assert not any("doc:" in p or "line:" in p for p in sub.prompts)  # where a record is: not sent
+    assert "] my refund is late" in sub.prompts[0]
+    spec = AnswerSpec.parse(["a", "b"])
+    assert with_definitions("T", spec, "No labels named here.") == "T"
+    assert with_definitions("T", spec, None) == "T"
+    t = Table({"text2": ["x"], "doc": ["f.txt"], "line": [3]})
+    assert record_texts(t) == ["text2: x"]

@@ -525,6 +525,7 @@ class DelegationExecutor:
             result_table,
             run_map,
             summary,
+            with_definitions,
         )
 
         spec = AnswerSpec.parse(cmd.get("choices"), cmd.get("schema"), cmd.get("field"))
@@ -533,7 +534,8 @@ class DelegationExecutor:
             raise CommandError("llm_map 'chunk_size' is for an untyped map; a typed map takes 'per_call' "
                                "(records per sub-call)")
         records = records_of(self._var(cmd["on"])) if cmd.get("on") else context_records(self.s.context)
-        res = run_map(self.d, cmd["prompt"], record_texts(records), spec, per_call)
+        task = with_definitions(cmd["prompt"], spec, self.s.services.get("question"))
+        res = run_map(self.d, task, record_texts(records), spec, per_call)
         table = result_table(records, spec, res)
         text = summary(res, spec, table, self.d.concurrency)
         if res.stop is not None:

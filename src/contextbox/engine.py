@@ -205,7 +205,8 @@ class _Run:
             l3_time_limit_s=cfg.code.l3_time_limit_s,
         )
         self.session.services.update({k: v for k, v in settings.items() if v is not None})
-        self.session.services.update(forward_event=self._forward_async, record_usage=self._record_usage, rlm=rlm)
+        self.session.services.update(forward_event=self._forward_async, record_usage=self._record_usage, rlm=rlm,
+                                     question=question)
         self.executors: dict[str, Executor] = {}
         self.deadline = time.monotonic() + self.limits.timeout_s if self.limits.timeout_s else None
         self.session.services.update(usage=self.usage, deadline=self.deadline, check=self._check,

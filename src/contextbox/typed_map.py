@@ -267,15 +267,46 @@ def records_of(value: Any) -> Table:
     raise CommandError(f"llm_map maps over a table, a list or a text, not a {type(value).__name__}")
 
 
+#: columns that say where a record is, not what it says: never sent to the sub-model
+BOOKKEEPING = frozenset({"doc", "line", "map_error"})
+
+
 def record_texts(table: Table) -> list[str]:
-    """What the sub-model reads of each row: its ``text`` column, else the row rendered."""
+    """What the sub-model reads of each row: its ``text`` column, else the row rendered (without the
+    bookkeeping columns ``doc``, ``line``, ``map_error``: file names and line numbers only distract)."""
     if "text" in table.cols and all(isinstance(v, str) for v in table.cols["text"]):
         return list(table.cols["text"])
+    keep = [c for c in table.columns if c not in BOOKKEEPING] or table.columns
     out = []
     for row in table:
         out.append("; ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)}"
-                             for k, v in row.items()))
+                             for k, v in row.items() if k in keep))
     return out
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])|\n+")
+
+
+def with_definitions(task: str, spec: AnswerSpec, question: str | None) -> str:
+    """The map's task, plus the sentences of the run's question that define the labels.
+
+    A root model often passes the aggregate question itself as the map's prompt ("which label is the
+    most frequent?"); what each record needs is how the labels are told apart, which the question
+    usually says ("description (a definition, reason or manner), entity (a thing, ...)"): the
+    sentences naming two or more of the choices are added once, to the shared prefix."""
+    if not question or spec.choices is None or len(spec.choices) < 2:
+        return task
+    defs = []
+    for sent in _SENTENCE_END.split(question):
+        sent = sent.strip()
+        low = sent.casefold()
+        if sum(re.search(rf"(?<!\w){re.escape(c.casefold())}(?!\w)", low) is not None for c in spec.choices) >= 2 \
+                and sent not in task:
+            defs.append(sent)
+    if not defs:
+        return task
+    return (f"{task.strip()}\n\nDo not answer that question here: give each record its own label. How the labels "
+            f"are told apart (from the user's question): {' '.join(defs)}")
 
 
 # ---------------------------------------------------------------------- prompts and answers
