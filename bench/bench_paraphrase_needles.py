@@ -53,7 +53,19 @@ NEEDLES = [
      "What gift did Zarubina get for her name day, and what tune did it play?",
      "a music box playing the Marseillaise backwards"),
 ]
+#: what a right answer must contain (each item: alternatives, any one of them), case-insensitive
+KEYS = [
+    [("copper kettle", "kettle")], [("zelenets",)], [("forty-three", "forty three", "43"), ("saint",)],
+    [("nineteen", "19")], [("malakhov",)], [("eleven thousand", "11,000", "11000", "11 000")],
+    [("tulip",), ("brandy",)], [("willow",)], [("yevstigneev",)], [("music box",), ("marseillaise",)],
+]
 DEPTHS = [0.05 + 0.1 * i for i in range(10)]
+
+
+def right(answer: str, k: int) -> bool:
+    """Whether ``answer`` states needle ``k``'s fact (every key, in any of its spellings)."""
+    a = answer.casefold()
+    return all(any(alt in a for alt in alts) for alts in KEYS[k])
 _W = re.compile(r"[^\W_]+")
 
 
@@ -86,6 +98,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--text", help="War and Peace (default: $CONTEXTBOX_DATA or ../shared/data)")
     ap.add_argument("--show", action="store_true", help="print each question and the top hit")
+    ap.add_argument("--model", help="also ask each question with this model through the RLM (e.g. local)")
+    ap.add_argument("--max-iterations", type=int, default=8)
     args = ap.parse_args()
     from contextbox import ops
     from contextbox.search import search
@@ -110,7 +124,40 @@ def main() -> int:
         if args.show and hits:
             print(f"|   | top hit: line {hits[0]['line']}: {hits[0]['text'][:100]} | | |")
     print(f"\n{found}/{len(needles)} needles ranked in the top 3 by search (pure retrieval, no model)")
+    if args.model:
+        return ask_all(args.model, text, needles, args.max_iterations)
     return 0 if found == len(needles) else 1
+
+
+def ask_all(model: str, text: str, needles: list[dict[str, object]], max_iterations: int) -> int:
+    """Each question through the RLM with ``model`` (default levels for it); answers checked by ``KEYS``."""
+    import json
+    import statistics
+    import time
+
+    from contextbox import RLM, Context
+
+    rlm = RLM(model=model, limits={"max_iterations": max_iterations})
+    ctx = Context.from_value(text)
+    rows = []
+    print("\n| # | right | iterations | ops | seconds | answer |\n|---|---|---|---|---|---|")
+    for i, n in enumerate(needles):
+        t0 = time.monotonic()
+        res = rlm.run(str(n["question"]), ctx)
+        ok = bool(res.answer) and right(res.answer or "", i)
+        rows.append({"i": i, "right": ok, "iterations": res.iterations, "status": res.status,
+                     "ops": [s.op for s in res.steps], "seconds": round(time.monotonic() - t0, 1),
+                     "answer": res.answer})
+        r = rows[-1]
+        print(f"| {i} | {'yes' if ok else 'no'} | {r['iterations']} | {' → '.join(r['ops'])} | {r['seconds']} "
+              f"| {(res.answer or res.status)[:70]!r} |", flush=True)
+    n_right = sum(r["right"] for r in rows)
+    print(f"\n{n_right}/{len(rows)} right with {model}; median iterations "
+          f"{statistics.median(r['iterations'] for r in rows)}; median {statistics.median(r['seconds'] for r in rows)} s")
+    out = HERE / "out" / "bench_paraphrase_needles.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": model, "right": n_right, "rows": rows}, indent=2))
+    return 0
 
 
 if __name__ == "__main__":

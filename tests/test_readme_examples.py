@@ -58,3 +58,17 @@ def test_the_checks_tell_right_from_wrong(tmp_path):
     assert by["p95"].check("p95 = 375 ms", facts) == 1 and by["p95"].check("376ms", facts) == 0
     assert by["toml"].check("Config.load in config.py", facts) == 1 and by["toml"].check("main", facts) == 0
     assert by["label"].check("entity", facts) == 1 and by["label"].check("human", facts) == 0
+
+
+def test_paraphrase_needle_answers_are_checked_by_their_facts():
+    spec = importlib.util.spec_from_file_location("bench_paraphrase_needles",
+                                                  ROOT / "bench" / "bench_paraphrase_needles.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    assert len(mod.KEYS) == len(mod.NEEDLES)
+    for k, (needle, question, answer) in enumerate(mod.NEEDLES):
+        assert mod.right(needle, k) and mod.right(answer, k), k
+        assert not mod.right(question, k), (k, question)  # the question alone is no answer
+    assert mod.right("She kept 43 canaries, each named after a saint.", 2)
+    assert not mod.right("She kept 43 canaries.", 2)
