@@ -177,3 +177,19 @@ def test_question_filters(log_table, question, want):
     t, _, _ = log_table
     got = question_filters(question, {"t": t})
     assert {k: str(v) for k, v in got.items()} == want
+
+
+def test_a_date_bound_in_the_question_is_a_date_filter():
+    from contextbox.column_hints import question_filters
+
+    rows = [{"Date": d, "User": str(u), "Instance": "What is it ?"}
+            for d, u in [("Dec 01, 2024", 11), ("Mar 02, 2023", 22), ("Mar 04, 2023", 33), ("Jan 05, 2023", 44)]]
+    t = table_ops.Table.from_rows(rows)
+    f = question_filters("Among the instances dated before Mar 03, 2023, which label is more common?", {"t": t})
+    assert f == {"Date": {"lt": "Mar 03, 2023"}}
+    assert table_ops.filter_rows(t, f).column("User") == ["22", "44"]
+    f = question_filters("How many instances dated after Mar 03, 2023 are there?", {"t": t})
+    assert table_ops.filter_rows(t, f).column("User") == ["11", "33"]
+    assert question_filters("How many instances from user 33 are there?", {"t": t}) == {"User": "33"}
+    # no date column, no date filter
+    assert question_filters("before Mar 03, 2023?", {"t": table_ops.Table.from_rows([{"a": "x y"}])}) == {}

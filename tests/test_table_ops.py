@@ -469,3 +469,24 @@ def test_word_counts_is_a_counter_of_casefolded_words(vals: list[Any]) -> None:
     assert keys == sorted(keys) and out.meta["total"] == sum(ref.values())
     with pytest.raises(CommandError, match="list of words"):
         table_ops.word_counts(Table({"m": vals}), "m", stop="the")
+
+
+def test_filter_compares_dates_as_dates_across_formats():
+    import datetime as dt
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    fmts = ["%Y-%m-%d", "%b %d, %Y", "%d %B %Y"]
+
+    @given(st.lists(st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2100, 1, 1)), min_size=1, max_size=30),
+           st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2100, 1, 1)),
+           st.sampled_from(fmts), st.sampled_from(fmts), st.sampled_from(["lt", "le", "gt", "ge"]))
+    def check(days, bound, cell_fmt, value_fmt, op):
+        t = table_ops.Table({"d": [d.strftime(cell_fmt) for d in days], "i": list(range(len(days)))})
+        got = table_ops.filter_rows(t, {"d": {op: bound.strftime(value_fmt)}}).column("i")
+        cmp = {"lt": lambda a: a < bound, "le": lambda a: a <= bound, "gt": lambda a: a > bound,
+               "ge": lambda a: a >= bound}[op]
+        assert got == [i for i, d in enumerate(days) if cmp(d)]
+
+    check()

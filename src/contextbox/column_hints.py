@@ -273,4 +273,29 @@ def question_filters(question: str, tables: dict[str, Table], scan: int = 20_000
                 if before in names or (nxt in row_words and not how_many):
                     out[c.name] = seen[w]
                     break
+    dated = _date_filter(question, tables, scan)
+    if dated and dated[0] not in out:
+        out[dated[0]] = dated[1]
     return out
+
+
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+_DATE_TEXT = rf"(?:\d{{4}}-\d{{2}}-\d{{2}}|{_MONTH} \d{{1,2}},? \d{{4}}|\d{{1,2}} {_MONTH},? \d{{4}})"
+_WHEN = re.compile(rf"\b(before|after|since|until|prior to|earlier than|later than)\s+({_DATE_TEXT})", re.I)
+_WHEN_OP = {"before": "lt", "prior to": "lt", "earlier than": "lt", "until": "le", "after": "gt",
+            "later than": "gt", "since": "ge"}
+
+
+def _date_filter(question: str, tables: dict[str, Table], scan: int) -> tuple[str, dict[str, str]] | None:
+    """("date", {"lt": "Mar 03, 2023"}) for "dated before Mar 03, 2023" when a column holds dates."""
+    from .table_ops import as_date
+
+    m = _WHEN.search(question)
+    if not m or as_date(m.group(2).replace(".", "")) is None:
+        return None
+    for t in tables.values():
+        for c in _describe(t, min(scan, 2000)):
+            vals = [v for v in c.values if v is not None]
+            if vals and sum(as_date(v) is not None for v in vals) >= 0.8 * len(vals):
+                return c.name, {_WHEN_OP[m.group(1).lower()]: m.group(2).replace(".", "")}
+    return None

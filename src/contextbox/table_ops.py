@@ -20,6 +20,7 @@ number and ``sort`` read a value as a number only when it *is* one, optionally w
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import math
 import re
@@ -526,6 +527,35 @@ def _equals(cell: Any, value: Any) -> bool:
     return str(cell) == str(value)
 
 
+#: the date formats filter compares as dates (the value and the cells may differ in format)
+DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%b %d, %Y", "%B %d, %Y", "%d %b %Y", "%d %B %Y", "%d/%b/%Y", "%b %d %Y",
+                "%B %d %Y", "%d.%m.%Y")
+
+
+def as_date(value: Any) -> _dt.date | None:
+    """A date from a cell or a filter value (``2023-03-03``, ``Mar 03, 2023``, ``3 March 2023``, ...; a
+    leading ISO date of a timestamp too), else None. ``03/04/2023`` is ambiguous and never a date here."""
+    if isinstance(value, _dt.datetime):
+        return value.date()
+    if isinstance(value, _dt.date):
+        return value
+    if not isinstance(value, str) or not 6 <= len(value.strip()) <= 40 or not any(ch.isdigit() for ch in value):
+        return None
+    v = value.strip()
+    m = _ISO_DAY.match(v)
+    if m:
+        v = m.group(0)
+    for fmt in DATE_FORMATS:
+        try:
+            return _dt.datetime.strptime(v, fmt).date()
+        except ValueError:
+            continue
+    return None
+
+
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}(?=$|[T ])")
+
+
 def _predicate(op: str, value: Any, name: str) -> Callable[[Any], bool]:
     if op in ("eq", "ne"):
         return (lambda c: _equals(c, value)) if op == "eq" else (lambda c: not _equals(c, value))
@@ -544,6 +574,12 @@ def _predicate(op: str, value: Any, name: str) -> Callable[[Any], bool]:
         rx = compile_regex(str(value))
         return lambda c: c is not None and rx.search(str(c)) is not None
     cmp = {"gt": lambda a, b: a > b, "ge": lambda a, b: a >= b, "lt": lambda a, b: a < b, "le": lambda a, b: a <= b}[op]
+    day = as_date(value)
+    if day is not None:  # "before Mar 03, 2023": compare as dates whatever the cells' format
+        def dated(c: Any) -> bool:
+            d = as_date(c)
+            return d is not None and cmp(d, day)
+        return dated
     target = as_number(value)
     if target is not None:
         def num(c: Any) -> bool:
