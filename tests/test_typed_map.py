@@ -493,3 +493,24 @@ def test_the_question_s_label_definitions_reach_every_sub_call_and_bookkeeping_d
     assert with_definitions("T", spec, None) == "T"
     t = Table({"text2": ["x"], "doc": ["f.txt"], "line": [3]})
     assert record_texts(t) == ["text2: x"]
+
+
+def test_a_typed_map_over_a_table_sends_what_the_rows_say_not_their_ids() -> None:
+    from contextbox.typed_map import prose_columns, record_texts
+
+    rows = [{"Date": f"Mar {i + 1:02d}, 2023", "User": str(1000 + i), "Instance": f"What is the capital of land {i} ?",
+             "doc": "f", "line": i} for i in range(5)]
+    t = Table.from_rows(rows)
+    assert prose_columns(t) == ["Instance"]
+    assert record_texts(t, prose_only=True) == [r["Instance"] for r in rows]
+    assert record_texts(t)[0] == "Date: Mar 01, 2023; User: 1000; Instance: What is the capital of land 0 ?"
+    ids = Table.from_rows([{"a": "x1", "b": 2}])  # no free text: the whole row
+    assert record_texts(ids, prose_only=True) == ["a: x1; b: 2"]
+    sub = FnSub(lambda p: json.dumps(["yes" for _ in RECORD.findall(p)]))
+    rlm = RLM(model=ScriptedProvider([cmd("extract", store="t"),
+                                      cmd("llm_map", on="t", prompt="Capital?", choices=["yes", "no"], store="m"),
+                                      cmd("final", answer="yes")]), sub_model=sub, levels="l1,l4", config=cfg())
+    ctx = "".join(f"Date: Mar {i + 1:02d}, 2023 || User: {1000 + i} || Instance: What is the capital of land {i} ?\n"
+                  for i in range(5))
+    assert rlm.run("q", ctx).status == "answered"
+    assert "] What is the capital of land 3 ?" in sub.prompts[0] and "User" not in sub.prompts[0]

@@ -535,7 +535,8 @@ class DelegationExecutor:
                                "(records per sub-call)")
         records = records_of(self._var(cmd["on"])) if cmd.get("on") else context_records(self.s.context)
         task = with_definitions(cmd["prompt"], spec, self.s.services.get("question"))
-        res = run_map(self.d, task, record_texts(records), spec, per_call)
+        # a label per row: the sub-model reads what the rows say; their dates and ids stay in the table
+        res = run_map(self.d, task, record_texts(records, prose_only=True), spec, per_call)
         table = result_table(records, spec, res)
         text = summary(res, spec, table, self.d.concurrency)
         if res.stop is not None:

@@ -271,12 +271,34 @@ def records_of(value: Any) -> Table:
 BOOKKEEPING = frozenset({"doc", "line", "map_error"})
 
 
-def record_texts(table: Table) -> list[str]:
+def prose_columns(table: Table, sample: int = 200) -> list[str]:
+    """The columns of free text (most values three words or more, not dates): what a record *says*,
+    as opposed to its dates, numbers, ids and codes."""
+    from .table_ops import as_date
+
+    out = []
+    for c in table.columns:
+        if c in BOOKKEEPING:
+            continue
+        vals = [v for v in table.cols[c][:sample] if v is not None]
+        if vals and sum(isinstance(v, str) and len(v.split()) >= 3 and as_date(v) is None
+                        for v in vals) >= 0.6 * len(vals):
+            out.append(c)
+    return out
+
+
+def record_texts(table: Table, prose_only: bool = False) -> list[str]:
     """What the sub-model reads of each row: its ``text`` column, else the row rendered (without the
-    bookkeeping columns ``doc``, ``line``, ``map_error``: file names and line numbers only distract)."""
+    bookkeeping columns ``doc``, ``line``, ``map_error``: file names and line numbers only distract).
+    ``prose_only``: only the free-text columns when the row has some (see :func:`prose_columns`)."""
     if "text" in table.cols and all(isinstance(v, str) for v in table.cols["text"]):
         return list(table.cols["text"])
     keep = [c for c in table.columns if c not in BOOKKEEPING] or table.columns
+    if prose_only:
+        keep = prose_columns(table) or keep
+        if len(keep) == 1:
+            return [v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)
+                    for v in table.cols[keep[0]]]
     out = []
     for row in table:
         out.append("; ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v, ensure_ascii=False, default=str)}"
