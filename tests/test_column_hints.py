@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 from helpers import cmd
@@ -193,3 +194,52 @@ def test_a_date_bound_in_the_question_is_a_date_filter():
     assert question_filters("How many instances from user 33 are there?", {"t": t}) == {"User": "33"}
     # no date column, no date filter
     assert question_filters("before Mar 03, 2023?", {"t": table_ops.Table.from_rows([{"a": "x y"}])}) == {}
+
+
+def test_an_oolong_style_question_runs_filter_then_typed_map_then_count_within_the_schemas():
+    """The whole table route for "how many instances from user U should be labelled L", with a root
+    whose every reply validates against the schema it was offered (what a constrained model can send)."""
+    import json
+
+    import jsonschema
+
+    rng = random.Random(5)
+    words = {"human": "Who", "location": "Where", "numeric": "How many"}
+    recs = [(f"{rng.choice(['Jan', 'Mar', 'Jun'])} {rng.randint(10, 28)}, 2023", str(rng.choice([11111, 22222, 33333])),
+             rng.choice(list(words))) for _ in range(120)]
+    ctx = "".join(f"Date: {d} || User: {u} || Instance: {words[lab]} is thing number {i} ?\n"
+                  for i, (d, u, lab) in enumerate(recs))
+    truth = sum(1 for _, u, lab in recs if u == "22222" and lab == "location")
+    question = ("Each instance is a question labelled human, location or numeric by the kind of answer it asks for. "
+                "How many instances from user 22222 should be labelled 'location'? Answer with the number only.")
+
+    class Sub:
+        name, context_window = "fn/sub", None
+
+        def __init__(self):
+            self.records = 0
+
+        def complete(self, messages, **opts):
+            from contextbox.providers.base import Completion
+
+            items = re.findall(r"^\[\d+\] (.*)$", messages[-1]["content"], re.M)
+            self.records += len(items)
+            out = ["human" if t.startswith("Who") else "location" if t.startswith("Where") else "numeric"
+                   for t in items]
+            return Completion(json.dumps(out), 1, 1, model=self.name)
+
+    sub = Sub()
+    replies = [cmd("extract", store="t", thought="t"),
+               cmd("filter", on="t", where={"User": "22222"}, store="sel", thought="t"),
+               cmd("llm_map", on="sel", prompt="Label?", choices=["human", "location", "numeric"], store="m",
+                   thought="t"),
+               cmd("count_by", on="m", field="label", thought="t"),
+               cmd("final", answer=str(truth), thought="t")]
+    p = ScriptedProvider(replies, constrained=True)
+    res = RLM(model=p, sub_model=sub, config=Config(), levels="l1,l4").run(question, Context.from_value(ctx))
+    for reply, opts in zip(replies, p.options, strict=True):
+        jsonschema.validate(json.loads(reply), opts["response_schema"])  # each step was allowed
+    assert res.status == "answered" and res.answer == str(truth)
+    assert sub.records == sum(1 for _, u, _ in recs if u == "22222")  # only the user's rows were labelled
+    count = next(s for s in res.steps if s.op == "count_by")
+    assert f"location: {truth}" in count.output

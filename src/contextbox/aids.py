@@ -161,6 +161,7 @@ class RunAids:
         self._fields: list[str] | None = None
         self._filters: dict[str, Any] = {}  # rows the question names: {column: value}
         self.filter_done = False  # the engine's filter step ran (its rows are the table ``sel``)
+        self.work: str | None = None  # the table route's newest table (extract, filter, map)
         self._announce = False
         shown = context.metadata(preview_chars=preview_chars)
         self.seen: list[str] = [question, shown["head"], shown["tail"]]
@@ -216,7 +217,7 @@ class RunAids:
         self._fields_key = key
         self._filters = question_filters(self.question, tables)
         op = next((o for o in self.route_ops[1] if o in AGGREGATING), None)
-        target = {k: t for k, t in tables.items() if k == FILTERED} or tables
+        target = {k: t for k, t in tables.items() if k == self.work} or tables
         fields = field_choice(self.question, target, op)
         if fields and self._filters:  # a filter column only selects rows: the question is about another
             fields = [f for f in fields if f not in self._filters] or fields
@@ -248,9 +249,11 @@ class RunAids:
         out: dict[str, dict[str, Any]] = {}
         if self._filters and not self.filter_done:
             out["filter"] = {"where": {"const": dict(self._filters)}, "store": {"const": FILTERED}}
-        elif self._filters:
-            for op in ("count_by", "top", "unique", "stats", "word_counts", "sort", "llm_map"):
-                out[op] = {"on": {"enum": [FILTERED]}}
+            if self.work:
+                out["filter"]["on"] = {"enum": [self.work]}
+        elif self.work:  # the newest table of the route holds what the question is about
+            for op in ("count_by", "top", "unique", "stats", "word_counts", "sort", "llm_map", "filter"):
+                out[op] = {"on": {"enum": [self.work]}}
         stop = question_stop_words(self.question)
         if stop:
             out.setdefault("word_counts", {})["stop"] = {"const": stop}
@@ -322,6 +325,12 @@ class RunAids:
             self.aggregated = True
         if action.op == "filter" and action.args.get("store") == FILTERED and self._filters:
             self.filter_done = True
+        made = out.meta.get("store_as") or action.args.get("store")
+        if self.table_route and action.op in ("extract", "records", "filter", "llm_map") and made:
+            from .table import Table
+
+            if isinstance(self.session.variables.get(made), Table):
+                self.work = made  # the route's working table: aggregates and maps run on it
         if out.final is None:
             self.seen.append(out.text)
             listed = out.meta.get("listed")
