@@ -243,3 +243,23 @@ def test_an_oolong_style_question_runs_filter_then_typed_map_then_count_within_t
     assert sub.records == sum(1 for _, u, _ in recs if u == "22222")  # only the user's rows were labelled
     count = next(s for s in res.steps if s.op == "count_by")
     assert f"location: {truth}" in count.output
+
+
+def test_log_questions_with_a_condition_filter_then_aggregate(log_table):
+    """The private-task shapes: a statistic or a count over the rows a condition selects."""
+    from contextbox.column_hints import question_filters
+
+    t, text, _ = log_table
+    day = t.column("date")[-1]
+    cases = [
+        ("What is the p99 response time for POST requests?", {"method": "POST"}, "stats", "duration"),
+        ("What is the average response time of ERROR lines?", {"level": "ERROR"}, "stats", "duration"),
+        ("How many unique IP addresses got status 500?", {"status": "500"}, "unique", "ip"),
+        (f"How many DatabaseError entries occurred on {day}?", {"date": {"ge": day, "le": day}}, "count_by", "name"),
+    ]
+    for q, want, op, field in cases:
+        got = question_filters(q, {"t": t})
+        assert {k: (v if isinstance(v, dict) else str(v)) for k, v in got.items()} == want, q
+        sel = table_ops.filter_rows(t, got)
+        assert 0 < len(sel) and (len(sel) < len(t) or "date" in got), q  # (the test log spans one day)
+        assert field_choice(q, {"sel": sel}, op)[0] == field, (q, rank_columns(q, sel, op)[:3])

@@ -281,9 +281,9 @@ def question_filters(question: str, tables: dict[str, Table], scan: int = 20_000
 
 _MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
 _DATE_TEXT = rf"(?:\d{{4}}-\d{{2}}-\d{{2}}|{_MONTH} \d{{1,2}},? \d{{4}}|\d{{1,2}} {_MONTH},? \d{{4}})"
-_WHEN = re.compile(rf"\b(before|after|since|until|prior to|earlier than|later than)\s+({_DATE_TEXT})", re.I)
+_WHEN = re.compile(rf"\b(before|after|since|until|prior to|earlier than|later than|on)\s+({_DATE_TEXT})", re.I)
 _WHEN_OP = {"before": "lt", "prior to": "lt", "earlier than": "lt", "until": "le", "after": "gt",
-            "later than": "gt", "since": "ge"}
+            "later than": "gt", "since": "ge", "on": "on"}
 
 
 def _date_filter(question: str, tables: dict[str, Table], scan: int) -> tuple[str, dict[str, str]] | None:
@@ -297,5 +297,7 @@ def _date_filter(question: str, tables: dict[str, Table], scan: int) -> tuple[st
         for c in _describe(t, min(scan, 2000)):
             vals = [v for v in c.values if v is not None]
             if vals and sum(as_date(v) is not None for v in vals) >= 0.8 * len(vals):
-                return c.name, {_WHEN_OP[m.group(1).lower()]: m.group(2).replace(".", "")}
+                op, day = _WHEN_OP[m.group(1).lower()], m.group(2).replace(".", "")
+                # "on <date>": that day, whatever the cells' date format (compared as dates)
+                return c.name, ({"ge": day, "le": day} if op == "on" else {op: day})
     return None
