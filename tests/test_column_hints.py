@@ -210,7 +210,7 @@ def test_an_oolong_style_question_runs_filter_then_typed_map_then_count_within_t
     ctx = "".join(f"Date: {d} || User: {u} || Instance: {words[lab]} is thing number {i} ?\n"
                   for i, (d, u, lab) in enumerate(recs))
     truth = sum(1 for _, u, lab in recs if u == "22222" and lab == "location")
-    question = ("Each instance is a question labelled human, location or numeric by the kind of answer it asks for. "
+    question = ("Each instance is a question with one of the labels: human, location, numeric (by the kind of answer). "
                 "How many instances from user 22222 should be labelled 'location'? Answer with the number only.")
 
     class Sub:
@@ -241,6 +241,8 @@ def test_an_oolong_style_question_runs_filter_then_typed_map_then_count_within_t
         jsonschema.validate(json.loads(reply), opts["response_schema"])  # each step was allowed
     assert res.status == "answered" and res.answer == str(truth)
     assert sub.records == sum(1 for _, u, _ in recs if u == "22222")  # only the user's rows were labelled
+    mapping = next(b for b in p.options[2]["response_schema"]["anyOf"] if b["properties"]["op"]["const"] == "llm_map")
+    assert mapping["properties"]["choices"] == {"const": ["human", "location", "numeric"]}  # the question's labels
     count = next(s for s in res.steps if s.op == "count_by")
     assert f"location: {truth}" in count.output
 
@@ -263,3 +265,18 @@ def test_log_questions_with_a_condition_filter_then_aggregate(log_table):
         sel = table_ops.filter_rows(t, got)
         assert 0 < len(sel) and (len(sel) < len(t) or "date" in got), q  # (the test log spans one day)
         assert field_choice(q, {"sel": sel}, op)[0] == field, (q, rank_columns(q, sel, op)[:3])
+
+
+@pytest.mark.parametrize("question,want", [
+    ("Labels: description (a definition), entity (a thing), human (a person), numeric (a number). Which is most "
+     "frequent?", ["description", "entity", "human", "numeric"]),
+    ("Are most of these tickets about billing, delivery or login?", ["billing", "delivery", "login"]),
+    ("Classify each review with one of these labels: positive, negative, neutral. Which is most common?",
+     ["positive", "negative", "neutral"]),
+    ("Which error type occurs most often?", None),
+    ("How many lines mention the cache?", None),
+])
+def test_labels_the_question_defines(question, want):
+    from contextbox.column_hints import question_choices
+
+    assert question_choices(question) == want

@@ -240,11 +240,12 @@ class RunAids:
         return self._fields
 
     def overrides(self) -> dict[str, dict[str, Any]] | None:
-        """Arguments the question fixes: the rows it names (``filter``'s ``where``, stored as ``sel``,
-        then every aggregate ``on`` it), the stop words it lists (``word_counts``' ``stop``)."""
+        """Arguments the question fixes: the rows it names (``filter``'s ``where``, stored as ``sel``),
+        the route's working table (every aggregate's ``on``), the stop words it lists (``word_counts``'
+        ``stop``), the labels it defines (the typed map's ``choices``)."""
         if not (self.table_route and getattr(self.settings, "column_choice", True)):
             return None
-        from .column_hints import question_stop_words
+        from .column_hints import question_choices, question_stop_words
 
         out: dict[str, dict[str, Any]] = {}
         if self._filters and not self.filter_done:
@@ -257,6 +258,9 @@ class RunAids:
         stop = question_stop_words(self.question)
         if stop:
             out.setdefault("word_counts", {})["stop"] = {"const": stop}
+        choices = question_choices(self.question)
+        if choices:  # the labels the question defines: the typed map uses exactly those
+            out.setdefault("llm_map", {})["choices"] = {"const": choices}
         return out or None
 
     def repeat_key(self, action: Action) -> str | None:

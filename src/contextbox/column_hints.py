@@ -301,3 +301,37 @@ def _date_filter(question: str, tables: dict[str, Table], scan: int) -> tuple[st
                 # "on <date>": that day, whatever the cells' date format (compared as dates)
                 return c.name, ({"ge": day, "le": day} if op == "on" else {op: day})
     return None
+
+
+_DEFINED = re.compile(r"(?:^|[,:;]\s*)([A-Za-z][\w-]*(?: [A-Za-z][\w-]*)?) \(")
+_LISTED = re.compile(r"\b(?:labels?|categories|category|classes|one of)\b[^:.?]{0,40}:\s*([^.?\n]+)", re.I)
+_ABOUT = re.compile(r"\babout ((?:[\w-]+, )*[\w-]+,? (?:or|and) [\w-]+)\s*\?", re.I)
+
+
+def question_choices(question: str) -> list[str] | None:
+    """The labels a question defines or lists, in its order: "description (a definition ...), entity (a
+    thing ...)", "labels: spam, ham", "about billing, delivery or login?". None when it names none."""
+    for sent in re.split(r"(?<=[.!?])\s+", question):
+        found = [m.group(1).strip() for m in _DEFINED.finditer(sent)]
+        found = [w.split()[-1] if len(w.split()) > 1 and w.split()[0].lower() in ("and", "or") else w for w in found]
+        if len(found) >= 3:
+            return _clean(found)
+    for rx in (_LISTED, _ABOUT):
+        m = rx.search(question)
+        if m:
+            body = re.sub(r"\([^)]*\)", "", m.group(1))  # "numeric (a number)": the label, not its gloss
+            items = [x for x in re.split(r"\s*(?:,|;|\bor\b|\band\b)\s*", body) if x.strip()]
+            got = _clean([x.strip(" '\"`") for x in items])
+            if got:
+                return got
+    return None
+
+
+def _clean(items: list[str]) -> list[str] | None:
+    out: list[str] = []
+    for x in items:
+        if not x or len(x.split()) > 3 or len(x) > 40:
+            return None
+        if x not in out:
+            out.append(x)
+    return out if 2 <= len(out) <= 20 else None
