@@ -119,7 +119,8 @@ def test_memory_limit_holds_for_the_worker_with_its_children() -> None:
     four = ("import os, time\npids = []\nfor i in range(4):\n    pid = os.fork()\n    if pid == 0:\n"
             "        b = b'\\x01' * (700 << 20)\n        time.sleep(20)\n        os._exit(0)\n    pids.append(pid)\n"
             "for p in pids:\n    os.waitpid(p, 0)\nprint('all four done')")
-    ex = executor_factory("l3")(make_session(l3_time_limit_s=60))  # type: ignore[misc]
+    # the 1 GiB of the default limit (make_session lowers it to 512 MiB for the snippets)
+    ex = executor_factory("l3")(make_session(l3_time_limit_s=60, l3_memory_mb=1024))  # type: ignore[misc]
     try:
         first = run_cell(ex, one)  # one child of 700 MB: under the 1 GiB limit, alone or with the worker
         assert not first.error and "one child done" in first.text, first.text
