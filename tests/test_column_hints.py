@@ -280,3 +280,30 @@ def test_labels_the_question_defines(question, want):
     from contextbox.column_hints import question_choices
 
     assert question_choices(question) == want
+
+
+def test_column_hints_never_fail_on_odd_tables_and_questions():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from contextbox.column_hints import question_choices, question_filters, question_stop_words
+
+    cell = st.one_of(st.none(), st.text(max_size=12), st.integers(), st.floats(allow_nan=True),
+                     st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+                     st.sampled_from(["ERROR", "Mar 03, 2023", "2024-01-02", "user", "a b c d"]))
+    names = st.sampled_from(["level", "ip", "date", "label", "message", "name", "doc", "line", "x y", ""])
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.dictionaries(names, st.lists(cell, min_size=3, max_size=3), min_size=1, max_size=5),
+           st.text(max_size=80) | st.sampled_from(["How many ERROR lines before Mar 03, 2023?",
+                                                     "Which label: a, b or c? top 3 words, stop words: the, a"]),
+           st.sampled_from([None, "count_by", "stats", "unique", "word_counts"]))
+    def check(cols, question, op):
+        t = table_ops.Table(cols)
+        rank_columns(question, t, op)
+        field_choice(question, {"t": t}, op)
+        question_filters(question, {"t": t})
+        question_choices(question)
+        question_stop_words(question)
+
+    check()
