@@ -20,8 +20,10 @@ the next constrained turn: the one clear winner, or the columns in order of rele
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from .table import Table
 
@@ -58,6 +60,8 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
     "words": ("message", "text", "msg"),
     "label": ("label",),
 }
+#: phrases whose words name no column
+_NOT_NAMES = re.compile(r"\b(?:how many times|number of times|how often|at the same time|each time|per line)\b")
 #: columns no question is about
 _SKIP = frozenset({"doc", "line", "map_error"})
 #: the route's aggregate ops and what kind of column each needs
@@ -75,8 +79,24 @@ class _Col:
     spaced: float  # share of filled values with a space (free text)
 
 
+def _snowball() -> Any:
+    try:
+        import Stemmer  # PyStemmer, a core dependency (search.py uses it too)
+
+        return Stemmer.Stemmer("english")
+    except ImportError:  # pragma: no cover - the wheel is a dependency
+        return None
+
+
+_SNOWBALL = _snowball()
+
+
+@functools.lru_cache(maxsize=4096)
 def _stem(w: str) -> str:
+    """One stem for a word's forms: labelled/labels → label, users → user, dated → date."""
     w = w.casefold()
+    if _SNOWBALL is not None and w.isalpha():
+        return _SNOWBALL.stemWord(w)
     for suf in ("ies", "es", "s"):
         if len(w) > 3 and w.endswith(suf) and not w.endswith("ss"):
             return w[: -len(suf)] + ("y" if suf == "ies" else "")
@@ -115,6 +135,9 @@ def rank_columns(question: str, table: Table, op: str | None = None, scan: int =
     words = _WORD.findall(q)
     stems = [_stem(w.strip(".:/-")) for w in words]
     score = {c.name: 0.0 for c in cols}
+    # the sentences that ask (with a "?") weigh more than a preamble describing the data's format
+    asking = [x for x in re.split(r"(?<=[.!?])\s+", q) if "?" in x]
+    ask_stems = {_stem(w.strip(".:/-")) for w in _WORD.findall(" ".join(asking) if asking else q)}
     # 1. names: a phrase that means a column ("response time"), then the column's own name in the
     #    words the phrases left ("time" of "response time" is not the ``time`` column)
     used: set[int] = set()
@@ -130,11 +153,13 @@ def rank_columns(question: str, table: Table, op: str | None = None, scan: int =
             used |= set(span)
         for c in hit:
             score[c.name] += 3 + 0.5 * len(phrase.split())  # a longer phrase is the better evidence
+    for m in _NOT_NAMES.finditer(q):  # "how many times": a count, not the ``time`` column
+        used |= set(range(len(_WORD.findall(q[: m.start()])), len(_WORD.findall(q[: m.end()]))))
     free = {s for i, s in enumerate(stems) if i not in used}
     for c in cols:
-        parts = {_stem(p) for p in re.split(r"[_\W]+", c.name.casefold()) if p}
-        if parts & free or _stem(c.name) in free:
-            score[c.name] += 3
+        parts = {_stem(p) for p in re.split(r"[_\W]+", c.name.casefold()) if p} | {_stem(c.name)}
+        if parts & free:
+            score[c.name] += 3 if parts & free & ask_stems else 1
     # 2. values the question names
     how_many = re.search(r"\b(how many|how often|number of|count)\b", q) is not None
     ranking = re.search(r"\b(which|what|most|least|rank\w*|top)\b", q) is not None
