@@ -382,7 +382,7 @@ async def test_chat_completions_shapes_through_asgi(env):
         j = r.json()
         assert j["object"] == "chat.completion" and j["choices"][0]["message"]["content"] == "42"
         assert j["choices"][0]["finish_reason"] == "stop" and j["usage"]["total_tokens"] > 0
-        run = (await c.get(f"/v1/runs/{j['rlm']['run_id']}")).json()
+        run = (await c.get(f"/v1/runs/{j['contextbox']['run_id']}")).json()
         assert run["source"] == "chat" and run["meta"]["context_source"] == "messages"
         r = await c.post("/v1/chat/completions", json={"model": "gpt-4", "messages": [{"role": "user", "content": "q"}]})
         assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"

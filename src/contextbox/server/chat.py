@@ -13,13 +13,22 @@
      contents, each a document of its own).
 
 * Other extension fields: ``sub_model``, ``levels``, ``limits`` (as for ``POST /v1/runs``).
-* ``stream: true`` sends ``chat.completion.chunk`` events: the role at once, then the answer
-  when the run has it, then ``finish_reason`` and ``data: [DONE]``. With
-  ``stream_options: {"include_usage": true}`` a last chunk carries the usage.
-* The reply carries ``finish_reason`` ``"stop"`` when the run answered and ``"length"`` when it
-  stopped at a limit with a partial answer; a run that failed is an error (HTTP 502). The
-  extension field ``rlm`` holds ``run_id``, ``status``, ``iterations``; the run is in the store
-  like any other.
+* System messages apply to the question: with the context in an extension field they are put
+  before the question as instructions (with the context taken from the messages they are part
+  of it). Earlier user/assistant turns with an extension context are refused (400), never dropped.
+* ``temperature`` (other than null), ``max_tokens``/``max_completion_tokens``, ``n`` > 1,
+  ``top_p``, ``stop``, ``tools``, ``response_format`` and the like are refused (400): a run makes
+  many model calls with the server's settings; bound its spending with ``limits``.
+* ``stream: true`` sends ``chat.completion.chunk`` events: the role at once, then ``: …``
+  comment lines while the run works (progress, at least every few seconds: a keep-alive), then
+  the answer, ``finish_reason`` and ``data: [DONE]`` — also when the run fails (an ``error``
+  event first). With ``stream_options: {"include_usage": true}`` a last chunk carries the usage.
+* Every ended run answers HTTP 200 except a failed one: ``finish_reason`` is ``"stop"`` when
+  the run answered and ``"length"`` when it stopped at a limit (the content is the partial
+  answer, or empty). A run that failed (a model error, a crash) or was stopped by a server
+  shutdown answers 502/503 with ``x-should-retry: false``: no client re-runs (and pays for) a
+  run that already ran. The extension object ``contextbox`` holds ``run_id``, ``status``,
+  ``reason``, ``iterations`` and ``partial``; the run is in the store like any other.
 """
 
 from __future__ import annotations
@@ -40,8 +49,31 @@ from ..store_sqlite import ACTIVE
 from .manager import TooManyRuns
 from .security import check_model_spec, read_json, resolve_path
 
-ENDED_WITH_ANSWER = {"answered": "stop", "max_iterations": "length", "budget_exceeded": "length",
-                     "timeout": "length"}
+#: finish_reason of a run that ended at a limit or with an answer (HTTP 200)
+FINISH_REASONS = {"answered": "stop", "max_iterations": "length", "budget_exceeded": "length", "timeout": "length"}
+#: HTTP status of a run that ended without an answer for another reason (sent with x-should-retry: false)
+FAULT_STATUS = {"failed": 502, "interrupted": 503, "cancelled": 503}
+#: seconds between progress/keep-alive comments of a stream
+KEEPALIVE_S = 5.0
+#: request fields an RLM run cannot honour: refused (400), never silently dropped
+_REFUSED = {
+    "temperature": "an RLM run makes many model calls with the server's settings; send no temperature",
+    "top_p": "an RLM run makes many model calls with the server's settings",
+    "max_tokens": "an RLM run's answer is not cut to a token count; bound the run with "
+                  "extra_body={\"limits\": {\"max_total_tokens\": N}}",
+    "max_completion_tokens": "an RLM run's answer is not cut to a token count; bound the run with "
+                             "extra_body={\"limits\": {\"max_total_tokens\": N}}",
+    "n": "a run gives one answer", "stop": "a run's answer is not cut at stop sequences",
+    "tools": "no tool calls", "tool_choice": "no tool calls", "functions": "no function calls",
+    "function_call": "no function calls", "response_format": "the answer is plain text",
+    "logprobs": "no log probabilities", "top_logprobs": "no log probabilities",
+    "presence_penalty": "an RLM run makes many model calls with the server's settings",
+    "frequency_penalty": "an RLM run makes many model calls with the server's settings",
+    "logit_bias": "an RLM run makes many model calls with the server's settings",
+    "audio": "text only", "modalities": "text only", "prediction": "not supported",
+}
+#: values of those fields that ask for nothing (what clients send by default)
+_NEUTRAL: dict[str, tuple[Any, ...]] = {"n": (1,), "logprobs": (False,), "tools": ([],), "stop": ([],)}
 
 
 class ChatMessage(BaseModel):
@@ -64,12 +96,37 @@ class ChatRequest(BaseModel):
     limits: dict[str, Any] | None = None
 
 
-def _oai_error(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
+def _oai_error(status: int, message: str, code: str, param: str | None = None,
+               extension: dict[str, Any] | None = None) -> JSONResponse:
+    """An OpenAI-shaped error. A 5xx says ``x-should-retry: false``: the official clients
+    retry 5xx by default, and a retry would start (and pay for) another whole run."""
     kind = "invalid_request_error" if status < 500 else "server_error"
     if status == 429:
         kind = "rate_limit_error"
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}},
-                        status_code=status)
+    body: dict[str, Any] = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    if extension is not None:
+        body["contextbox"] = extension
+    return JSONResponse(body, status_code=status, headers={"x-should-retry": "false"} if status >= 500 else None)
+
+
+def _refused(req: ChatRequest) -> tuple[str, str] | None:
+    """(field, why) of the first request field a run cannot honour, or None."""
+    extra = req.model_extra or {}
+    for name, why in _REFUSED.items():
+        if name in extra and extra[name] is not None and extra[name] not in _NEUTRAL.get(name, ()):
+            return name, why
+    return None
+
+
+def _extension(row: dict[str, Any]) -> dict[str, Any]:
+    """The ``contextbox`` object of a reply: what happened to the run."""
+    return {"run_id": row["run_id"], "status": row["status"], "reason": row["reason"],
+            "iterations": row["iterations"], "partial": row["status"] != "answered" and bool(row["answer"])}
+
+
+def _ended_message(row: dict[str, Any]) -> str:
+    return (f"the run ended without an answer: {row['status']}" + (f" ({row['reason']})" if row["reason"] else "")
+            + f"; run {row['run_id']} (not retried: it already ran)")
 
 
 def _text(content: Any) -> str:
@@ -119,6 +176,21 @@ def add_chat_routes(app: FastAPI) -> None:
                               "messages")
         last = users[-1]
         question = _text(req.messages[last].content)
+        bad = _refused(req)
+        if bad is not None:
+            return _oai_error(400, f"{bad[0]} is not supported by rlm runs: {bad[1]}", "unsupported_parameter",
+                              bad[0])
+        if any(getattr(req, k) is not None for k in ("context", "context_path", "sample")):
+            turns = [m.role for m in req.messages[:last] if m.role != "system" and _text(m.content).strip()]
+            if turns:
+                return _oai_error(400, "with the context in context/context_path/sample, earlier "
+                                       f"{'/'.join(sorted(set(turns)))} messages would be ignored: send system "
+                                       "messages and the question only (or put the conversation in the context)",
+                                  "unsupported_messages", "messages")
+            system = [_text(m.content).strip() for m in req.messages if m.role in ("system", "developer")]
+            system = [t for t in system if t]
+            if system:
+                question = "Instructions: " + "\n\n".join(system) + "\n\nQuestion: " + question
         try:
             ctx, meta = await _context(req, last)
             spec = check_model_spec(spec, roots)
@@ -146,19 +218,16 @@ def add_chat_routes(app: FastAPI) -> None:
             raise
         if row is None:
             return _oai_error(499, "client disconnected; the run was cancelled", "cancelled")
-        finish = ENDED_WITH_ANSWER.get(row["status"])
-        if finish is None or (finish != "stop" and not row["answer"]):
-            return _oai_error(502, f"the run ended without an answer: {row['status']}"
-                                   + (f" ({row['reason']})" if row["reason"] else "") + f"; run {run_id}",
-                              "run_" + row["status"])
-        return {
+        finish = FINISH_REASONS.get(row["status"])
+        if finish is None:
+            return _oai_error(FAULT_STATUS.get(row["status"], 502), _ended_message(row), "run_" + row["status"],
+                              extension=_extension(row))
+        return JSONResponse({
             "id": cid, "object": "chat.completion", "created": created, "model": req.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": row["answer"] or ""},
                          "finish_reason": finish, "logprobs": None}],
-            "usage": _usage(row), "system_fingerprint": None,
-            "rlm": {"run_id": run_id, "status": row["status"], "iterations": row["iterations"],
-                    "reason": row["reason"]},
-        }
+            "usage": _usage(row), "system_fingerprint": None, "contextbox": _extension(row),
+        }, headers={"x-should-retry": "false"})
 
     async def _context(req: ChatRequest, last: int) -> tuple[Context, dict[str, Any]]:
         from starlette.concurrency import run_in_threadpool
@@ -187,24 +256,41 @@ def add_chat_routes(app: FastAPI) -> None:
 
     async def _wait_end(request: Request, run_id: str) -> dict[str, Any] | None:
         """Wait for the run to end; None (and the run cancelled) if the client went away."""
+        async for item in _follow(request, run_id, None):
+            if isinstance(item, dict) or item is None:
+                return item
+        return None
+
+    async def _follow(request: Request, run_id: str, every: float | None):
+        """Yield a progress line (str) at most every ``every`` seconds while the run works (at
+        least one each ``every`` seconds: a keep-alive), then the run's row when it ended, or
+        None (and the run cancelled) if the client went away."""
+        seen, last_said = -1, time.monotonic()
         with manager.notifier.subscribe(run_id) as wake:
             while True:
                 wake.clear()
                 row = store.get_run(run_id)
                 if row["status"] not in ACTIVE and not manager.is_active(run_id):
-                    return row
+                    yield row
+                    return
+                if every is not None and time.monotonic() - last_said >= every:
+                    news = store.events(run_id, after=seen)
+                    seen = news[-1].seq if news else seen
+                    last_said = time.monotonic()
+                    yield _progress_line(news)
                 try:
-                    await asyncio.wait_for(wake.wait(), timeout=1.0)
+                    await asyncio.wait_for(wake.wait(), timeout=min(1.0, every or 1.0))
                 except TimeoutError:
                     if await request.is_disconnected():
                         manager.cancel(run_id)
-                        return None
+                        yield None
+                        return
 
     async def _stream(request: Request, run_id: str, cid: str, created: int, model: str, include_usage: bool):
         def chunk(delta: dict[str, Any], finish: str | None = None, usage: Any = None) -> str:
             d: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
                                  "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-                                 "rlm": {"run_id": run_id}}
+                                 "contextbox": {"run_id": run_id}}
             if usage is not None:
                 d["choices"] = []
                 d["usage"] = usage
@@ -213,21 +299,28 @@ def add_chat_routes(app: FastAPI) -> None:
         done = False
         try:
             yield chunk({"role": "assistant", "content": ""})
-            row = await _wait_end(request, run_id)
+            row = None
+            async for item in _follow(request, run_id, KEEPALIVE_S):
+                if isinstance(item, str):
+                    yield f": {item}\n\n"
+                else:
+                    row = item
             if row is None:
                 return
-            finish = ENDED_WITH_ANSWER.get(row["status"])
-            if finish is None or (finish != "stop" and not row["answer"]):
-                err = {"error": {"message": f"the run ended without an answer: {row['status']}"
-                                            + (f" ({row['reason']})" if row["reason"] else ""),
-                                 "type": "server_error", "code": "run_" + row["status"], "param": None}}
-                yield f"data: {json.dumps(err)}\n\n"
+            finish = FINISH_REASONS.get(row["status"])
+            if finish is None:
+                err = {"error": {"message": _ended_message(row), "type": "server_error",
+                                 "code": "run_" + row["status"], "param": None}, "contextbox": _extension(row)}
+                yield f"data: {json.dumps(err, ensure_ascii=False)}\n\n"
+                yield "data: [DONE]\n\n"
                 done = True
                 return
             answer = row["answer"] or ""
             for i in range(0, len(answer), 64):
                 yield chunk({"content": answer[i:i + 64]})
-            yield chunk({}, finish)
+            end = json.loads(chunk({}, finish)[6:])
+            end["contextbox"] = _extension(row)
+            yield f"data: {json.dumps(end, ensure_ascii=False)}\n\n"
             if include_usage:
                 yield chunk({}, None, _usage(row))
             yield "data: [DONE]\n\n"
@@ -235,3 +328,17 @@ def add_chat_routes(app: FastAPI) -> None:
         finally:
             if not done:
                 manager.cancel(run_id)
+
+
+def _progress_line(events: list[Any]) -> str:
+    """One SSE comment line saying what the run did since the last one (or that it still works)."""
+    iteration = next((e.data.get("iteration") for e in reversed(events) if e.type == "iteration_start"
+                      and e.path == "0"), None)
+    subs = sum(1 for e in events if e.type == "sub_call")
+    actions = [str(e.data.get("op")) for e in events if e.type == "action_end"]
+    parts = [f"iteration {iteration}"] if iteration is not None else []
+    if actions:
+        parts.append("ran " + ", ".join(actions[-5:]))
+    if subs:
+        parts.append(f"{subs} sub-call(s)")
+    return "working" + (": " + "; ".join(parts) if parts else "")
