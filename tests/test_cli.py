@@ -175,5 +175,5 @@ def test_auth_error_names_the_variable(tmp_path, fake_llm):
     e = {k: v for k, v in os.environ.items() if k != "FAKE_KEY"}
     p = subprocess.run([RLM, "ask", "q", "-c", str(ctx), "--model", "fake/m", "--runs-dir", str(tmp_path / "r")],
                        capture_output=True, text=True, env=e, cwd=tmp_path, timeout=60)
-    assert p.returncode == 1
-    assert "FAKE_KEY" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2  # a usage error, found before anything is sent
+    assert "FAKE_KEY" in p.stderr and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1

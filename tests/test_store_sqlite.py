@@ -96,8 +96,10 @@ def test_list_paging_status_prefix_and_reopen(tmp_path):
     assert [r["run_id"] for r in s.list_runs(status="running")] == ["run-4"]
     assert s.count_runs("answered") == 4
     assert s.resolve_id("queued") == "queued-1"
-    with pytest.raises(UsageError, match="no run 'run-'"):
-        s.resolve_id("run-")  # ambiguous
+    with pytest.raises(UsageError, match="'run-' is ambiguous: it matches run-0, run-1, …"):
+        s.resolve_id("run-")
+    with pytest.raises(UsageError, match="no run 'nope'"):
+        s.resolve_id("nope")
     with pytest.raises(UsageError):
         s.events("nope")
     assert s.get_run("nope") is None

@@ -235,13 +235,17 @@ def _run_and_report(rlm: Any, question: str, ctx: Context, args: argparse.Namesp
         cancel.set()
 
     old = signal.signal(signal.SIGINT, on_sigint)
+    events: list[Event] = []
+    stream = None
     try:
         stream = rlm.stream(question, ctx, cancel=cancel)
-        events = []
         with Progress(getattr(args, "quiet", False)) as prog:
             for ev in stream:
                 events.append(ev)
                 prog.on_event(ev)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now, record the run as cancelled, no traceback
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return _stopped(rlm, stream, events)
     finally:
         signal.signal(signal.SIGINT, old)
     res = stream.result
@@ -268,6 +272,29 @@ def _run_and_report(rlm: Any, question: str, ctx: Context, args: argparse.Namesp
     return EXIT_OK if res.status == "answered" else EXIT_NO_ANSWER
 
 
+def _stopped(rlm: Any, stream: Any, events: list[Event]) -> int:
+    """After a second Ctrl-C: close the run (its executors end), mark it cancelled, exit 130."""
+    try:
+        if stream is not None:
+            stream._gen.close()
+    except Exception as e:  # noqa: BLE001 - closing is best effort; the store still records the end
+        logging.getLogger("contextbox").debug("closing the run: %s", e)
+    run_id = events[0].run_id if events else None
+    if run_id and rlm.store is not None:
+        rlm.store.finish_run(run_id, "cancelled", "stopped by a second Ctrl-C")
+    sys.stderr.write("rlm: stopped by a second Ctrl-C" + (f"; run {run_id} cancelled" if run_id else "") + "\n")
+    return 130
+
+
+def _store_paths(config: Config, runs_dir: str | None) -> tuple[Path, Path]:
+    """(the JSONL runs directory, the SQLite database) for ``--runs-dir`` or the config."""
+    from .store_sqlite import default_db_path
+
+    root = Path(runs_dir).expanduser() if runs_dir else config.runs_dir
+    db = default_db_path(root) if runs_dir or not config.server.db else Path(config.server.db).expanduser()
+    return root, db
+
+
 def _store(config: Config, runs_dir: str | None) -> Any:
     """The JSONL run log and the SQLite run store (the one ``rlm serve`` uses), kept in step."""
     from .runlog import JsonlRunStore
@@ -291,7 +318,16 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if not args.question.strip():
         raise UsageError("the question is empty")
     ctx = Context.load(args.context, include=args.include, exclude=args.exclude)
-    rlm = RLM(config=config, store=_store(config, None))
+    if not ctx.text.strip():
+        raise UsageError(f"the context is empty ({', '.join(args.context)} hold(s) no text): nothing to ask about")
+    rlm = RLM(config=config)
+    from .providers.openai_compat import missing_key
+
+    for prov in (rlm.root, rlm.sub) if "l4" in rlm.levels else (rlm.root,):
+        if (msg := missing_key(prov)) is not None:  # before anything is sent or recorded: exit 2, one line
+            raise UsageError(msg)
+    rlm.store = _store(config, None)
+    rlm.store.mark_interrupted()  # runs whose process died (kill -9) are no longer shown running
     return _run_and_report(rlm, args.question, ctx, args)
 
 
@@ -322,7 +358,15 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     config = Config.load(args.config)
-    store = _store(config, getattr(args, "runs_dir_sub", None) or args.runs_dir)
+    runs_dir = getattr(args, "runs_dir_sub", None) or args.runs_dir
+    root, db = _store_paths(config, runs_dir)
+    if not root.exists() and not db.exists():  # nothing recorded there: read, never create
+        if args.runs_command in ("show", "export"):
+            raise UsageError(f"no run {args.run_id!r} in {root} (no runs recorded there); see 'rlm runs list'")
+        print("[]" if getattr(args, "json", False) else f"no runs in {root}")
+        return EXIT_OK
+    store = _store(config, runs_dir)
+    store.mark_interrupted()
     if args.runs_command == "list" or args.runs_command is None:
         rows = store.list_runs(getattr(args, "n", 20))
         if getattr(args, "json", False):
@@ -461,6 +505,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NO_ANSWER
     except BrokenPipeError:
         return EXIT_OK
+    except KeyboardInterrupt:
+        sys.stderr.write("rlm: interrupted\n")
+        return 130
 
 
 if __name__ == "__main__":

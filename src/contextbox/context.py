@@ -249,13 +249,16 @@ class Context:
                     raise ContextError(f"directory {p} holds no files matching the include/exclude globs")
                 for f in files:
                     text, bad = read_text_file(f)
-                    if "\x00" in text[:8192]:
+                    if looks_binary(text, bad):
                         warnings.append(f"skipped binary file {f}")
                         continue
                     docs.append((str(f.relative_to(p).as_posix()) if len(sources) == 1 else str(f), text))
                     bad_total += bad
             else:
                 text, bad = read_text_file(p)
+                if looks_binary(text, bad):
+                    raise ContextError(f"{src} is a binary file (NUL or undecodable bytes), not text: convert it "
+                                       "to text first (e.g. pdftotext, or export the document as .txt)")
                 docs.append((str(src), text))
                 bad_total += bad
                 single_file = str(p.resolve()) if bad == 0 else None
@@ -364,11 +367,30 @@ class Context:
         return pos
 
 
+def looks_binary(text: str, bad: int) -> bool:
+    """Whether decoded file contents are not text: a NUL in the first 8 KiB (as git and grep
+    decide), or more than a third of the characters (of 16 or more) undecodable."""
+    return "\x00" in text[:8192] or (len(text) >= 16 and bad * 3 > len(text))
+
+
+def _dir_excluded(rel: str, name: str, globs: Sequence[str]) -> bool:
+    """Whether a directory matches an exclude glob: by its name at any depth (``node_modules``),
+    by its path (``build/cache``), or as the folder of a files glob (``.git/*``)."""
+    for g in globs:
+        bare = g.rstrip("/")
+        if fnmatch.fnmatch(name, bare) or fnmatch.fnmatch(rel, bare) or fnmatch.fnmatch(rel + "/_", g):
+            return True
+    return False
+
+
 def _walk(root: Path, include: Sequence[str] | None, exclude: Sequence[str] | None) -> list[Path]:
     excl = list(DEFAULT_EXCLUDES) + list(exclude or [])
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        here = Path(dirpath).relative_to(root).as_posix()
+        # excluded trees are not walked at all
+        dirnames[:] = sorted(d for d in dirnames
+                             if not _dir_excluded(d if here == "." else f"{here}/{d}", d, excl))
         for name in sorted(filenames):
             f = Path(dirpath) / name
             rel = f.relative_to(root).as_posix()

@@ -90,6 +90,10 @@ class JsonlRunStore:
         p = self._path(run_id)
         if not p.exists():
             matches = sorted(self.root.glob(f"{run_id}*.jsonl")) if self.root.exists() else []
+            if len(matches) > 1 and run_id:
+                from .store_sqlite import ambiguous
+
+                raise UsageError(ambiguous(run_id, [m.stem for m in matches]))
             if len(matches) != 1:
                 raise UsageError(f"no run {run_id!r} in {self.root}; see 'rlm runs list'")
             p = matches[0]

@@ -31,7 +31,7 @@ log = logging.getLogger("contextbox")
 
 #: Statuses of a run that has not ended.
 ACTIVE = ("queued", "running")
-INTERRUPTED_REASON = "the server stopped while the run was in flight"
+INTERRUPTED_REASON = "the process running it (pid {pid}) stopped while the run was in flight (a server stopped or a CLI killed)"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -132,6 +132,11 @@ def _cost(d: dict[str, Any]) -> float | None:
         return 0.0
     c = d["cost_usd"]
     return None if c is None else float(c)
+
+
+def ambiguous(prefix: str, matches: list[str]) -> str:
+    shown = ", ".join(matches[:2]) + (", …" if len(matches) > 2 else "")
+    return f"run id prefix {prefix!r} is ambiguous: it matches {shown}; give more of the id"
 
 
 def _dumps(v: Any) -> str:
@@ -301,11 +306,12 @@ class SqliteRunStore:
         """Mark every run still queued or running whose process is gone as ``interrupted``
         (call at startup, before any run starts). Returns their ids."""
         with self._lock:
-            ids = [r[0] for r in self._w.execute(
+            stale = [(r[0], r[1]) for r in self._w.execute(
                 "SELECT run_id, pid FROM runs WHERE status IN ('queued', 'running')").fetchall()
                 if not _alive(r[1])]
-            for rid in ids:
-                self.finish_run(rid, "interrupted", INTERRUPTED_REASON)
+            ids = [rid for rid, _ in stale]
+            for rid, pid in stale:
+                self.finish_run(rid, "interrupted", INTERRUPTED_REASON.format(pid=pid or "?"))
         if ids:
             log.warning("marked %d run(s) interrupted: %s", len(ids), ", ".join(ids))
         return ids
@@ -317,7 +323,10 @@ class SqliteRunStore:
         if c.execute("SELECT 1 FROM runs WHERE run_id=?", (run_id,)).fetchone():
             return run_id
         esc = run_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        rows = c.execute("SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' LIMIT 2", (esc + "%",)).fetchall()
+        rows = c.execute("SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' ORDER BY run_id LIMIT 3",
+                         (esc + "%",)).fetchall()
+        if len(rows) > 1 and run_id:
+            raise UsageError(ambiguous(run_id, [r[0] for r in rows]))
         if len(rows) != 1 or not run_id:
             raise UsageError(f"no run {run_id!r} in {self.path}; see 'rlm runs list'")
         return rows[0][0]
@@ -432,13 +441,29 @@ class TeeRunStore:
         if err is not None:
             raise err
 
+    def mark_interrupted(self) -> list[str]:
+        """Runs whose process is gone become ``interrupted`` (in the SQLite stores)."""
+        return [rid for s in self.stores if isinstance(s, SqliteRunStore) for rid in s.mark_interrupted()]
+
+    def finish_run(self, run_id: str, status: str, reason: str) -> None:
+        """End a run that cannot end itself, in every store (when it has not ended already)."""
+        first = next((s for s in self.stores if isinstance(s, SqliteRunStore)), None)
+        if first is None or (first.get_run(run_id) or {}).get("status") not in ACTIVE:
+            return
+        end = first.finish_run(run_id, status, reason)
+        for ev in first.events(run_id, after=end.seq - 2):
+            for s in self.stores:
+                if s is not first:
+                    s.append(ev)
+
     def events(self, run_id: str) -> list[Event]:
         last: Exception | None = None
         for s in self.stores:
             try:
                 evs = s.events(run_id)
             except UsageError as e:
-                last = e
+                if last is None or "ambiguous" in str(e):
+                    last = e
                 continue
             if evs:
                 return evs

@@ -36,11 +36,31 @@ PLACEHOLDER_KEY = "not-needed"
 
 
 def auth_hint(config: ProviderConfig) -> str:
-    """What to do about a missing or refused key, naming the env var and config key."""
+    """What to do about a missing or refused key, naming the env var and config key (a
+    ``[[providers]]`` table only when there is one: built-in providers have none)."""
+    from .base import BUILTIN_PROVIDERS
+
+    if BUILTIN_PROVIDERS.get(config.name) is config:
+        if config.api_key_env:
+            return (f"set {config.api_key_env} (or add a [[providers]] table named {config.name!r} with api_key_env "
+                    "naming another variable)")
+        return f"add a [[providers]] table named {config.name!r} with api_key_env naming the key's variable"
     table = f"the [[providers]] table {config.name!r} of contextbox.toml"
     if config.api_key_env:
         return f"set {config.api_key_env} or change api_key_env in {table}"
     return f"set api_key_env in {table} to the name of the environment variable holding the key"
+
+
+def missing_key(provider: Any) -> str | None:
+    """A one-line message when ``provider`` (or every endpoint of a pool) needs an API key
+    whose environment variable is not set; None when a call could be sent."""
+    endpoints = getattr(provider, "endpoints", None)
+    configs = [e.config for e in endpoints] if endpoints else [getattr(provider, "config", None)]
+    configs = [c for c in configs if isinstance(c, ProviderConfig)]
+    if not configs or any(not c.api_key_env or c.api_key() for c in configs):
+        return None
+    c = configs[0]
+    return f"no API key for {getattr(provider, 'name', c.name)}: {auth_hint(c)}"
 
 
 def require_key(config: ProviderConfig) -> str:

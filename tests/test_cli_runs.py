@@ -1,0 +1,170 @@
+"""The CLI's runs on the record and its usage errors, through the real ``rlm`` entry point:
+a second Ctrl-C, a killed CLI, reading a store that does not exist, ambiguous run ids, a
+missing API key, empty and binary contexts, --exclude of directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from fakeserver import FakeLLMServer
+from test_cli import RLM, rlm, script
+
+FIND = json.dumps({"op": "find", "text": "key"})
+
+
+def provider_toml(tmp_path: Path, srv: FakeLLMServer) -> None:
+    (tmp_path / "contextbox.toml").write_text(
+        f'[[providers]]\nname = "fake"\nkind = "openai"\nbase_url = "{srv.base_url}"\nmax_retries = 0\n')
+
+
+def start_slow_ask(tmp_path: Path, runs: Path) -> subprocess.Popen:
+    ctx = tmp_path / "c.txt"
+    ctx.write_text("the key is 99\n")
+    env = {**os.environ, "CONTEXTBOX_RUNS_DIR": ""}
+    env.pop("CONTEXTBOX_MODEL", None)
+    p = subprocess.Popen([RLM, "ask", "key?", "-c", str(ctx), "--model", "fake/m", "--runs-dir", str(runs)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+                         start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # until the first model call is in flight
+        logs = list(runs.glob("*.jsonl"))
+        if logs and '"lm_request"' in logs[0].read_text():
+            return p
+        time.sleep(0.05)
+    p.kill()
+    raise AssertionError("the run did not start: " + p.communicate()[1])
+
+
+def status_in_db(runs: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(runs / "runs.sqlite") as c:
+        return c.execute("SELECT status, reason FROM runs").fetchall()
+
+
+def test_second_ctrl_c_exits_130_without_traceback_and_records_cancelled(tmp_path):
+    runs = tmp_path / "runs"
+    with FakeLLMServer(FIND, latency=5.0) as srv:
+        provider_toml(tmp_path, srv)
+        p = start_slow_ask(tmp_path, runs)
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=30)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert [s for s, _ in status_in_db(runs)] == ["cancelled"]
+    shown = rlm("runs", "list", "--runs-dir", str(runs), "--json")
+    assert json.loads(shown.stdout)[0]["status"] == "cancelled"
+
+
+def test_killed_cli_run_shows_interrupted_in_the_next_runs_list(tmp_path):
+    runs = tmp_path / "runs"
+    with FakeLLMServer(FIND, latency=5.0) as srv:
+        provider_toml(tmp_path, srv)
+        p = start_slow_ask(tmp_path, runs)
+        assert [s for s, _ in status_in_db(runs)] == ["running"]
+        p.kill()
+        p.communicate(timeout=30)
+    listed = rlm("runs", "list", "--runs-dir", str(runs), "--json")
+    assert listed.returncode == 0, listed.stderr
+    row = json.loads(listed.stdout)[0]
+    assert row["status"] == "interrupted" and str(p.pid) in row["reason"]
+    assert status_in_db(runs)[0][0] == "interrupted"
+    shown = rlm("runs", "show", row["run_id"], "--runs-dir", str(runs))
+    assert "end: interrupted" in shown.stdout
+
+
+def test_runs_list_of_a_new_directory_creates_nothing(tmp_path):
+    new = tmp_path / "nothing-here"
+    p = rlm("runs", "list", "--runs-dir", str(new))
+    assert p.returncode == 0 and "no runs" in p.stdout
+    p = rlm("runs", "list", "--runs-dir", str(new), "--json")
+    assert json.loads(p.stdout) == []
+    p = rlm("runs", "show", "abc", "--runs-dir", str(new))
+    assert p.returncode == 2 and "no run 'abc'" in p.stderr
+    assert not new.exists()
+
+
+def test_ambiguous_run_id_prefix_is_named(tmp_path):
+    runs = tmp_path / "runs"
+    ctx = tmp_path / "c.txt"
+    ctx.write_text("the key is 99\n")
+    ids = []
+    for _ in range(2):
+        model = script(tmp_path, {"op": "find", "text": "key"}, {"op": "final", "answer": "99"})
+        p = rlm("ask", "key?", "-c", str(ctx), "--model", model, "--json", "--runs-dir", str(runs))
+        ids.append(json.loads(p.stdout)["run_id"])
+    common = os.path.commonprefix(ids)
+    assert len(common) >= 8  # same day: ids share the date
+    p = rlm("runs", "show", common[:8], "--runs-dir", str(runs))
+    assert p.returncode == 2 and "ambiguous" in p.stderr and ids[0] in p.stderr
+    assert "no run" not in p.stderr
+    assert rlm("runs", "show", ids[1], "--runs-dir", str(runs)).returncode == 0
+
+
+def test_missing_api_key_of_a_builtin_provider_exits_2_in_one_line(tmp_path):
+    ctx = tmp_path / "c.txt"
+    ctx.write_text("x\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "CONTEXTBOX_MODEL")}
+    p = subprocess.run([RLM, "ask", "q", "-c", str(ctx), "--model", "openai/gpt-4o-mini", "--runs-dir",
+                        str(tmp_path / "r")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "OPENAI_API_KEY" in lines[0]
+    assert "the [[providers]] table" not in lines[0]  # there is no such table: openai is built in
+    assert not (tmp_path / "r").exists()  # nothing started, nothing recorded
+
+
+def test_empty_context_is_a_usage_error(tmp_path):
+    ctx = tmp_path / "empty.txt"
+    ctx.write_text("  \n")
+    model = script(tmp_path, {"op": "final", "answer": "nothing"})
+    p = rlm("ask", "q", "-c", str(ctx), "--model", model, "--runs-dir", str(tmp_path / "r"))
+    assert p.returncode == 2 and "context is empty" in p.stderr and p.stdout == ""
+
+
+@pytest.mark.parametrize("data", [b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", b"\xff\xfe\xfa\xfb" * 50 + b"ok"])
+def test_named_binary_file_is_refused(tmp_path, data):
+    f = tmp_path / "img.png"
+    f.write_bytes(data)
+    model = script(tmp_path, {"op": "final", "answer": "x"})
+    p = rlm("ask", "q", "-c", str(f), "--model", model, "--runs-dir", str(tmp_path / "r"))
+    assert p.returncode == 2 and "binary file" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_exclude_names_directories_at_any_depth(tmp_path):
+    from contextbox.context import Context
+
+    root = tmp_path / "proj"
+    for rel in ("src/a.txt", "node_modules/x/b.txt", "pkg/node_modules/c.txt", "pkg/d.txt", "build/cache/e.txt",
+                "build/f.txt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel + "\n")
+    docs = [d.path for d in Context.load(root, exclude=["node_modules", "build/cache"]).documents]
+    assert docs == ["build/f.txt", "pkg/d.txt", "src/a.txt"]
+    docs = [d.path for d in Context.load(root, exclude=["node_modules/"]).documents]
+    assert "pkg/node_modules/c.txt" not in docs and "node_modules/x/b.txt" not in docs and len(docs) == 4
+    # excluded trees are not walked: an unreadable directory inside one is never opened
+    locked = root / "node_modules" / "locked"
+    locked.mkdir()
+    walked = []
+    real_walk = os.walk
+
+    def spy(top, *a, **k):
+        for item in real_walk(top, *a, **k):
+            walked.append(item[0])
+            yield item
+
+    import contextbox.context as cmod
+    cmod.os.walk = spy
+    try:
+        Context.load(root, exclude=["node_modules"])
+    finally:
+        cmod.os.walk = real_walk
+    assert not any("node_modules" in w for w in walked)
