@@ -6,19 +6,33 @@ cannot honour are refused, and system messages are applied."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 from fakeserver import FakeLLMServer
-from test_server import CONTEXT, LiveServer, cmd, env, fake_config, make_app, slow_finds  # noqa: F401
+from test_server import CONTEXT, LiveServer, cmd, fake_config, make_app, slow_finds, write_script
 
+from contextbox.config import Config
 from contextbox.server import chat
 
 
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, Any]:
+    """As test_server's: a root folder with the context and a scripted model, a config."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "doc.txt").write_text(CONTEXT)
+    cfg = Config()
+    cfg.runs_dir = tmp_path / "runs"
+    cfg.server.roots = [str(root)]
+    return {"tmp": tmp_path, "root": root, "config": cfg, "model": f"scripted:{write_script(root / 'script.json')}"}
+
+
 @pytest.fixture(autouse=True)
-def _shutdown(env: dict[str, Any]):  # noqa: F811
+def _shutdown(env: dict[str, Any]):
     yield
     for app in env.get("apps", []):
         app.state.manager.shutdown(5)
