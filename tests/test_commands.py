@@ -52,7 +52,7 @@ def test_store_keeps_full_value_and_says_so() -> None:
     out = run(ex, op="slice", start=4, end=9, store="word")
     assert ex.s.variables["word"] == "quick"
     out = run(ex, op="count", pattern="e", store="n")
-    assert ex.s.variables["n"] == TEXT.count("e")
+    assert ex.s.variables["n"] == TEXT.lower().count("e")  # case ignored, as find does
 
 
 def test_without_store_nothing_is_kept() -> None:
@@ -319,9 +319,17 @@ def test_hits_in_documents_name_the_document() -> None:
 
 def test_count_output() -> None:
     ex = make()
-    assert run(ex, op="count", pattern="error").text == 'count of "error": 2'
-    assert run(ex, op="count", pattern="error", case_sensitive=False).text == 'count of "error": 3'
+    # a count agrees with a find of the same text: both ignore case unless case_sensitive is true
+    assert run(ex, op="count", pattern="error").text == 'count of "error": 3'
+    assert run(ex, op="count", pattern="error").hits == run(ex, op="find", text="error", max=None).hits == 3
+    assert run(ex, op="count", pattern="error", case_sensitive=True).text == 'count of "error": 2'
+    assert run(ex, op="count", pattern="error", case_sensitive=True).hits == run(
+        ex, op="find", text="error", case_sensitive=True, max=None).hits
     assert run(ex, op="count", pattern=r"e\w+r", regex=True).hits == len(re.findall(r"e\w+r", TEXT))
+    # with regex: true, case_sensitive false ignores case too (a regex is case-sensitive by default)
+    assert run(ex, op="count", pattern="ERR?OR", regex=True).hits == len(re.findall("ERR?OR", TEXT))
+    assert run(ex, op="count", pattern="ERR?OR", regex=True, case_sensitive=False).hits == len(
+        re.findall("ERR?OR", TEXT, re.I)) == 3
     assert run(ex, op="count", what="lines").text == "count of lines: 6"
     out = run(ex, op="count")
     assert out.text == f"chars: {len(TEXT):,}, lines: 6, words: {len(TEXT.split()):,}"

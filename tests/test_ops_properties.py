@@ -255,7 +255,8 @@ def test_regex(text: str, pattern: str, flags: Any, limit: int | None) -> None:
 @given(text_and_needle())
 def test_count(tn: tuple[str, str]) -> None:
     text, needle = tn
-    assert ops.count(text, needle) == text.count(needle)
+    assert ops.count(text, needle, case_sensitive=True) == text.count(needle)
+    assert ops.count(text, needle) == len(py_find(text, needle, False, None))  # as find: case ignored
     assert ops.count(text, what="lines") == len(py_lines(text))
     assert ops.count(text, what="chars") == len(text)
     assert ops.count(text, what="words") == len(text.split())
@@ -373,10 +374,12 @@ def test_cmd_regex(text: str, pattern: str, flags: Any, limit: int | None) -> No
 def test_cmd_count(tn: tuple[str, str]) -> None:
     text, needle = tn
     ex = executor(text)
-    assert run(ex, op="count", pattern=needle) == text.count(needle)
+    assert run(ex, op="count", pattern=needle) == len(py_find(text, needle, False, None))  # as find
     assert run(ex, op="count", pattern=needle, case_sensitive=True) == text.count(needle)
     assert run(ex, op="count", pattern=needle, case_sensitive=False) == len(py_find(text, needle, False, None))
     assert run(ex, op="count", pattern=re.escape(needle), regex=True) == len(re.findall(re.escape(needle), text))
+    assert run(ex, op="count", pattern=re.escape(needle), regex=True, case_sensitive=False) == len(
+        re.findall(re.escape(needle), text, re.IGNORECASE))
     assert run(ex, op="count", what="lines") == len(py_lines(text))
     assert run(ex, op="count", what="chars") == len(text)
     assert run(ex, op="count", what="words") == len(text.split())

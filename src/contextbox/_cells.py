@@ -56,7 +56,8 @@ HELPER_NAMES = (
 )
 #: the helpers a cell can call, as the L2 and L3 prompts describe them
 HELPERS_DOC = """\
-find(needle), regex(pattern, flags=""), count(pattern), lines(start, end), \
+find(needle), regex(pattern, flags=""), count(pattern) (both ignore case unless case_sensitive=True), \
+lines(start, end), \
 chunk(size, overlap=0), slice_(start, end), split(delimiter), \
 search(query, k=10) (lines ranked by shared words: [{line, text, score, ...}]) — on the context, or on another str \
 with text=...; tables as lists of dict rows, computed exactly: records(by="line"), extract(pattern=None) \
@@ -192,10 +193,12 @@ def host_functions(session: Session, state: CellState) -> dict[str, Callable[...
         return ops.find(_opt_text(session, text), needle, case_sensitive=case_sensitive, max=max)
 
     def regex(pattern: str, flags: Any = "", max: int | None = 100, *, text: str | None = None) -> Any:
-        return ops.regex(_opt_text(session, text), pattern, flags=flags, max=max)
+        return ops.regex(_opt_text(session, text), pattern, flags=flags, max=max,
+                         timeout_s=getattr(session.config, "regex_timeout_s", None))
 
-    def count(pattern: str | None = None, what: str | None = None, *, text: str | None = None) -> Any:
-        return ops.count(_opt_text(session, text), pattern, what=what)
+    def count(pattern: str | None = None, what: str | None = None, case_sensitive: bool = False, *,
+              text: str | None = None) -> Any:
+        return ops.count(_opt_text(session, text), pattern, what=what, case_sensitive=case_sensitive)
 
     def lines(start: int | None = 0, end: int | None = None, *, text: str | None = None) -> list[str]:
         return ops.lines(_opt_text(session, text), start, end)

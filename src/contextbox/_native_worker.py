@@ -545,10 +545,13 @@ class Worker:
             return w._op("find", text, needle, case_sensitive=case_sensitive, max=max)
 
         def regex(pattern: str, flags: Any = "", max: int | None = 100, *, text: str | None = None) -> Any:
-            return w._op("regex", text, pattern, flags=flags, max=max)
+            if w._ops is None:
+                return w._op("regex", text, pattern, flags=flags, max=max)
+            return w._op("regex", text, pattern, flags=flags, max=max, timeout_s=w.init.get("regex_timeout_s"))
 
-        def count(pattern: str | None = None, what: str | None = None, *, text: str | None = None) -> Any:
-            return w._op("count", text, pattern, what=what)
+        def count(pattern: str | None = None, what: str | None = None, case_sensitive: bool = False, *,
+                  text: str | None = None) -> Any:
+            return w._op("count", text, pattern, what=what, case_sensitive=case_sensitive)
 
         def lines(start: int | None = 0, end: int | None = None, *, text: str | None = None) -> Any:
             return w._op("lines", text, start, end)

@@ -332,27 +332,16 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    import os
+
+    from .config_show import render
+
     config = Config.load(args.config)
-    d = config.to_dict(mask=True)
+    config.server.token = os.environ.get("CONTEXTBOX_TOKEN") or config.server.token  # as rlm serve takes it
     if getattr(args, "json", False):
-        print(json.dumps(d, indent=2, default=str))
+        print(json.dumps(config.to_dict(mask=True), indent=2, default=str))
         return EXIT_OK
-    print(f"# effective config (file: {config.source or 'none'}; precedence: flags > env > file)")
-    for k, v in d.items():
-        if isinstance(v, dict):
-            continue
-        if k != "providers":
-            print(f"{k} = {json.dumps(v, default=str, ensure_ascii=False)}")
-    for k, v in d.items():
-        if isinstance(v, dict):
-            print(f"\n[{k}]")
-            for kk, vv in v.items():
-                print(f"{kk} = {json.dumps(vv, default=str, ensure_ascii=False)}")
-    for p in d["providers"]:
-        print("\n[[providers]]")
-        for kk, vv in p.items():
-            if vv not in (None, {}):
-                print(f"{kk} = {json.dumps(vv, default=str, ensure_ascii=False)}")
+    sys.stdout.write(render(config))
     return EXIT_OK
 
 

@@ -305,12 +305,11 @@ class CommandExecutor:
     def op_count(self, cmd: dict[str, Any]) -> ActionOutput:
         text, _ = self._target(cmd)
         pattern, what = cmd.get("pattern"), cmd.get("what")
-        if pattern is not None and cmd.get("regex"):
-            n: Any = ops.count_regex(text, pattern, timeout_s=self._regex_timeout())
-        elif pattern is not None and cmd.get("case_sensitive") is False:
-            n = ops.count_find(text, pattern, case_sensitive=False)
-        else:
-            n = ops.count(text, pattern, what)
+        if pattern is not None and cmd.get("regex"):  # a regex is case-sensitive unless told otherwise
+            flags = "" if cmd.get("case_sensitive", True) else "i"
+            n: Any = ops.count_regex(text, pattern, flags, timeout_s=self._regex_timeout())
+        else:  # a literal ignores case unless told otherwise, as find does
+            n = ops.count(text, pattern, what, case_sensitive=bool(cmd.get("case_sensitive", False)))
         if isinstance(n, dict):
             return ActionOutput(", ".join(f"{k}: {v:,}" for k, v in n.items()), meta={"value": n})
         label = f"{json.dumps(pattern, ensure_ascii=False)}" if pattern is not None else str(what)

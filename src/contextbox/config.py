@@ -274,28 +274,47 @@ def _fill(obj: Any, values: dict[str, Any], where: str, coerce: bool = False) ->
         setattr(obj, key, val)
 
 
-#: (section, key, lowest allowed value, whether the lowest is excluded)
-_RANGES = [
+#: (section, key, lowest allowed value, whether the lowest is excluded[, highest allowed value])
+_RANGES: list[tuple[Any, ...]] = [
     ("limits", "max_iterations", 1, False), ("limits", "max_output_chars", 1, False),
     ("limits", "max_total_tokens", 1, False), ("limits", "max_cost_usd", 0, False),
     ("limits", "timeout_s", 0, True), ("limits", "max_consecutive_errors", 1, False),
     ("limits", "record_chars", 0, False),
     ("limits", "reserve_output_tokens", 1, False), ("delegation", "max_sub_calls", 0, False),
+    ("delegation", "max_depth", 0, False), ("delegation", "max_concurrency", 1, False),
+    ("delegation", "chunk_size", 1, False),
+    ("code", "max_output_chars", 1, False), ("code", "l2_memory_mb", 1, False), ("code", "l2_time_limit_s", 0, True),
+    ("code", "l3_memory_mb", 1, False), ("code", "l3_time_limit_s", 0, True),
+    ("server", "port", 1, False, 65535), ("server", "max_upload_mb", 0, True),
+    ("server", "max_concurrent_runs", 1, False),
+    ("local", "context_tokens", 256, False), ("local", "max_tokens", 1, False), ("local", "threads", 1, False),
+    ("local", "max_output_chars", 1, False), ("aids", "too_many_hits", 0, False), ("aids", "stall_turns", 0, False),
     (None, "preview_chars", 0, False), (None, "regex_timeout_s", 0, True),
 ]
 
 
+def _check(name: str, val: Any, low: float, strict: bool, high: float | None = None) -> None:
+    if val is None:
+        return
+    if val != val or val < low or strict and val == low:  # val != val: NaN
+        bound = f"greater than {low}" if strict else f"at least {low}"
+        raise ConfigError(f"{name} must be {bound}, got {val}")
+    if high is not None and val > high:
+        raise ConfigError(f"{name} must be at most {high}, got {val}")
+
+
 def check_ranges(cfg: Config) -> None:
-    """Refuse values that cannot work (zero iterations, a negative timeout, …)."""
-    for section, key, low, strict in _RANGES:
+    """Refuse values that cannot work (zero iterations, a negative timeout, a negative depth, …)."""
+    for section, key, *bounds in _RANGES:
         obj = getattr(cfg, section) if section else cfg
-        val = getattr(obj, key)
-        if val is None:
-            continue
-        if val < low or strict and val == low:
-            name = f"[{section}] {key}" if section else key
-            bound = f"greater than {low}" if strict else f"at least {low}"
-            raise ConfigError(f"{name} must be {bound}, got {val}")
+        _check(f"[{section}] {key}" if section else key, getattr(obj, key), *bounds)
+
+
+def check_limits(limits: Limits) -> None:
+    """:func:`check_ranges` for one set of limits (as a run request gives them): ConfigError, a UsageError."""
+    for section, key, *bounds in _RANGES:
+        if section == "limits":
+            _check(key, getattr(limits, key), *bounds)
 
 
 def _list_of_tables(val: Any, where: str) -> list[dict[str, Any]]:

@@ -106,6 +106,10 @@ class RLM:
             self.limits = limits
         else:
             self.limits = base.replace(**(limits or {})) if limits else base
+            if limits:
+                from .config import check_limits
+
+                check_limits(self.limits)
         self.root = model if isinstance(model, Provider) else self._resolve(model or default_model_spec(self.config))
         if sub_model is None and self.config.sub_model:
             sub_model = self.config.sub_model
@@ -378,7 +382,7 @@ class _Run:
     def _loop(self) -> Iterator[Event]:
         """The iterations. Returns (status, answer, reason)."""
         rlm, lim = self.rlm, self.limits
-        system = prompts.system_prompt(rlm.levels)
+        system = prompts.system_prompt(rlm.levels, rlm.config.code)
         first = prompts.first_user_message(self.question, self.context, rlm.config.preview_chars)
         if lim.max_iterations <= 1:
             first += "\n\n" + prompts.LAST_TURN

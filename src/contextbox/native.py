@@ -66,7 +66,7 @@ print summaries and slices, never the whole context.
 Defined for you: `context` (the whole text as a str; for several documents a list of objects \
 with .path and .text); """ + HELPERS_DOC + """
 Limits: no network; files only in the current (temporary) directory; memory about the context \
-size + 1 GiB for all your processes together; 60 s per block; processes a block starts end with \
+size + 1 GiB for all your processes together; <L3_TIME_S> s per block; processes a block starts end with \
 it. If the process dies (memory, crash, time) it is restarted and your \
 variables are lost — keep results you need small and print them."""
 
@@ -253,6 +253,7 @@ class NativeExecutor:
             "memory_bytes": int(self.memory_mb * _MIB),
             "context_bytes": size,
             "cpu_s": self.cpu_s,
+            "regex_timeout_s": getattr(self.session.config, "regex_timeout_s", None),
             "nofile": 256,
             "nproc": self.nproc,
             "fsize_bytes": int(float(self.session.services.get("l3_max_file_mb", 1024)) * _MIB),

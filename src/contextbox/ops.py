@@ -217,12 +217,15 @@ def count_words(text: str, block: int = 1 << 24) -> int:
     return total
 
 
-def count(text: str, pattern: str | None = None, what: str | None = None) -> int | dict[str, int]:
-    """``str.count(pattern)``; or lines / chars / words; with neither, all three."""
+def count(text: str, pattern: str | None = None, what: str | None = None,
+          case_sensitive: bool = False) -> int | dict[str, int]:
+    """Occurrences of a literal ``pattern`` — ignoring case unless ``case_sensitive``, like
+    :func:`find`, so a count and a find of the same text agree; or lines / chars / words;
+    with neither, all three."""
     if pattern is not None:
         if not isinstance(pattern, str) or pattern == "":
             raise CommandError("count needs a non-empty 'pattern' (a literal) or 'what': lines|chars|words")
-        return text.count(pattern)
+        return count_find(text, pattern, case_sensitive=case_sensitive)
     if what is None:
         return {"chars": len(text), "lines": n_lines(text), "words": count_words(text)}
     if what == "lines":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from typing import Any
 
 from .context import Context
 
@@ -22,7 +23,8 @@ Reply with ONE JSON object (or a JSON array of them) with an "op" field, optiona
 - {"op": "regex", "pattern": "...", "flags": "i", "max": 50}        Python re search: hits with groups
 - {"op": "lines", "start": LINE, "end": LINE + 40}                   read lines [start, end), 0-based
 - {"op": "slice", "start": OFFSET, "end": OFFSET + 2000}             read characters [start, end)
-- {"op": "count", "pattern": "..."}  exact number of occurrences  or  {"op": "count", "what": "lines|chars|words"}
+- {"op": "count", "pattern": "...", "case_sensitive": false}  exact number of occurrences (case as in find; \
+"regex": true counts a regex)  or  {"op": "count", "what": "lines|chars|words"}
 - {"op": "chunk", "size": 20000, "overlap": 0}   {"op": "split", "delimiter": "..."}
 - {"op": "set", "name": "x", "value": ...}  {"op": "get", "name": "x"}  {"op": "print", "value": "..."}
 - {"op": "final", "answer": "..."}   or   {"op": "final_var", "name": "x"}   ends the run with your answer
@@ -83,13 +85,22 @@ def _section(module: str) -> str:
         return ""
 
 
-def system_prompt(levels: tuple[str, ...]) -> str:
+def system_prompt(levels: tuple[str, ...], code: Any = None) -> str:
+    """The system prompt for these levels; ``code`` (the ``[code]`` settings) gives the time
+    limits per code block the L2/L3 sections state (defaults when None)."""
+    from .config import CodeSettings
+
+    code = code if code is not None else CodeSettings()
     parts = [INTRO, L1]  # L1 commands are always understood; policy still refuses them if not allowed
     parts.append(RECIPES + ("\n" + RECIPES_L4 if "l4" in levels else ""))
     if "l2" in levels:
-        parts.append(_section("contextbox.sandbox"))
+        parts.append(_section("contextbox.sandbox").replace("<L2_TIME_S>", f"{code.l2_time_limit_s:g}"))
     if "l3" in levels:
-        parts.append(_section("contextbox.native"))
+        native = _section("contextbox.native").replace("<L3_TIME_S>", f"{code.l3_time_limit_s:g}")
+        if "l2" in levels:  # ```repl goes to the sandbox then: native code needs its own fence
+            native = native.replace("code in ```repl blocks runs",
+                                    "code in ```native blocks (not ```repl, which is the L2 sandbox) runs", 1)
+        parts.append(native)
     if "l4" in levels:
         parts.append(L4)
     if len(levels) > 1:

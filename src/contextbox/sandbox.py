@@ -46,7 +46,7 @@ Modules: re, json, math, collections, itertools, functools, datetime, random, bi
 dataclasses, decimal, hashlib, base64, csv, unicodedata, copy.
 Missing: files, network, subprocess; class inheritance, yield/generators, del, \
 @property/@staticmethod, super(), dir(), globals(), vars(); modules string, statistics, \
-textwrap, heapq, operator, enum, io, struct, pprint. A block may run for 30 s at most."""
+textwrap, heapq, operator, enum, io, struct, pprint. A block may run for <L2_TIME_S> s at most."""
 
 _MIB = 1 << 20
 _POOL: Any = None

@@ -23,7 +23,7 @@ L1_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "regex": ({"pattern": _TEXT}, {"flags": _S}),
     "lines": ({"start": _I, "end": _I}, {}),
     "slice": ({"start": _I, "end": _I}, {}),
-    "count": ({"pattern": _TEXT}, {}),
+    "count": ({"pattern": _TEXT}, {"case_sensitive": _B}),
     "records": ({"store": _NAME}, {"by": {"type": "string", "minLength": 1, "maxLength": 40}}),
     "extract": ({"store": _NAME}, {"pattern": _TEXT}),
     "final": ({"answer": {"type": "string", "minLength": 1, "maxLength": 400}}, {}),

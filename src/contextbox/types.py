@@ -188,7 +188,9 @@ class Limits:
         d = asdict(self)
         for k, v in kw.items():
             if k not in d:
-                raise KeyError(k)
+                from .errors import UsageError
+
+                raise UsageError(f"unknown limit {k!r}; known limits: {', '.join(d)}")
             if v is not None:
                 d[k] = v
         return Limits(**d)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Config, _fill
+from ..config import Config, _fill, check_limits
 from ..context import Context
 from ..errors import ConfigError, ContextboxError, UsageError
 from ..executors import parse_levels
@@ -101,6 +101,7 @@ class RunManager:
                 raise UsageError("limits must be an object, e.g. {\"max_iterations\": 10}")
             try:
                 _fill(lim, limits, "limits")
+                check_limits(lim)
             except ConfigError as e:
                 raise UsageError(str(e)) from None
         return lim
