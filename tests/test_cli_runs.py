@@ -168,3 +168,30 @@ def test_exclude_names_directories_at_any_depth(tmp_path):
     finally:
         cmod.os.walk = real_walk
     assert not any("node_modules" in w for w in walked)
+
+
+def test_runs_show_prints_sub_calls_readably_and_json_holds_prompts_and_answers(tmp_path):
+    runs = tmp_path / "runs"
+    ctx = tmp_path / "c.txt"
+    text = "".join(f"row {i}: colour {'red' if i % 3 else 'blue'}\n" for i in range(30))
+    ctx.write_text(text)
+    from contextbox.ops import chunk_lines
+
+    size = 200
+    n = len(chunk_lines(text, size)[0])
+    model = script(tmp_path, {"op": "llm_map", "prompt": "Which colours?", "chunk_size": size},
+                   *[f"answer-{i}\nsecond line" for i in range(n)], {"op": "final", "answer": "red, blue"})
+    p = rlm("ask", "colours?", "-c", str(ctx), "--model", model, "--levels", "l1,l4", "--json",
+            "--runs-dir", str(runs))
+    assert p.returncode == 0, p.stderr
+    rid = json.loads(p.stdout)["run_id"]
+    shown = rlm("runs", "show", rid, "--runs-dir", str(runs)).stdout
+    heads = [ln for ln in shown.splitlines() if "sub-call" in ln]
+    assert len(heads) == n and all("tok" in h and "{" not in h for h in heads)
+    assert shown.count("  prompt: Which colours?") == n
+    assert sum(f"answer: answer-{i}" in shown for i in range(n)) == n and "second line" in shown
+    events = [json.loads(x) for x in rlm("runs", "show", rid, "--runs-dir", str(runs), "--json").stdout.splitlines()]
+    subs = [e["data"] for e in events if e["type"] == "sub_call"]
+    assert len(subs) == n
+    assert sorted(s["answer"] for s in subs) == [f"answer-{i}\nsecond line" for i in range(n)]
+    assert "".join(s["prompt"].split("]\n", 1)[1] for s in sorted(subs, key=lambda s: s["index"])) == text

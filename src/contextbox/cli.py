@@ -410,7 +410,9 @@ def format_events(events: list[Event]) -> list[str]:
         elif ev.type == "action_end":
             out.append(f"{tag}{d['level']} {d['op']}{' ERROR' if d.get('error') else ''}:")
             out += [f"{tag}  > {ln}" for ln in (d.get("output") or "").splitlines()[:40]]
-        elif ev.type in ("refused", "retry", "failover", "warning", "error", "sub_call"):
+        elif ev.type == "sub_call":
+            out += format_sub_call(d, tag)
+        elif ev.type in ("refused", "retry", "failover", "warning", "error"):
             out.append(f"{tag}{ev.type}: {d.get('message') or d.get('error') or json.dumps(d)}")
         elif ev.type == "batch_progress" and d.get("done") == d.get("total"):
             out.append(f"{tag}{d.get('op')}: {d.get('done'):,}/{d.get('total'):,} done ({d.get('failed', 0):,} failed)")
@@ -421,6 +423,29 @@ def format_events(events: list[Event]) -> list[str]:
             out.append(f"{tag}end: {d['status']}" + (f" ({d['reason']})" if d.get("reason") else "")
                        + f" · {d['iterations']} iteration(s) · {u['total_tokens']:,} tokens · "
                        f"{format_cost(u['cost_usd']) if 'cost_usd' in u else '-'} · {d['elapsed_s']}s")
+    return out
+
+
+#: lines of a sub-call's prompt and answer that ``rlm runs show`` prints (``--json`` has them whole)
+SUB_CALL_LINES = 6
+
+
+def format_sub_call(d: dict[str, Any], tag: str) -> list[str]:
+    """A sub-call, readably: what made it, model, tokens, latency, cost; prompt and answer excerpts."""
+    what = " ".join(str(x) for x in (d.get("op"), f"#{d['index']}" if d.get("index") is not None else None) if x)
+    cost = format_cost(d["cost_usd"]) if "cost_usd" in d else "-"
+    head = (f"{tag}sub-call{' ' + what if what else ''} · {d.get('model', '?')} · "
+            f"{d.get('input_tokens', 0):,}+{d.get('output_tokens', 0):,} tok · {d.get('latency_s', 0)}s · {cost}")
+    out = [head]
+    for label in ("prompt", "answer"):
+        text = str(d.get(label) or "")
+        if not text and label not in d:
+            continue
+        lines = text.splitlines() or [""]
+        out.append(f"{tag}  {label}: {lines[0][:200]}")
+        out += [f"{tag}  {' ' * len(label)}  {ln[:200]}" for ln in lines[1:SUB_CALL_LINES]]
+        if len(lines) > SUB_CALL_LINES:
+            out.append(f"{tag}  {' ' * len(label)}  … {len(lines) - SUB_CALL_LINES:,} more line(s)")
     return out
 
 

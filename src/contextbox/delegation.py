@@ -152,6 +152,19 @@ class BatchResult:
         return sum(self.ok)
 
 
+def sent_ranges(chunks: list[str], sent: list[bool]) -> list[list[int]]:
+    """``[start, end)`` of each sent chunk, for chunks that join back to the text they came from."""
+    out, pos = [], 0
+    for c, s in zip(chunks, sent, strict=True):
+        if s:
+            if out and out[-1][1] == pos:
+                out[-1][1] = pos + len(c)
+            else:
+                out.append([pos, pos + len(c)])
+        pos += len(c)
+    return out
+
+
 def run_batch(n: int, fn: Callable[[int], str], limit: int, *, cancel: threading.Event | None = None,
               name: str = "batch", on_progress: Callable[[int, int], None] | None = None) -> BatchResult:
     """Call ``fn(i)`` for ``i < n`` with at most ``limit`` calls at once.
@@ -513,7 +526,10 @@ class DelegationExecutor:
         what = f"chunk(s) of ≤ {max(len(c) for c in items):,} characters, ending on line boundaries"
         if cuts:
             what += f" ({cuts:,} cut(s) inside lines longer than the chunk size)"
-        return self._batch_output("llm_map", res, what, cmd)
+        out = self._batch_output("llm_map", res, what, cmd)
+        if not cmd.get("on"):  # the chunks are the context's text, in order: what the sub-calls were given
+            out.meta["read"] = sent_ranges(items, [ok or bool(a) for a, ok in zip(res.answers, res.ok, strict=True)])
+        return out
 
     def _typed_map(self, cmd: dict[str, Any]) -> ActionOutput:
         from .typed_map import (
@@ -534,6 +550,7 @@ class DelegationExecutor:
             raise CommandError("llm_map 'chunk_size' is for an untyped map; a typed map takes 'per_call' "
                                "(records per sub-call)")
         records = records_of(self._var(cmd["on"])) if cmd.get("on") else context_records(self.s.context)
+        read = [] if cmd.get("on") else [[0, len(self.s.context.text)]]  # every record of the context is sent
         task = with_definitions(cmd["prompt"], spec, self.s.services.get("question"))
         # a label per row: the sub-model reads what the rows say; their dates and ids stay in the table
         res = run_map(self.d, task, record_texts(records, prose_only=True), spec, per_call)
@@ -542,7 +559,10 @@ class DelegationExecutor:
         if res.stop is not None:
             text += f"\nstopped: {res.stop} — the finished answers are kept"
             self.d._note_stop(res.stop)
-        return self._finish(cmd, text, table, cmd.get("store") or DEFAULT_STORE, error=res.ok == 0)
+        out = self._finish(cmd, text, table, cmd.get("store") or DEFAULT_STORE, error=res.ok == 0)
+        if read and res.ok:
+            out.meta["read"] = read
+        return out
 
     def _child_context(self, cmd: dict[str, Any]) -> Any:
         if cmd.get("on"):
@@ -563,7 +583,11 @@ class DelegationExecutor:
             return ActionOutput(f"error: the child run stopped: {e}", error=True)
         except ProviderError as e:
             return ActionOutput(f"error: the sub-model call failed: {e}", error=True)
-        return self._finish(cmd, answer, answer, cmd.get("store"))
+        out = self._finish(cmd, answer, answer, cmd.get("store"))
+        if not cmd.get("on") and (cmd.get("start") is not None or cmd.get("end") is not None):
+            a, b, _ = slice(cmd.get("start") or 0, cmd.get("end")).indices(len(self.s.context.text))
+            out.meta["read"] = [[a, max(a, b)]]  # the child's whole context (slice_text's slice)
+        return out
 
     def op_rlm_query_batched(self, cmd: dict[str, Any]) -> ActionOutput:
         prompts, prompt = cmd.get("prompts"), cmd.get("prompt")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import queue
+import re
 import threading
 import time
 import uuid
@@ -59,6 +60,10 @@ def default_model_spec(config: Config) -> str:
     except ImportError:
         pass
     raise UsageError(NO_MODEL)
+
+
+#: a code cell that names the ``context`` variable (the context map counts it as reading the whole context)
+_CODE_READS_CONTEXT = re.compile(r"(?<![\w.'\"])context(?![\w'\"])")
 
 
 def new_run_id() -> str:
@@ -566,9 +571,12 @@ class _Run:
         except CommandError as e:
             out = ActionOutput(f"error: {e}", error=True)
         self.aids.after(action, out, self.iteration)
+        read = out.meta.get("read") or []
+        if action.kind == "code" and not read and _CODE_READS_CONTEXT.search(action.args.get("code") or ""):
+            read = [[0, len(self.context.text)]]  # code that names `context` may read all of it
         yield self._event("action_end", {
             **info, "output": out.text, "error": out.error, "hits": out.hits,
-            "elapsed_s": round(time.monotonic() - t, 4), "read": out.meta.get("read", []),
+            "elapsed_s": round(time.monotonic() - t, 4), "read": read,
             **({"final": out.final} if out.final is not None else {}),
         })
         return out

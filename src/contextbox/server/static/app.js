@@ -398,8 +398,15 @@ function handle(ev) {
 
 function endRun(d) {
   setStatus(d.status);
+  // only an answered run has a final answer; a stopped run's text is labelled partial, never final
+  const has = d.answer !== null && d.answer !== undefined && String(d.answer) !== "";
+  const kind = d.status === "answered" ? "final" : has ? "partial" : "none";
   $("answerbox").hidden = false;
-  $("answer").textContent = d.answer === null || d.answer === undefined ? "(no answer)" : String(d.answer);
+  $("answerbox").classList.remove("final", "partial", "none");
+  $("answerbox").classList.add(kind);
+  $("answerhead").textContent = kind === "final" ? "Final answer"
+    : kind === "partial" ? `Partial answer — not final (run ${d.status})` : `No answer (run ${d.status})`;
+  $("answer").textContent = kind === "none" ? "the run ended without an answer" : String(d.answer);
   $("reason").textContent = d.reason ? `${d.status}: ${d.reason}` : "";
   $("iterations").textContent = String(d.iterations || 0);
   $("elapsed").textContent = (d.elapsed_s || 0).toFixed(1) + "s";
@@ -438,7 +445,7 @@ function drawMap() {
   for (const [a, b] of S.lastRead) g.fillRect(x(a), 2, Math.max(2, x(b) - x(a)), h - 4);
   const covered = merged.reduce((s, [a, b]) => s + (b - a), 0);
   $("mapinfo").textContent = `· read ${(100 * covered / total).toFixed(2)}% of ${fmt(total)} chars in ` +
-    `${merged.length} range(s) · orange: the latest read`;
+    `${merged.length} range(s) (commands, chunks sent to sub-calls, code using the context) · orange: the latest read`;
 }
 
 function mergeRanges(rs) {
