@@ -96,7 +96,12 @@ def test_no_answer_exits_1_with_partial(tmp_path):
     model = script(tmp_path, {"op": "find", "text": "a"}, "probably abc")
     p = rlm("ask", "q", "-c", str(ctx), "--model", model, "--max-iterations", "2", "--runs-dir", str(tmp_path))
     assert p.returncode == 1
-    assert p.stdout.strip() == "probably abc" and "max_iterations" in p.stderr
+    assert p.stdout == ""  # stdout holds a final answer only
+    assert "partial answer (not final): probably abc" in p.stderr and "max_iterations" in p.stderr
+    p = rlm("ask", "q", "-c", str(ctx), "--model", model, "--max-iterations", "2", "--runs-dir", str(tmp_path),
+            "--json")
+    out = json.loads(p.stdout)
+    assert out["answer"] == "probably abc" and out["partial"] is True and out["status"] == "max_iterations"
 
 
 def test_failed_run_is_recorded(tmp_path):

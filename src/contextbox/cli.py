@@ -254,11 +254,13 @@ def _run_and_report(rlm: Any, question: str, ctx: Context, args: argparse.Namesp
     if args.json:
         print(json.dumps(res.to_dict(steps=True), ensure_ascii=False, indent=2))
     else:
-        if res.answer is not None:
-            print(res.answer)
-        if res.status != "answered":
+        if res.status == "answered":  # stdout holds a final answer only
+            print(res.answer if res.answer is not None else "")
+        else:
             sys.stderr.write(f"rlm: run ended without an answer: {res.status}"
                              + (f" ({res.reason})" if res.reason else "") + "\n")
+            if res.answer:
+                sys.stderr.write(f"rlm: partial answer (not final): {res.answer}\n")
     if not getattr(args, "quiet", False):
         u = res.usage.total
         cost = format_cost(u.cost_usd)
@@ -368,6 +370,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.get("started") or 0))
             q = (r.get("question") or "")[:50]
             ans = (r.get("answer") or "")[:40].replace("\n", " ")
+            if ans and r.get("status") != "answered":
+                ans = "partial: " + ans
             print(f"{r['run_id']}  {when}  {r['status']:<15} it={r.get('iterations') or '-':<3} "
                   f"tok={r.get('tokens') or '-':<7} cost={_row_cost(r):<9} {q!r} → {ans!r}")
         return EXIT_OK

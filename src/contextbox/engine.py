@@ -331,7 +331,8 @@ class _Run:
         keep = self.limits.record_chars
         self._emit_async("sub_call", {"model": sub.name, "input_tokens": u.input_tokens,
                                       "output_tokens": u.output_tokens, "latency_s": round(u.latency_s, 4),
-                                      "cost_usd": u.cost_usd, "prompt": clip(prompt, keep),
+                                      "cost_usd": u.cost_usd, "endpoint": getattr(c, "endpoint", None) or sub.name,
+                                      "prompt": clip(prompt, keep),
                                       "answer": clip(c.text or "", keep), **tag})
         return c.text
 
@@ -447,6 +448,7 @@ class _Run:
                 "iteration": it, "text": reply, "input_tokens": u.input_tokens,
                 "output_tokens": u.output_tokens, "latency_s": round(u.latency_s, 4),
                 "cost_usd": u.cost_usd, "estimated": u.estimated, "model": u.model,
+                "endpoint": getattr(completion, "endpoint", None) or u.model,
             })
             messages.append({"role": "assistant", "content": reply})
             self._check_budget()

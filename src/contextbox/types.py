@@ -66,6 +66,8 @@ class Completion:
     estimated: bool = False
     model: str = ""
     finish_reason: str | None = None
+    #: the endpoint that served the call (a pool's ``name#i@base_url``), when known
+    endpoint: str | None = None
 
 
 @dataclass
@@ -245,6 +247,8 @@ class RunResult:
     def to_dict(self, steps: bool = False) -> dict[str, Any]:
         d = {
             "answer": self.answer,
+            #: true when ``answer`` is what a run that ended without an answer could offer, not a final answer
+            "partial": self.status != "answered" and self.answer is not None,
             "status": self.status,
             "reason": self.reason,
             "iterations": self.iterations,

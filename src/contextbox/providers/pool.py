@@ -293,6 +293,7 @@ class Pool:
             self._release(ep, ok=True)
             if not c.model:
                 c.model = self.name
+            c.endpoint = ep.label
             return c
 
     def _next_attempt(self, ep: Endpoint, err: ProviderError, attempt: int, tried: set[int],
