@@ -94,3 +94,21 @@ def test_action_reads_count_code_and_child_ranges():
     assert reads[0] == ("code", [])  # names no context: reads nothing
     assert reads[1] == ("code", [[0, len(LINES)]])  # code that uses `context` may read all of it
     assert reads[2] == ("rlm_query", [[100, len(LINES) - 50]])  # the child's whole context
+
+
+def test_every_model_call_records_the_endpoint_that_served_it():
+    from fakeserver import FakeLLMServer
+
+    from contextbox.engine import RLM
+    from contextbox.providers.base import ProviderConfig
+
+    replies = [cmd("llm_query", prompt="say hi"), "hi there", cmd("lines", start=0, end=1), cmd("final", answer="hi")]
+    with FakeLLMServer(replies) as srv:
+        cfg = Config()
+        cfg.providers = [ProviderConfig("fake", "openai", srv.base_url, None, max_retries=0)]
+        res = RLM(model="fake/m", levels="l1,l4", config=cfg).run("q", LINES)
+    assert res.status == "answered", res.reason
+    calls = [e.data for e in res.events if e.type in ("lm_response", "sub_call")]
+    assert len(calls) == 4 and [c["endpoint"] for c in calls] == [f"fake@{srv.base_url}"] * 4, calls
+    sub = [e.data for e in res.events if e.type == "sub_call"][0]
+    assert sub["prompt"] == "say hi" and sub["answer"] == "hi there" and sub["latency_s"] >= 0

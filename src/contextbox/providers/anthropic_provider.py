@@ -99,7 +99,9 @@ class AnthropicProvider(SDKProvider):
             inp = estimate_tokens((system or "") + "".join(m["content"] for m in msgs))
         if out is None:
             out = estimate_tokens(text)
-        return Completion(text, inp, out, estimated=estimated, model=self.name, finish_reason=data.get("stop_reason"))
+        where = f"{self.config.name}@{self.config.base_url}" if self.config.base_url else self.config.name
+        return Completion(text, inp, out, estimated=estimated, model=self.name, finish_reason=data.get("stop_reason"),
+                          endpoint=where)
 
 
 register_kind("anthropic", AnthropicProvider)

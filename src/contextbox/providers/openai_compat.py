@@ -273,6 +273,7 @@ class OpenAIProvider(SDKProvider):
             estimated=estimated,
             model=self.name,
             finish_reason=choice.get("finish_reason"),
+            endpoint=f"{self.config.name}@{self.config.base_url}" if self.config.base_url else self.config.name,
         )
 
 
