@@ -56,6 +56,11 @@ def test_map_counts_llm_map_chunks_and_a_partial_answer_is_not_final(browser, se
         page = show(browser, live, rid)
         assert page.text_content("#answerhead") == "Final answer"
         assert "read 100.00%" in page.text_content("#mapinfo"), page.text_content("#mapinfo")
+        # each sub-call is shown under the llm_map that made it, with what it was sent and what it said
+        subs_shown = page.locator("#timeline .ev.action .ev.sub")
+        assert subs_shown.count() == n
+        assert all("prompt: values?" in t and "answer: part " in t for t in subs_shown.all_text_contents())
+        assert f"llm_map: {n}/{n} sub-calls" in page.text_content("#timeline .ev.progress")
         end = [e for e in app.state.store.events(rid) if e.type == "action_end"][0]
         assert end.data["op"] == "llm_map" and end.data["read"] == [[0, len(LINES)]]
         subs = [e for e in app.state.store.events(rid) if e.type == "sub_call"]

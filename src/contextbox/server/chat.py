@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
@@ -48,6 +49,8 @@ from ..errors import UsageError
 from ..store_sqlite import ACTIVE
 from .manager import TooManyRuns
 from .security import check_model_spec, read_json, resolve_path
+
+log = logging.getLogger("contextbox")
 
 #: finish_reason of a run that ended at a limit or with an answer (HTTP 200)
 FINISH_REASONS = {"answered": "stop", "max_iterations": "length", "budget_exceeded": "length", "timeout": "length"}
@@ -216,6 +219,10 @@ def add_chat_routes(app: FastAPI) -> None:
         except asyncio.CancelledError:
             manager.cancel(run_id)
             raise
+        except Exception as e:  # noqa: BLE001 - the run started: a client must not retry it
+            log.exception("chat completion for run %s", run_id)
+            return _oai_error(500, f"internal error while waiting for run {run_id}: {type(e).__name__}",
+                              "internal_error", extension={"run_id": run_id})
         if row is None:
             return _oai_error(499, "client disconnected; the run was cancelled", "cancelled")
         finish = FINISH_REASONS.get(row["status"])

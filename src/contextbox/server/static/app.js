@@ -368,13 +368,27 @@ function handle(ev) {
     }
     case "sub_call": {
       const target = S.openAction[path] ? S.openAction[path]._kids : lastCard(path);
-      target.appendChild(block("sub", `sub-call · ${d.model} · ${fmt(d.input_tokens)}+${fmt(d.output_tokens)} tok · ${d.latency_s}s`));
+      const what = [d.op, d.index !== undefined && d.index !== null ? "#" + d.index : null].filter(Boolean).join(" ");
+      const seen = d.prompt !== undefined || d.answer !== undefined
+        ? `prompt: ${short(d.prompt || "", 400)}\n\nanswer: ${short(d.answer || "", 400)}` : undefined;
+      target.appendChild(block("sub", `sub-call${what ? " " + what : ""} · ${d.model} · ` +
+        `${fmt(d.input_tokens)}+${fmt(d.output_tokens)} tok · ${d.latency_s}s` +
+        (d.cost_usd === undefined ? "" : ` · ${money(d.cost_usd)}`), seen));
       addUsage("sub", (d.input_tokens || 0) + (d.output_tokens || 0), d.cost_usd);
       n.subs += 1;
       const leaf = el("li");
       leaf.appendChild(el("div", null, `sub-call ${n.subs} · ${fmt((d.input_tokens || 0) + (d.output_tokens || 0))} tok`));
       leaf.firstChild.classList.add("kind", "sub");
       n.kids.appendChild(leaf);
+      break;
+    }
+    case "batch_progress": {
+      const target = S.openAction[path] || lastCard(path);
+      let bar = target._progress;
+      if (!bar) { bar = target._progress = el("div", "ev progress"); target.appendChild(bar); }
+      const what = d.op === "rlm_query_batched" ? "child runs" : "sub-calls";
+      bar.textContent = `${d.op || "batch"}: ${fmt(d.done)}/${fmt(d.total)} ${what}` +
+        (d.failed ? ` (${fmt(d.failed)} failed)` : "");
       break;
     }
     case "refused": case "warning": case "retry": case "failover":
