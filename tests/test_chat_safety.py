@@ -151,3 +151,27 @@ def test_system_messages_become_instructions_and_history_is_refused(env):
                     {"role": "user", "content": "key?"}], extra_body={"context": CONTEXT})
             assert "would be ignored" in ei.value.message
             assert n_runs(app) == 1
+
+
+def test_internal_error_after_the_run_started_is_not_retried(env, monkeypatch):
+    import threading
+
+    env["config"].model = env["model"]
+    app = make_app(env)
+    store = app.state.store
+    real = store.get_run
+
+    def broken(run_id: str) -> Any:  # the endpoint's reads fail; the run's own thread works on
+        if not threading.current_thread().name.startswith(("run-", "rlm-")):
+            raise RuntimeError("disk on fire")
+        return real(run_id)
+
+    with LiveServer(app) as live:
+        monkeypatch.setattr(store, "get_run", broken)
+        oc = openai.OpenAI(base_url=live.url + "/v1", api_key="x", max_retries=2)
+        with pytest.raises(openai.InternalServerError) as ei:
+            oc.chat.completions.create(model="rlm", messages=[{"role": "user", "content": "key?"}],
+                                       extra_body={"context": CONTEXT})
+        monkeypatch.setattr(store, "get_run", real)
+        assert ei.value.response.headers["x-should-retry"] == "false"
+        assert n_runs(app) == 1
