@@ -322,6 +322,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
     ctx = Context.load(args.context, include=args.include, exclude=args.exclude)
     if not ctx.text.strip():
         raise UsageError(f"the context is empty ({', '.join(args.context)} hold(s) no text): nothing to ask about")
+    root, _ = _store_paths(config, None)
+    if root.exists() and not root.is_dir():  # before the model is resolved: this error names the flag
+        raise UsageError(f"the runs directory {root} is not a directory (--runs-dir, runs_dir or $CONTEXTBOX_RUNS_DIR)")
     rlm = RLM(config=config)
     from .providers.openai_compat import missing_key
 
