@@ -47,13 +47,14 @@ def status_in_db(runs: Path) -> list[tuple[str, str]]:
         return c.execute("SELECT status, reason FROM runs").fetchall()
 
 
-def test_second_ctrl_c_exits_130_without_traceback_and_records_cancelled(tmp_path):
+@pytest.mark.parametrize("gap_s", [0.0, 0.1, 0.4])  # during the call, during cancelling, after the run ended
+def test_second_ctrl_c_exits_130_without_traceback_and_records_cancelled(tmp_path, gap_s):
     runs = tmp_path / "runs"
     with FakeLLMServer(FIND, latency=5.0) as srv:
         provider_toml(tmp_path, srv)
         p = start_slow_ask(tmp_path, runs)
         p.send_signal(signal.SIGINT)
-        time.sleep(0.02)
+        time.sleep(gap_s)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=30)
     assert p.returncode == 130, err

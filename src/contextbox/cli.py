@@ -235,8 +235,10 @@ def _run_and_report(rlm: Any, question: str, ctx: Context, args: argparse.Namesp
         cancel.set()
 
     old = signal.signal(signal.SIGINT, on_sigint)
+    ours = old is signal.default_int_handler
     events: list[Event] = []
     stream = None
+    stopped = False
     try:
         stream = rlm.stream(question, ctx, cancel=cancel)
         with Progress(getattr(args, "quiet", False)) as prog:
@@ -244,11 +246,22 @@ def _run_and_report(rlm: Any, question: str, ctx: Context, args: argparse.Namesp
                 events.append(ev)
                 prog.on_event(ev)
     except KeyboardInterrupt:  # a second Ctrl-C: stop now, record the run as cancelled, no traceback
+        stopped = True
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         return _stopped(rlm, stream, events)
     finally:
-        signal.signal(signal.SIGINT, old)
-    res = stream.result
+        # the run is over and recorded: a Ctrl-C while the report prints ends the process at once (130);
+        # after a second Ctrl-C further ones are ignored while the process exits
+        signal.signal(signal.SIGINT, (signal.SIG_IGN if stopped else _exit_130) if ours else old)
+    try:
+        return _report(stream.result, events, args)
+    finally:  # and while the interpreter shuts down (Python's own handler is gone then) it is ignored
+        if ours:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _report(res: Any, events: list[Event], args: argparse.Namespace) -> int:
+    """Print the answer (stdout, final answers only), the outcome and the summary; the exit code."""
     assert res is not None
     res.events = events
     if args.json:
@@ -272,6 +285,17 @@ def _run_and_report(rlm: Any, question: str, ctx: Context, args: argparse.Namesp
     if res.status == "cancelled":
         return 130
     return EXIT_OK if res.status == "answered" else EXIT_NO_ANSWER
+
+
+def _exit_130(signum: int, frame: Any) -> None:
+    import os
+
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(130)
 
 
 def _stopped(rlm: Any, stream: Any, events: list[Event]) -> int:
