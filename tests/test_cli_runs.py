@@ -196,3 +196,33 @@ def test_runs_show_prints_sub_calls_readably_and_json_holds_prompts_and_answers(
     assert len(subs) == n
     assert sorted(s["answer"] for s in subs) == [f"answer-{i}\nsecond line" for i in range(n)]
     assert "".join(s["prompt"].split("]\n", 1)[1] for s in sorted(subs, key=lambda s: s["index"])) == text
+
+
+def test_server_listing_marks_a_dead_processes_run_interrupted_and_keeps_its_own(tmp_path):
+    import sys
+
+    from contextbox.config import Config
+    from contextbox.server import create_app
+    from contextbox.store_sqlite import SqliteRunStore
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    cfg = Config()
+    cfg.runs_dir = tmp_path / "runs"
+    store = SqliteRunStore(tmp_path / "runs" / "runs.sqlite")
+    app = create_app(cfg, store=store)
+    try:
+        store.create_run("cli-run", question="q")  # this process's: in flight
+        store.create_run("killed-run", question="q")
+        with store._lock:
+            store._w.execute("UPDATE runs SET status='running', pid=? WHERE run_id='killed-run'", (dead.pid,))
+            store._w.execute("UPDATE runs SET status='running' WHERE run_id='cli-run'")
+        from starlette.testclient import TestClient
+
+        with TestClient(app, base_url="http://localhost") as c:
+            rows = {r["id"]: r for r in c.get("/v1/runs").json()["runs"]}
+        assert rows["killed-run"]["status"] == "interrupted" and str(dead.pid) in rows["killed-run"]["reason"]
+        assert rows["cli-run"]["status"] == "running"
+    finally:
+        app.state.manager.shutdown(5)
+        store.close()

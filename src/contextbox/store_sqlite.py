@@ -302,13 +302,15 @@ class SqliteRunStore:
             self.append(end)
             return end
 
-    def mark_interrupted(self) -> list[str]:
+    def mark_interrupted(self, *, keep_own: bool = False) -> list[str]:
         """Mark every run still queued or running whose process is gone as ``interrupted``
-        (call at startup, before any run starts). Returns their ids."""
+        (at startup, before any run starts; or on a read with ``keep_own``, which leaves this
+        process's runs alone). Returns their ids."""
+        me = os.getpid()
         with self._lock:
             stale = [(r[0], r[1]) for r in self._w.execute(
                 "SELECT run_id, pid FROM runs WHERE status IN ('queued', 'running')").fetchall()
-                if not _alive(r[1])]
+                if not (keep_own and r[1] == me) and not _alive(r[1])]
             ids = [rid for rid, _ in stale]
             for rid, pid in stale:
                 self.finish_run(rid, "interrupted", INTERRUPTED_REASON.format(pid=pid or "?"))

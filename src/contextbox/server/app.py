@@ -232,6 +232,7 @@ def create_app(config: Config | None = None, *, store: SqliteRunStore | None = N
     def list_runs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
                   status: str | None = None) -> dict[str, Any]:
         """Newest first. ``next_offset`` is null on the last page."""
+        store.mark_interrupted(keep_own=True)  # e.g. a CLI run killed while this server runs
         rows = store.list_runs(limit, offset, status)
         total = store.count_runs(status)
         for r in rows:
