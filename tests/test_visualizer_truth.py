@@ -117,3 +117,19 @@ def test_every_model_call_records_the_endpoint_that_served_it():
     assert len(calls) == 4 and [c["endpoint"] for c in calls] == [f"fake@{srv.base_url}"] * 4, calls
     sub = [e.data for e in res.events if e.type == "sub_call"][0]
     assert sub["prompt"] == "say hi" and sub["answer"] == "hi there" and sub["latency_s"] >= 0
+
+
+@pytest.mark.parametrize("last,partial", [
+    ('{"op": "final", "answer": "5460"', None),  # a command cut off: malformed, not an answer
+    ('```json\n{"op": "final" "answer": 1}\n```', None),
+    ("I believe the sum is 5460.", "I believe the sum is 5460."),  # prose: a partial answer
+])
+def test_a_malformed_command_is_never_a_partial_answer(last, partial):
+    from helpers import ScriptedProvider
+
+    from contextbox.engine import RLM
+
+    res = RLM(model=ScriptedProvider([cmd("lines", start=0, end=2), last]), config=Config(),
+              limits={"max_iterations": 2}).run("q", LINES)
+    assert res.status == "max_iterations" and res.answer == partial
+    assert res.to_dict()["partial"] is (partial is not None)

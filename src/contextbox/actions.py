@@ -16,6 +16,8 @@ from .errors import CommandError
 from .executors import Action
 
 L4_OPS = {"llm_query", "llm_map", "rlm_query", "rlm_query_batched", "llm_query_batched"}
+#: ParsedReply.error of a reply with no command in it at all (prose), as opposed to a malformed one
+NO_COMMAND = "no command found in your reply"
 CODE_LANGS = {"repl", "python", "py", "python3"}
 NATIVE_LANGS = {"native", "python-native", "l3"}
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
@@ -146,7 +148,7 @@ def parse_reply(text: str, levels: tuple[str, ...] = ("l1",)) -> ParsedReply:
             "Send one command (or one JSON array of commands) per reply and wait for its output."
         )
     if not out.actions:
-        out.error = json_errors[0] if json_errors else "no command found in your reply"
+        out.error = json_errors[0] if json_errors else NO_COMMAND
     else:
         # a final in an array ends it: what follows could not have seen any output
         for i, a in enumerate(out.actions):

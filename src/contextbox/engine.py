@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from . import prompts
-from .actions import parse_reply
+from .actions import NO_COMMAND, parse_reply
 from .aids import RunAids
 from .budget import Budget, effective_limits
 from .commands import CommandExecutor
@@ -532,8 +532,11 @@ class _Run:
         if self.aids.rejected_answer:
             return self.aids.rejected_answer
         text = self.last_reply.strip()
-        if not text or parse_reply(text, self.rlm.levels).actions:
-            return None  # a command is not an answer
+        if not text:
+            return None
+        parsed = parse_reply(text, self.rlm.levels)
+        if parsed.actions or (parsed.error and parsed.error != NO_COMMAND):
+            return None  # a command — or a malformed one — is not an answer
         return text[:2000]
 
     # ------------------------------------------------------------------ actions
