@@ -130,7 +130,7 @@ def test_neutral_values_are_accepted(env):
     with LiveServer(app) as live:
         oc = openai.OpenAI(base_url=live.url + "/v1", api_key="x")
         r = oc.chat.completions.create(model="rlm", messages=[{"role": "user", "content": "key?"}], n=1,
-                                       temperature=None, extra_body={"context": CONTEXT})
+                                       temperature=None, top_p=1, presence_penalty=0, extra_body={"context": CONTEXT})
         assert r.choices[0].message.content == "42"
 
 

@@ -76,7 +76,8 @@ _REFUSED = {
     "audio": "text only", "modalities": "text only", "prediction": "not supported",
 }
 #: values of those fields that ask for nothing (what clients send by default)
-_NEUTRAL: dict[str, tuple[Any, ...]] = {"n": (1,), "logprobs": (False,), "tools": ([],), "stop": ([],)}
+_NEUTRAL: dict[str, tuple[Any, ...]] = {"n": (1,), "logprobs": (False,), "tools": ([],), "stop": ([],), "top_p": (1,),
+                                        "presence_penalty": (0,), "frequency_penalty": (0,), "logit_bias": ({},)}
 
 
 class ChatMessage(BaseModel):
