@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.cli import add_parser as add_bench_parser
 
     add_bench_parser(sub, _positive_int)
+    from .cli_batch import add_parser as add_batch_parser
+
+    add_batch_parser(sub, _positive_int)
     return p
 
 
@@ -441,13 +444,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench_command(args)
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .cli_batch import cmd_batch as run_batch_command
+
+    return run_batch_command(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="rlm: %(levelname)s: %(message)s", stream=sys.stderr)
     handlers = {"ask": cmd_ask, "config": cmd_config, "runs": cmd_runs, "model": cmd_model, "demo": cmd_demo,
-                "serve": cmd_serve, "bench": cmd_bench}
+                "serve": cmd_serve, "bench": cmd_bench, "batch": cmd_batch}
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
