@@ -110,14 +110,15 @@ def cmd_batch(args: argparse.Namespace) -> int:
     tasks = load_tasks(args.tasks)
     out = args.out or str(Path(args.tasks).with_suffix("")) + ".out.jsonl"
     check_prices(tasks, config, args.batch_max_cost)
-    ledger = make_ledger(args.batch_max_tokens, args.batch_max_cost, config)
     store = _store(config, None)
     if args.engine == "ray":
         from .ray_engine import RayExecutor
 
         executor: Any = RayExecutor(config, store, args.workers, address=args.address, actors=args.ray_actors)
+        ledger: Any = executor.ledger(args.batch_max_tokens, args.batch_max_cost)
     else:
         executor = LocalExecutor(config, store, args.workers)
+        ledger = make_ledger(args.batch_max_tokens, args.batch_max_cost, config)
     runner = BatchRunner(tasks, out, executor, ledger=ledger, retry_failed=args.retry_failed)
     prog = BatchProgress(len(tasks), runner.stats.skipped, args.quiet)
     runner.listener = prog

@@ -98,6 +98,7 @@ class DelegationSettings:
     max_concurrency: int = 16  # concurrent sub-calls (and child runs) per batch
     max_sub_calls: int | None = 1000  # per run, children included; "none" = unlimited
     chunk_size: int = 20000  # llm_map's default chunk size in characters
+    engine: str = "local"  # "ray": sub-model calls of batches and maps run on Ray workers (contextbox[ray])
 
 
 @dataclass
@@ -287,6 +288,8 @@ _RANGES = [
 
 def check_ranges(cfg: Config) -> None:
     """Refuse values that cannot work (zero iterations, a negative timeout, …)."""
+    if cfg.delegation.engine not in ("local", "ray"):
+        raise ConfigError(f"[delegation] engine must be \"local\" or \"ray\", got {cfg.delegation.engine!r}")
     for section, key, low, strict in _RANGES:
         obj = getattr(cfg, section) if section else cfg
         val = getattr(obj, key)
