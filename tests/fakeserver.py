@@ -235,6 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self._uncount()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -273,9 +274,17 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             return self._error(400, anthropic, "request body is not JSON")
         self.fake._enter()
+        self._counted = True
         try:
             self._complete(path, body, anthropic)
         finally:
+            self._uncount()
+
+    def _uncount(self) -> None:
+        """The request stops counting as in flight: before its reply leaves (the client may send the next one
+        as soon as it has read it)."""
+        if getattr(self, "_counted", False):
+            self._counted = False
             self.fake._leave()
 
     def _complete(self, path: str, body: dict[str, Any], anthropic: bool) -> None:
