@@ -284,13 +284,12 @@ class BatchWorker:
 
         ref = box[0]
         key = ref.hex()
-        with self._lock:
+        with self._lock:  # held while fetching: runs waiting for the same context get the one copy
             ctx = self.contexts.get(key)
             if ctx is not None:
                 self.contexts.move_to_end(key)
                 return ctx
-        ctx = Context.from_value(require_ray().get(ref))
-        with self._lock:
+            ctx = Context.from_value(require_ray().get(ref))
             self.fetches += 1
             self.contexts[key] = ctx
             while len(self.contexts) > 8:

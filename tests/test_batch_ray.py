@@ -1,0 +1,109 @@
+"""``rlm batch --engine ray`` and the cluster-wide limits, on a local Ray cluster started here (2 CPUs, loopback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import contextbox
+from contextbox.batch import BatchRunner, LocalExecutor, load_tasks
+from contextbox.config import Config
+from contextbox.providers.limits import EndpointLimits, install_limiter
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'contextbox[ray]')")
+
+from contextbox import ray_engine  # noqa: E402
+
+SRC = str(Path(contextbox.__file__).resolve().parent.parent)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, namespace=ray_engine.NAMESPACE, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": SRC}})
+    yield ray
+    ray.shutdown()
+
+
+def turns(n: int):
+    def reply(body: dict) -> str:
+        done = sum(m.get("role") == "assistant" for m in body.get("messages", []))
+        return json.dumps({"op": "final", "answer": f"n={done}"} if done >= n - 1 else {"op": "count", "pattern": "b"})
+    return reply
+
+
+def setup(tmp_path: Path, fake, n: int, **limits) -> tuple[Config, list]:
+    extra = "".join(f"{k} = {v}\n" for k, v in limits.items())
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'model = "fake/m"\n[[providers]]\nname = "fake"\nbase_url = "{fake.base_url}"\n'
+                   f'max_retries = 0\n{extra}')
+    with (tmp_path / "t.jsonl").open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"t{i}", "question": f"question t{i}?", "context": "shared context ab"}) + "\n")
+    return Config.load(cfg, runs_dir=str(tmp_path / "runs")), load_tasks(tmp_path / "t.jsonl")
+
+
+def test_ray_batch_gives_the_local_results_within_the_concurrency_limit(cluster, tmp_path, fake_llm):
+    fake_llm.replies = turns(2)
+    fake_llm.latency = 0.1
+    config, tasks = setup(tmp_path, fake_llm, 16, max_concurrency=3)
+    old = install_limiter(None)
+    try:
+        local = BatchRunner(tasks, tmp_path / "local.jsonl", LocalExecutor(config, None, 6)).run()
+    finally:
+        install_limiter(old)
+    assert local.done == 16 and fake_llm.max_in_flight == 3
+    fake_llm.reset()
+    from contextbox.store_sqlite import SqliteRunStore
+
+    store = SqliteRunStore(tmp_path / "runs.sqlite")
+    ex = ray_engine.RayExecutor(config, store, 8, actors=2)
+    try:
+        stats = BatchRunner(tasks, tmp_path / "ray.jsonl", ex).run()
+        infos = ex.actor_info()
+    finally:
+        ex.close()
+    assert stats.done == 16 and stats.failed == 0
+    # 8 runs on two worker processes, yet the endpoint never saw more than 3 calls at once
+    assert fake_llm.max_in_flight == 3
+    assert len({i["pid"] for i in infos}) == 2 and all(i["pid"] != os.getpid() for i in infos)
+    # the one inline context went to the object store once; each worker process fetched it once
+    assert sum(i["context_fetches"] for i in infos) <= 2
+    lines = {x["id"]: x for x in map(json.loads, (tmp_path / "ray.jsonl").read_text().splitlines())}
+    ref = {x["id"]: x for x in map(json.loads, (tmp_path / "local.jsonl").read_text().splitlines())}
+    assert {k: (v["answer"], v["status"], v["iterations"]) for k, v in lines.items()} == \
+        {k: (v["answer"], v["status"], v["iterations"]) for k, v in ref.items()}
+    # every Ray run's events are in the driver's run store
+    assert all(store.get_run(x["run_id"])["status"] == "answered" for x in lines.values())
+    store.close()
+
+
+def test_permits_of_a_killed_worker_come_back(cluster):
+    b = ray_engine.broker()
+    lim = EndpointLimits(max_concurrency=1)
+
+    @ray.remote(num_cpus=0)
+    class Holder:
+        def take(self):
+            from contextbox.ray_engine import broker
+
+            return ray.get(broker().acquire.remote("doomed", "ep-dead", (1, None, None), 0, None))
+
+    h = Holder.remote()
+    pid, err = ray.get(h.take.remote())
+    assert pid is not None and err is None
+    ray.kill(h)
+    # a live process waits for the permit; the dead holder's lease (15 s by default) is cut short here
+    ray.get(b.acquire.remote("probe", "ep-other", (None, None, None), 0, None))
+    got, err = ray.get(b.acquire.remote("alive", "ep-dead", (lim.max_concurrency, None, None), 0, 0.3))
+    assert got is None and "timed out" in err  # still held
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 30:
+        got, err = ray.get(b.acquire.remote("alive", "ep-dead", (1, None, None), 0, 2.0))
+        if got is not None:
+            break
+    assert got is not None and time.monotonic() - t0 < 30  # once the lease ran out
