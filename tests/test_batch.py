@@ -213,26 +213,33 @@ class Clock:
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 4), st.integers(1, 8), st.lists(st.tuples(st.booleans(), st.floats(0, 20)), max_size=60))
 def test_permit_book_never_exceeds_concurrency_or_rpm(conc, rpm, steps):
-    """Against a plain model: calls in flight ≤ max_concurrency, starts in any 60 s ≤ rpm."""
+    """Against a plain model: calls in flight ≤ max_concurrency; a call holds an rpm slot from its permit
+    until 60 s after its end, so no 60 s window can hold more than rpm calls, wherever in its span each one
+    reached the server."""
     book, clock = PermitBook(), Clock()
     lim = EndpointLimits(max_concurrency=conc, rpm=rpm)
-    held: list[int] = []
-    starts: list[float] = []
+    held: list[tuple[int, float]] = []
+    spans: list[tuple[float, float]] = []  # (permit, end) of finished calls
     for take, dt in steps:
         clock.t += dt
         if take or not held:
             pid, wait = book.try_take("k", lim, 0, "h", clock.t)
-            recent = [s for s in starts if s > clock.t - 60]
-            expect_ok = len(held) < conc and len(recent) < rpm
+            recent = [e for _, e in spans if e > clock.t - 60]
+            expect_ok = len(held) < conc and len(held) + len(recent) < rpm
             assert (pid is not None) == expect_ok
             if pid is None:
                 assert wait > 0
             else:
-                held.append(pid)
-                starts.append(clock.t)
+                held.append((pid, clock.t))
         else:
-            assert book.give_back(held.pop(0), 1, clock.t)
+            pid, t0 = held.pop(0)
+            assert book.give_back(pid, 1, clock.t)
+            spans.append((t0, clock.t))
         assert book.keys["k"].in_flight == len(held) <= conc
+    # the worst case at the server: each request sent as late as possible (at its call's end); in any 60 s
+    # window, at most rpm of them
+    ends = sorted(e for _, e in spans)
+    assert all(sum(w <= e < w + 60 for e in ends) <= rpm for w in ends)
 
 
 def test_tpm_counts_used_tokens_and_estimates_in_flight():

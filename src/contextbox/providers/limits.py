@@ -7,7 +7,8 @@ object; every run resolves its own providers, so two runs in one process (``rlm 
 A *limiter* hands out permits per endpoint key instead:
 
 * :class:`PermitBook` — the bookkeeping (no locking, no clock of its own): permits in flight,
-  call starts of the last 60 s (``rpm``) and tokens of the last 60 s plus the estimates of
+  calls ended in the last 60 s (``rpm``: a call counts from its permit until 60 s after its end, so
+  the requests a server sees in any 60 s never exceed ``rpm``, however late each one left) and tokens of the last 60 s plus the estimates of
   calls in flight (``tpm``). A permit has a *holder* (a process); :meth:`PermitBook.reap`
   gives back every permit of a holder that stopped renewing its lease (a dead worker).
 * :class:`LocalLimiter` — a :class:`PermitBook` under a condition: one per process.
@@ -59,14 +60,14 @@ class _Key:
     limits: EndpointLimits
     in_flight: int = 0
     held_tokens: int = 0  # estimates of calls in flight (tpm)
-    starts: deque[float] = field(default_factory=deque)
+    ends: deque[float] = field(default_factory=deque)  # end times of finished calls of the last 60 s (rpm)
     used: deque[tuple[float, int]] = field(default_factory=deque)  # (end time, tokens) of finished calls
     calls: int = 0
     max_in_flight: int = 0
 
     def trim(self, now: float) -> None:
-        while self.starts and self.starts[0] <= now - WINDOW_S:
-            self.starts.popleft()
+        while self.ends and self.ends[0] <= now - WINDOW_S:
+            self.ends.popleft()
         while self.used and self.used[0][0] <= now - WINDOW_S:
             self.used.popleft()
 
@@ -106,8 +107,6 @@ class PermitBook:
         k.max_in_flight = max(k.max_in_flight, k.in_flight)
         k.held_tokens += max(0, int(tokens))
         k.calls += 1
-        if limits.rpm:
-            k.starts.append(now)
         return pid, 0.0
 
     @staticmethod
@@ -116,8 +115,13 @@ class PermitBook:
         if lim.max_concurrency and k.in_flight >= lim.max_concurrency:
             return MAX_WAIT_S  # a release wakes the waiters
         waits = []
-        if lim.rpm and len(k.starts) >= lim.rpm:
-            waits.append(k.starts[len(k.starts) - lim.rpm] + WINDOW_S - now)
+        # a call holds an rpm slot from its permit until 60 s after it ended: its request reached the server
+        # somewhere in between, so no 60 s at the server ever sees more than rpm requests
+        if lim.rpm and k.in_flight + len(k.ends) >= lim.rpm:
+            if k.in_flight >= lim.rpm:
+                waits.append(MAX_WAIT_S)
+            else:
+                waits.append(k.ends[len(k.ends) - (lim.rpm - k.in_flight)] + WINDOW_S - now)
         if lim.tpm:
             window = sum(n for _, n in k.used) + k.held_tokens
             # a call larger than the whole limit goes alone once nothing else counts
@@ -136,6 +140,8 @@ class PermitBook:
         k = self.keys[p.key]
         k.in_flight -= 1
         k.held_tokens -= p.tokens
+        if k.limits.rpm:
+            k.ends.append(now)
         if used_tokens and k.limits.tpm:
             k.used.append((now, int(used_tokens)))
         return True
