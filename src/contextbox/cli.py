@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a folder whose files runs may name as context_path (repeatable)")
     srv.add_argument("--db", help="the SQLite run store (default <runs_dir>/runs.sqlite)")
     srv.add_argument("--max-concurrent-runs", type=_positive_int)
+    srv.add_argument("--max-queued-runs", type=int, help="runs waiting beyond --max-concurrent-runs (default 1000)")
     srv.add_argument("--max-upload-mb", type=float)
     srv.add_argument("--model", help="default root model spec for runs that name none")
     srv.add_argument("--sub-model")
@@ -405,13 +406,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = Config.load(args.config, model=args.model, sub_model=args.sub_model, levels=args.levels,
                          runs_dir=args.runs_dir)
     srv = config.server
-    for key in ("host", "port", "db", "max_concurrent_runs", "max_upload_mb"):
+    for key in ("host", "port", "db", "max_concurrent_runs", "max_queued_runs", "max_upload_mb"):
         if getattr(args, key) is not None:
             setattr(srv, key, getattr(args, key))
     if args.root:
         srv.roots = list(srv.roots) + args.root
     srv.token = args.token or os.environ.get("CONTEXTBOX_TOKEN") or srv.token
     check_bind(srv.host, srv.token)
+    from .providers.limits import ensure_local_limiter
+
+    ensure_local_limiter()  # the endpoints' max_concurrency/rpm/tpm hold across all the server's runs
     app = create_app(config)
     sys.stderr.write(f"rlm: serving on http://{srv.host}:{srv.port} — /visualize, /docs; run store "
                      f"{app.state.store.path}\n")

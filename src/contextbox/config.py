@@ -86,6 +86,7 @@ class ServerSettings:
     roots: list[str] = field(default_factory=list)
     max_upload_mb: float = 64.0
     max_concurrent_runs: int = 4
+    max_queued_runs: int = 1000  # runs beyond max_concurrent_runs wait in a queue (kept in the store); 0 = none
     db: str | None = None  # the SQLite run store; default <runs_dir>/runs.sqlite
     allowed_hosts: list[str] = field(default_factory=list)  # Host names served besides localhost/127.0.0.1/[::1]
 
@@ -282,7 +283,7 @@ _RANGES = [
     ("limits", "timeout_s", 0, True), ("limits", "max_consecutive_errors", 1, False),
     ("limits", "record_chars", 0, False),
     ("limits", "reserve_output_tokens", 1, False), ("delegation", "max_sub_calls", 0, False),
-    (None, "preview_chars", 0, False), (None, "regex_timeout_s", 0, True),
+    (None, "preview_chars", 0, False), (None, "regex_timeout_s", 0, True), ("server", "max_queued_runs", 0, False),
 ]
 
 
