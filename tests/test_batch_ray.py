@@ -107,3 +107,54 @@ def test_permits_of_a_killed_worker_come_back(cluster):
         if got is not None:
             break
     assert got is not None and time.monotonic() - t0 < 30  # once the lease ran out
+
+
+def test_llm_query_batched_fans_out_to_ray_in_order_with_the_same_usage(cluster, tmp_path, fake_llm):
+    """``[delegation] engine = "ray"``: the sub-calls run on Ray actors; answers keep input order and the
+    run's usage equals what the server counted."""
+    from contextbox.engine import RLM
+    from contextbox.providers.base import ProviderConfig
+
+    def echo(body: dict) -> str:
+        return "echo " + body["messages"][-1]["content"].split()[-1]
+
+    fake_llm.replies = echo
+    fake_llm.latency = 0.05
+    prompts = [f"say w{i}" for i in range(12)]
+    script = tmp_path / "root.json"
+    script.write_text(json.dumps([json.dumps({"op": "llm_query_batched", "prompts": prompts}),
+                                  json.dumps({"op": "final", "answer": "done"})]))
+    cfg = Config()
+    cfg.providers = [ProviderConfig("fake", base_url=fake_llm.base_url, max_retries=0, max_concurrency=4)]
+    cfg.delegation.engine = "ray"
+    calls_before = sum(i["calls"] for i in ray.get([a.info.remote() for a in ray_engine.sub_actors()]))
+    rlm = RLM(model=f"scripted:{script}", sub_model="fake/m", levels="l1,l4", config=cfg)
+    assert isinstance(rlm.sub, ray_engine.RaySubProvider)
+    res = rlm.run("q", "some context")
+    out = next(e.data["output"] for e in res.events if e.type == "action_end" and e.data["op"] == "llm_query_batched")
+    answers = [ln.split("] ", 1)[1] for ln in out.splitlines() if ln.startswith("[")]
+    assert answers == [f"echo w{i}" for i in range(12)]
+    sub = res.usage.to_dict()["by_role"]["sub"]
+    assert sub["calls"] == 12 == fake_llm.request_count
+    assert sub["input_tokens"] == fake_llm.prompt_tokens_total
+    assert sub["output_tokens"] == fake_llm.completion_tokens_total
+    calls_after = sum(i["calls"] for i in ray.get([a.info.remote() for a in ray_engine.sub_actors()]))
+    assert calls_after - calls_before == 12  # every sub-call ran on a Ray actor
+    assert fake_llm.max_in_flight <= 4  # under the cluster-wide limit
+
+
+def test_ray_batch_budget_is_one_ledger_across_workers(cluster, tmp_path, fake_llm):
+    fake_llm.replies = turns(2)
+    config, tasks = setup(tmp_path, fake_llm, 24, max_concurrency=8)
+    ex = ray_engine.RayExecutor(config, None, 6, actors=2)
+    try:
+        ledger = ex.ledger(6000, None)
+        stats = BatchRunner(tasks, tmp_path / "out.jsonl", ex, ledger=ledger).run()
+        snap = ledger.snapshot()
+    finally:
+        ex.close()
+    lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
+    used = sum((x["usage"] or {}).get("total_tokens", 0) for x in lines)
+    assert used == snap["spent_tokens"] <= 6000  # every call of every worker reserved from the one ledger
+    assert stats.not_started > 0 and "batch budget" in (stats.stop_reason or "")
+    assert snap["in_flight"] == 0 and snap["reserved_tokens"] == 0
