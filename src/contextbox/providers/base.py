@@ -140,17 +140,20 @@ def resolve(spec: str, providers: list[ProviderConfig] | None = None, *,
         )
     if not model:
         raise UsageError(f"model spec {spec!r} names no model; use {name}/MODEL")
-    members = [get_kind(p.kind)(p, model) for p in configured]
-    from .limits import limited  # limits shared across runs and processes, when a limiter is installed
+    from .limits import limited, shared_provider  # when a limiter is installed: limits and providers shared
 
-    if len(members) == 1:
-        return limited(members[0], configured[0], 0)
-    from .pool import Pool  # added by the delegation work; a pool routes across members
+    def build() -> Provider:
+        members = [get_kind(p.kind)(p, model) for p in configured]
+        if len(members) == 1:
+            return limited(members[0], configured[0], 0)
+        from .pool import Pool  # added by the delegation work; a pool routes across members
 
-    pool = Pool(spec, members, configured)
-    for i, ep in enumerate(pool.endpoints):
-        ep.provider = limited(ep.provider, ep.config, i)
-    return pool
+        pool = Pool(spec, members, configured)
+        for i, ep in enumerate(pool.endpoints):
+            ep.provider = limited(ep.provider, ep.config, i)
+        return pool
+
+    return shared_provider((spec, repr(configured)), build)
 
 
 def estimate_tokens(text: str) -> int:

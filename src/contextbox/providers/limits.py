@@ -18,8 +18,9 @@ A *limiter* hands out permits per endpoint key instead:
 
 :func:`install_limiter` makes a limiter the process's; from then on
 :func:`~contextbox.providers.base.resolve` wraps every API endpoint it builds (a pool's
-members one by one, so a pool's retries and failovers take a permit per attempt). Nothing is
-wrapped while no limiter is installed (a single ``rlm ask`` is one run: its pool's limits hold).
+members one by one, so a pool's retries and failovers take a permit per attempt) and builds
+each model spec's provider once for the process (:func:`shared_provider`). Nothing is wrapped
+or shared while no limiter is installed (a single ``rlm ask`` is one run: its pool's limits hold).
 """
 
 from __future__ import annotations
@@ -228,6 +229,7 @@ def install_limiter(limiter: Limiter | None) -> Limiter | None:
     global _current
     with _current_lock:
         old, _current = _current, limiter
+        _providers.clear()
     return old
 
 
@@ -242,6 +244,24 @@ def ensure_local_limiter() -> Limiter:
         if _current is None:
             _current = LocalLimiter()
         return _current
+
+
+_providers: dict[Any, Any] = {}
+
+
+def shared_provider(key: Any, build: Any) -> Any:
+    """While a limiter is installed, one provider per model spec and config for the whole process:
+    runs share its HTTP connections (a new SDK client costs ~30 ms of CPU and a connection) and a
+    pool's health. Without a limiter every call of ``resolve`` builds a new one."""
+    if _current is None:
+        return build()
+    with _current_lock:
+        p = _providers.get(key)
+    if p is None:
+        p = build()
+        with _current_lock:
+            p = _providers.setdefault(key, p)
+    return p
 
 
 def endpoint_key(config: Any, index: int = 0) -> str:
