@@ -158,3 +158,28 @@ def test_ray_batch_budget_is_one_ledger_across_workers(cluster, tmp_path, fake_l
     assert used == snap["spent_tokens"] <= 6000  # every call of every worker reserved from the one ledger
     assert stats.not_started > 0 and "batch budget" in (stats.stop_reason or "")
     assert snap["in_flight"] == 0 and snap["reserved_tokens"] == 0
+
+
+def test_cli_batch_engine_ray_matches_local(cluster, tmp_path, fake_llm, capsys):
+    """``rlm batch --engine ray`` (joining the cluster this test started) writes the lines the local engine writes."""
+    from contextbox.cli import main
+
+    fake_llm.replies = turns(3)
+    setup(tmp_path, fake_llm, 10, max_concurrency=4)
+    common = ["--config", str(tmp_path / "c.toml"), "batch", str(tmp_path / "t.jsonl"), "--workers", "4",
+              "--runs-dir", str(tmp_path / "runs"), "-q"]
+    old = install_limiter(None)
+    try:
+        assert main(common + ["--out", str(tmp_path / "local.jsonl")]) == 0
+    finally:
+        install_limiter(old)
+    fake_llm.reset()
+    assert main(common + ["--out", str(tmp_path / "ray.jsonl"), "--engine", "ray"]) == 0
+    assert fake_llm.max_in_flight <= 4 and fake_llm.request_count == 30
+
+    def key(name: str) -> dict:
+        lines = map(json.loads, (tmp_path / name).read_text().splitlines())
+        return {x["id"]: (x["answer"], x["status"], x["iterations"], x["usage"]["calls"]) for x in lines}
+
+    assert key("ray.jsonl") == key("local.jsonl") and len(key("ray.jsonl")) == 10
+    assert all(v == ("n=2", "answered", 3, 3) for v in key("ray.jsonl").values())
