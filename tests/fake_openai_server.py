@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("--model", default="fake-gguf")
     p.add_argument("--reply-file")
     p.add_argument("--child-pid-file")
+    p.add_argument("--latency", type=float, default=0.0, help="answer every request after this many seconds")
     a = p.parse_args()
     if a.child_pid_file:  # not reaped here: the test checks that stopping kills the whole group
         child = subprocess.Popen(["sleep", "600"])
@@ -34,7 +35,7 @@ def main() -> None:
     reply = Path(a.reply_file).read_text(encoding="utf-8") if a.reply_file else None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with FakeLLMServer(replies=reply, model=a.model, port=a.port):
+    with FakeLLMServer(replies=reply, model=a.model, port=a.port, latency=a.latency):
         stop.wait()
 
 

@@ -13,6 +13,10 @@ error status instead, e.g. to refuse a ``response_format``). Every request body 
 ``requests``, in arrival order. Token counts are the server's own: whitespace-split
 words of every message's text (prompt) and of the reply (completion).
 
+``in_flight``/``max_in_flight`` count the completion requests being answered at once (a test
+checks a concurrency limit with them); ``arrivals`` holds each one's arrival time (an rpm limit).
+``latency`` delays every reply.
+
 Faults are consumed one per completion request, in order: ``"429"`` (``Retry-After: 0``),
 ``"429:2.5"`` (that Retry-After), ``"500"`` or any other status code (``"400:MESSAGE"``
 sets the error message), ``"401"``, ``"hang"``
@@ -84,6 +88,10 @@ class FakeLLMServer:
         self.paths: list[str] = []
         self.prompt_tokens_total = 0
         self.completion_tokens_total = 0
+        #: completion requests being answered now, the most ever at once, and each one's arrival (monotonic)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.arrivals: list[float] = []
         self._faults: list[str] = [str(f) for f in faults]
         self._reply_index = 0
         self._lock = threading.Lock()
@@ -160,6 +168,8 @@ class FakeLLMServer:
             self.paths.clear()
             self._faults.clear()
             self.prompt_tokens_total = self.completion_tokens_total = 0
+            self.max_in_flight = 0
+            self.arrivals.clear()
             self._reply_index = 0
 
     # ------------------------------------------------------------------ internals
@@ -168,7 +178,17 @@ class FakeLLMServer:
             self.requests.append(body)
             self.request_headers.append(headers)
             self.paths.append(path)
+            self.arrivals.append(time.monotonic())
             return self._faults.pop(0) if self._faults else None
+
+    def _enter(self) -> None:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
 
     def _reply_for(self, body: dict[str, Any]) -> str:
         if callable(self.replies):
@@ -215,6 +235,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self._uncount()
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -252,6 +273,21 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError:
             return self._error(400, anthropic, "request body is not JSON")
+        self.fake._enter()
+        self._counted = True
+        try:
+            self._complete(path, body, anthropic)
+        finally:
+            self._uncount()
+
+    def _uncount(self) -> None:
+        """The request stops counting as in flight: before its reply leaves (the client may send the next one
+        as soon as it has read it)."""
+        if getattr(self, "_counted", False):
+            self._counted = False
+            self.fake._leave()
+
+    def _complete(self, path: str, body: dict[str, Any], anthropic: bool) -> None:
         fault = self.fake._record(path, body, {k.lower(): v for k, v in self.headers.items()})
         if self.fake.latency:
             self.fake._stop.wait(self.fake.latency)

@@ -330,17 +330,27 @@ async def test_token_required_everywhere_but_health(env):
         assert (await c.get("/v1/runs")).status_code == 200
 
 
-async def test_concurrent_run_limit_429_and_cancel(env):
+async def test_concurrent_run_limit_queue_429_and_cancel(env):
     with FakeLLMServer(slow_finds(200), latency=0.2) as srv:
         fake_config(env, srv)
-        app = make_app(env, max_concurrent_runs=1)
+        app = make_app(env, max_concurrent_runs=1, max_queued_runs=1)
         async with client(app) as c:
             body = {"question": "q", "context": CONTEXT, "model": "fake/m", "limits": {"max_iterations": 100}}
             r1 = await c.post("/v1/runs", json=body)
-            assert r1.status_code == 202
-            r2 = await c.post("/v1/runs", json=body)
-            assert r2.status_code == 429 and "too many runs" in r2.json()["detail"]
-            assert r2.headers["retry-after"]
+            assert r1.status_code == 202 and r1.json()["position"] is None  # started at once
+            r2 = await c.post("/v1/runs", json=body)  # waits in the queue
+            assert r2.status_code == 202 and r2.json()["position"] == 1
+            queued = (await c.get(f"/v1/runs/{r2.json()['id']}")).json()
+            assert queued["status"] == "queued" and queued["position"] == 1 and queued["active"]
+            r3 = await c.post("/v1/runs", json=body)  # the queue is full
+            assert r3.status_code == 429 and "too many runs" in r3.json()["detail"]
+            assert "max_queued_runs = 1" in r3.json()["detail"] and r3.headers["retry-after"]
+            # a queued run cancelled never starts
+            q = r2.json()["id"]
+            assert (await c.post(f"/v1/runs/{q}/cancel")).status_code == 202
+            run = await wait_done(c, q)
+            assert run["status"] == "cancelled" and run["timings"]["started"] is None
+            assert (await c.get("/health")).json()["queued_runs"] == 0
             rid = r1.json()["id"]
             assert (await c.post(f"/v1/runs/{rid}/cancel")).status_code == 202
             run = await wait_done(c, rid)
@@ -559,3 +569,102 @@ def _wait_health(url: str, proc: subprocess.Popen) -> None:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise AssertionError("rlm serve did not come up")
+
+
+# ---------------------------------------------------------------------- the job queue
+def test_50_concurrent_submissions_with_defaults_all_answered(env):
+    """Defaults (4 runs at once): 50 submissions at once are all accepted, queued, run and streamed whole."""
+    script = write_script(env["root"] / "q.json", answer="done", finds=3)
+    app = make_app(env)
+    assert app.state.manager.max_concurrent == 4
+    n = 50
+
+    async def main(url: str) -> list[tuple[str, int | None, list[dict[str, Any]]]]:
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
+            async def one(i: int) -> tuple[str, int | None, list[dict[str, Any]]]:
+                r = await c.post("/v1/runs", json={"question": f"q{i}", "context": CONTEXT,
+                                                   "model": f"scripted:{script}"})
+                assert r.status_code == 202, r.text
+                rid = r.json()["id"]
+                async with c.stream("GET", f"/v1/runs/{rid}/events") as s:
+                    text = "".join([t async for t in s.aiter_text()])
+                return rid, r.json()["position"], parse_sse(text)
+
+            return await asyncio.gather(*(one(i) for i in range(n)))
+
+    with LiveServer(app) as live:
+        results = asyncio.run(main(live.url))
+        store = app.state.store
+        assert any(pos for _, pos, _ in results)  # some had to wait
+        for rid, _, events in results:
+            stored = store.events(rid)
+            assert [e["seq"] for e in events] == [e.seq for e in stored] == list(range(len(stored))), rid
+            assert events[-1]["type"] == "run_end" and events[-1]["data"]["status"] == "answered"
+        assert store.count_runs("answered") == n
+        spans = [(store.get_run(rid)["started"], store.get_run(rid)["finished"]) for rid, _, _ in results]
+        edges = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+        assert max(__import__("itertools").accumulate(d for _, d in edges)) <= 4  # never more than the cap
+
+
+async def test_queued_runs_start_in_order_with_positions(env):
+    with FakeLLMServer(slow_finds(1000), latency=0.05) as srv:
+        fake_config(env, srv)
+        app = make_app(env, max_concurrent_runs=1)
+        async with client(app) as c:
+            body = {"question": "q", "context": CONTEXT, "model": "fake/m", "limits": {"max_iterations": 3}}
+            ids, positions = [], []
+            for _ in range(4):
+                r = (await c.post("/v1/runs", json=body)).json()
+                ids.append(r["id"])
+                positions.append(r["position"])
+            assert positions == [None, 1, 2, 3]
+            assert [(await c.get(f"/v1/runs/{i}")).json()["position"] for i in ids[1:]] == [1, 2, 3]
+            runs = [await wait_done(c, i, timeout=60) for i in ids]
+            starts = [r["timings"]["started"] for r in runs]
+            ends = [r["timings"]["finished"] for r in runs]
+            assert starts == sorted(starts)
+            assert all(ends[i] <= starts[i + 1] for i in range(3))  # one at a time, in order
+
+
+def test_queued_runs_survive_a_restart(env, tmp_path):
+    """SIGKILL with one run in flight and two queued: after the restart the queued ones run and answer."""
+    with FakeLLMServer(slow_finds(1000), latency=0.1) as srv:
+        db = tmp_path / "runs" / "runs.sqlite"
+        conf = tmp_path / "contextbox.toml"
+        conf.write_text(f'[[providers]]\nname = "fake"\nkind = "openai"\nbase_url = "{srv.base_url}"\n'
+                        f'max_retries = 0\n\n[server]\ndb = "{db}"\nroots = ["{env["root"]}"]\n'
+                        f'max_concurrent_runs = 1\n')
+        port = free_port()
+        argv = [RLM_BIN, "--config", str(conf), "serve", "--port", str(port)]
+        e = {k: v for k, v in os.environ.items() if k != "CONTEXTBOX_TOKEN"}
+        proc = subprocess.Popen(argv, env=e, stderr=subprocess.PIPE)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_health(url, proc)
+            with httpx.Client(base_url=url, timeout=30) as c:
+                first = c.post("/v1/runs", json={"question": "q", "context": CONTEXT, "model": "fake/m",
+                                                 "limits": {"max_iterations": 500}}).json()["id"]
+                queued = [c.post("/v1/runs", json={"question": f"q{i}", "context_path": "doc.txt",
+                                                   "model": "fake/m", "limits": {"max_iterations": 2}}).json()
+                          for i in range(2)]
+                assert [q["position"] for q in queued] == [1, 2]
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        proc = subprocess.Popen(argv, env=e, stderr=subprocess.PIPE)
+        try:
+            _wait_health(url, proc)
+            with httpx.Client(base_url=url, timeout=30) as c:
+                assert c.get(f"/v1/runs/{first}").json()["status"] == "interrupted"
+                for q in queued:
+                    events = parse_sse(c.get(f"/v1/runs/{q['id']}/events").text)
+                    assert events[-1]["type"] == "run_end", events[-1]
+                    assert events[-1]["data"]["status"] == "max_iterations"  # it ran its 2 turns
+                    assert events[0]["type"] == "run_start" and events[0]["data"]["question"].startswith("q")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+        store = SqliteRunStore(db)
+        assert store.queued_requests() == []
+        store.close()

@@ -246,3 +246,68 @@ def effective_limits(limits: Limits, models: Iterable[str], prices: dict[str, tu
     if timeout is not None and math.isinf(timeout):
         timeout = None
     return dataclasses.replace(limits, max_cost_usd=cap, timeout_s=timeout)
+
+
+# ---------------------------------------------------------------------- a ledger shared by many runs
+class SharedBudget(Budget):
+    """A run's ledger whose every call is also reserved in ``parent``, a ledger many runs share
+    (``rlm batch --max-cost/--max-tokens``). The same rules hold at both levels: a call the run
+    or the batch cannot cover is not sent; what it holds is given back (or settled) in both.
+
+    ``parent`` needs ``max_total_tokens``, ``max_cost_usd``, ``hold_amount``, ``release``,
+    ``settle`` and ``check`` — a :class:`Budget`, or a proxy to one in another process.
+    """
+
+    def __init__(self, *args: Any, parent: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.parent = parent
+
+    @classmethod
+    def for_run_in(cls, limits: Limits, parent: Any, prices: dict[str, tuple[float, float]] | None = None,
+                   providers: Iterable[Any] | None = None) -> SharedBudget:
+        provs = list(providers or ())
+        return cls(limits.max_total_tokens, limits.max_cost_usd, parent=parent,
+                   price=lambda spec, i, o: pricing.cost(spec, i, o, prices, provs),
+                   reserve_output_tokens=limits.reserve_output_tokens)
+
+    def reserve(self, spec: str, messages: list[dict[str, Any]], max_tokens: int | None = None, *,
+                what: str = "the next call", check: Callable[[], None] | None = None) -> Reservation:
+        prompt = estimate_prompt_tokens(messages)
+        out = int(max_tokens) if max_tokens else self.reserve_output_tokens
+        priced = self.max_cost_usd is not None or self.parent.max_cost_usd is not None
+        need_cost = self.cost(spec, prompt, out) if priced else None
+        outer = self.parent.hold_amount(spec, prompt + out, need_cost, what=f"{what} (batch budget)", check=check)
+        try:
+            r = self.hold_amount(spec, prompt + out, need_cost, what=what, check=check)
+        except BaseException:
+            self.parent.release(outer)
+            raise
+        r.outer = outer  # type: ignore[attr-defined]
+        return r
+
+    def release(self, r: Reservation) -> None:
+        super().release(r)
+        outer = getattr(r, "outer", None)
+        if outer is not None:
+            self.parent.release(outer)
+
+    def settle(self, r: Reservation, tokens: int, cost_usd: float | None) -> None:
+        outer = getattr(r, "outer", None)
+        super().settle(r, tokens, cost_usd)
+        if outer is not None:
+            r.outer = None  # type: ignore[attr-defined]
+            self.parent.settle(outer, tokens, cost_usd)
+
+    def check(self) -> None:
+        super().check()
+        self.parent.check()
+
+
+def ledger_spent(ledger: Any) -> str | None:
+    """Why a batch ledger has nothing left to start a run with (None: it has)."""
+    snap = ledger.snapshot()
+    if ledger.max_total_tokens is not None and snap["spent_tokens"] >= ledger.max_total_tokens:
+        return f"max_tokens={ledger.max_total_tokens:,} spent ({snap['spent_tokens']:,} used)"
+    if ledger.max_cost_usd is not None and snap["spent_cost_usd"] >= ledger.max_cost_usd:
+        return f"max_cost={ledger.max_cost_usd:g} spent (${snap['spent_cost_usd']:.4f} used)"
+    return None

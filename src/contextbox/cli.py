@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a folder whose files runs may name as context_path (repeatable)")
     srv.add_argument("--db", help="the SQLite run store (default <runs_dir>/runs.sqlite)")
     srv.add_argument("--max-concurrent-runs", type=_positive_int)
+    srv.add_argument("--max-queued-runs", type=int, help="runs waiting beyond --max-concurrent-runs (default 1000)")
     srv.add_argument("--max-upload-mb", type=float)
     srv.add_argument("--model", help="default root model spec for runs that name none")
     srv.add_argument("--sub-model")
@@ -116,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.cli import add_parser as add_bench_parser
 
     add_bench_parser(sub, _positive_int)
+    from .cli_batch import add_parser as add_batch_parser
+
+    add_batch_parser(sub, _positive_int)
     return p
 
 
@@ -491,13 +495,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = Config.load(args.config, model=args.model, sub_model=args.sub_model, levels=args.levels,
                          runs_dir=args.runs_dir)
     srv = config.server
-    for key in ("host", "port", "db", "max_concurrent_runs", "max_upload_mb"):
+    for key in ("host", "port", "db", "max_concurrent_runs", "max_queued_runs", "max_upload_mb"):
         if getattr(args, key) is not None:
             setattr(srv, key, getattr(args, key))
     if args.root:
         srv.roots = list(srv.roots) + args.root
     srv.token = args.token or os.environ.get("CONTEXTBOX_TOKEN") or srv.token
     check_bind(srv.host, srv.token)
+    from .providers.limits import ensure_local_limiter
+
+    ensure_local_limiter()  # the endpoints' max_concurrency/rpm/tpm hold across all the server's runs
     app = create_app(config)
     sys.stderr.write(f"rlm: serving on http://{srv.host}:{srv.port} — /visualize, /docs; run store "
                      f"{app.state.store.path}\n")
@@ -530,13 +537,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench_command(args)
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .cli_batch import cmd_batch as run_batch_command
+
+    return run_batch_command(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="rlm: %(levelname)s: %(message)s", stream=sys.stderr)
     handlers = {"ask": cmd_ask, "config": cmd_config, "runs": cmd_runs, "model": cmd_model, "demo": cmd_demo,
-                "serve": cmd_serve, "bench": cmd_bench}
+                "serve": cmd_serve, "bench": cmd_bench, "batch": cmd_batch}
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

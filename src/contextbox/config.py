@@ -86,6 +86,7 @@ class ServerSettings:
     roots: list[str] = field(default_factory=list)
     max_upload_mb: float = 64.0
     max_concurrent_runs: int = 4
+    max_queued_runs: int = 1000  # runs beyond max_concurrent_runs wait in a queue (kept in the store); 0 = none
     db: str | None = None  # the SQLite run store; default <runs_dir>/runs.sqlite
     allowed_hosts: list[str] = field(default_factory=list)  # Host names served besides localhost/127.0.0.1/[::1]
 
@@ -98,6 +99,7 @@ class DelegationSettings:
     max_concurrency: int = 16  # concurrent sub-calls (and child runs) per batch
     max_sub_calls: int | None = 1000  # per run, children included; "none" = unlimited
     chunk_size: int = 20000  # llm_map's default chunk size in characters
+    engine: str = "local"  # "ray": sub-model calls of batches and maps run on Ray workers (contextbox[ray])
 
 
 @dataclass
@@ -289,7 +291,7 @@ _RANGES: list[tuple[Any, ...]] = [
     ("server", "max_concurrent_runs", 1, False),
     ("local", "context_tokens", 256, False), ("local", "max_tokens", 1, False), ("local", "threads", 1, False),
     ("local", "max_output_chars", 1, False), ("aids", "too_many_hits", 0, False), ("aids", "stall_turns", 0, False),
-    (None, "preview_chars", 0, False), (None, "regex_timeout_s", 0, True),
+    (None, "preview_chars", 0, False), (None, "regex_timeout_s", 0, True), ("server", "max_queued_runs", 0, False),
 ]
 
 
@@ -305,6 +307,8 @@ def _check(name: str, val: Any, low: float, strict: bool, high: float | None = N
 
 def check_ranges(cfg: Config) -> None:
     """Refuse values that cannot work (zero iterations, a negative timeout, a negative depth, …)."""
+    if cfg.delegation.engine not in ("local", "ray"):
+        raise ConfigError(f"[delegation] engine must be \"local\" or \"ray\", got {cfg.delegation.engine!r}")
     for section, key, *bounds in _RANGES:
         obj = getattr(cfg, section) if section else cfg
         _check(f"[{section}] {key}" if section else key, getattr(obj, key), *bounds)

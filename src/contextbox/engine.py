@@ -123,6 +123,11 @@ class RLM:
             self.sub = _role_view(self.root, "sub")
         self.root = _role_view(self.root, "root")
         self.sub = _role_view(self.sub, "sub")
+        if self.config.delegation.engine == "ray" and not isinstance(sub_model, Provider):
+            from .ray_engine import ray_sub_provider  # sub-calls fan out to Ray workers
+
+            spec = sub_model or (model if isinstance(model, str) else self.config.model if model is None else None)
+            self.sub = ray_sub_provider(self.sub, spec, self.config)
         if levels is not None:
             self.levels = parse_levels(levels)
         else:

@@ -66,6 +66,11 @@ CREATE TABLE IF NOT EXISTS events (
     data    TEXT NOT NULL,
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS queue (
+    run_id   TEXT PRIMARY KEY,
+    created  REAL NOT NULL,
+    request  TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS usage (
     run_id        TEXT NOT NULL,
     seq           INTEGER NOT NULL,
@@ -302,15 +307,36 @@ class SqliteRunStore:
             self.append(end)
             return end
 
+    # ------------------------------------------------------------------ the server's queue
+    def enqueue(self, run_id: str, request: dict[str, Any]) -> None:
+        """Keep what it takes to start a queued run again after a restart (see :meth:`queued_requests`)."""
+        with self._lock:
+            self._w.execute("INSERT OR REPLACE INTO queue (run_id, created, request) VALUES (?,?,?)",
+                            (run_id, time.time(), _dumps(request)))
+
+    def dequeue(self, run_id: str) -> None:
+        with self._lock:
+            self._w.execute("DELETE FROM queue WHERE run_id=?", (run_id,))
+
+    def queued_requests(self) -> list[tuple[str, dict[str, Any]]]:
+        """Queued runs still waiting (status ``queued``), oldest first, with their requests."""
+        rows = self._r().execute(
+            "SELECT q.run_id, q.request FROM queue q JOIN runs r ON r.run_id = q.run_id WHERE r.status='queued'"
+            " ORDER BY q.created, q.run_id").fetchall()
+        return [(r[0], json.loads(r[1])) for r in rows]
+
     def mark_interrupted(self, *, keep_own: bool = False) -> list[str]:
         """Mark every run still queued or running whose process is gone as ``interrupted``
         (at startup, before any run starts; or on a read with ``keep_own``, which leaves this
-        process's runs alone). Returns their ids."""
+        process's runs alone). Returns their ids. A queued run whose request is in the queue
+        table stays queued: the new server starts it."""
         me = os.getpid()
         with self._lock:
+            waiting = {r[0] for r in self._w.execute("SELECT run_id FROM queue").fetchall()}
             stale = [(r[0], r[1]) for r in self._w.execute(
-                "SELECT run_id, pid FROM runs WHERE status IN ('queued', 'running')").fetchall()
-                if not (keep_own and r[1] == me) and not _alive(r[1])]
+                "SELECT run_id, pid, status FROM runs WHERE status IN ('queued', 'running')").fetchall()
+                if not (keep_own and r[1] == me) and not _alive(r[1])
+                and not (r[0] in waiting and r[2] == "queued")]
             ids = [rid for rid, _ in stale]
             for rid, pid in stale:
                 self.finish_run(rid, "interrupted", INTERRUPTED_REASON.format(pid=pid or "?"))

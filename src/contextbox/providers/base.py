@@ -52,6 +52,7 @@ class ProviderConfig:
     max_concurrency: int = 4
     weight: float = 1.0
     rpm: int | None = None
+    tpm: int | None = None  # tokens per minute (held across runs when a limiter is installed)
     context_window: int | None = None
     max_retries: int = 3
     timeout_s: float = 120.0
@@ -139,12 +140,20 @@ def resolve(spec: str, providers: list[ProviderConfig] | None = None, *,
         )
     if not model:
         raise UsageError(f"model spec {spec!r} names no model; use {name}/MODEL")
-    members = [get_kind(p.kind)(p, model) for p in configured]
-    if len(members) == 1:
-        return members[0]
-    from .pool import Pool  # added by the delegation work; a pool routes across members
+    from .limits import limited, shared_provider  # when a limiter is installed: limits and providers shared
 
-    return Pool(spec, members, configured)
+    def build() -> Provider:
+        members = [get_kind(p.kind)(p, model) for p in configured]
+        if len(members) == 1:
+            return limited(members[0], configured[0], 0)
+        from .pool import Pool  # added by the delegation work; a pool routes across members
+
+        pool = Pool(spec, members, configured)
+        for i, ep in enumerate(pool.endpoints):
+            ep.provider = limited(ep.provider, ep.config, i)
+        return pool
+
+    return shared_provider((spec, repr(configured)), build)
 
 
 def estimate_tokens(text: str) -> int:

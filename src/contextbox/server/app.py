@@ -85,7 +85,7 @@ def _run_view(row: dict[str, Any], n_events: int, active: bool) -> dict[str, Any
 
 def create_app(config: Config | None = None, *, store: SqliteRunStore | None = None, token: str | None = None,
                roots: list[str] | None = None, max_concurrent_runs: int | None = None,
-               max_upload_mb: float | None = None) -> FastAPI:
+               max_upload_mb: float | None = None, max_queued_runs: int | None = None) -> FastAPI:
     """Build the app. Arguments override the ``[server]`` config section. Runs left in flight
     by a previous process in the same store are marked ``interrupted`` here."""
     config = config if config is not None else Config.load()
@@ -99,9 +99,10 @@ def create_app(config: Config | None = None, *, store: SqliteRunStore | None = N
     if store is None:
         store = SqliteRunStore(srv.db or default_db_path(config.runs_dir))
     store.mark_interrupted()
-    manager = RunManager(config, store, max_concurrent_runs or srv.max_concurrent_runs)
+    manager = RunManager(config, store, max_concurrent_runs or srv.max_concurrent_runs, max_queued_runs)
     manager.check_spec(config.model, "model")
     manager.check_spec(config.sub_model, "sub_model")
+    manager.resume_queue()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -138,7 +139,8 @@ def create_app(config: Config | None = None, *, store: SqliteRunStore | None = N
     @app.get("/health", tags=["server"])
     def health() -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "active_runs": len(manager.active_ids()),
-                "max_concurrent_runs": manager.max_concurrent, "auth": bool(token)}
+                "queued_runs": len(manager.queued_ids()), "max_concurrent_runs": manager.max_concurrent,
+                "max_queued_runs": manager.max_queued, "auth": bool(token)}
 
     @app.get("/", include_in_schema=False)
     def index() -> RedirectResponse:
@@ -176,19 +178,24 @@ def create_app(config: Config | None = None, *, store: SqliteRunStore | None = N
             text, _bad = decode_bytes(data)
             ctx = Context.from_documents([(name or "upload.txt", text)])
             meta["filename"] = name
+            spec: dict[str, Any] = {"kind": "docs", "docs": [[name or "upload.txt", text]]}
         elif req.context is not None:
             ctx = Context.from_value(req.context)
+            spec = {"kind": "value", "text": req.context}
         elif req.sample is not None:
             text = await run_in_threadpool(samples_mod.sample_text, req.sample)
             ctx = Context.from_documents([(f"{req.sample}.txt", text)])
             meta["sample"] = req.sample
+            spec = {"kind": "sample", "name": req.sample}
         else:
             path = resolve_path(req.context_path, root_paths)
             ctx = await run_in_threadpool(Context.load, str(path))
             meta["context_path"] = str(path)
+            spec = {"kind": "path", "path": str(path)}
         try:
             return await run_in_threadpool(manager.start, req.question, ctx, model=model, sub_model=sub_model,
-                                           levels=req.levels, limits=req.limits, source=source, meta=meta)
+                                           levels=req.levels, limits=req.limits, source=source, meta=meta,
+                                           context_spec=spec)
         except UsageError as e:
             raise HTTPException(400, str(e)) from None
     app.state.start_run = start_run
@@ -226,7 +233,8 @@ def create_app(config: Config | None = None, *, store: SqliteRunStore | None = N
         except (ValueError, RecursionError) as e:
             raise HTTPException(422, json.loads(e.json()) if hasattr(e, "json") else str(e)) from None
         rid = await start_run(req, upload)
-        return JSONResponse({"id": rid, "status": "queued"}, status_code=202)
+        pos = manager.position(rid)
+        return JSONResponse({"id": rid, "status": "queued", "position": pos}, status_code=202)
 
     @app.get("/v1/runs", tags=["runs"])
     def list_runs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
@@ -251,7 +259,9 @@ def create_app(config: Config | None = None, *, store: SqliteRunStore | None = N
     def get_run(run_id: str) -> dict[str, Any]:
         """Status, answer, usage and timings."""
         row = _row_or_404(run_id)
-        return _run_view(row, store.count_events(run_id), manager.is_active(run_id))
+        view = _run_view(row, store.count_events(run_id), manager.is_active(run_id))
+        view["position"] = manager.position(run_id) if row["status"] == "queued" else None
+        return view
 
     @app.post("/v1/runs/{run_id}/cancel", tags=["runs"], status_code=202)
     def cancel_run(run_id: str) -> dict[str, Any]:

@@ -1,5 +1,11 @@
-"""Runs in the background: one thread per run, a cap on how many run at once, cancel, and
-wake-ups for the readers that follow a run live.
+"""Runs in the background: one thread per run, a cap on how many run at once, a queue for the
+rest, cancel, and wake-ups for the readers that follow a run live.
+
+**The queue.** A run submitted while ``max_concurrent_runs`` are in flight waits, in order, with
+status ``queued`` (its place is :meth:`RunManager.position`), up to ``max_queued_runs``; only a
+full queue refuses a run (:class:`TooManyRuns`, HTTP 429 with ``Retry-After``). The request of a
+queued run (its question, models, limits and how to load its context) is kept in the store's
+queue table, so a server restarted in between starts the queued runs again, in order.
 
 Every event goes to the SQLite store first (the engine appends it as it happens); then the
 run's thread wakes every follower of that run. Followers read the store by ``seq``, so a
@@ -10,7 +16,7 @@ buffer to overflow.
 from __future__ import annotations
 
 import asyncio
-import copy
+import collections
 import logging
 import threading
 import time
@@ -19,9 +25,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import Config, _fill, check_limits
+from ..config import Config
 from ..context import Context
-from ..errors import ConfigError, ContextboxError, UsageError
+from ..errors import ContextboxError, UsageError
 from ..executors import parse_levels
 from ..store_sqlite import ACTIVE, SqliteRunStore
 
@@ -71,17 +77,37 @@ class ActiveRun:
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    #: a queued run: what starts it (the engine, the question, the context)
+    pending: tuple[Any, str, Any] | None = None
+
+
+def context_from(spec: dict[str, Any]) -> Context:
+    """Rebuild a queued run's context from its stored description."""
+    kind = spec.get("kind")
+    if kind == "value":
+        return Context.from_value(spec.get("text") or "")
+    if kind == "docs":
+        return Context.from_documents([(str(n), str(t)) for n, t in spec.get("docs") or []])
+    if kind == "sample":
+        from . import samples
+
+        return Context.from_documents([(f"{spec['name']}.txt", samples.sample_text(spec["name"]))])
+    if kind == "path":
+        return Context.load(str(spec["path"]))
+    raise UsageError(f"a queued run's context cannot be rebuilt: unknown kind {kind!r}")
 
 
 class RunManager:
-    def __init__(self, config: Config, store: SqliteRunStore, max_concurrent: int):
+    def __init__(self, config: Config, store: SqliteRunStore, max_concurrent: int, max_queued: int | None = None):
         self.config = config
         self.address = (config.server.host, config.server.port)
         self.store = store
         self.max_concurrent = max_concurrent
+        self.max_queued = config.server.max_queued_runs if max_queued is None else max_queued
         self.notifier = Notifier()
         self._lock = threading.Lock()
         self._active: dict[str, ActiveRun] = {}
+        self._queue: collections.OrderedDict[str, ActiveRun] = collections.OrderedDict()
         self._closed = False
 
     # ------------------------------------------------------------------ starting
@@ -95,21 +121,19 @@ class RunManager:
                              f"rlm serve listens on; serve on another port (--port) or use another provider")
 
     def build_limits(self, limits: dict[str, Any] | None) -> Any:
-        lim = copy.deepcopy(self.config.limits)
-        if limits:
-            if not isinstance(limits, dict):
-                raise UsageError("limits must be an object, e.g. {\"max_iterations\": 10}")
-            try:
-                _fill(lim, limits, "limits")
-                check_limits(lim)
-            except ConfigError as e:
-                raise UsageError(str(e)) from None
-        return lim
+        from ..batch import build_limits
+
+        return build_limits(self.config, limits)
 
     def start(self, question: str, context: Context, *, model: str | None = None, sub_model: str | None = None,
               levels: Any = None, limits: dict[str, Any] | None = None, source: str = "api",
-              meta: dict[str, Any] | None = None) -> str:
-        """Validate, build the engine and start the run's thread. Raises TooManyRuns or UsageError."""
+              meta: dict[str, Any] | None = None, context_spec: dict[str, Any] | None = None,
+              run_id: str | None = None) -> str:
+        """Validate, build the engine and start the run's thread, or queue the run when
+        ``max_concurrent`` are in flight. Raises TooManyRuns (the queue is full) or UsageError.
+
+        ``context_spec`` says how to load the context again (see :func:`context_from`): a queued
+        run with one survives a restart."""
         from ..engine import RLM, new_run_id
 
         if not isinstance(question, str) or not question.strip():
@@ -118,30 +142,98 @@ class RunManager:
         lim = self.build_limits(limits)
         self.check_spec(model, "model")
         self.check_spec(sub_model, "sub_model")
-        run_id = new_run_id()
+        resumed = run_id is not None
+        run_id = run_id or new_run_id()
         active = ActiveRun(run_id)
         with self._lock:
             if self._closed:
                 raise TooManyRuns("the server is shutting down")
-            if len(self._active) >= self.max_concurrent:
+            queued = bool(self._queue) or len(self._active) >= self.max_concurrent
+            if queued and len(self._queue) >= self.max_queued and not resumed:
                 raise TooManyRuns(
-                    f"too many runs in progress: {len(self._active)} of at most {self.max_concurrent} "
-                    "(server.max_concurrent_runs); wait for one to finish or cancel one, then retry")
-            self._active[run_id] = active
+                    f"too many runs: {len(self._active)} in progress (server.max_concurrent_runs = "
+                    f"{self.max_concurrent}) and {len(self._queue)} queued (server.max_queued_runs = "
+                    f"{self.max_queued}); retry later")
+            slot = self._queue if queued else self._active
+            slot[run_id] = active
         try:
             rlm = RLM(model=model or None, sub_model=sub_model or None, levels=lv, limits=lim, config=self.config,
                       store=self.store)
-            self.store.create_run(run_id, question=question, model=rlm.root.name, sub_model=rlm.sub.name,
-                                  levels=list(rlm.levels), source=source, meta=meta)
+            if not resumed:
+                self.store.create_run(run_id, question=question, model=rlm.root.name, sub_model=rlm.sub.name,
+                                      levels=list(rlm.levels), source=source, meta=meta)
+            if queued and context_spec is not None and not resumed:
+                self.store.enqueue(run_id, {"question": question, "model": model, "sub_model": sub_model,
+                                            "levels": levels, "limits": limits, "source": source,
+                                            "context": context_spec})
         except BaseException:
             with self._lock:
                 self._active.pop(run_id, None)
+                self._queue.pop(run_id, None)
+            self._start_next()
             raise
+        if queued:
+            active.pending = (rlm, question, context)
+            self._start_next()  # a run may have ended meanwhile
+        else:
+            self._launch(active, rlm, question, context)
+        return run_id
+
+    def _launch(self, active: ActiveRun, rlm: Any, question: str, context: Context) -> None:
+        try:
+            self.store.dequeue(active.run_id)  # started: a restart must not start it again
+        except (OSError, RuntimeError) as e:
+            log.error("run %s: could not take it off the stored queue: %s", active.run_id, e)
         t = threading.Thread(target=self._run, args=(active, rlm, question, context), daemon=True,
-                             name=f"run-{run_id}")
+                             name=f"run-{active.run_id}")
         active.thread = t
         t.start()
-        return run_id
+
+    def _start_next(self) -> None:
+        """Start queued runs while there is room (in order)."""
+        while True:
+            with self._lock:
+                if self._closed or not self._queue or len(self._active) >= self.max_concurrent:
+                    return
+                rid, active = next(iter(self._queue.items()))
+                if active.pending is None:  # still being set up by start()
+                    return
+                del self._queue[rid]
+                self._active[rid] = active
+            rlm, question, context = active.pending
+            active.pending = None
+            self._launch(active, rlm, question, context)
+            self.notifier.notify(rid)
+
+    def position(self, run_id: str) -> int | None:
+        """A queued run's place in the queue (1 = next to start); None when it is not queued."""
+        with self._lock:
+            for i, rid in enumerate(self._queue, start=1):
+                if rid == run_id:
+                    return i
+        return None
+
+    def queued_ids(self) -> list[str]:
+        with self._lock:
+            return list(self._queue)
+
+    def resume_queue(self) -> list[str]:
+        """Queue again the runs a previous server left queued in the store (call at startup)."""
+        resumed = []
+        for rid, req in self.store.queued_requests():
+            try:
+                ctx = context_from(req.get("context") or {})
+                self.start(req.get("question") or "", ctx, model=req.get("model"), sub_model=req.get("sub_model"),
+                           levels=req.get("levels"), limits=req.get("limits"), source=req.get("source") or "api",
+                           context_spec=req.get("context"), run_id=rid)
+                resumed.append(rid)
+            except (ContextboxError, OSError) as e:
+                log.error("queued run %s cannot start again: %s", rid, e)
+                self.store.dequeue(rid)
+                self._end_if_open(rid, f"the queued run could not start again after a restart: {e}")
+        if resumed:
+            log.warning("started again %d queued run(s) left by the previous server", len(resumed))
+        return resumed
 
     def _run(self, active: ActiveRun, rlm: Any, question: str, context: Context) -> None:
         rid = active.run_id
@@ -158,12 +250,13 @@ class RunManager:
                 self._active.pop(rid, None)
             active.done.set()
             self.notifier.notify(rid)
+            self._start_next()
 
-    def _end_if_open(self, rid: str, reason: str) -> None:
+    def _end_if_open(self, rid: str, reason: str, status: str = "failed") -> None:
         try:
             row = self.store.get_run(rid)
             if row is not None and row["status"] in ACTIVE:
-                self.store.finish_run(rid, "failed", reason)
+                self.store.finish_run(rid, status, reason)
         except (ContextboxError, OSError, RuntimeError) as e:
             log.error("run %s: could not record its end: %s", rid, e)
 
@@ -173,12 +266,20 @@ class RunManager:
             return list(self._active)
 
     def is_active(self, run_id: str) -> bool:
+        """In flight or queued."""
         with self._lock:
-            return run_id in self._active
+            return run_id in self._active or run_id in self._queue
 
     def cancel(self, run_id: str) -> bool:
         with self._lock:
             a = self._active.get(run_id)
+            q = self._queue.pop(run_id, None) if a is None else None
+        if q is not None:  # never started: it ends here
+            self.store.dequeue(run_id)
+            self._end_if_open(run_id, "cancelled while queued", status="cancelled")
+            q.done.set()
+            self.notifier.notify(run_id)
+            return True
         if a is None:
             return False
         a.cancel.set()
@@ -186,11 +287,12 @@ class RunManager:
 
     def wait(self, run_id: str, timeout: float | None = None) -> bool:
         with self._lock:
-            a = self._active.get(run_id)
+            a = self._active.get(run_id) or self._queue.get(run_id)
         return True if a is None else a.done.wait(timeout)
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Cancel every run in flight and wait (up to ``timeout``) for them to end."""
+        """Cancel every run in flight and wait (up to ``timeout``) for them to end. Queued runs
+        stay queued in the store: the next server starts them."""
         with self._lock:
             self._closed = True
             runs = list(self._active.values())

@@ -152,9 +152,9 @@ function resetView() {
 
 function setStatus(st) {
   const b = $("status");
-  b.textContent = st;
-  b.className = "badge " + st;
-  const active = st === "running" || st === "queued";
+  b.textContent = st;  // "queued #3": its place in the server's queue
+  b.className = "badge " + st.split(" ")[0];
+  const active = st === "running" || st.startsWith("queued");
   $("cancel").hidden = !active || !S.live;
 }
 
@@ -183,7 +183,7 @@ async function openRun(id) {
   }
   $("qline").textContent = info.question || "";
   $("meta").textContent = `model ${info.model || "?"} · sub ${info.sub_model || "?"} · levels ${(info.levels || []).join(",")}`;
-  setStatus(info.status);
+  setStatus(info.status === "queued" && info.position ? `queued #${info.position}` : info.status);
   S.live = info.active || info.status === "running" || info.status === "queued";
   follow(id);
 }

@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Batch benchmark: ``rlm batch`` throughput on local workers and on Ray, and a cluster-wide rpm limit.
+
+    .venv/bin/python bench/bench_batch.py                    # all three parts (~2 minutes)
+    .venv/bin/python bench/bench_batch.py --parts local,ray  # no rpm part
+
+What it measures, against the loopback fake OpenAI server of ``tests/`` answering every call after
+``--latency`` (300 ms) with scripted root replies (``count``, ``count``, ``final``: 3 iterations a run):
+
+* **local** — 200 tasks, ``--workers 32``, the endpoint's ``max_concurrency = 32``: throughput as a
+  share of the ideal the limit allows (32 calls at once, each 300 ms: 600 calls in 5.6 s) [≥ 0.8];
+* **ray** — the same on a local Ray cluster (``ray.init(num_cpus=2)``, 2 worker actors), timed from
+  the first task sent (the cluster's start is shown apart) [≥ 0.8]; the endpoint's highest number of
+  calls at once is checked to be ≤ 32;
+* **rpm** — ``rpm = 600`` on Ray: 250 tasks (750 calls); the most calls the fake server saw in any
+  60 s window [≤ 630, within 5 %], and that the 601st call had to wait for the window to move.
+
+Prints a Markdown table and writes ``bench/out/bench_batch.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "src"))
+
+from fakeserver import FakeLLMServer  # noqa: E402
+
+from contextbox.batch import BatchRunner, LocalExecutor, load_tasks  # noqa: E402
+from contextbox.config import Config  # noqa: E402
+
+
+def turns(n: int):
+    def reply(body: dict[str, Any]) -> str:
+        done = sum(m.get("role") == "assistant" for m in body.get("messages", []))
+        return json.dumps({"op": "final", "answer": "ok"} if done >= n - 1 else {"op": "count", "pattern": "b"})
+    return reply
+
+
+def setup(tmp: Path, base_url: str, n: int, **limits: Any) -> tuple[Config, list[Any]]:
+    extra = "".join(f"{k} = {v}\n" for k, v in limits.items())
+    cfg = tmp / f"c{len(list(tmp.glob('c*.toml')))}.toml"
+    cfg.write_text(f'model = "fake/m"\n[[providers]]\nname = "fake"\nbase_url = "{base_url}"\nmax_retries = 0\n'
+                   f'timeout_s = 600\n{extra}[limits]\ntimeout_s = 600\n')
+    tasks = tmp / f"t{n}.jsonl"
+    with tasks.open("w") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": f"t{i}", "question": f"how many b? ({i})", "context": "A short note about a cab.\nNothing else here.\n"}) + "\n")
+    return Config.load(cfg, runs_dir=str(tmp / "runs")), load_tasks(tasks)
+
+
+def max_in_window(times: list[float], window: float = 60.0) -> int:
+    times = sorted(times)
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - window:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", type=int, default=200)
+    ap.add_argument("--latency", type=float, default=0.3)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--rpm", type=int, default=600)
+    ap.add_argument("--rpm-tasks", type=int, default=250)
+    ap.add_argument("--parts", default="local,ray,rpm")
+    a = ap.parse_args()
+    parts = set(a.parts.split(","))
+    results: dict[str, Any] = {"tasks": a.tasks, "latency_s": a.latency, "max_concurrency": a.concurrency,
+                               "iterations": a.iterations}
+    calls = a.tasks * a.iterations
+    ideal_s = calls * a.latency / a.concurrency
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="bench-batch-"))
+    with FakeLLMServer(replies=turns(a.iterations), latency=a.latency) as srv:
+        if "local" in parts:
+            config, tasks = setup(tmp, srv.base_url, a.tasks, max_concurrency=a.concurrency)
+            t0 = time.monotonic()
+            st = BatchRunner(tasks, tmp / "local.jsonl", LocalExecutor(config, None, a.concurrency)).run()
+            wall = time.monotonic() - t0
+            ok = st.statuses.get("answered", 0)
+            results["local"] = {"wall_s": wall, "answered": ok, "calls": srv.request_count,
+                                "max_in_flight": srv.max_in_flight, "ratio": ideal_s / wall}
+            rows.append(("local --workers 32", wall, ok, srv.request_count, srv.max_in_flight, ideal_s / wall))
+            srv.reset()
+        if parts & {"ray", "rpm"}:
+            import ray
+
+            from contextbox import ray_engine
+
+            t0 = time.monotonic()
+            ray.init(num_cpus=2, include_dashboard=False, namespace=ray_engine.NAMESPACE, log_to_driver=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "src")}})
+            results["ray_start_s"] = time.monotonic() - t0
+        if "ray" in parts:
+            config, tasks = setup(tmp, srv.base_url, a.tasks, max_concurrency=a.concurrency)
+            ex = ray_engine.RayExecutor(config, None, a.concurrency, actors=2)
+            ex._start()
+            ray.get([x.info.remote() for x in ex.actors])  # actors up (their start is not the batch's)
+            t0 = time.monotonic()
+            st = BatchRunner(tasks, tmp / "ray.jsonl", ex).run()
+            wall = time.monotonic() - t0
+            ex.close()
+            ok = st.statuses.get("answered", 0)
+            results["ray"] = {"wall_s": wall, "answered": ok, "calls": srv.request_count,
+                              "max_in_flight": srv.max_in_flight, "ratio": ideal_s / wall}
+            rows.append(("ray (2 actors) --workers 32", wall, ok, srv.request_count, srv.max_in_flight,
+                         ideal_s / wall))
+            srv.reset()
+        if "rpm" in parts:
+            config, tasks = setup(tmp, srv.base_url, a.rpm_tasks, max_concurrency=a.concurrency, rpm=a.rpm)
+            ex = ray_engine.RayExecutor(config, None, a.concurrency, actors=2)
+            t0 = time.monotonic()
+            st = BatchRunner(tasks, tmp / "rpm.jsonl", ex).run()
+            wall = time.monotonic() - t0
+            ex.close()
+            arr = list(srv.arrivals)
+            peak = max_in_window(arr)
+            first = min(arr)
+            later = sorted(arr)[a.rpm] - first if len(arr) > a.rpm else None
+            results["rpm"] = {"rpm": a.rpm, "calls": len(arr), "max_in_60s": peak, "wall_s": wall,
+                              "answered": st.statuses.get("answered", 0), "call_601_after_s": later,
+                              "within_5pct": peak <= a.rpm * 1.05}
+    print(f"\n{a.tasks} tasks × {a.iterations} calls, server latency {a.latency:g} s, max_concurrency "
+          f"{a.concurrency}: ideal {ideal_s:.2f} s\n")
+    print("| engine | wall s | answered | calls | max calls at once | share of ideal |")
+    print("|---|---|---|---|---|---|")
+    for name, wall, ok, n, peak, ratio in rows:
+        print(f"| {name} | {wall:.2f} | {ok} | {n} | {peak} | {ratio:.2f} |")
+    if "ray_start_s" in results:
+        print(f"\nRay cluster start: {results['ray_start_s']:.1f} s (not in the Ray wall time)")
+    if "rpm" in results:
+        r = results["rpm"]
+        print(f"\nrpm = {r['rpm']} on Ray, {r['calls']} calls: at most {r['max_in_60s']} in any 60 s "
+              f"(limit +5 % = {r['rpm'] * 1.05:.0f}); call {a.rpm + 1} came {r['call_601_after_s']:.1f} s after "
+              f"the first; wall {r['wall_s']:.1f} s")
+    out = HERE / "out"
+    out.mkdir(exist_ok=True)
+    (out / "bench_batch.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
