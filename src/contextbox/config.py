@@ -280,7 +280,9 @@ _RANGES = [
     ("limits", "max_total_tokens", 1, False), ("limits", "max_cost_usd", 0, False),
     ("limits", "timeout_s", 0, True), ("limits", "max_consecutive_errors", 1, False),
     ("limits", "record_chars", 0, False),
-    ("limits", "reserve_output_tokens", 1, False), ("delegation", "max_sub_calls", 0, False),
+    ("limits", "reserve_output_tokens", 1, False), ("limits", "max_host_input_chars", 1, False),
+    ("limits", "max_host_result_chars", 1, False), ("limits", "max_host_items", 1, False),
+    ("limits", "max_host_hits", 1, False), ("limits", "max_answer_chars", 1, False), ("delegation", "max_sub_calls", 0, False),
     (None, "preview_chars", 0, False), (None, "regex_timeout_s", 0, True),
 ]
 

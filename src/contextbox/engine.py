@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from . import prompts
+from . import host_limits, prompts
 from .actions import parse_reply
 from .aids import RunAids
 from .budget import Budget, effective_limits
@@ -561,6 +561,11 @@ class _Run:
                 out = yield from self._wait(lambda: ex.run(action))
         except CommandError as e:
             out = ActionOutput(f"error: {e}", error=True)
+        if out.final is not None and len(out.final) > self.limits.max_answer_chars:
+            try:  # every level's answer, whatever produced it, is bounded before it is recorded
+                host_limits.check_answer(out.final, self.limits.max_answer_chars)
+            except CommandError as e:
+                out = ActionOutput(f"error: {e}", error=True)
         self.aids.after(action, out, self.iteration)
         yield self._event("action_end", {
             **info, "output": out.text, "error": out.error, "hits": out.hits,

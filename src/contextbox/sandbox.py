@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 from typing import Any
 
 from ._cells import (
@@ -33,6 +34,7 @@ from ._cells import (
 )
 from .errors import CommandError
 from .executors import Action, ActionOutput, Session, register_executor
+from .host_limits import max_answer_chars
 
 log = logging.getLogger("contextbox")
 
@@ -49,6 +51,8 @@ Missing: files, network, subprocess; class inheritance, yield/generators, del, \
 textwrap, heapq, operator, enum, io, struct, pprint. A block may run for 30 s at most."""
 
 _MIB = 1 << 20
+#: how long close() waits for a running block before leaving the session to it
+_CLOSE_WAIT_S = 1.0
 _POOL: Any = None
 _POOL_LOCK = threading.Lock()
 
@@ -188,7 +192,8 @@ class SandboxExecutor:
             self._cell_names[self._feeds] = f"<cell {self._cells}>"  # monty counts feeds from 0
             state = CellState()
             buf = OutputBuffer(self.cap)
-            fns = host_functions(self.session, state)
+            # the helpers' host work ends with the block's time (monty's clock does not count it)
+            fns = host_functions(self.session, state, deadline=time.monotonic() + self.time_limit_s)
             error_text: str | None = None
             alive = True
             try:
@@ -201,7 +206,13 @@ class SandboxExecutor:
             except MontyError as e:
                 exc = _inner(e)
                 error_text = shorten_traceback(rename_cells(_display(e), self._cell_names))
-                if isinstance(exc, TimeoutError):
+                if _broken(e, exc) and not self._alive():
+                    # e.g. a helper's reply too large for the sandbox's decoder: the session is out of step
+                    alive = False
+                    error_text = f"error: {_first_line(error_text)}"
+                    notes.append(self._restart("the sandbox lost its session (a helper's reply too large for it, "
+                                               "or a protocol error)"))
+                elif isinstance(exc, TimeoutError):
                     alive = False
                     notes.append(
                         self._restart(f"this block ran longer than the {self.time_limit_s:g} s limit and was stopped")
@@ -217,6 +228,8 @@ class SandboxExecutor:
                     notes.append(f"FINAL_VAR error: the variable {state.final_var!r} was lost with the sandbox")
                     state.notes.append("final_var_failed")
             failed = error_text is not None or "final_var_failed" in state.notes
+            if self._closed:  # closed while this block ran (the run ended): drop the session now
+                self._drop()
             return ActionOutput(compose(buf.text(), error_text, notes), error=failed, final=final)
 
     def _resolve_answers(self, state: CellState, notes: list[str]) -> str | None:
@@ -233,6 +246,13 @@ class SandboxExecutor:
         if state.final_var:
             name = state.final_var
             try:
+                size = self._feed(f"len(str({name}))")  # measured in the sandbox: a huge value never crosses
+                limit = max_answer_chars(self.session)
+                if isinstance(size, int) and size > limit:
+                    notes.append(f"FINAL_VAR error: {name!r} holds {size:,} characters, over the limit of {limit:,} "
+                                 "([limits] max_answer_chars); answer with the result itself")
+                    state.notes.append("final_var_failed")
+                    return None
                 value = self._feed(f"str({name})")
                 final = value if isinstance(value, str) else str(value)
             except MontyError as e:
@@ -245,9 +265,25 @@ class SandboxExecutor:
         return final
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._drop()
+        """Close the session; a block still running (a run that timed out or was cancelled) is not waited
+        for longer than a moment: its host calls stop at their deadline and it drops the session itself."""
+        self._closed = True
+        if self._lock.acquire(timeout=_CLOSE_WAIT_S):
+            try:
+                self._drop()
+            finally:
+                self._lock.release()
+
+
+def _broken(e: Exception, exc: BaseException | None) -> bool:
+    """Whether a MontyError may mean the session itself is unusable (not an exception of the cell's code)."""
+    return "protocol violation" in str(e) or "protocol violation" in _display(e) or (
+        exc is None or (isinstance(exc, RuntimeError) and type(exc) is RuntimeError))
+
+
+def _first_line(text: str) -> str:
+    lines = [ln for ln in text.strip().split("\n") if ln.strip()]
+    return lines[-1][:300] if lines else "the sandbox failed"
 
 
 def _inner(e: Exception) -> BaseException | None:
