@@ -251,6 +251,7 @@ class NativeExecutor:
             "documents": docs,
             "doc_path": ctx.documents[0].path if ctx.documents else "<text>",
             "cap": self.cap,
+            "max_answer_chars": max_answer_chars(self.session),
             "package_dir": str(Path(__file__).parent),
             "uid": uid,
             "gid": uid,

@@ -56,7 +56,7 @@ def _line_text(text: str, offset: int, width: int = 240) -> str:
 
     Only ``width`` characters either side are searched for the line's ends: a hit on a very
     long line costs the same as one on a short line."""
-    lo, hi = max(0, offset - width), min(len(text), offset + width + 1)
+    lo, hi = max(0, offset - width - 1), min(len(text), offset + width + 1)
     s = text.rfind("\n", lo, offset) + 1
     if s == 0 and lo > 0:  # the line starts before the window: it is longer than width
         s = -1
