@@ -306,3 +306,64 @@ def test_l1_commands_are_bounded_by_the_run_limits() -> None:
     with pytest.raises(CommandError, match="max_host_hits"):
         l1(s, op="find", text="a", max=11)
     assert "5,000 hit(s)" in l1(s, op="find", text="a", max=10).text
+
+
+# ---------------------------------------------------------------------- the probe, end to end
+#: (level, the model's reply, context) — the issue's probe: each asks the host for far too much
+PROBES = [
+    ("l1", cmd("find", text="a", max=10_000_000), "big"),
+    ("l1", cmd("split", delimiter="a"), "big"),
+    ("l1", cmd("chunk", size=1000, overlap=999), "big"),
+    ("l2", "```repl\nx = split('a', text='a' * 100_000_000)\n```", "small"),
+    ("l2", "```repl\nx = find('a', max=None)\n```", "big"),
+    ("l2", "```repl\nx = chunk(1000, overlap=999)\n```", "big"),
+    ("l2", "```repl\nFINAL('x' * 200_000_000)\n```", "small"),
+    ("l2", "```repl\nwhile True:\n    x = regex('(a*)*b', text='a' * 40)\n```", "small"),
+    ("l3", "```native\nw = find.__closure__[0].cell_contents\nx = w._call_host('split', 'a', text='a' * 3_000_000)\n```",
+     "small"),
+    ("l3", "```native\nw = find.__closure__[0].cell_contents\nx = w._call_host('find', 'a', max=None)\n```", "big"),
+    ("l3", "```native\nFINAL('x' * 200_000_000)\n```", "small"),
+]
+
+_PROBE_SCRIPT = r"""
+import json, sys, time
+sys.path.insert(0, "tests")
+from helpers import cmd, make_rlm
+from contextbox import Config, Context
+big = Context.from_value("a" * 5_000_000)
+out = []
+for level, reply, ctx in json.loads(sys.argv[1]):
+    cfg = Config()
+    cfg.code.l2_time_limit_s = cfg.code.l3_time_limit_s = 5
+    replies = [reply, cmd("find", text="the"), cmd("final", answer="done")]
+    rlm = make_rlm(replies, levels="l1" if level == "l1" else "l1," + level, config=cfg, timeout_s=10)
+    t = time.monotonic()
+    r = rlm.run("q?", big if ctx == "big" else Context.from_value("the context\n"))
+    out.append({"level": level, "elapsed": time.monotonic() - t, "status": r.status})
+hwm = [int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM")][0]
+print(json.dumps({"runs": out, "hwm_mib": hwm // 1024}))
+"""
+#: the host's peak RSS over all the probe's runs (measured 428 MiB: a 200 MB FINAL crosses from monty once)
+CEILING_MIB = 600
+
+
+def test_the_probe_keeps_the_host_under_a_memory_ceiling_and_every_run_within_its_timeout() -> None:
+    """The issue's probe as scripted replies, in one host process: its peak RSS (VmHWM, what
+    ``/usr/bin/time -f %M`` reports) stays under a fixed ceiling and every run ends answered
+    within its 10 s timeout + 2 s (before: an OOM kill, ~1 GB for the FINAL, 86 s for the find)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    proc = subprocess.run([sys.executable, "-c", _PROBE_SCRIPT, json.dumps(PROBES)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    for (level, reply, _), r in zip(PROBES, got["runs"], strict=True):
+        assert r["status"] == "answered", f"{level} {reply[:60]!r}: {r}"
+        assert r["elapsed"] < 10 + 2, f"{level} {reply[:60]!r}: {r['elapsed']:.1f} s"
+    assert got["hwm_mib"] < CEILING_MIB, f"the host peaked at {got['hwm_mib']} MiB"
