@@ -136,6 +136,8 @@ class SandboxExecutor:
             self._feed(_PRELUDE_DOCS, inputs={"_cb_docs": docs})
         else:
             self._feed("None", inputs={"context": ctx.text})
+        self._cell_names[self._feeds] = "<helpers>"
+        self._feed(guard_prelude(self.session))
         log.debug("L2 sandbox session started (worker pid %s)", getattr(sess, "worker_pid", None))
 
     def _feed(self, code: str, **kw: Any) -> Any:
@@ -197,7 +199,7 @@ class SandboxExecutor:
             error_text: str | None = None
             alive = True
             try:
-                self._feed(code, print_callback=buf.callback, external_lookup=fns)
+                self._feed(code, print_callback=buf.callback, external_lookup=host_names(fns))
             except MontyCrashedError as e:
                 error_text, alive = "", False
                 notes.append(self._restart(f"the sandbox worker died while running this block ({e})"))
@@ -273,6 +275,43 @@ class SandboxExecutor:
                 self._drop()
             finally:
                 self._lock.release()
+
+
+#: helpers whose arguments are measured in the sandbox before they cross to the host
+GUARDED = ("find", "regex", "count", "lines", "chunk", "slice_", "split", "search", "records", "extract")
+
+
+def guard_prelude(session: Session) -> str:
+    """Sandbox-side wrappers: ``FINAL`` and the helpers that take text refuse an over-limit string *before*
+    it crosses to the host (monty would copy it into the host's memory first). They call the host
+    functions by their ``_cb_`` names, which check again: code that calls those directly is bounded by the
+    same limits, after the copy (itself bounded by the sandbox's memory limit)."""
+    max_in = int(getattr(session.limits, "max_host_input_chars", 0)) or 1 << 62
+    max_answer = max_answer_chars(session)
+    out = [f"""\
+def FINAL(answer):
+    _cb_a = answer if isinstance(answer, str) else str(answer)
+    if len(_cb_a) > {max_answer}:
+        raise ValueError('the answer holds ' + f'{{len(_cb_a):,}}' + ' characters, over the limit of {max_answer:,} '
+                         + '([limits] max_answer_chars); answer with the result itself, not the data it came from')
+    _cb_FINAL(_cb_a)
+def _cb_measure(name, args, kwargs):
+    for _cb_v in list(args) + list(kwargs.values()):
+        if isinstance(_cb_v, str) and len(_cb_v) > {max_in}:
+            raise ValueError(name + ': an argument holds ' + f'{{len(_cb_v):,}}' + ' characters, over the limit of '
+                             + '{max_in:,} per call ([limits] max_host_input_chars); pass a smaller piece, '
+                             + 'or work on the context itself')
+"""]
+    for name in GUARDED:
+        out.append(f"def {name}(*args, **kwargs):\n    _cb_measure('{name}', args, kwargs)\n"
+                   f"    return _cb_{name}(*args, **kwargs)\n")
+    return "".join(out)
+
+
+def host_names(fns: dict[str, Any]) -> dict[str, Any]:
+    """The host functions under the names the sandbox looks up: ``_cb_NAME`` for the wrapped ones."""
+    wrapped = set(GUARDED) | {"FINAL"}
+    return {("_cb_" + k if k in wrapped else k): v for k, v in fns.items()}
 
 
 def _broken(e: Exception, exc: BaseException | None) -> bool:
