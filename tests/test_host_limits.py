@@ -84,7 +84,7 @@ def test_hits_over_the_limit() -> None:
         fns["regex"]("e", max=None)
     assert len(helpers("e" * 20, max_host_hits=20)["regex"]("e", max=None)) == 20
     with pytest.raises(CommandError, match="k=21"):
-        fns["search"]("e", k=21)
+        fns["search"]("alpha", k=21)
 
 
 def test_table_rows_over_the_limit() -> None:
@@ -378,3 +378,10 @@ def test_the_probe_keeps_the_host_under_a_memory_ceiling_and_every_run_within_it
         assert r["status"] == "answered", f"{level} {reply[:60]!r}: {r}"
         assert r["elapsed"] < 10 + 2, f"{level} {reply[:60]!r}: {r['elapsed']:.1f} s"
     assert got["hwm_mib"] < ceiling, f"the host peaked at {got['hwm_mib']} MiB"
+
+
+def test_l1_search_k_is_bounded_too() -> None:
+    s = session("alpha beta\n" * 50, max_host_hits=10)
+    with pytest.raises(CommandError, match="k=11"):
+        l1(s, op="search", query="alpha", k=11)
+    assert "alpha" in l1(s, op="search", query="alpha", k=10).text

@@ -242,8 +242,6 @@ def host_functions(session: Session, state: CellState, deadline: float | None = 
     def search(query: str, k: int = 10, unit: str = "line", text: str | None = None) -> list[dict[str, Any]]:
         from .search import search as ranked
 
-        if isinstance(k, int) and not isinstance(k, bool):
-            ops.hit_limit(k, "search", "k")
         return ranked(session.context if text is None else _opt_text(session, text), query, k, unit)
 
     fns: dict[str, Callable[..., Any]] = {
