@@ -284,7 +284,8 @@ def _can_unshare_user() -> bool:
 @pytest.mark.skipif(not _can_unshare_user(), reason="unshare --user --map-user=1000 is not available here")
 def test_non_root_install_in_a_user_namespace(tmp_path: Path) -> None:
     """As an ordinary user (uid 1000 in a user namespace: no private uid, no cgroup, no network namespace):
-    a 0777 unix socket in /tmp is refused, a daemon (fork, setsid, fork) does not outlive the run, no
+    a 0777 unix socket in /tmp is refused, a daemon (fork, setsid, fork) does not outlive the run, 4 children
+    of 700 MB are stopped by the worker's limit (its process tree's memory), no
     process of the run is left, and warning events say what could not be applied."""
     import json
     import socket
@@ -310,4 +311,5 @@ def test_non_root_install_in_a_user_namespace(tmp_path: Path) -> None:
     assert got["uid"] == 1000 and got["status"] == "answered"
     assert got["daemon_alive"] is False and got["children"] == []
     assert "PermissionError" in got["socket"] and "b'" not in got["socket"]
+    assert "stopped by the memory limit" in got["four"] and "all four done" not in got["four"]
     assert any("runs as the host's user" in w for w in got["warnings"])
