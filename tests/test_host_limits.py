@@ -309,59 +309,18 @@ def test_l1_commands_are_bounded_by_the_run_limits() -> None:
 
 
 # ---------------------------------------------------------------------- the probe, end to end
-#: (level, the model's reply, context) — the issue's probe: each asks the host for far too much
-PROBES = [
-    ("l1", cmd("find", text="a", max=10_000_000), "big"),
-    ("l1", cmd("split", delimiter="a"), "big"),
-    ("l1", cmd("chunk", size=1000, overlap=999), "big"),
-    ("l2", "```repl\nx = split('a', text='a' * 100_000_000)\n```", "small"),
-    ("l2", "```repl\nx = find('a', max=None)\n```", "big"),
-    ("l2", "```repl\nx = chunk(1000, overlap=999)\n```", "big"),
-    ("l2", "```repl\nFINAL('x' * 200_000_000)\n```", "small"),
-    ("l2", "```repl\nwhile True:\n    x = regex('(a*)*b', text='a' * 40)\n```", "small"),
-    ("l3", "```native\nw = find.__closure__[0].cell_contents\nx = w._call_host('split', 'a', text='a' * 3_000_000)\n```",
-     "small"),
-    ("l3", "```native\nw = find.__closure__[0].cell_contents\nx = w._call_host('find', 'a', max=None)\n```", "big"),
-    ("l3", "```native\nFINAL('x' * 200_000_000)\n```", "small"),
-]
-
-_PROBE_SCRIPT = r"""
-import json, sys, time
-sys.path.insert(0, "tests")
-from helpers import cmd, make_rlm
-from contextbox import Config, Context
-big = Context.from_value("a" * 5_000_000)
-out = []
-for level, reply, ctx in json.loads(sys.argv[1]):
-    cfg = Config()
-    cfg.code.l2_time_limit_s = cfg.code.l3_time_limit_s = 5
-    replies = [reply, cmd("find", text="the"), cmd("final", answer="done")]
-    rlm = make_rlm(replies, levels="l1" if level == "l1" else "l1," + level, config=cfg, timeout_s=10)
-    t = time.monotonic()
-    r = rlm.run("q?", big if ctx == "big" else Context.from_value("the context\n"))
-    out.append({"level": level, "elapsed": time.monotonic() - t, "status": r.status})
-hwm = [int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith("VmHWM")][0]
-print(json.dumps({"runs": out, "hwm_mib": hwm // 1024}))
-"""
-#: code that calls the host functions by their own names, past the sandbox-side checks: the host checks
-#: again, after monty has copied the argument (bounded by the sandbox's memory limit)
-BYPASS = [
-    ("l2", "```repl\n_cb_FINAL('x' * 200_000_000)\n```", "small"),
-    ("l2", "```repl\nx = _cb_split('a', text='a' * 100_000_000)\n```", "small"),
-]
 #: the host's peak RSS over the probe's runs (measured: 63 MiB; 428 MiB before the sandbox-side checks)
 CEILING_MIB = 200
 #: ... and over the bypass runs: one copy of a string the sandbox's 512 MiB limit allows (measured: 428 MiB)
 BYPASS_CEILING_MIB = 700
 
 
-@pytest.mark.parametrize("probes,ceiling", [(PROBES, CEILING_MIB), (BYPASS, BYPASS_CEILING_MIB)],
-                         ids=["probe", "bypass"])
+@pytest.mark.parametrize("which,ceiling", [("probe", CEILING_MIB), ("bypass", BYPASS_CEILING_MIB)])
 def test_the_probe_keeps_the_host_under_a_memory_ceiling_and_every_run_within_its_timeout(
-        probes: list[tuple[str, str, str]], ceiling: int) -> None:
-    """The issue's probe as scripted replies, in one host process: its peak RSS (VmHWM, what
-    ``/usr/bin/time -f %M`` reports) stays under a fixed ceiling and every run ends answered
-    within its 10 s timeout + 2 s (before: an OOM kill, ~1 GB for the FINAL, 86 s for the find)."""
+        which: str, ceiling: int) -> None:
+    """The issue's probe (bench/bench_host_limits.py) as scripted replies, in one host process: its peak
+    RSS (VmHWM, what ``/usr/bin/time -f %M`` reports) stays under a fixed ceiling and every run ends
+    answered within its 10 s timeout + 2 s (before: an OOM kill, ~1 GB for the FINAL, 86 s for the find)."""
     import json
     import os
     import subprocess
@@ -370,13 +329,14 @@ def test_the_probe_keeps_the_host_under_a_memory_ceiling_and_every_run_within_it
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root / "src")}
-    proc = subprocess.run([sys.executable, "-c", _PROBE_SCRIPT, json.dumps(probes)], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, str(root / "bench" / "bench_host_limits.py"), "--set", which, "--json"],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    for (level, reply, _), r in zip(probes, got["runs"], strict=True):
-        assert r["status"] == "answered", f"{level} {reply[:60]!r}: {r}"
-        assert r["elapsed"] < 10 + 2, f"{level} {reply[:60]!r}: {r['elapsed']:.1f} s"
+    assert len(got["runs"]) == (11 if which == "probe" else 2)
+    for r in got["runs"]:
+        assert r["status"] == "answered", f"{r['level']} {r['reply'][:60]!r}: {r}"
+        assert r["elapsed"] < 10 + 2, f"{r['level']} {r['reply'][:60]!r}: {r['elapsed']:.1f} s"
     assert got["hwm_mib"] < ceiling, f"the host peaked at {got['hwm_mib']} MiB"
 
 
