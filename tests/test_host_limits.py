@@ -345,3 +345,33 @@ def test_l1_search_k_is_bounded_too() -> None:
     with pytest.raises(CommandError, match="k=11"):
         l1(s, op="search", query="alpha", k=11)
     assert "alpha" in l1(s, op="search", query="alpha", k=10).text
+
+
+def test_records_counts_its_rows_before_it_builds_them() -> None:
+    fns = helpers("".join(f"row {i}\n" for i in range(200_000)), max_host_items=1000)
+    tracemalloc.start()
+    try:
+        with pytest.raises(CommandError, match=r"records would return 200,000 pieces"):
+            fns["records"]()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, f"records allocated {peak:,} bytes before refusing"
+
+
+@pytest.mark.parametrize("op", ["records", "extract auto", "extract pattern"])
+def test_table_ops_check_the_deadline_as_they_scan(op: str) -> None:
+    """A guard already past its deadline, installed without the entry check: the scan itself must stop."""
+    from contextbox import host_limits, table_ops
+
+    ctx = Context.from_value("".join(f"2024-01-01 INFO a=1 b=2 request {i}\n" for i in range(5000)))
+    run_op = {"records": lambda: table_ops.records(ctx),
+              "extract auto": lambda: table_ops.extract(ctx, None),
+              "extract pattern": lambda: table_ops.extract(ctx, r"(?P<k>[ab])=")}[op]
+    run_op()  # unguarded: it completes
+    host_limits._local.guard = HostGuard(deadline=time.monotonic() - 1)
+    try:
+        with pytest.raises(HostStopped):
+            run_op()
+    finally:
+        host_limits._local.guard = None

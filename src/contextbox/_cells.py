@@ -281,6 +281,10 @@ def table_functions(session: Session) -> dict[str, Callable[..., Any]]:
 
     def records(by: str = "line", regex: bool = False, *, text: str | None = None) -> list[dict[str, Any]]:
         src = _source(text)
+        g = host_limits.current()
+        if g is not None and by == "line" and not regex:  # one row per line: counted before it is built
+            g.check_items(src.n_lines if text is None else ops.n_lines(src), "records",
+                          "records of a part: records(text=...)")
         run = lambda: table_ops.records(src, by, regex)  # noqa: E731
         return (_guard(run, len(src.text if text is None else src), "records") if regex else run()).to_rows()
 
