@@ -269,3 +269,47 @@ def test_runtime_dir_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     os.chmod(d, 0o755)
     with pytest.raises(OSError, match="private"):
         l3_guard.runtime_dir()
+
+
+def _can_unshare_user() -> bool:
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return False
+    r = subprocess.run(["unshare", "--user", "--map-user=1000", "true"], capture_output=True)
+    return r.returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare_user(), reason="unshare --user --map-user=1000 is not available here")
+def test_non_root_install_in_a_user_namespace(tmp_path: Path) -> None:
+    """As an ordinary user (uid 1000 in a user namespace: no private uid, no cgroup, no network namespace):
+    a 0777 unix socket in /tmp is refused, a daemon (fork, setsid, fork) does not outlive the run, 4 children
+    of 700 MB are stopped by the worker's limit (its process tree's memory), no
+    process of the run is left, and warning events say what could not be applied."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    path = str(tmp_path / "user.sock")
+    tmp_path.chmod(0o777)
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    os.chmod(path, 0o777)
+    srv.listen()
+    try:
+        proc = subprocess.run(["unshare", "--user", "--map-user=1000", sys.executable,
+                               str(root / "tests" / "nonroot_probe.py"), path],
+                              cwd=root, env={**os.environ, "PYTHONPATH": str(root / "src")},
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        srv.close()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["uid"] == 1000 and got["status"] == "answered"
+    assert got["daemon_alive"] is False and got["children"] == []
+    assert "PermissionError" in got["socket"] and "b'" not in got["socket"]
+    assert "stopped by the memory limit" in got["four"] and "all four done" not in got["four"]
+    assert any("runs as the host's user" in w for w in got["warnings"])

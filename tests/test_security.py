@@ -141,6 +141,16 @@ SNIPPETS: list[tuple[str, str]] = [
         "fd = libc.syscall(425, 8, ctypes.create_string_buffer(120))\n"
         "if fd < 0:\n    e = ctypes.get_errno()\n    raise OSError(e, os.strerror(e))\nprint('io_uring fd', fd)",
     ),
+    # the host helpers (L1 operations the host runs for a cell): bounded by [limits] and the block's time
+    ("host split of a 100 MB string", "x = split('a', text='a' * 100_000_000)\nprint(len(x))"),
+    ("host find with max=10**7", "print(len(find('e', max=10**7)))"),
+    ("host chunk with a huge overlap", "c = chunk(1000, overlap=999, text='x' * 5_000_000)\nprint(len(c))"),
+    ("host regex backtracking", "print(regex('(a*)*b', text='a' * 40))"),
+    ("FINAL of 200 MB", "FINAL('x' * 200_000_000)"),
+    (
+        "host call through the worker's pipe",
+        "w = find.__closure__[0].cell_contents\nprint(len(w._call_host('split', 'a', text='a' * 3_000_000)))",
+    ),
 ]
 
 #: what stops each snippet, at L2 and at L3 (see :func:`kind`)
@@ -196,11 +206,19 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "4 children spinning": ("policy", "time"),
     "kill -1 (every process it may signal)": ("policy", "contained"),
     "io_uring (sockets behind seccomp's back)": ("policy", "policy"),
+    # L3 runs the helpers in the worker itself (under its limits); only a direct pipe call reaches the host
+    "host split of a 100 MB string": ("limits", "memory"),
+    "host find with max=10**7": ("limits", "contained"),
+    "host chunk with a huge overlap": ("limits", "memory"),
+    "host regex backtracking": ("time", "time"),
+    "FINAL of 200 MB": ("limits", "limits"),
+    "host call through the worker's pipe": ("policy", "limits"),
 }
 
 #: snippets that must be stopped by a limit other than time get more of it (the test machine may be busy)
 GENEROUS_TIME = {"memory bomb (one allocation)", "memory bomb (growing)", "1 GB print", "4 children of 300 MB each",
-                 "recursion bomb", "fork loop", "exhaust file descriptors", "huge file in the temp dir"}
+                 "recursion bomb", "fork loop", "exhaust file descriptors", "huge file in the temp dir",
+                 "host split of a 100 MB string", "host chunk with a huge overlap", "FINAL of 200 MB"}
 
 _POLICY = ("PermissionError", "Operation not permitted", "ModuleNotFoundError", "has no attribute", "NameError",
            "is not supported in this environment", "Network is unreachable", "gaierror", "Permission denied")
@@ -281,7 +299,8 @@ def run(ex: Any, code: str) -> ActionOutput:
 
 def kind(out: ActionOutput) -> str:
     """What stopped a snippet: ``policy`` (the sandbox refused), ``memory``, ``time``,
-    ``processes`` / ``files`` (those limits), ``recursion``, ``died`` (the worker died and was
+    ``processes`` / ``files`` (those limits), ``limits`` (the host's ``[limits]`` on its helpers and
+    on answers), ``recursion``, ``died`` (the worker died and was
     replaced), ``error`` (the code failed on its own) or ``contained`` (it ran; nothing escaped)."""
     text = out.text
     if "stopped by the memory limit" in text:
@@ -293,6 +312,10 @@ def kind(out: ActionOutput) -> str:
     if not out.error:
         return "contained"
     last = [ln for ln in text.strip().split("\n") if ln.strip()][-1]
+    if "[limits] max_" in last:
+        return "limits"
+    if "ran longer than" in last and "was stopped" in last:
+        return "time"
     if "MemoryError" in last or "memory limit exceeded" in last:
         return "memory"
     if "RecursionError" in last:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import host_limits
 from .errors import CommandError
 
 if TYPE_CHECKING:
@@ -179,13 +180,34 @@ def _opt_text(session: Session, text: Any) -> str:
         return session.context.text
     if not isinstance(text, str):
         raise CommandError(f"text= must be a str, not {type(text).__name__}")
+    g = host_limits.current()
+    if g is not None:
+        g.check_input(text, g.what)
     return text
 
 
-def host_functions(session: Session, state: CellState) -> dict[str, Callable[..., Any]]:
+def bounded(session: Session, fns: dict[str, Callable[..., Any]],
+            deadline: float | None = None) -> dict[str, Callable[..., Any]]:
+    """``fns`` wrapped so that each call runs under a :class:`~contextbox.host_limits.HostGuard`: the run's
+    ``[limits]`` on input, result and hits, ``deadline`` (the cell's end) and the run's timeout and cancel flag."""
+
+    def wrap(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            guard = host_limits.guard_for(session, deadline, what=name)
+            with host_limits.guarded(guard):
+                return guard.check_result(fn(*args, **kwargs), name)
+
+        call.__name__ = getattr(fn, "__name__", name)
+        return call
+
+    return {name: wrap(name, fn) for name, fn in fns.items()}
+
+
+def host_functions(session: Session, state: CellState, deadline: float | None = None) -> dict[str, Callable[..., Any]]:
     """The functions a cell calls that run in the host: L1 operations, sub-calls, answers.
 
-    The L1 operations work on the whole context unless ``text=`` names another string.
+    The L1 operations work on the whole context unless ``text=`` names another string; each
+    call is bounded (:func:`bounded`): ``deadline`` is the end of the cell that calls it.
     """
     from . import ops
 
@@ -201,7 +223,15 @@ def host_functions(session: Session, state: CellState) -> dict[str, Callable[...
         return ops.count(_opt_text(session, text), pattern, what=what, case_sensitive=case_sensitive)
 
     def lines(start: int | None = 0, end: int | None = None, *, text: str | None = None) -> list[str]:
-        return ops.lines(_opt_text(session, text), start, end)
+        if text is not None:
+            return ops.lines(_opt_text(session, text), start, end)
+        ctx = session.context  # the context's line index: only the lines asked for are cut out
+        a, b, _ = slice(start, end).indices(ctx.n_lines)
+        piece = ctx.text[ctx.line_start(a) : ctx.line_start(max(a, b))]
+        got = piece.split("\n") if piece else []
+        if piece.endswith("\n"):
+            got.pop()
+        return got
 
     def chunk(size: int, overlap: int = 0, *, text: str | None = None) -> list[str]:
         return ops.chunk(_opt_text(session, text), size, overlap)
@@ -228,7 +258,8 @@ def host_functions(session: Session, state: CellState) -> dict[str, Callable[...
         "search": search,
     }
     fns.update(table_functions(session))
-    fns.update(answer_functions(state))
+    fns = bounded(session, fns, deadline)
+    fns.update(answer_functions(state, host_limits.max_answer_chars(session)))
     fns.update(query_functions(session))
     return fns
 
@@ -253,6 +284,10 @@ def table_functions(session: Session) -> dict[str, Callable[..., Any]]:
 
     def records(by: str = "line", regex: bool = False, *, text: str | None = None) -> list[dict[str, Any]]:
         src = _source(text)
+        g = host_limits.current()
+        if g is not None and by == "line" and not regex:  # one row per line: counted before it is built
+            g.check_items(src.n_lines if text is None else ops.n_lines(src), "records",
+                          "records of a part: records(text=...)")
         run = lambda: table_ops.records(src, by, regex)  # noqa: E731
         return (_guard(run, len(src.text if text is None else src), "records") if regex else run()).to_rows()
 
@@ -288,11 +323,14 @@ def table_functions(session: Session) -> dict[str, Callable[..., Any]]:
             "filter_": filter_, "stats": stats, "sort_": sort_, "join": join}
 
 
-def answer_functions(state: CellState) -> dict[str, Callable[..., Any]]:
-    """FINAL / FINAL_VAR / SHOW_VARS, recording into ``state`` (resolved after the cell)."""
+def answer_functions(state: CellState, max_answer: int = host_limits.DEFAULT_MAX_ANSWER_CHARS,
+                     ) -> dict[str, Callable[..., Any]]:
+    """FINAL / FINAL_VAR / SHOW_VARS, recording into ``state`` (resolved after the cell).
+
+    ``FINAL`` refuses an answer over ``max_answer`` characters where it is called."""
 
     def FINAL(answer: Any) -> None:  # noqa: N802 - the RLM name
-        state.final = to_answer(answer)
+        state.final = host_limits.check_answer(to_answer(answer), max_answer)
         state.final_var = None
 
     def FINAL_VAR(name: Any) -> None:  # noqa: N802

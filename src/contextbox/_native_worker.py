@@ -33,6 +33,7 @@ from typing import Any
 
 _T0 = time.perf_counter()
 _HDR = struct.Struct(">I")
+_MAX_FRAME = 64 << 20  # the host's limit on one message (native._MAX_FRAME)
 CLONE_NEWUTS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWNET = 0x04000000, 0x08000000, 0x10000000, 0x40000000
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_CAPBSET_DROP, PR_SET_SECCOMP, PR_SET_CHILD_SUBREAPER = 1, 38, 24, 22, 36
 SECCOMP_MODE_FILTER, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 2, 0x7FFF0000, 0x00050000
@@ -75,6 +76,9 @@ class Channel:
 
     def send(self, msg: dict[str, Any]) -> None:
         data = json.dumps(msg, ensure_ascii=False, default=repr).encode("utf-8", "surrogatepass")
+        if len(data) > _MAX_FRAME:  # the host would refuse it and replace the worker: refuse it here
+            raise ValueError(f"{msg.get('fn') or msg.get('op')}: {len(data):,} bytes are too many to send to the "
+                             f"host (limit {_MAX_FRAME:,}); pass a smaller piece")
         view = memoryview(_HDR.pack(len(data)) + data)
         while view:
             view = view[os.write(self.wfd, view) :]
@@ -476,6 +480,7 @@ class Worker:
     def __init__(self, chan: Channel, init: dict[str, Any], text: str):
         self.chan, self.init, self.text = chan, init, text
         self.cap = int(init.get("cap", 20000))
+        self.max_answer = int(init.get("max_answer_chars", 1_000_000))
         self.final: str | None = None
         self.cells = 0
         self.ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
@@ -595,8 +600,15 @@ class Worker:
                 raise TypeError("llm_map(prompt, records, ...) takes a list of records (str or dict rows)")
             return w._call_host("llm_map", prompt, list(records), choices, schema, per_call, field)
 
+        def _answer(value: Any) -> str:
+            text = value if isinstance(value, str) else str(value)
+            if len(text) > w.max_answer:
+                raise ValueError(f"the answer holds {len(text):,} characters, over the limit of {w.max_answer:,} "
+                                 "([limits] max_answer_chars); answer with the result itself")
+            return text
+
         def FINAL(answer: Any) -> None:  # noqa: N802
-            w.final = answer if isinstance(answer, str) else str(answer)
+            w.final = _answer(answer)
 
         def FINAL_VAR(name: str) -> None:  # noqa: N802
             if not isinstance(name, str) or not name.isidentifier():
@@ -606,8 +618,7 @@ class Worker:
             frame = sys._getframe(1)
             for scope in (frame.f_locals, frame.f_globals):
                 if name in scope:
-                    v = scope[name]
-                    w.final = v if isinstance(v, str) else str(v)
+                    w.final = _answer(scope[name])
                     return
             raise NameError(f"FINAL_VAR: there is no variable named {name!r}; assign it first")
 
@@ -682,7 +693,11 @@ class Worker:
                 reply = self.run_cell(str(msg.get("code", "")))
                 if os.getpid() != me:  # a forked child finished the cell: leave quietly
                     os._exit(0)
-                self.chan.send(reply)
+                try:
+                    self.chan.send(reply)
+                except ValueError as e:  # an answer too large for one frame
+                    self.chan.send({**reply, "final": None, "output": str(reply.get("output", ""))[: self.cap],
+                                    "error": f"FINAL error: {e}"})
             elif msg.get("op") == "exit":
                 return
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import ops
+from . import host_limits, ops
 from .context import Context
 from .errors import CommandError
 from .executors import Action, ActionOutput, Session, register_executor
@@ -208,7 +208,9 @@ class CommandExecutor:
         cmd = validate(action.args)
         op = cmd["op"]
         handler = _HANDLERS.get(op)
-        out = handler(self, cmd) if handler is not None else getattr(self, "op_" + op)(cmd)
+        # bounded like a code cell's helper call: [limits] on hits and result size, the run's timeout and cancel
+        with host_limits.guarded(host_limits.guard_for(self.s, what=op)):
+            out = handler(self, cmd) if handler is not None else getattr(self, "op_" + op)(cmd)
         auto = out.meta.pop("store_as", None)
         if (cmd.get("store") or auto) and op not in ("set", "final", "final_var"):
             name = cmd.get("store") or auto
@@ -367,7 +369,7 @@ class CommandExecutor:
         return ActionOutput(as_text(value), meta={"value": value})
 
     def op_final(self, cmd: dict[str, Any]) -> ActionOutput:
-        answer = as_text(cmd["answer"]).strip()
+        answer = host_limits.check_answer(as_text(cmd["answer"]).strip(), host_limits.max_answer_chars(self.s))
         if not answer:
             raise CommandError("final needs a non-empty 'answer'")
         return ActionOutput(f"final answer: {answer}", final=answer)

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from . import prompts
+from . import host_limits, prompts
 from .actions import NO_COMMAND, parse_reply
 from .aids import RunAids
 from .budget import Budget, effective_limits
@@ -580,6 +580,11 @@ class _Run:
                 out = yield from self._wait(lambda: ex.run(action))
         except CommandError as e:
             out = ActionOutput(f"error: {e}", error=True)
+        if out.final is not None and len(out.final) > self.limits.max_answer_chars:
+            try:  # every level's answer, whatever produced it, is bounded before it is recorded
+                host_limits.check_answer(out.final, self.limits.max_answer_chars)
+            except CommandError as e:
+                out = ActionOutput(f"error: {e}", error=True)
         self.aids.after(action, out, self.iteration)
         read = out.meta.get("read") or []
         if action.kind == "code" and not read and _CODE_READS_CONTEXT.search(action.args.get("code") or ""):

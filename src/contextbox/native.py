@@ -54,6 +54,7 @@ from . import l3_guard
 from ._cells import HELPERS_DOC, CellState, compose, cut_note, host_functions, output_cap, shorten_traceback
 from .errors import CommandError
 from .executors import Action, ActionOutput, Session, register_executor
+from .host_limits import max_answer_chars
 from .l3_guard import MemoryWatch, WorkerGroup
 
 log = logging.getLogger("contextbox")
@@ -82,6 +83,8 @@ _HOST_CALLS = {
               "search", "llm_map")
 }
 _HOST_CALLS["slice_text"] = "slice_"
+#: host calls that wait for sub-models (their time does not count against the block's limit)
+_SUB_CALLS = {"llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched", "llm_map"}
 
 
 class WorkerDied(Exception):
@@ -215,6 +218,7 @@ class NativeExecutor:
         self._stderr_path = self.base / "worker.log"
         self._proc: _Proc | None = None
         self._lock = threading.Lock()
+        self._cleaned = False
         self._closed = False
         self._warned = False
         self.restarts = 0
@@ -247,6 +251,7 @@ class NativeExecutor:
             "documents": docs,
             "doc_path": ctx.documents[0].path if ctx.documents else "<text>",
             "cap": self.cap,
+            "max_answer_chars": max_answer_chars(self.session),
             "package_dir": str(Path(__file__).parent),
             "uid": uid,
             "gid": uid,
@@ -367,6 +372,8 @@ class NativeExecutor:
         if self._proc is not None:
             self._proc.kill()
         self._proc = None
+        if self._closed:  # the run ended while this block ran: no new worker
+            return f"[{why}]"
         self.restarts += 1
         self.session.emit("warning", {"message": f"L3 worker replaced: {why}", "level": "l3"})
         log.info("L3 worker replaced: %s", why)
@@ -427,8 +434,9 @@ class NativeExecutor:
 
     def _exchange(self, proc: _Proc, code: str) -> ActionOutput:
         state = CellState()
-        fns = host_functions(self.session, state)
         deadline = time.monotonic() + self.time_limit_s
+        # the L1 helpers' host work counts against the block's time; sub-model calls do not
+        fns = host_functions(self.session, state, deadline=deadline)
         proc.send({"op": "run", "code": code})
         while True:
             msg = proc.recv(deadline)
@@ -441,7 +449,8 @@ class NativeExecutor:
             if op == "call":
                 t0 = time.monotonic()
                 proc.send(self._host_call(fns, msg))
-                deadline += time.monotonic() - t0  # host time does not count
+                if str(msg.get("fn")) in _SUB_CALLS:
+                    deadline += time.monotonic() - t0  # time waiting for sub-models does not count
             elif op == "done":
                 return self._result(msg)
             else:
@@ -474,22 +483,43 @@ class NativeExecutor:
         error = shorten_traceback(error) if isinstance(error, str) and error else None
         final = msg.get("final")
         final = final if isinstance(final, str) else None
+        limit = max_answer_chars(self.session)
+        if final is not None and len(final) > limit:
+            error = (error + "\n" if error else "") + (
+                f"FINAL error: the answer holds {len(final):,} characters, over the limit of {limit:,} "
+                "([limits] max_answer_chars); answer with the result itself")
+            final = None
         return ActionOutput(compose(output, error, []), error=error is not None, final=final)
 
     # ------------------------------------------------------------------ close
     def close(self) -> None:
-        with self._lock:
-            if self._closed:
+        """Kill the worker and remove what the run left. A block still running (the run timed out or was
+        cancelled) is not waited for: its worker is killed, which ends the block."""
+        self._closed = True
+        if not self._lock.acquire(timeout=1.0):
+            proc = self._proc
+            if proc is not None:  # signals only: the running block reads EOF, gets WorkerDied and returns
+                self.group.kill_all()
+                try:
+                    proc.popen.kill()
+                except OSError:
+                    pass
+            if not self._lock.acquire(timeout=10.0):
+                log.warning("L3: a block of run %s did not end after its worker was killed", self.session.run_id)
                 return
-            self._closed = True
-            if self._proc is not None:
-                self._proc.kill()
-                self._proc = None
-            self.group.close()
-            if self._lease is not None:
-                self._lease.release()
-            shutil.rmtree(self.base, ignore_errors=True)
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        try:
+            if not self._cleaned:
+                self._cleaned = True
+                if self._proc is not None:
+                    self._proc.kill()
+                    self._proc = None
+                self.group.close()
+                if self._lease is not None:
+                    self._lease.release()
+                shutil.rmtree(self.base, ignore_errors=True)
+                shutil.rmtree(self.workdir, ignore_errors=True)
+        finally:
+            self._lock.release()
 
     def worker_pid(self) -> int | None:
         """The current worker's pid (tests and diagnostics)."""

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from .errors import CommandError
+from .host_limits import HostStopped, checkpoint, chunk_pieces, current, split_pieces, time_left
 
 T = TypeVar("T")
 
@@ -51,10 +52,17 @@ class LineIndex:
 
 
 def _line_text(text: str, offset: int, width: int = 240) -> str:
-    """The line holding ``offset``, cut to ``width`` characters around it."""
-    s = text.rfind("\n", 0, offset) + 1
-    e = text.find("\n", offset)
-    e = len(text) if e < 0 else e
+    """The line holding ``offset``, cut to ``width`` characters around it.
+
+    Only ``width`` characters either side are searched for the line's ends: a hit on a very
+    long line costs the same as one on a short line."""
+    lo, hi = max(0, offset - width - 1), min(len(text), offset + width + 1)
+    s = text.rfind("\n", lo, offset) + 1
+    if s == 0 and lo > 0:  # the line starts before the window: it is longer than width
+        s = -1
+    e = text.find("\n", offset, hi)
+    if e < 0:  # the line ends past the window (longer than width), or where the text ends
+        e = len(text) if hi == len(text) else len(text) + 1
     if e - s > width:
         a = max(s, offset - width // 2)
         b = min(e, a + width)
@@ -72,6 +80,9 @@ def n_lines(text: str) -> int:
 
 def lines(text: str, start: int | None = 0, end: int | None = None) -> list[str]:
     """``text``'s lines ``[start:end]`` (Python slice semantics on the list of lines)."""
+    g = current()
+    if g is not None:
+        g.check_items(text.count("\n") + 1, "lines", "ask for a range of a smaller text")
     all_lines = text.split("\n")
     if all_lines and all_lines[-1] == "":
         all_lines.pop()
@@ -82,18 +93,39 @@ def find(text: str, needle: str, case_sensitive: bool = False, max: int | None =
     """Non-overlapping occurrences of a literal, left to right (like ``re.finditer(re.escape(needle))``)."""
     if not isinstance(needle, str) or needle == "":
         raise CommandError("find needs a non-empty 'text' to look for")
+    max, over = hit_limit(max, "find")
     idx = LineIndex(text)
     hits: list[dict[str, Any]] = []
     if case_sensitive:
         pos, n = text.find(needle), len(needle)
         while pos >= 0 and (max is None or len(hits) < max):
+            checkpoint()
             hits.append({"offset": pos, "line": idx.line_of(pos), "text": _line_text(text, pos)})
             pos = text.find(needle, pos + n)
-        return hits
+        return check_overflow(hits, over, "find")
     for pos in _iter_find_ci(text, needle):
         if max is not None and len(hits) >= max:
             break
+        checkpoint()
         hits.append({"offset": pos, "line": idx.line_of(pos), "text": _line_text(text, pos)})
+    return check_overflow(hits, over, "find")
+
+
+def hit_limit(max: int | None, what: str, arg: str = "max") -> tuple[int | None, int | None]:
+    """``(hits to collect, overflow)`` under the current host guard: a ``max`` over ``[limits] max_host_hits``
+    is refused; ``None`` (all) collects one more than the limit, so :func:`check_overflow` can tell."""
+    g = current()
+    if g is None:
+        return max, None
+    if max is None:
+        return g.max_hits + 1, g.max_hits
+    return g.check_hits(max, what, arg), None
+
+
+def check_overflow(hits: list[Any], over: int | None, what: str) -> list[Any]:
+    if over is not None and len(hits) > over:
+        raise CommandError(f"{what}: more than {over:,} hits, the limit per call ([limits] max_host_hits); "
+                           "pass max=N for the first N, use count for the total, or narrow the search")
     return hits
 
 
@@ -117,6 +149,7 @@ def _iter_find_ci(text: str, needle: str) -> Iterator[int]:
     low, n, size = needle.lower(), len(needle), len(text)
     pos = 0  # no match may start before pos (matches don't overlap)
     while pos < size:
+        checkpoint()
         end = min(size, pos + _CI_BLOCK)  # matches starting in [pos, end) are found in this round
         seg_end = min(size, end + n - 1)
         seg = text[pos:seg_end]
@@ -124,7 +157,11 @@ def _iter_find_ci(text: str, needle: str) -> Iterator[int]:
         if seg.isascii():
             seg = seg.lower()
             i = seg.find(low)
+            k = 0
             while 0 <= i < end - pos:
+                k += 1
+                if not k & 0xFFF:  # a block can hold a million hits
+                    checkpoint()
                 yield pos + i
                 nxt = builtins.max(nxt, pos + i + n)
                 i = seg.find(low, i + n)
@@ -142,7 +179,38 @@ def count_find(text: str, needle: str, case_sensitive: bool = False) -> int:
         raise CommandError("count needs a non-empty 'pattern' (a literal) or 'what': lines|chars|words")
     if case_sensitive:
         return text.count(needle)
+    low = needle.lower()
+    if needle.isascii() and not any(low[:k] == low[-k:] for k in range(1, len(low))):
+        return _count_ci_borderless(text, low)
     return sum(1 for _ in _iter_find_ci(text, needle))
+
+
+def _count_ci_borderless(text: str, low: str) -> int:
+    """``count_find(text, needle, False)`` for an ASCII needle with no border (no proper prefix that is also
+    a suffix, e.g. any single character): its occurrences cannot overlap, so each ASCII block is counted with
+    ``str.count`` instead of one step per hit; other blocks go through :func:`_iter_find_ci`'s ``re`` path."""
+    rx = re.compile(re.escape(low), re.IGNORECASE)
+    n, size, total, pos = len(low), len(text), 0, 0
+    while pos < size:
+        checkpoint()
+        end = min(size, pos + _CI_BLOCK)  # count the matches starting in [pos, end)
+        seg_end = min(size, end + n - 1)
+        seg = text[pos:seg_end]
+        nxt = end
+        if seg.isascii():
+            seg = seg.lower()
+            total += seg.count(low)
+            j = seg.find(low, builtins.max(0, end - pos - n + 1))
+            if 0 <= j < end - pos:
+                nxt = builtins.max(nxt, pos + j + n)
+        else:
+            for m in rx.finditer(text, pos, seg_end):
+                if m.start() >= end:
+                    break
+                total += 1
+                nxt = builtins.max(nxt, m.end())
+        pos = nxt
+    return total
 
 
 def parse_flags(flags: Any) -> int:
@@ -179,6 +247,7 @@ def regex(text: str, pattern: str, flags: Any = "", max: int | None = 100,
           timeout_s: float | None = None) -> list[dict[str, Any]]:
     """Matches of a Python regex, as ``re.finditer`` gives them."""
     rx = compile_regex(pattern, flags)
+    max, over = hit_limit(max, "regex")
 
     def scan() -> list[dict[str, Any]]:
         idx = LineIndex(text)
@@ -186,6 +255,7 @@ def regex(text: str, pattern: str, flags: Any = "", max: int | None = 100,
         for m in rx.finditer(text):
             if max is not None and len(out) >= max:
                 break
+            checkpoint()
             out.append(
                 {
                     "offset": m.start(),
@@ -197,7 +267,7 @@ def regex(text: str, pattern: str, flags: Any = "", max: int | None = 100,
             )
         return out
 
-    return run_guarded(scan, timeout_s or REGEX_TIMEOUT_S, f"regex {pattern!r}")
+    return check_overflow(run_guarded(scan, timeout_s or REGEX_TIMEOUT_S, f"regex {pattern!r}"), over, "regex")
 
 
 def count_regex(text: str, pattern: str, flags: Any = "", timeout_s: float | None = None) -> int:
@@ -209,6 +279,7 @@ def count_words(text: str, block: int = 1 << 24) -> int:
     """``len(text.split())`` without building one huge list."""
     total, pos, n = 0, 0, len(text)
     while pos < n:
+        checkpoint()
         end = min(n, pos + block)
         while end < n and not text[end].isspace():  # never cut a word in two
             end += 1
@@ -245,8 +316,15 @@ def chunk(text: str, size: int, overlap: int = 0) -> list[str]:
     step = size - overlap
     if not text:
         return []
+    g = current()
+    if g is not None:
+        n, chars = chunk_pieces(len(text), size, overlap)
+        g.check_items(n, f"chunk({size:,}, overlap={overlap:,})", "use a larger size")
+        g.check_chars(chars, f"chunk({size:,}, overlap={overlap:,})", "use a smaller overlap or a part of the text")
     out = []
     for i in range(0, len(text), step):
+        if not i % (step << 12):
+            checkpoint()
         out.append(text[i : i + size])
         if i + size >= len(text):
             break
@@ -283,6 +361,10 @@ def chunk_lines(text: str, size: int) -> tuple[list[str], int]:
 def split(text: str, delimiter: str) -> list[str]:
     if not isinstance(delimiter, str) or delimiter == "":
         raise CommandError("split needs a non-empty 'delimiter' string")
+    g = current()
+    if g is not None:
+        g.check_items(split_pieces(text, delimiter), f"split({delimiter!r})",
+                      "split a part of the text, or use a delimiter that occurs less often (chunk for fixed sizes)")
     return text.split(delimiter)
 
 
@@ -294,8 +376,9 @@ def run_guarded(fn: Callable[[], T], timeout_s: float, what: str) -> T:
     signals). Elsewhere the work runs in a forked child that shares the text copy-on-write
     and is killed at the deadline.
     """
+    timeout_s = time_left(timeout_s)  # never past the host call's deadline
     msg = (
-        f"{what} ran longer than {timeout_s:g} s and was stopped; simplify it "
+        f"{what} ran longer than {timeout_s:.3g} s and was stopped; simplify it "
         "(avoid nested quantifiers like (a+)+, anchor it, or search for a literal with find)"
     )
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
@@ -346,7 +429,12 @@ def _run_forked(fn: Callable[[], T], timeout_s: float, msg: str) -> T:
             if left <= 0:
                 os.kill(pid, signal.SIGKILL)
                 raise CommandError(msg)
-            ready, _, _ = select.select([r], [], [], left)
+            try:
+                checkpoint()  # a cancelled run does not wait for the child
+            except HostStopped:
+                os.kill(pid, signal.SIGKILL)
+                raise
+            ready, _, _ = select.select([r], [], [], min(left, 0.1))
             if ready:
                 data = os.read(r, 1 << 20)
                 if not data:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 from typing import Any
 
 from ._cells import (
@@ -33,6 +34,7 @@ from ._cells import (
 )
 from .errors import CommandError
 from .executors import Action, ActionOutput, Session, register_executor
+from .host_limits import max_answer_chars
 
 log = logging.getLogger("contextbox")
 
@@ -49,6 +51,8 @@ Missing: files, network, subprocess; class inheritance, yield/generators, del, \
 textwrap, heapq, operator, enum, io, struct, pprint. A block may run for <L2_TIME_S> s at most."""
 
 _MIB = 1 << 20
+#: how long close() waits for a running block before leaving the session to it
+_CLOSE_WAIT_S = 1.0
 _POOL: Any = None
 _POOL_LOCK = threading.Lock()
 
@@ -132,6 +136,8 @@ class SandboxExecutor:
             self._feed(_PRELUDE_DOCS, inputs={"_cb_docs": docs})
         else:
             self._feed("None", inputs={"context": ctx.text})
+        self._cell_names[self._feeds] = "<helpers>"
+        self._feed(guard_prelude(self.session))
         log.debug("L2 sandbox session started (worker pid %s)", getattr(sess, "worker_pid", None))
 
     def _feed(self, code: str, **kw: Any) -> Any:
@@ -188,11 +194,12 @@ class SandboxExecutor:
             self._cell_names[self._feeds] = f"<cell {self._cells}>"  # monty counts feeds from 0
             state = CellState()
             buf = OutputBuffer(self.cap)
-            fns = host_functions(self.session, state)
+            # the helpers' host work ends with the block's time (monty's clock does not count it)
+            fns = host_functions(self.session, state, deadline=time.monotonic() + self.time_limit_s)
             error_text: str | None = None
             alive = True
             try:
-                self._feed(code, print_callback=buf.callback, external_lookup=fns)
+                self._feed(code, print_callback=buf.callback, external_lookup=host_names(fns))
             except MontyCrashedError as e:
                 error_text, alive = "", False
                 notes.append(self._restart(f"the sandbox worker died while running this block ({e})"))
@@ -201,7 +208,13 @@ class SandboxExecutor:
             except MontyError as e:
                 exc = _inner(e)
                 error_text = shorten_traceback(rename_cells(_display(e), self._cell_names))
-                if isinstance(exc, TimeoutError):
+                if _broken(e, exc) and not self._alive():
+                    # e.g. a helper's reply too large for the sandbox's decoder: the session is out of step
+                    alive = False
+                    error_text = f"error: {_first_line(error_text)}"
+                    notes.append(self._restart("the sandbox lost its session (a helper's reply too large for it, "
+                                               "or a protocol error)"))
+                elif isinstance(exc, TimeoutError):
                     alive = False
                     notes.append(
                         self._restart(f"this block ran longer than the {self.time_limit_s:g} s limit and was stopped")
@@ -217,6 +230,8 @@ class SandboxExecutor:
                     notes.append(f"FINAL_VAR error: the variable {state.final_var!r} was lost with the sandbox")
                     state.notes.append("final_var_failed")
             failed = error_text is not None or "final_var_failed" in state.notes
+            if self._closed:  # closed while this block ran (the run ended): drop the session now
+                self._drop()
             return ActionOutput(compose(buf.text(), error_text, notes), error=failed, final=final)
 
     def _resolve_answers(self, state: CellState, notes: list[str]) -> str | None:
@@ -233,6 +248,13 @@ class SandboxExecutor:
         if state.final_var:
             name = state.final_var
             try:
+                size = self._feed(f"len(str({name}))")  # measured in the sandbox: a huge value never crosses
+                limit = max_answer_chars(self.session)
+                if isinstance(size, int) and size > limit:
+                    notes.append(f"FINAL_VAR error: {name!r} holds {size:,} characters, over the limit of {limit:,} "
+                                 "([limits] max_answer_chars); answer with the result itself")
+                    state.notes.append("final_var_failed")
+                    return None
                 value = self._feed(f"str({name})")
                 final = value if isinstance(value, str) else str(value)
             except MontyError as e:
@@ -245,9 +267,62 @@ class SandboxExecutor:
         return final
 
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            self._drop()
+        """Close the session; a block still running (a run that timed out or was cancelled) is not waited
+        for longer than a moment: its host calls stop at their deadline and it drops the session itself."""
+        self._closed = True
+        if self._lock.acquire(timeout=_CLOSE_WAIT_S):
+            try:
+                self._drop()
+            finally:
+                self._lock.release()
+
+
+#: helpers whose arguments are measured in the sandbox before they cross to the host
+GUARDED = ("find", "regex", "count", "lines", "chunk", "slice_", "split", "search", "records", "extract")
+
+
+def guard_prelude(session: Session) -> str:
+    """Sandbox-side wrappers: ``FINAL`` and the helpers that take text refuse an over-limit string *before*
+    it crosses to the host (monty would copy it into the host's memory first). They call the host
+    functions by their ``_cb_`` names, which check again: code that calls those directly is bounded by the
+    same limits, after the copy (itself bounded by the sandbox's memory limit)."""
+    max_in = int(getattr(session.limits, "max_host_input_chars", 0)) or 1 << 62
+    max_answer = max_answer_chars(session)
+    out = [f"""\
+def FINAL(answer):
+    _cb_a = answer if isinstance(answer, str) else str(answer)
+    if len(_cb_a) > {max_answer}:
+        raise ValueError('the answer holds ' + f'{{len(_cb_a):,}}' + ' characters, over the limit of {max_answer:,} '
+                         + '([limits] max_answer_chars); answer with the result itself, not the data it came from')
+    _cb_FINAL(_cb_a)
+def _cb_measure(name, args, kwargs):
+    for _cb_v in list(args) + list(kwargs.values()):
+        if isinstance(_cb_v, str) and len(_cb_v) > {max_in}:
+            raise ValueError(name + ': an argument holds ' + f'{{len(_cb_v):,}}' + ' characters, over the limit of '
+                             + '{max_in:,} per call ([limits] max_host_input_chars); pass a smaller piece, '
+                             + 'or work on the context itself')
+"""]
+    for name in GUARDED:
+        out.append(f"def {name}(*args, **kwargs):\n    _cb_measure('{name}', args, kwargs)\n"
+                   f"    return _cb_{name}(*args, **kwargs)\n")
+    return "".join(out)
+
+
+def host_names(fns: dict[str, Any]) -> dict[str, Any]:
+    """The host functions under the names the sandbox looks up: ``_cb_NAME`` for the wrapped ones."""
+    wrapped = set(GUARDED) | {"FINAL"}
+    return {("_cb_" + k if k in wrapped else k): v for k, v in fns.items()}
+
+
+def _broken(e: Exception, exc: BaseException | None) -> bool:
+    """Whether a MontyError may mean the session itself is unusable (not an exception of the cell's code)."""
+    return "protocol violation" in str(e) or "protocol violation" in _display(e) or (
+        exc is None or (isinstance(exc, RuntimeError) and type(exc) is RuntimeError))
+
+
+def _first_line(text: str) -> str:
+    lines = [ln for ln in text.strip().split("\n") if ln.strip()]
+    return lines[-1][:300] if lines else "the sandbox failed"
 
 
 def _inner(e: Exception) -> BaseException | None:

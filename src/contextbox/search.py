@@ -39,6 +39,7 @@ from .commands import INT, STR, Spec, register_op
 from .context import Context
 from .errors import CommandError
 from .executors import ActionOutput
+from .ops import hit_limit
 
 if TYPE_CHECKING:
     import numpy as np
@@ -505,6 +506,7 @@ def search(source: Context | str, query: str, k: int = 10, unit: str = "line") -
     no word with the query are never returned. Raises :class:`CommandError` for bad
     arguments or a query without searchable words."""
     toks = _check(query, k, unit)
+    hit_limit(k, "search", "k")  # under a host guard: k over [limits] max_host_hits is refused
     idx = get_index(source, unit)
     ids = idx.bm25.get_tokens_ids(toks) if idx.bm25 is not None else []
     if not ids:

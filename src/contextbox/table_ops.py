@@ -32,6 +32,7 @@ from typing import Any
 from . import auto_fields
 from .context import Context
 from .errors import CommandError
+from .host_limits import checkpoint
 from .ops import compile_regex, parse_flags
 from .table import Table
 
@@ -204,6 +205,7 @@ def _line_blocks(text: str, start: int, end: int, base: int) -> Iterator[tuple[i
     (block start offset, its first line number, its lines). A trailing newline adds no line."""
     pos, line = start, base
     while pos < end:
+        checkpoint()  # a host call's deadline / the run's cancel
         stop = _block_end(text, pos, end)
         block = text[pos:stop].split("\n")
         if block[-1] == "":
@@ -282,7 +284,11 @@ def _scan(text: str, start: int, end: int, base: int, rx: re.Pattern[str], gette
     line, pos, last, scan_from = base, start, -1, start
     count = text.count
     find = text.find
+    rounds = 0
     while scan_from <= end:
+        rounds += 1
+        if not rounds & 1023:
+            checkpoint()
         restart = -1
         for m in rx.finditer(text, scan_from, end):
             s = m.start()
@@ -354,6 +360,7 @@ def _extract_auto(ctx: Context) -> Table:
     for path, start, end, base in _segments(ctx):
         line, pos = base, start
         while pos < end:
+            checkpoint()
             stop = _block_end(text, pos, end)
             if tpl.rx is None and pos == start:
                 tpl.learn(text[pos:min(stop, pos + 400_000)].split("\n")[:auto_fields.SHAPE_MIN * 125])

@@ -185,6 +185,14 @@ class Limits:
     #: characters of each sub-call's prompt and answer kept in its ``sub_call`` event
     record_chars: int = 2000
     reserve_output_tokens: int = DEFAULT_RESERVE_OUTPUT_TOKENS
+    #: bounds on the host's work for one L1 operation (an L1 command or a code cell's helper call), see
+    #: :mod:`contextbox.host_limits`: a ``text=`` argument, a result's pieces and characters, ``max``/``k`` hits
+    max_host_input_chars: int = 20_000_000
+    max_host_result_chars: int = 20_000_000
+    max_host_items: int = 1_000_000
+    max_host_hits: int = 10_000
+    #: the longest final answer, in characters (FINAL, FINAL_VAR, final, final_var)
+    max_answer_chars: int = 1_000_000
 
     def replace(self, **kw: Any) -> Limits:
         d = asdict(self)
