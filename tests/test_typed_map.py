@@ -488,7 +488,11 @@ def test_the_question_s_label_definitions_reach_every_sub_call_and_bookkeeping_d
     assert all("give each record its own label" in p for p in sub.prompts)
     assert not any("doc:" in p or "line:" in p for p in sub.prompts)  # where a record is: not sent
     assert "] my refund is late" in sub.prompts[0]
+    assert all("Which label is most common?" not in p for p in sub.prompts)  # an aggregate: a neutral task
+    assert all(p.startswith("Give each record the one label that fits it best.") for p in sub.prompts)
     spec = AnswerSpec.parse(["a", "b"])
+    assert with_definitions("How many records are labelled 'a'?", spec, None).startswith("Give each record")
+    assert with_definitions("Is the review positive?", spec, None) == "Is the review positive?"
     assert with_definitions("T", spec, "No labels named here.") == "T"
     assert with_definitions("T", spec, None) == "T"
     t = Table({"text2": ["x"], "doc": ["f.txt"], "line": [3]})

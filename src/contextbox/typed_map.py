@@ -312,11 +312,20 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])|\n+")
 def with_definitions(task: str, spec: AnswerSpec, question: str | None) -> str:
     """The map's task, plus the sentences of the run's question that define the labels.
 
-    A root model often passes the aggregate question itself as the map's prompt ("which label is the
-    most frequent?"); what each record needs is how the labels are told apart, which the question
-    usually says ("description (a definition, reason or manner), entity (a thing, ...)"): the
-    sentences naming two or more of the choices are added once, to the shared prefix."""
-    if not question or spec.choices is None or len(spec.choices) < 2:
+    A root model often passes the aggregate question itself as the map's prompt ("how many instances
+    should be labelled 'numeric'?"): a small sub-model then gives every record that label, so such a
+    prompt becomes a neutral labelling task. What each record needs is how the labels are told apart,
+    which the question usually says ("description (a definition, reason or manner), entity (a thing,
+    ...)"): the sentences naming two or more of the choices are added once, to the shared prefix."""
+    if spec.choices is None or len(spec.choices) < 2:
+        return task
+    from .aids import aggregate_question
+
+    if aggregate_question(task) or any(f"'{c}'" in task or f'"{c}"' in task for c in spec.choices):
+        # "how many instances should be labelled 'numeric'?" as the map's prompt makes a small sub-model
+        # answer 'numeric' for every record: each record gets a neutral labelling task instead
+        task = "Give each record the one label that fits it best."
+    if not question:
         return task
     defs = []
     for sent in _SENTENCE_END.split(question):
