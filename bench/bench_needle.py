@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 from contextbox import RLM, Config
-from contextbox.demo import find_text, run_needle
+from contextbox.demos.common import find_text
+from contextbox.demos.war_and_peace import run_needle
 
 
 def main() -> None:

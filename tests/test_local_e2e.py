@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from contextbox import RLM, Config
-from contextbox.demo import QUESTION, make_needle, run_needle
+from contextbox.demos.war_and_peace import QUESTION, make_needle, run_needle
 
 pytestmark = pytest.mark.local_model
 

@@ -526,7 +526,7 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demos import run_demo
 
     return run_demo(args)
 

@@ -6,7 +6,7 @@ import logging
 import random
 from pathlib import Path
 
-from ..demo import WORDS, insert_needle
+from ..demos.war_and_peace import WORDS, insert_needle
 from .tasks import Task, cut_at_boundary, read_novel, register, spread
 
 log = logging.getLogger("contextbox")

@@ -188,7 +188,7 @@ class Runner:
 
     # ------------------------------------------------------------------ methods
     def run_rlm(self, task: Task) -> dict[str, Any]:
-        from ..demo import read_share
+        from ..demos.common import read_share
 
         rlm = self.engine(ScriptedProvider(dry_run_rlm_replies(task), name=DRY_RUN_MODEL)) \
             if self.opts.dry_run else self.engine()

@@ -130,13 +130,13 @@ def data_dir(explicit: Path | None = None) -> Path:
 
 
 def read_novel(name: str, explicit: Path | None = None) -> str:
-    """A novel from the data folder (War and Peace falls back to :func:`contextbox.demo.find_text`)."""
+    """A novel from the data folder (War and Peace falls back to :func:`contextbox.demos.common.find_text`)."""
     try:
         path = data_dir(explicit) / name
     except UsageError:
         path = Path("/nonexistent")
     if not path.is_file() and name == "war_and_peace.txt":
-        from ..demo import find_text
+        from ..demos.common import find_text
 
         path = find_text()
     if not path.is_file():

@@ -1,7 +1,7 @@
 """The demo contexts offered by ``GET /samples`` and the visualizer.
 
 * ``war-and-peace`` — the novel with a password hidden half-way (as ``rlm demo war-and-peace``);
-  found with :func:`contextbox.demo.find_text` (listed as unavailable when it is not on disk).
+  found with :func:`contextbox.demos.common.find_text` (listed as unavailable when it is not on disk).
 * ``large-logs`` — 5,000 generated server-log lines (deterministic: a fixed seed).
 * ``response-times`` — 4,000 generated HTTP access-log lines with response times (fixed seed).
 * ``detective`` — the Ashford Manor murder case file (``shared/data/seed/detective-mystery.txt``).
@@ -62,7 +62,7 @@ def data_file(name: str) -> Path | None:
 
 
 def _war_and_peace_on_disk() -> Path | None:
-    from ..demo import cache_dir
+    from ..demos.common import cache_dir
 
     p = data_file("war_and_peace.txt")
     if p is None and (cache_dir() / "data" / "war_and_peace.txt").is_file():
@@ -133,7 +133,8 @@ def sample_text(name: str) -> str:
                                      "this server; set CONTEXTBOX_DATA to the data folder")
         return p.read_text(encoding="utf-8")
     if name == "war-and-peace":
-        from ..demo import find_text, insert_needle, make_needle
+        from ..demos.common import find_text
+        from ..demos.war_and_peace import insert_needle, make_needle
 
         try:
             text = find_text().read_text(encoding="utf-8", errors="replace")
