@@ -104,15 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_sub.add_parser("info", help="path, size and hash state of the local model")
     model_sub.add_parser("prepare", help="assemble and verify the local model now")
 
-    demo = sub.add_parser("demo", help="run a demo")
-    demo.add_argument("name", choices=["war-and-peace"])
-    demo.add_argument("--model")
-    demo.add_argument("--text", help="path of War and Peace (Project Gutenberg #2600)")
-    demo.add_argument("--depth", type=float, default=0.5, help="where to hide the sentence, 0..1")
-    demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--levels")
-    demo.add_argument("--runs-dir")
-    demo.add_argument("--json", action="store_true")
+    from .demos import add_parser as add_demo_parser
+
+    add_demo_parser(sub)
 
     from .bench.cli import add_parser as add_bench_parser
 

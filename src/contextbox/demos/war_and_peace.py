@@ -9,7 +9,6 @@ else a one-time download of Project Gutenberg #2600 into the cache directory
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 import sys
@@ -42,7 +41,7 @@ def insert_needle(text: str, sentence: str, depth: float) -> tuple[str, int]:
     return text[:pos] + insert + text[pos:], pos + 2
 
 
-def run_needle(rlm: Any, text: str, seed: int, depth: float) -> dict[str, Any]:
+def run_needle(rlm: Any, text: str, seed: int, depth: float, keep_result: bool = False) -> dict[str, Any]:
     from ..context import Context
 
     sentence, code = make_needle(seed)
@@ -58,33 +57,25 @@ def run_needle(rlm: Any, text: str, seed: int, depth: float) -> dict[str, Any]:
         "tokens_root": roles.get("root", {}).get("total_tokens", 0),
         "tokens_sub": roles.get("sub", {}).get("total_tokens", 0),
         "read_share": read_share(res.events, len(hay)), "seconds": round(elapsed, 2), "run_id": res.run_id,
-        "needle_offset": at,
+        "needle_offset": at, "context_chars": len(hay), **({"result": res} if keep_result else {}),
     }
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ..config import Config
-    from ..engine import RLM
-    from ..runlog import JsonlRunStore
+    from .common import Check, Outcome, make_rlm, report
 
-    config = Config.load(getattr(args, "config", None), model=args.model, levels=args.levels,
-                         runs_dir=args.runs_dir)
-    if not config.model:
-        config.model = "local"
     path = find_text(args.text)
     text = path.read_text(encoding="utf-8", errors="replace")
     t0 = time.monotonic()
-    rlm = RLM(config=config, store=JsonlRunStore(config.runs_dir))
+    rlm = make_rlm(args, limits={"max_iterations": args.max_iterations} if args.max_iterations else None)
     load_s = time.monotonic() - t0
     print(f"War and Peace: {path} ({len(text):,} characters); model {rlm.root.name} "
           f"(ready in {load_s:.1f}s)", file=sys.stderr)
-    r = run_needle(rlm, text, args.seed, args.depth)
-    if args.json:
-        print(json.dumps(r, indent=2))
-    else:
-        mark = "right" if r["correct"] else "WRONG"
-        print(f"hidden at {args.depth:.0%} (character {r['needle_offset']:,}): \"...library is {r['code']}.\"")
-        print(f"answer: {r['answer']}  ({mark}; expected {r['code']})")
-        print(f"status: {r['status']} · iterations: {r['iterations']} · tokens: root {r['tokens_root']:,}, "
-              f"sub {r['tokens_sub']:,} · read {r['read_share']:.2%} of the novel · {r['seconds']:.1f}s")
-    return 0 if r["correct"] else 1
+    r = run_needle(rlm, text, args.seed, args.depth, keep_result=True)
+    res = r.pop("result")
+    out = Outcome("war-and-peace", [Check("password", r["code"], str(r["answer"]), 1.0 if r["correct"] else 0.0)],
+                  [res], r["context_chars"], "the root model designs the steps",
+                  f"root {rlm.root.name}, sub {rlm.sub.name}", r["read_share"], r["seconds"],
+                  [f"hidden at {args.depth:.0%} (character {r['needle_offset']:,}): \"...library is {r['code']}.\""],
+                  data=r)
+    return report(out, args.json)
