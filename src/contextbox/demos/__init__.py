@@ -53,6 +53,8 @@ def add_parser(sub: Any) -> None:
                       "(default 400)")
     demo.add_argument("--per-call", type=int, help="family-trees: sentences per sub-call (default 25)")
     demo.add_argument("--out", help="family-trees: folder for the tree image (default: the runs folder)")
+    demo.add_argument("--plan", choices=["model", "fixed"], help="detective: who designs the steps (default: "
+                      "fixed for the embedded model, model otherwise)")
     demo.add_argument("--max-iterations", type=int, help="root iterations per run")
 
 

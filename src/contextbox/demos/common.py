@@ -107,17 +107,22 @@ def need_data_file(name: str) -> Path:
 
 # ---------------------------------------------------------------------- building and reporting runs
 def make_rlm(args: Any, *, levels: str | None = None, root: Any = None, sub_model: Any = None,
-             limits: dict[str, Any] | None = None) -> Any:
+             limits: dict[str, Any] | None = None, aids: bool = True) -> Any:
     """An RLM for a demo: ``--model`` (default: the embedded model), ``--sub-model``, ``--levels``
-    (else ``levels``), recorded in the runs store ``rlm runs`` and ``rlm serve`` read."""
+    (else ``levels``), recorded in the runs store ``rlm runs`` and ``rlm serve`` read. ``aids=False``
+    (a fixed pipeline) turns the small-model aids off: no model reads their hints."""
     from ..cli import _store
-    from ..config import Config
+    from ..config import Aids, Config
     from ..engine import RLM
 
     config = Config.load(getattr(args, "config", None), model=getattr(args, "model", None),
                          sub_model=getattr(args, "sub_model", None), runs_dir=getattr(args, "runs_dir", None))
     if not config.model:
         config.model = "local"
+    if not aids:
+        config.aids = Aids(repetition=False, zero_hits=False, too_many_hits=0, grounding=False, first_turn=False,
+                           stall_turns=0, cut_answer=False, capped_count=False, verify_restated=False,
+                           table_route=False, compact=False, ranked_fallback=False)
     lv = getattr(args, "levels", None) or levels
     return RLM(model=root, sub_model=sub_model, config=config, levels=lv, limits=limits,
                store=_store(config, getattr(args, "runs_dir", None)))
@@ -202,7 +207,8 @@ def report(out: Outcome, as_json: bool = False) -> int:
     n_ok = sum(c.ok for c in out.checks)
     print(f"verified: {n_ok}/{len(out.checks)} exact against the ground truth"
           + (" — all right" if out.verified else ""))
-    ids = ", ".join(r.run_id for r in out.results)
+    ids = ", ".join(r.run_id + ("" if r.status == "answered" else f" ({r.status}: {r.reason})")
+                    for r in out.results)
     share = "" if out.read_share is None else f" · read {out.read_share:.2%} of the context"
     print(f"plan: {out.plan} · models: {out.models}")
     print(f"run{'s' if len(out.results) != 1 else ''}: {ids or '-'} · iterations: "
@@ -215,3 +221,22 @@ def run_share(results: list[Any], total: int) -> float:
     """The share of the context the runs' root actions read, over all runs (ranges merged)."""
     events = [e for r in results for e in r.events]
     return read_share(events, total)
+
+
+#: the name of the root of a fixed pipeline (free, like every scripted model)
+PLAN_NAME = "scripted:fixed-plan"
+
+
+def fixed_plan(commands: list[dict[str, Any]]) -> Any:
+    """A root "model" that sends ``commands`` in order and costs nothing: a fixed pipeline run through
+    the engine (so it is recorded, budgeted and replayable like any run), said so in the output."""
+    from ..providers.scripted import ScriptedProvider
+
+    replies = [{"text": json.dumps(c, ensure_ascii=False), "input_tokens": 0, "output_tokens": 0}
+               for c in commands]
+    return ScriptedProvider(replies, name=PLAN_NAME)
+
+
+def sub_spec(args: Any) -> str:
+    """The sub-model of a fixed pipeline: ``--sub-model``, else ``--model``, else the embedded model."""
+    return getattr(args, "sub_model", None) or getattr(args, "model", None) or "local"

@@ -112,7 +112,7 @@ def ask_all(args: argparse.Namespace, demo: str, text: str, qs: list[Question], 
     checks, results = [], []
     for what, q, expected, scorer in qs:
         res = rlm.run(q, ctx)
-        answer = (res.answer or "").strip()
+        answer = (res.answer or "").strip() if res.status == "answered" else ""  # a partial answer scores 0
         got = " ".join(answer.split())[:200] or f"(no answer: {res.status})"
         checks.append(Check(what, expected, got, scorer(answer) if answer else 0.0))
         results.append(res)
