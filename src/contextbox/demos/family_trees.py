@@ -24,6 +24,7 @@ recorded, budgeted and replayable like any run:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -82,14 +83,21 @@ def fold(s: str) -> str:
 
 
 # ---------------------------------------------------------------------- 1. selecting sentences
-def sentences(text: str) -> list[str]:
-    """The novel's sentences (paragraphs joined, accents dropped)."""
+@functools.lru_cache(maxsize=2)
+def _prepared(text: str) -> tuple[str, tuple[str, ...]]:
+    """The text folded, and its sentences (paragraphs joined): computed once per text."""
+    folded = fold(text)
     out: list[str] = []
-    for para in re.split(r"\n\s*\n", fold(text)):
+    for para in re.split(r"\n\s*\n", folded):
         para = " ".join(para.split())
         if para:
             out.extend(s.strip() for s in _SENTENCE_END.split(para) if s.strip())
-    return out
+    return folded, tuple(out)
+
+
+def sentences(text: str) -> list[str]:
+    """The novel's sentences (paragraphs joined, accents dropped)."""
+    return list(_prepared(text)[1])
 
 
 def family_roster(text: str) -> dict[str, str]:
@@ -97,7 +105,7 @@ def family_roster(text: str) -> dict[str, str]:
     family it is written with most often; a tie goes to the family whose surname shares most sentences
     with the name ("Nicholas" → Rostov: the novel writes Nicholas Bolkonski as often as Nicholas Rostov).
     Capitalised words the text also uses in lower case ("But Rostov") are not names."""
-    t = fold(text)
+    t, sents = _prepared(text)
     lower = Counter(re.findall(r"\b[a-z]+\b", t))
     stems = {fam: fam[:-1] if fam.endswith("i") else fam for fam in FAMILIES}
     written: Counter[tuple[str, str]] = Counter()
@@ -109,7 +117,7 @@ def family_roster(text: str) -> dict[str, str]:
     names = {n for n, _ in written}
     together: Counter[tuple[str, str]] = Counter()
     name_re = re.compile(r"\b(" + "|".join(sorted(map(re.escape, names))) + r")\b") if names else None
-    for s in sentences(text) if name_re else []:
+    for s in sents if name_re else []:
         found = set(name_re.findall(s))
         if found:
             fams = [f for f, stem in stems.items() if stem in s]
@@ -126,7 +134,7 @@ def select_sentences(text: str, limit: int, roster: dict[str, str] | None = None
     who = re.compile(r"\b(?:" + "|".join([f"{f[:-1] if f.endswith('i') else f}\\w*" for f in FAMILIES]
                                          + sorted(map(re.escape, roster))) + r")\b")
     scored = []
-    for i, s in enumerate(sentences(text)):
+    for i, s in enumerate(_prepared(text)[1]):
         if len(s) > 400 or not _KIN_RE.search(s):
             continue
         names = set(who.findall(s))
@@ -491,8 +499,8 @@ def run_demo(args: argparse.Namespace) -> int:
         from ..errors import UsageError
 
         raise UsageError("family-trees runs a fixed pipeline (select, extract, merge); --plan model is not offered")
-    limit = args.limit or DEFAULT_LIMIT
-    per_call = args.per_call or DEFAULT_PER_CALL
+    limit = DEFAULT_LIMIT if args.limit is None else args.limit
+    per_call = DEFAULT_PER_CALL if args.per_call is None else args.per_call
     if limit < 1 or not 1 <= per_call <= 200:
         from ..errors import UsageError
 

@@ -5,6 +5,11 @@
 * ``large-logs`` — 5,000 generated server-log lines (deterministic: a fixed seed).
 * ``response-times`` — 4,000 generated HTTP access-log lines with response times (fixed seed).
 * ``detective`` — the Ashford Manor murder case file (``shared/data/seed/detective-mystery.txt``).
+
+And one per ``rlm demo`` (the ``demo`` field names it; :mod:`contextbox.demos`): ``explain`` (the
+novel with the password, asked the demo's way), ``logs`` (the demo's 5,000-line log with known
+answers), ``native`` (its 1,000,000-line log, generated once into the cache on first use),
+``family-trees`` (the novel as it is), and ``war-and-peace`` and ``detective`` above.
 """
 
 from __future__ import annotations
@@ -26,12 +31,13 @@ class Sample:
     title: str
     description: str
     question: str
+    demo: str | None = None
 
 
 SAMPLES = {s.name: s for s in (
     Sample("war-and-peace", "War and Peace (needle)",
            "Tolstoy's novel, 3.2 MB, with one sentence hidden half-way through.",
-           "What is the secret password to the old library?"),
+           "What is the secret password to the old library?", demo="war-and-peace"),
     Sample("large-logs", "Server logs (generated)",
            "5,000 generated application-log lines: levels, services, error types, client IPs.",
            "Rank the error types from most to least frequent. Show the count for each error type."),
@@ -40,7 +46,23 @@ SAMPLES = {s.name: s for s in (
            "Which endpoint has the highest average response time, and what is it?"),
     Sample("detective", "The detective story",
            "The Ashford Manor murder case file: witness statements, evidence, background.",
-           "Who killed Lord Edward Ashford? Name the murderer and the motive."),
+           "Who killed Lord Edward Ashford? Name the murderer and the motive.", demo="detective"),
+    Sample("explain", "Demo: explain (direct reading vs RLM)",
+           "War and Peace with a password hidden half-way: far over any small model's window "
+           "(rlm demo explain compares a direct reading cut to the window with the RLM).",
+           "What is the secret password to the old library? Answer with the password only.", demo="explain"),
+    Sample("logs", "Demo: log analytics (5,000 lines)",
+           "The logs demo's generated access log: levels, IPs, paths, statuses, response times, error types.",
+           "Rank the error types (the word after the response time on ERROR lines) from most to least frequent, "
+           "with the count of each.", demo="logs"),
+    Sample("native", "Demo: native analytics (1,000,000 lines)",
+           "The native demo's 1,000,000-line access log (about 90 MB, generated into the cache on first use); "
+           "made for L3 native code.",
+           "What are the p50, p95 and p99 response times in milliseconds (the NNNms field, nearest rank)?",
+           demo="native"),
+    Sample("family-trees", "Demo: War and Peace family trees",
+           "Tolstoy's novel, 3.2 MB, as it is (rlm demo family-trees runs a fixed pipeline on it).",
+           "Who are Prince Andrew Bolkonski's father and sister, and whom does he marry?", demo="family-trees"),
 )}
 
 
@@ -132,7 +154,23 @@ def sample_text(name: str) -> str:
             raise HTTPException(503, "the detective story (shared/data/seed/detective-mystery.txt) is not on "
                                      "this server; set CONTEXTBOX_DATA to the data folder")
         return p.read_text(encoding="utf-8")
-    if name == "war-and-peace":
+    if name == "logs":
+        from ..demos.logs import DEFAULT_LINES, generate
+
+        return generate(DEFAULT_LINES, 7)
+    if name == "native":
+        from ..demos.native import DEFAULT_LINES as NATIVE_LINES
+        from ..demos.native import cached_log
+
+        return cached_log(NATIVE_LINES, 7)[0]
+    if name == "family-trees":
+        from ..demos.common import find_text as find_novel
+
+        try:
+            return find_novel().read_text(encoding="utf-8", errors="replace")
+        except ContextboxError as e:
+            raise HTTPException(503, str(e)) from None
+    if name in ("war-and-peace", "explain"):
         from ..demos.common import find_text
         from ..demos.war_and_peace import insert_needle, make_needle
 
@@ -149,8 +187,9 @@ def list_samples() -> list[dict[str, Any]]:
     out = []
     for s in SAMPLES.values():
         d: dict[str, Any] = {"name": s.name, "title": s.title, "description": s.description,
-                             "question": s.question, "available": True, "chars": None}
-        if s.name == "war-and-peace":
+                             "question": s.question, "available": True, "chars": None, "demo": s.demo,
+                             "command": f"rlm demo {s.demo}" if s.demo else None}
+        if s.name in ("war-and-peace", "explain", "family-trees"):
             p = _war_and_peace_on_disk()
             d["available"] = p is not None
             d["chars"] = p.stat().st_size if p else None
@@ -158,6 +197,12 @@ def list_samples() -> list[dict[str, Any]]:
             p = data_file("seed/detective-mystery.txt")
             d["available"] = p is not None
             d["chars"] = p.stat().st_size if p else None
+        elif s.name == "native":  # known once generated; never generated just to be listed
+            from ..demos.common import cache_dir
+            from ..demos.native import DEFAULT_LINES as NATIVE_LINES
+
+            p = cache_dir() / "demos" / f"native-{NATIVE_LINES}-7.log"
+            d["chars"] = p.stat().st_size if p.is_file() else None
         else:
             d["chars"] = len(sample_text(s.name))
         out.append(d)
