@@ -668,3 +668,28 @@ def test_queued_runs_survive_a_restart(env, tmp_path):
         store = SqliteRunStore(db)
         assert store.queued_requests() == []
         store.close()
+
+
+async def test_every_demo_is_a_sample_and_starts_a_run(env, monkeypatch):
+    from contextbox.demos import DEMOS
+    from contextbox.demos.logs import generate
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(env["tmp"] / "cache"))
+    app = make_app(env)
+    async with client(app) as c:
+        samples = (await c.get("/samples")).json()["samples"]
+        by_demo = {s["demo"]: s for s in samples if s["demo"]}
+        assert set(by_demo) == set(DEMOS)
+        assert all(s["command"] == f"rlm demo {d}" and s["question"] for d, s in by_demo.items())
+        assert by_demo["native"]["available"] and by_demo["native"]["chars"] is None  # listing generates nothing
+        assert not (env["tmp"] / "cache").exists()
+        assert (await c.get("/samples/logs")).text == generate(5000, 7)
+        for name, word in (("logs", "ERROR"), ("family-trees", "Bolkonski")):
+            model = env["root"] / f"{name}.json"
+            model.write_text(json.dumps([cmd("count", pattern=word), cmd("final", answer="seen")]))
+            r = await c.post("/v1/runs", json={"question": by_demo[name]["question"], "sample": name,
+                                               "model": f"scripted:{model}", "levels": "l1"})
+            assert r.status_code == 202, r.text
+            run = await wait_done(c, r.json()["id"])
+            assert run["status"] == "answered", run
+            assert run["meta"]["sample"] == name
