@@ -1,6 +1,10 @@
-"""A rule-based stand-in for the sub-model of ``rlm demo family-trees``: it reads each numbered sentence
-of a typed-map prompt and answers the triples that a few possessive patterns state. Deterministic, so a
-test can check the whole pipeline (selection, map, merging, trees, scoring) without a language model."""
+"""Stand-ins for the sub-model of ``rlm demo family-trees``, deterministic, so a test can check the whole
+pipeline (selection, map, grounding, merging, trees, scoring) without a language model:
+
+* :func:`reply` (for the fake OpenAI server) reads each numbered sentence of a typed-map prompt and
+  answers the first relation a few possessive patterns find, else "none";
+* :func:`oracle` answers a hand-checked relation whose two people the sentence names (a near-perfect
+  extractor: what the selection lets a good model reach)."""
 
 from __future__ import annotations
 
@@ -33,7 +37,29 @@ def extract(sentence: str) -> list[dict[str, str]]:
     return out
 
 
+NONE = {"person": "", "relation": "none", "of": ""}
+
+
+def first(sentence: str) -> dict[str, str]:
+    found = extract(sentence)
+    return found[0] if found else NONE
+
+
 def reply(body: dict) -> str:
-    """The fake server's answer to one chat request: one triples array per record."""
+    """The fake server's answer to one chat request: one relation object per record."""
     prompt = body["messages"][-1]["content"]
-    return json.dumps([extract(s) for s in records(prompt)])
+    return json.dumps([first(s) for s in records(prompt)])
+
+
+def oracle(sentence: str, gold: dict) -> dict[str, str]:
+    """A hand-checked relation both of whose people the sentence names (as the sentence writes them)."""
+    def hit(alias: str) -> bool:
+        return re.search(r"(?<![A-Za-z])" + re.escape(alias) + r"(?![a-z])", sentence) is not None
+
+    words = {"parent": "father", "spouse": "husband", "sibling": "brother", "cousin": "cousin", "avuncular": "uncle"}
+    for kind, a, b, *_ in gold["relations"]:
+        fa = next((x for x in [a, *gold["people"][a]] if len(x) > 3 and hit(x)), None)
+        fb = next((x for x in [b, *gold["people"][b]] if len(x) > 3 and hit(x)), None)
+        if fa and fb and fa not in fb and fb not in fa:
+            return {"person": fa, "relation": words[kind], "of": fb}
+    return NONE
