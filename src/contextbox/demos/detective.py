@@ -81,14 +81,16 @@ def score(answer: str, culprit: str, everyone: list[str]) -> tuple[float, float,
     return right, len(found) / len(EVIDENCE), found
 
 
-def plan_commands(names: list[str]) -> list[dict[str, Any]]:
-    prompts = [f"You are a detective. Examine {n} in the case file below: what they say they did, their alibi "
-               "and any time unaccounted for, and what the physical evidence and the other witnesses say about "
-               "them (sightings, footprints, motive, means). Say whether their account is contradicted. "
+def plan_commands(names: list[str], case: str) -> list[dict[str, Any]]:
+    """The fixed plan: one sub-call per witness, then one that decides. Every witness's prompt starts with
+    the whole case file, so a local model's prefix cache evaluates the file once for all of them."""
+    prompts = [f"Case file:\n{case}\n\nYou are a detective. Examine {n} in this case file: what they say they did, "
+               "their alibi and any time unaccounted for, and what the physical evidence and the other witnesses "
+               "say about them (sightings, footprints, motive, means). Start with their name; say whether their "
+               "account is contradicted. "
                "Answer in at most 5 sentences." for n in names]
     return [
-        {"op": "slice", "start": 0, "store": "case"},
-        {"op": "llm_query_batched", "prompts": prompts, "on": "case", "store": "findings"},
+        {"op": "llm_query_batched", "prompts": prompts, "store": "findings"},
         {"op": "llm_query", "prompt": "These are the findings on each suspect of a murder case. Who is the "
          "murderer? Name them first, then the motive and the key evidence (contradictions, physical traces, "
          "means). Answer in at most 6 sentences.", "on": "findings", "store": "verdict"},
@@ -104,7 +106,7 @@ def run_demo(args: argparse.Namespace) -> int:
     plan = getattr(args, "plan", None) or ("fixed" if is_local(args.model) else "model")
     limits = {"max_iterations": args.max_iterations} if args.max_iterations else None
     if plan == "fixed":
-        rlm = make_rlm(args, levels="l1,l4", root=fixed_plan(plan_commands(names)), sub_model=sub_spec(args),
+        rlm = make_rlm(args, levels="l1,l4", root=fixed_plan(plan_commands(names, case)), sub_model=sub_spec(args),
                        limits=limits, aids=False)
         plan_text = f"fixed pipeline (one sub-call per witness, {len(names)}, then one to decide); " \
                     f"sub-model: {rlm.sub.name}"
