@@ -204,7 +204,7 @@ def engine_overhead(iterations: int) -> dict[str, float | int | str]:
         else:
             replies.append(json.dumps({"op": "lines", "start": 1000 + 37 * i, "end": 1010 + 37 * i}))
     replies.append(json.dumps({"op": "final", "answer": "Pierre"}))
-    rlm = RLM(model=ScriptedProvider(replies), config=Config(), levels="l1",
+    rlm = RLM(model=ScriptedProvider(replies), config=Config(), levels="l1", store=None,
               limits={"max_iterations": iterations + 10})
     t = time.perf_counter()
     result = rlm.run("Who is the main character?", ctx)

@@ -67,7 +67,7 @@ def config(concurrency: int) -> Config:
 def run_one(sub: Any, command: str, context: Any, concurrency: int) -> dict[str, Any]:
     """A full run: the root sends ``command`` then answers; returns timings and counts."""
     root = ScriptedProvider([command, cmd("final", answer="done")])
-    rlm = RLM(model=root, sub_model=sub, levels="l1,l4", config=config(concurrency))
+    rlm = RLM(model=root, sub_model=sub, levels="l1,l4", config=config(concurrency), store=None)
     t0 = time.monotonic()
     res = rlm.run("bench?", context if isinstance(context, Context) else Context.from_value(context))
     wall = time.monotonic() - t0

@@ -113,7 +113,7 @@ def main() -> int:
 
     cfg = Config()
     cfg.delegation.max_concurrency = 1
-    rlm = RLM(model=ScriptedProvider([]), sub_model=sub, levels="l1,l4", config=cfg)
+    rlm = RLM(model=ScriptedProvider([]), sub_model=sub, levels="l1,l4", config=cfg, store=None)
     run = _Run(rlm, "bench", Context.from_value("-"), "bench", None)
     run.session.variables["questions"] = questions
     cmd = {"op": "llm_map", "prompt": task_prompt(args.shots, args.seed, args.worked), "on": "questions",

@@ -8,6 +8,12 @@ import pytest
 from fakeserver import FakeLLMServer
 
 
+@pytest.fixture(autouse=True)
+def _private_data_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs are recorded in the user's run store by default (the CLI's and the API's): in tests, a fresh one."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+
+
 @pytest.fixture
 def fake_llm() -> Iterator[FakeLLMServer]:
     """A started :class:`fakeserver.FakeLLMServer` (OpenAI + Anthropic) on 127.0.0.1.

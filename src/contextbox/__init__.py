@@ -5,18 +5,26 @@
     print(result.answer, result.status, result.iterations, result.usage.total.total_tokens)
 """
 
+from .aio import AsyncRunStream
 from .config import Config
 from .context import Context, Document
 from .engine import RLM, RunStream
-from .errors import ContextboxError
-from .types import Event, Limits, RunResult, Usage, UsageReport
+from .errors import ConfigError, ContextboxError, ContextError, UsageError
+from .session import RLMSession
+from .types import Event, Limits, RLMCompletion, RunResult, Usage, UsageReport
 
 __version__ = "0.1.0"
 __all__ = [
     "RLM",
+    "AsyncRunStream",
     "Config",
+    "ConfigError",
     "Context",
+    "ContextError",
     "ContextboxError",
+    "RLMCompletion",
+    "RLMSession",
+    "UsageError",
     "Document",
     "Event",
     "Limits",

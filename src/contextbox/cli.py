@@ -321,14 +321,9 @@ def _store_paths(config: Config, runs_dir: str | None) -> tuple[Path, Path]:
 
 def _store(config: Config, runs_dir: str | None) -> Any:
     """The JSONL run log and the SQLite run store (the one ``rlm serve`` uses), kept in step."""
-    from .runlog import JsonlRunStore
-    from .store_sqlite import SqliteRunStore, TeeRunStore, default_db_path
+    from .store_sqlite import default_store
 
-    root = Path(runs_dir).expanduser() if runs_dir else config.runs_dir
-    if root.exists() and not root.is_dir():
-        raise UsageError(f"the runs directory {root} is not a directory (--runs-dir, runs_dir or $CONTEXTBOX_RUNS_DIR)")
-    db = default_db_path(root) if runs_dir or not config.server.db else Path(config.server.db).expanduser()
-    return TeeRunStore(SqliteRunStore(db), JsonlRunStore(root))
+    return default_store(config, runs_dir)
 
 
 def cmd_ask(args: argparse.Namespace) -> int:

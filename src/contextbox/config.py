@@ -7,6 +7,7 @@ is an error, so a typo never silently does nothing. See README "Config reference
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -322,6 +323,20 @@ def check_limits(limits: Limits) -> None:
     for section, key, *bounds in _RANGES:
         if section == "limits":
             _check(key, getattr(limits, key), *bounds)
+
+
+def limits_from(base: Limits, values: dict[str, Any]) -> Limits:
+    """``base`` with ``values`` (``RLM(limits={...})``) applied, checked like the config file's ``[limits]``:
+    an unknown name or a bad value is a :class:`ConfigError` with the same one-line message. ``None`` keeps
+    the base value."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"limits must be a dict of limit names, not {type(values).__name__}")
+    out = dataclasses.replace(base)
+    _fill(out, {k: v for k, v in values.items() if v is not None}, "limits", coerce=True)
+    for section, key, *bounds in _RANGES:
+        if section == "limits":
+            _check(f"[limits] {key}", getattr(out, key), *bounds)
+    return out
 
 
 def _list_of_tables(val: Any, where: str) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import host_limits, prompts
 from .actions import NO_COMMAND, parse_reply
@@ -38,7 +38,12 @@ from .executors import LEVEL_NAMES, Action, ActionOutput, Executor, Session, exe
 from .providers.base import Provider, resolve
 from .runlog import RunStore
 from .schema import FINAL_OPS, command_schema, constrainable
-from .types import Event, Limits, RunResult, Usage, UsageReport
+from .typed_answer import AnswerRejected, AnswerSpec
+from .types import Event, Limits, RLMCompletion, RunResult, Usage, UsageReport
+
+if TYPE_CHECKING:
+    from .aio import AsyncRunStream
+    from .session import RLMSession, SessionState
 
 log = logging.getLogger("contextbox")
 T = TypeVar("T")
@@ -64,6 +69,10 @@ def default_model_spec(config: Config) -> str:
 
 #: a code cell that names the ``context`` variable (the context map counts it as reading the whole context)
 _CODE_READS_CONTEXT = re.compile(r"(?<![\w.'\"])context(?![\w'\"])")
+#: ``RLM(store=DEFAULT_STORE)`` (the default): record runs in the CLI's run store (SQLite + JSONL under runs_dir)
+DEFAULT_STORE: Any = type("DefaultStore", (), {"__repr__": lambda self: "DEFAULT_STORE"})()
+#: the question of ``completion(context)`` without a ``root_prompt`` (the rlms shape: the context says it all)
+DEFAULT_ROOT_PROMPT = "Answer the question, or do the task, that the context states."
 
 
 def new_run_id() -> str:
@@ -100,21 +109,23 @@ class RLM:
         levels: str | list[str] | tuple[str, ...] | None = None,
         limits: Limits | dict[str, Any] | None = None,
         config: Config | None = None,
-        store: RunStore | None = None,
+        store: RunStore | None = DEFAULT_STORE,
         depth: int = 0,
         path: str = "0",
         budget: Budget | None = None,
     ):
         self.config = config if config is not None else Config.load()
+        if config is not None and not isinstance(config, Config):
+            raise UsageError(f"config must be a contextbox.Config, not {type(config).__name__}")
         base = self.config.limits
         if isinstance(limits, Limits):
             self.limits = limits
-        else:
-            self.limits = base.replace(**(limits or {})) if limits else base
-            if limits:
-                from .config import check_limits
+        elif limits is None or isinstance(limits, dict):
+            from .config import limits_from
 
-                check_limits(self.limits)
+            self.limits = limits_from(base, limits) if limits else base
+        else:
+            raise UsageError(f"limits must be a Limits or a dict of limit names, not {type(limits).__name__}")
         self.root = model if isinstance(model, Provider) else self._resolve(model or default_model_spec(self.config))
         if sub_model is None and self.config.sub_model:
             sub_model = self.config.sub_model
@@ -140,7 +151,7 @@ class RLM:
         else:  # the default cost limit; a cost limit on a model of unknown price is a UsageError
             models = [self.root.name] + ([self.sub.name] if "l4" in self.levels else [])
             self.limits = effective_limits(self.limits, models, self.config.prices, self.config.providers)
-        self.store = store
+        self._store = store
         #: called with every Usage this run records (a child run reports to its parent)
         self.usage_sink: Callable[[Usage], None] | None = None
         self.depth = depth
@@ -157,10 +168,29 @@ class RLM:
     def is_local(self) -> bool:
         return self.root.name == "local" or self.root.name.startswith("local:")
 
+    @property
+    def store(self) -> RunStore | None:
+        """Where runs are recorded; by default the CLI's run store, opened at the first run."""
+        if self._store is DEFAULT_STORE:
+            from .store_sqlite import default_store
+
+            self._store = default_store(self.config)
+        return self._store
+
+    @store.setter
+    def store(self, value: RunStore | None) -> None:
+        self._store = value
+
     def stream(self, question: str, context: Any, *, run_id: str | None = None,
-               cancel: threading.Event | None = None) -> RunStream:
+               cancel: threading.Event | None = None, answer_type: Any = None,
+               _carry: SessionState | None = None) -> RunStream:
+        """The run as a stream of events. ``answer_type`` (a pydantic model, a dataclass, ``list[int]``…):
+        the final answer must validate against it; the result's ``parsed`` holds the object."""
+        if not isinstance(question, str) or not question.strip():
+            raise UsageError("the question is empty")
         ctx = context if isinstance(context, Context) else Context.from_value(context)
-        return RunStream(_Run(self, question, ctx, run_id or new_run_id(), cancel).events())
+        spec = AnswerSpec(answer_type) if answer_type is not None else None
+        return RunStream(_Run(self, question, ctx, run_id or new_run_id(), cancel, spec, _carry).events())
 
     def run(self, question: str, context: Any, **kw: Any) -> RunResult:
         s = self.stream(question, context, **kw)
@@ -168,6 +198,36 @@ class RLM:
         assert s.result is not None
         s.result.events = events
         return s.result
+
+    def completion(self, context: Any, root_prompt: str | None = None, **kw: Any) -> RLMCompletion:
+        """The ``rlms`` shape: ``RLM(...).completion(context, root_prompt=question).response``."""
+        question = root_prompt if root_prompt is not None else DEFAULT_ROOT_PROMPT
+        return RLMCompletion.from_result(self.root.name, context, self.run(question, context, **kw))
+
+    def astream(self, question: str, context: Any, **kw: Any) -> AsyncRunStream:
+        """``async for ev in rlm.astream(q, ctx)``: the run in a worker thread, its events handed to the
+        event loop; cancelling the consuming task (or leaving the loop early) cancels the run."""
+        from .aio import AsyncRunStream
+
+        return AsyncRunStream(self, question, context, kw)
+
+    async def arun(self, question: str, context: Any, **kw: Any) -> RunResult:
+        """``await rlm.arun(q, ctx)``: :meth:`run` without blocking the event loop."""
+        s = self.astream(question, context, **kw)
+        events = [ev async for ev in s]
+        assert s.result is not None
+        s.result.events = events
+        return s.result
+
+    async def acompletion(self, context: Any, root_prompt: str | None = None, **kw: Any) -> RLMCompletion:
+        question = root_prompt if root_prompt is not None else DEFAULT_ROOT_PROMPT
+        return RLMCompletion.from_result(self.root.name, context, await self.arun(question, context, **kw))
+
+    def session(self, context: Any, *, session_id: str | None = None) -> RLMSession:
+        """Load ``context`` once and ask several questions; variables and the code namespace persist."""
+        from .session import RLMSession
+
+        return RLMSession(self, context, session_id=session_id)
 
 
 def _role_view(provider: Provider, role: str) -> Provider:
@@ -196,8 +256,13 @@ def clip(text: str, limit: int) -> str:
 class _Run:
     """The state of one run. ``events()`` is the loop."""
 
-    def __init__(self, rlm: RLM, question: str, context: Context, run_id: str, cancel: threading.Event | None):
+    def __init__(self, rlm: RLM, question: str, context: Context, run_id: str, cancel: threading.Event | None,
+                 answer: AnswerSpec | None = None, carry: SessionState | None = None):
         self.rlm, self.question, self.context, self.run_id = rlm, question, context, run_id
+        #: a typed answer's spec, and the parsed object once a final answer validates
+        self.answer_spec, self.parsed = answer, None
+        #: a session's state (variables, executors) that outlives the run
+        self.carry = carry
         self.cancel = cancel or threading.Event()
         self.limits = rlm.limits
         cfg = rlm.config
@@ -208,11 +273,17 @@ class _Run:
         self.budget = rlm.budget or Budget.for_run(self.limits, cfg.prices, cfg.providers)
         self.seq = 0
         self.q: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self.session = Session(
-            context=context, limits=self.limits, levels=rlm.levels, run_id=run_id, config=cfg,
-            path=rlm.path, depth=rlm.depth, emit=self._emit_async, cancel=self.cancel,
-            sub_query=self._sub_query,
-        )
+        if carry is not None and carry.session is not None:  # a session's next question: same namespace
+            self.session = carry.rebind(limits=self.limits, levels=rlm.levels, run_id=run_id, config=cfg,
+                                        emit=self._emit_async, cancel=self.cancel, sub_query=self._sub_query)
+        else:
+            self.session = Session(
+                context=context, limits=self.limits, levels=rlm.levels, run_id=run_id, config=cfg,
+                path=rlm.path, depth=rlm.depth, emit=self._emit_async, cancel=self.cancel,
+                sub_query=self._sub_query,
+            )
+            if carry is not None:
+                carry.session = self.session
         settings = dict(
             max_code_output_chars=cfg.code.max_output_chars, l2_memory_mb=cfg.code.l2_memory_mb,
             l2_time_limit_s=cfg.code.l2_time_limit_s, l3_memory_mb=cfg.code.l3_memory_mb,
@@ -221,7 +292,7 @@ class _Run:
         self.session.services.update({k: v for k, v in settings.items() if v is not None})
         self.session.services.update(forward_event=self._forward_async, record_usage=self._record_usage, rlm=rlm,
                                      question=question)
-        self.executors: dict[str, Executor] = {}
+        self.executors: dict[str, Executor] = carry.executors if carry is not None else {}
         self.deadline = time.monotonic() + self.limits.timeout_s if self.limits.timeout_s else None
         self.session.services.update(usage=self.usage, deadline=self.deadline, check=self._check,
                                      budget=self.budget)
@@ -363,6 +434,9 @@ class _Run:
             "question": self.question, "model": rlm.root.name, "sub_model": rlm.sub.name,
             "levels": list(rlm.levels), "limits": self.limits.__dict__.copy(), "depth": rlm.depth,
             "context": {k: v for k, v in self.context.metadata().items() if k not in ("head", "tail")},
+            **({"answer_type": self.answer_spec.name, "answer_schema": self.answer_spec.schema}
+               if self.answer_spec else {}),
+            **({"session_id": self.carry.session_id, "turn": self.carry.turn} if self.carry else {}),
         })
         try:
             status, answer, reason = yield from self._loop()
@@ -375,18 +449,21 @@ class _Run:
         except Exception as e:  # a bug, not a user error: keep the run log whole, say where
             log.exception("run %s failed", self.run_id)
             status, reason, answer = "failed", f"internal error: {type(e).__name__}: {e}", self._partial()
-        finally:
-            for ex in self.executors.values():
+        finally:  # a session keeps its L1-L3 executors (variables, code namespace) for the next question
+            keep = self.carry.keeps if self.carry is not None else ()
+            for level, ex in list(self.executors.items()):
+                if level in keep:
+                    continue
                 try:
                     ex.close()
                 except Exception:  # noqa: BLE001
                     log.exception("closing executor failed")
-            self.executors.clear()
+                del self.executors[level]
         yield from self._drain()
         if status not in ("answered", "max_iterations"):
             yield self._event("error", {"message": reason, "fatal": True, "status": status})
         result = RunResult(answer, status, self.iteration, self.usage, self.run_id, reason,
-                           time.monotonic() - t0)
+                           time.monotonic() - t0, parsed=self.parsed if status == "answered" else None)
         yield self._event("run_end", result.to_dict())
         return result
 
@@ -395,6 +472,10 @@ class _Run:
         rlm, lim = self.rlm, self.limits
         system = prompts.system_prompt(rlm.levels, rlm.config.code)
         first = prompts.first_user_message(self.question, self.context, rlm.config.preview_chars)
+        if self.carry is not None:
+            first += self.carry.note()
+        if self.answer_spec is not None:
+            first += "\n\n" + self.answer_spec.prompt()
         if lim.max_iterations <= 1:
             first += "\n\n" + prompts.LAST_TURN
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": first}]
@@ -436,6 +517,7 @@ class _Run:
                         variables=self.session.variables,
                         table_route=self.aids.table_route and self.aids.route(self.session.variables, rlm.levels),
                         fields=self.aids.fields(self.session.variables, it), overrides=self.aids.overrides(),
+                        answer_schema=self.answer_spec.schema if self.answer_spec else None,
                     )
                     for ev in self.aids.drain():
                         yield self._event("aid", ev)
@@ -476,6 +558,15 @@ class _Run:
                     yield self._event("aid", aid)
                 parts.append(self._format(action, out, len(parsed.actions) > 1, i))
                 any_ok = any_ok or not out.error
+                if out.final is not None and self.answer_spec is not None:
+                    try:
+                        self.parsed, out.final = self.answer_spec.check(out.final)
+                    except AnswerRejected as e:  # the model is told why and answers again
+                        yield self._event("error", {"iteration": it, "message": str(e), "fatal": False,
+                                                    "answer_type": self.answer_spec.name})
+                        parts.append(str(e))
+                        any_ok = False
+                        break
                 if out.final is not None:
                     yield self._event("final", {"answer": out.final, "iteration": it})
                     return "answered", out.final, None

@@ -39,6 +39,8 @@ def summarize(events: list[Event]) -> dict[str, Any]:
         if ev.type == "run_start":
             out.update(started=ev.ts, question=ev.data.get("question"), model=ev.data.get("model"),
                        levels=ev.data.get("levels"))
+            if ev.data.get("session_id"):
+                out["session_id"] = ev.data["session_id"]
         elif ev.type == "run_end":
             out.update(status=ev.data.get("status"), answer=ev.data.get("answer"),
                        iterations=ev.data.get("iterations"), elapsed_s=ev.data.get("elapsed_s"),

@@ -115,7 +115,8 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
                    verify: bool = False, variables: dict[str, Any] | None = None,
                    table_route: bool | tuple[tuple[str, ...], tuple[str, ...]] = False,
                    fields: list[str] | None = None,
-                   overrides: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                   overrides: dict[str, dict[str, Any]] | None = None,
+                   answer_schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """The schema of one command.
 
     ``first_turn``: only a search (look before answering). ``only``: just these ops (e.g. FINAL_OPS
@@ -128,7 +129,8 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
     TABLE_ROUTE_OPS; or a pair (first-turn ops, later ops)). ``fields``: the columns the aggregating
     ops (count_by, top, unique, stats, word_counts) may name, best first (see column_hints).
     ``overrides``: op -> {arg: schema}, a required argument's schema fixed by the engine (e.g. the stop
-    words a question lists as ``word_counts``' ``stop``).
+    words a question lists as ``word_counts``' ``stop``). ``answer_schema``: the JSON schema of a typed
+    answer (``answer_type=``): ``final``'s ``answer`` must follow it (its ``$defs`` move to the root).
     """
     shapes = dict(L1_SHAPES)
     shapes.update(_dynamic_shapes(variables, fields))
@@ -157,13 +159,19 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
         if op in shapes:
             req, opt = shapes[op]
             shapes[op] = ({**req, **args}, {k: v for k, v in opt.items() if k not in args})
+    defs: dict[str, Any] = {}
+    if answer_schema is not None and "final" in shapes:
+        from .typed_answer import hoist_defs
+
+        answer, defs = hoist_defs(answer_schema)
+        shapes["final"] = ({"answer": answer}, {})
     branches = [_branch(op, req, opt) for op, (req, opt) in shapes.items()]
     if verify:
         for b in branches:
             b["properties"] = {"thought": _THOUGHT, "answers_question": _B,
                                **{k: v for k, v in b["properties"].items() if k != "thought"}}
             b["required"] = ["thought", "answers_question", *b["required"][1:]]
-    return {"anyOf": branches}
+    return {"anyOf": branches, **({"$defs": defs} if defs else {})}
 
 
 def constrainable(levels: tuple[str, ...]) -> bool:

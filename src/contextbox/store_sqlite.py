@@ -53,10 +53,16 @@ CREATE TABLE IF NOT EXISTS runs (
     usage       TEXT,
     source      TEXT,
     meta        TEXT,
-    pid         INTEGER
+    pid         INTEGER,
+    session_id  TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created);
 CREATE INDEX IF NOT EXISTS runs_status ON runs(status);
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id  TEXT PRIMARY KEY,
+    created     REAL NOT NULL,
+    context     TEXT
+);
 CREATE TABLE IF NOT EXISTS events (
     run_id  TEXT NOT NULL,
     seq     INTEGER NOT NULL,
@@ -86,7 +92,8 @@ CREATE TABLE IF NOT EXISTS usage (
 """
 
 _RUN_COLUMNS = ("run_id", "status", "created", "started", "finished", "question", "model", "sub_model", "levels",
-                "answer", "reason", "iterations", "tokens", "cost_usd", "elapsed_s", "usage", "source", "meta")
+                "answer", "reason", "iterations", "tokens", "cost_usd", "elapsed_s", "usage", "source", "meta",
+                "session_id")
 
 
 def private_dir(path: Path, what: str) -> None:
@@ -148,6 +155,18 @@ def _dumps(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False, default=str)
 
 
+def default_store(config: Any, runs_dir: str | os.PathLike[str] | None = None) -> TeeRunStore:
+    """The run store ``rlm ask`` and the Python API record into: the SQLite database ``rlm serve`` and
+    ``rlm runs`` read (``<runs_dir>/runs.sqlite``, or ``[server] db``) and the JSONL logs, kept in step."""
+    from .runlog import JsonlRunStore
+
+    root = Path(runs_dir).expanduser() if runs_dir else Path(config.runs_dir)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"the runs directory {root} is not a directory (--runs-dir, runs_dir or $CONTEXTBOX_RUNS_DIR)")
+    db = default_db_path(root) if runs_dir or not config.server.db else Path(config.server.db).expanduser()
+    return TeeRunStore(SqliteRunStore(db), JsonlRunStore(root))
+
+
 class SqliteRunStore:
     """Runs, events and usage in SQLite (WAL). Thread-safe."""
 
@@ -165,15 +184,18 @@ class SqliteRunStore:
             self._w = self._connect()
             with self._lock:
                 self._w.execute("PRAGMA journal_mode=WAL")
+                self._migrate()
                 self._w.executescript(_SCHEMA)
                 self._w.commit()
-                self._migrate()
         except sqlite3.DatabaseError as e:
             self.close()
             raise UsageError(f"the run store {self.path} cannot be used: {e}") from None
 
     def _migrate(self) -> None:
         """Bring a store written by an older version up to date (idempotent)."""
+        runs = {r["name"] for r in self._w.execute("PRAGMA table_info(runs)")}
+        if runs and "session_id" not in runs:  # a run asked in a session (rlm chat, RLM.session) names it
+            self._w.execute("ALTER TABLE runs ADD COLUMN session_id TEXT")
         cols = {r["name"]: r for r in self._w.execute("PRAGMA table_info(usage)")}
         if cols.get("cost_usd") is not None and cols["cost_usd"]["notnull"]:
             # a call of a model with no known price has a NULL cost (unknown), not 0
@@ -274,9 +296,14 @@ class SqliteRunStore:
         d = ev.data
         if ev.type == "run_start":
             w.execute("UPDATE runs SET status='running', started=?, question=COALESCE(?, question), model=?,"
-                      " sub_model=?, levels=? WHERE run_id=? AND status IN ('queued', 'running')",
+                      " sub_model=?, levels=?, session_id=COALESCE(?, session_id) WHERE run_id=?"
+                      " AND status IN ('queued', 'running')",
                       (ev.ts, d.get("question"), d.get("model"), d.get("sub_model"),
-                       _dumps(d.get("levels")) if d.get("levels") is not None else None, ev.run_id))
+                       _dumps(d.get("levels")) if d.get("levels") is not None else None, d.get("session_id"),
+                       ev.run_id))
+            if d.get("session_id"):
+                w.execute("INSERT OR IGNORE INTO sessions (session_id, created, context) VALUES (?,?,?)",
+                          (d["session_id"], ev.ts, _dumps(d.get("context"))))
         elif ev.type == "iteration_start":
             w.execute("UPDATE runs SET iterations=? WHERE run_id=?", (d.get("iteration"), ev.run_id))
         elif ev.type == "run_end":
@@ -415,13 +442,21 @@ class SqliteRunStore:
         return {"total": tot(rows), "by_role": {k: tot(v) for k, v in by_role.items()},
                 "by_model": {k: tot(v) for k, v in by_model.items()}}
 
-    def list_runs(self, limit: int = 50, offset: int = 0, status: str | None = None) -> list[dict[str, Any]]:
-        """Newest first; rows shaped like :func:`contextbox.runlog.summarize` plus timings."""
+    def list_runs(self, limit: int = 50, offset: int = 0, status: str | None = None,
+                  session_id: str | None = None) -> list[dict[str, Any]]:
+        """Newest first; rows shaped like :func:`contextbox.runlog.summarize` plus timings. ``session_id``:
+        only the questions of that session."""
         sql = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
+        where: list[str] = []
         args: tuple[Any, ...] = ()
         if status:
-            sql += " WHERE status=?"
-            args = (status,)
+            where.append("status=?")
+            args += (status,)
+        if session_id:
+            where.append("session_id=?")
+            args += (session_id,)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY COALESCE(started, created) DESC, run_id DESC LIMIT ? OFFSET ?"
         out = []
         for r in self._r().execute(sql, args + (int(limit), int(offset))):

@@ -243,6 +243,8 @@ class RunResult:
     reason: str | None = None
     elapsed_s: float = 0.0
     events: list[Event] = field(default_factory=list, repr=False)
+    #: with ``answer_type=``: the answer parsed into that type (``answer`` is then its JSON); else None
+    parsed: Any = None
 
     @property
     def answered(self) -> bool:
@@ -267,3 +269,44 @@ class RunResult:
         if steps:
             d["steps"] = [asdict(s) for s in self.steps]
         return d
+
+
+@dataclass
+class RLMCompletion:
+    """What ``RLM.completion(context, root_prompt=...)`` returns: the official ``rlms`` package's
+    ``RLMChatCompletion`` shape (``response``, ``root_model``, ``prompt``, ``usage_summary``,
+    ``execution_time``, ``error``), plus the whole :class:`RunResult` as ``result``."""
+
+    root_model: str
+    prompt: Any
+    response: str
+    usage_summary: UsageReport
+    execution_time: float
+    result: RunResult = field(repr=False)
+    metadata: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.result.run_id
+
+    @property
+    def status(self) -> str:
+        return self.result.status
+
+    @property
+    def parsed(self) -> Any:
+        return self.result.parsed
+
+    @classmethod
+    def from_result(cls, root_model: str, prompt: Any, res: RunResult) -> RLMCompletion:
+        return cls(root_model, prompt, res.answer or "", res.usage, res.elapsed_s, res,
+                   metadata=res.to_dict(), error=None if res.status == "answered" else (res.reason or res.status))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"root_model": self.root_model, "prompt": self.prompt if isinstance(self.prompt, (str, dict)) else
+               str(self.prompt), "response": self.response, "usage_summary": self.usage_summary.to_dict(),
+               "execution_time": self.execution_time, "run_id": self.run_id, "status": self.status}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
