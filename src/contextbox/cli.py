@@ -109,11 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_parser(sub)
 
     from .bench.cli import add_parser as add_bench_parser
+    from .cli_chat import add_parser as add_chat_parser
+    from .cli_mcp import add_parser as add_mcp_parser
 
     add_bench_parser(sub, _positive_int)
     from .cli_batch import add_parser as add_batch_parser
 
     add_batch_parser(sub, _positive_int)
+    add_chat_parser(sub, _positive_int)
+    add_mcp_parser(sub)
     return p
 
 
@@ -392,8 +396,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
             ans = (r.get("answer") or "")[:40].replace("\n", " ")
             if ans and r.get("status") != "answered":
                 ans = "partial: " + ans
+            sess = f" session={r['session_id']}" if r.get("session_id") else ""
             print(f"{r['run_id']}  {when}  {r['status']:<15} it={r.get('iterations') or '-':<3} "
-                  f"tok={r.get('tokens') or '-':<7} cost={_row_cost(r):<9} {q!r} → {ans!r}")
+                  f"tok={r.get('tokens') or '-':<7} cost={_row_cost(r):<9} {q!r} → {ans!r}{sess}")
         return EXIT_OK
     if args.runs_command == "export":
         for line in store.export_jsonl(args.run_id):
@@ -537,8 +542,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="rlm: %(levelname)s: %(message)s", stream=sys.stderr)
+    from .cli_chat import cmd_chat
+    from .cli_mcp import cmd_mcp
+
     handlers = {"ask": cmd_ask, "config": cmd_config, "runs": cmd_runs, "model": cmd_model, "demo": cmd_demo,
-                "serve": cmd_serve, "bench": cmd_bench, "batch": cmd_batch}
+                "serve": cmd_serve, "bench": cmd_bench, "batch": cmd_batch, "chat": cmd_chat, "mcp": cmd_mcp}
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
