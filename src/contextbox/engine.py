@@ -301,6 +301,8 @@ class _Run:
         _install_delegation(self.session)
         self.aids = RunAids(cfg.aids, question, context, self.session, local=rlm.is_local,
                             preview_chars=cfg.preview_chars, max_iterations=self.limits.max_iterations)
+        if carry is not None and carry.turn > 1 and self.session.variables:
+            self.aids.looked = True  # a follow-up may answer from what earlier questions found
         self.last_reply = ""
         self.last_input_tokens = 0
         self.compacted: set[int] = set()  # indices of history messages already summarised
