@@ -12,6 +12,8 @@ from typing import Any
 import jsonschema
 import pytest
 from helpers import cmd, fed_back
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 from test_cli import rlm as rlm_cli
 
@@ -19,6 +21,7 @@ from contextbox import RLM, Config, ConfigError, Context, RLMCompletion, UsageEr
 from contextbox.engine import DEFAULT_ROOT_PROMPT
 from contextbox.providers import ScriptedProvider
 from contextbox.store_sqlite import SqliteRunStore, default_db_path
+from contextbox.typed_answer import AnswerRejected, AnswerSpec
 
 TEXT = "alpha\nthe vault code is ZEBRA-42\nPierre is 31 years old and lives in Moscow\nomega\n"
 
@@ -349,3 +352,25 @@ def test_arun_calls_the_model_off_the_event_loop_thread():
 
     assert asyncio.run(main()).answer == "ZEBRA-42"
     assert seen and loop_thread["id"] not in seen
+
+
+def test_acompletion_and_typed_completion():
+    r = make([cmd("find", text="Pierre"), cmd("final", answer={"name": "Pierre", "age": 31})])
+    c = asyncio.run(r.acompletion(TEXT, root_prompt="Who?", answer_type=Person))
+    assert c.status == "answered" and c.parsed == Person(name="Pierre", age=31)
+    assert json.loads(c.response) == {"name": "Pierre", "age": 31}
+
+
+@given(name=st.text(max_size=30), age=st.integers(min_value=-10**12, max_value=10**12))
+@settings(max_examples=60, deadline=None)
+def test_answer_check_agrees_with_pydantic(name, age):
+    """A JSON answer and a code cell's Python repr of the same dict parse to what pydantic itself makes; the
+    canonical answer is the model's own JSON."""
+    spec = AnswerSpec(Person)
+    d = {"name": name, "age": age}
+    want = Person.model_validate(d)
+    for text in (json.dumps(d), json.dumps(d, ensure_ascii=False), repr(d)):
+        parsed, canonical = spec.check(text)
+        assert parsed == want and canonical == want.model_dump_json()
+    with pytest.raises(AnswerRejected):
+        spec.check(json.dumps({"name": name}))
