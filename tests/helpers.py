@@ -15,7 +15,7 @@ def cmd(op: str, **args: Any) -> str:
 
 def make_rlm(replies: list[Any], *, levels: str = "l1", config: Config | None = None, **limits: Any) -> RLM:
     cfg = config or Config()
-    return RLM(model=ScriptedProvider(replies), config=cfg, levels=levels, limits=limits or None)
+    return RLM(model=ScriptedProvider(replies), config=cfg, levels=levels, limits=limits or None, store=None)
 
 
 def run(replies: list[Any], context: Any = "alpha beta\ngamma delta\n", question: str = "q?", **kw: Any):

@@ -374,3 +374,17 @@ def test_answer_check_agrees_with_pydantic(name, age):
         assert parsed == want and canonical == want.model_dump_json()
     with pytest.raises(AnswerRejected):
         spec.check(json.dumps({"name": name}))
+
+
+def test_typed_final_schema_compiles_to_the_local_models_grammar():
+    """The local model decodes under llama.cpp's grammar made from the turn's schema: the typed final branch
+    (with the hoisted $defs) compiles, and the grammar spells out the nested model (no model is loaded)."""
+    from llama_cpp.llama_grammar import LlamaGrammar, json_schema_to_gbnf
+
+    from contextbox.schema import FINAL_OPS, command_schema
+
+    schema = command_schema(("l1",), only=FINAL_OPS, answer_schema=AnswerSpec(Place).schema)
+    gbnf = json_schema_to_gbnf(json.dumps(schema))
+    assert 'Person-age-kv ::= "\\"age\\"" space ":" space integer' in gbnf
+    assert "answer-people-item ::= Person" in gbnf
+    LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
