@@ -114,11 +114,15 @@ def test_mcp_paths_are_confined_to_the_roots(setup):
 
 
 def test_mcp_model_and_levels_arguments_and_get_run(setup):
+    resources: dict[str, Any] = {}
+
     async def body(session: ClientSession) -> tuple[Any, Any, Any, Any]:
         res = await session.call_tool("ask", {"question": "first word?", "paths": ["docs"],
                                               "model": f"scripted:{setup['other']}", "levels": "l1"})
         rid = _structured(res)["run_id"]
-        run = await session.call_tool("get_run", {"run_id": rid, "events": True})
+        run = await session.call_tool("get_run", {"run_id": rid[:-2], "events": True})  # a prefix is enough
+        resources["list"] = (await session.read_resource("rlm://runs")).contents[0].text
+        resources["run"] = (await session.read_resource(f"rlm://runs/{rid}")).contents[0].text
         bad_model = await session.call_tool("ask", {"question": "q", "paths": ["docs"],
                                                     "model": f"scripted:{setup['default']}"})
         bad_levels = await session.call_tool("ask", {"question": "q", "paths": ["docs"], "levels": "l9"})
@@ -130,6 +134,8 @@ def test_mcp_model_and_levels_arguments_and_get_run(setup):
     assert got["run_id"] == _structured(res)["run_id"] and got["status"] == "answered"
     assert got["question"] == "first word?" and "FINAL: alpha it is" in got["transcript"]
     assert got["usage"]["total"]["calls"] == 2
+    assert json.loads(resources["list"])[0]["run_id"] == got["run_id"]
+    assert "FINAL: alpha it is" in resources["run"] and "first word?" in resources["run"]
     # a model file outside the roots is refused like a context path
     assert _is_error(bad_model) and "outside the server's allowed roots" in _text(bad_model)
     assert _is_error(bad_levels) and "unknown level 'l9'" in _text(bad_levels)

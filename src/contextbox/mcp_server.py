@@ -9,11 +9,13 @@ Tools:
   iteration, action and answer) when the client asks for them; the result holds the answer, the run id, the
   status, the iterations and the usage.
 * ``list_runs(limit?)`` and ``get_run(run_id, events?)`` read the run store (the same one ``rlm runs`` and
-  ``rlm serve`` use).
+  ``rlm serve`` use); so do the resources ``rlm://runs`` (recent runs, JSON) and ``rlm://runs/{run_id}``
+  (a run's transcript).
 
 This module has no ``from __future__ import annotations``: the SDK reads the tools' annotations as objects.
 """
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -161,5 +163,21 @@ def build_server(config: Config, roots: list[str | Path], store: Any) -> Any:
         if events:
             out["transcript"] = "\n".join(format_events(evs))
         return out
+
+    @server.resource("rlm://runs", name="runs", description="the 50 most recent runs, as JSON",
+                     mime_type="application/json")
+    def runs_resource() -> str:
+        return json.dumps([_row(r) for r in store.list_runs(50)], ensure_ascii=False, default=str)
+
+    @server.resource("rlm://runs/{run_id}", name="run", description="one run's readable transcript",
+                     mime_type="text/plain")
+    def run_resource(run_id: str) -> str:
+        from .cli import format_events
+
+        try:
+            rid = sqlite.resolve_id(run_id) if sqlite is not None else run_id
+            return "\n".join(format_events(store.events(rid)))
+        except ContextboxError as e:
+            raise ValueError(str(e)) from None
 
     return server
