@@ -3,7 +3,10 @@
 ``RLM(...).stream(question, context)`` yields :class:`~contextbox.types.Event` objects; its
 ``.result`` is the :class:`~contextbox.types.RunResult` once the stream is exhausted.
 ``RLM(...).run(...)`` consumes the stream and returns the result. The CLI, the run store,
-the server and the tests all read this one stream.
+the server and the tests all read this one stream. Beside them: ``completion`` (the ``rlms``
+shape), ``arun``/``astream`` (:mod:`contextbox.aio`), ``session`` (:mod:`contextbox.session`),
+and ``answer_type=`` on all of them (:mod:`contextbox.typed_answer`). Runs are recorded in the
+CLI's run store unless ``store=None``.
 """
 
 from __future__ import annotations
