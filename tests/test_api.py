@@ -311,7 +311,7 @@ def test_configuration_mistakes_raise_usage_errors_with_the_cli_message(tmp_path
 @pytest.mark.parametrize("limits,message", [
     ({"max_iterations": 0}, "[limits] max_iterations must be at least 1, got 0"),
     ({"timeout_s": -1}, "[limits] timeout_s must be greater than 0, got -1.0"),
-    ({"max_iteration": 5}, "limits: unknown key 'max_iteration'"),
+    ({"max_iteration": 5}, "unknown limit 'max_iteration'; known limits: max_iterations,"),
     ({"max_iterations": "many"}, "limits: bad value for max_iterations"),
 ])
 def test_bad_limits_are_config_errors(limits, message):

@@ -331,6 +331,10 @@ def limits_from(base: Limits, values: dict[str, Any]) -> Limits:
     the base value."""
     if not isinstance(values, dict):
         raise ConfigError(f"limits must be a dict of limit names, not {type(values).__name__}")
+    known = [f.name for f in fields(base)]
+    for k in values:
+        if k not in known:
+            raise ConfigError(f"unknown limit {k!r}; known limits: {', '.join(known)}")
     out = dataclasses.replace(base)
     _fill(out, {k: v for k, v in values.items() if v is not None}, "limits", coerce=True)
     for section, key, *bounds in _RANGES:
