@@ -354,3 +354,29 @@ def test_a_list_longer_than_the_top_n_asked_goes_back_once_with_the_first_n():
     cfg.aids.list_length = False
     res, _, _ = _run([cmd("find", text="w0"), cmd("final", answer=long)], text, q, config=cfg)
     assert res.iterations == 2 and res.answer == long
+
+
+def test_a_question_about_code_searches_whole_definitions(tmp_path):
+    (tmp_path / "config.py").write_text("import tomllib\n\n\nclass Config:\n    @classmethod\n    def load(cls, path):\n"
+                                        "        return tomllib.loads(open(path).read())\n")
+    (tmp_path / "cli.py").write_text("def main():\n    print('hello')\n")
+    ctx = Context.load([str(tmp_path)])
+    q = "Which function loads the TOML configuration file?"
+    p = ScriptedProvider([cmd("search", query="load TOML", unit="paragraph", thought="t"),
+                          cmd("final", answer="Config.load", thought="t")], constrained=True)
+    res = RLM(model=p, config=Config(), levels="l1").run(q, ctx)
+    assert res.status == "answered"
+    search = next(b for b in p.options[0]["response_schema"]["anyOf"] if b["properties"]["op"]["const"] == "search")
+    assert search["properties"]["unit"] == {"const": "paragraph"} and "unit" in search["required"]
+    out = next(s for s in res.steps if s.op == "search").output
+    assert "def load(cls, path):" in out and "tomllib.loads" in out  # the definition, not one line
+    # prose, or the aid off: the unit stays the model's choice
+    for context, cfg in ((Context.from_value("The load was heavy. " * 50), Config()), (ctx, Config())):
+        if context is ctx:
+            cfg.aids.code_search = False
+        p = ScriptedProvider([cmd("search", query="load", thought="t"), cmd("final", answer="x", thought="t")],
+                             constrained=True)
+        RLM(model=p, config=cfg, levels="l1").run(q, context)
+        search = next(b for b in p.options[0]["response_schema"]["anyOf"]
+                      if b["properties"]["op"]["const"] == "search")
+        assert "const" not in search["properties"]["unit"]

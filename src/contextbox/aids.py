@@ -79,6 +79,23 @@ def route_ops(question: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return first, later + _FINISH
 
 
+_CODE_Q = re.compile(r"\b(functions?|methods?|class(?:es)?|modules?|def|constants?|decorators?|endpoints? handler)\b",
+                     re.I)
+_CODE_EXT = frozenset(".py .pyi .js .jsx .ts .tsx .go .rs .java .kt .c .h .cc .cpp .hpp .cs .rb .php .swift .scala "
+                      ".sh .lua .m .r .jl .ex .exs .clj .hs .ml".split())
+
+
+def code_context(context: Context) -> bool:
+    """Whether most of the context's documents are source files (by extension)."""
+    import os.path
+
+    docs = context.documents
+    if not docs:
+        return False
+    code = sum(os.path.splitext(d.path)[1].lower() in _CODE_EXT for d in docs)
+    return code >= 0.5 * len(docs)
+
+
 def aggregate_question(question: str) -> bool:
     return _AGGREGATE_Q.search(question) is not None
 
@@ -154,6 +171,10 @@ class RunAids:
         #: aggregate tables (``[aids] table_route``)
         self.table_route = bool(getattr(settings, "table_route", False)) and aggregate_question(question) \
             and structured(context)
+        #: a question about code ("which function loads ...") over a code base: searches rank whole
+        #: definitions (paragraphs), not single lines (``[aids] code_search``)
+        self.code_question = bool(getattr(settings, "code_search", True)) and _CODE_Q.search(question) is not None \
+            and code_context(context)
         #: the table route's ops: (first turn, later turns), chosen by what the question asks
         self.route_ops = route_ops(question)
         self.aggregated = False  # an aggregating op (count_by, stats, ...) has produced a result
@@ -243,11 +264,13 @@ class RunAids:
         """Arguments the question fixes: the rows it names (``filter``'s ``where``, stored as ``sel``),
         the route's working table (every aggregate's ``on``), the stop words it lists (``word_counts``'
         ``stop``), the labels it defines (the typed map's ``choices``)."""
+        out: dict[str, dict[str, Any]] = {}
+        if self.code_question:  # "which function ...": a search hit should show the whole definition
+            out["search"] = {"unit": {"const": "paragraph"}}
         if not (self.table_route and getattr(self.settings, "column_choice", True)):
-            return None
+            return out or None
         from .column_hints import question_choices, question_stop_words
 
-        out: dict[str, dict[str, Any]] = {}
         if self._filters and not self.filter_done:
             out["filter"] = {"where": {"const": dict(self._filters)}, "store": {"const": FILTERED}}
             if self.work:

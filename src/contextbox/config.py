@@ -57,6 +57,7 @@ class Aids:
     column_choice: bool = True  # the table route names the column the question is about (column_hints)
     compact: bool = True  # compact old turns before the history outgrows the root model's window
     ranked_fallback: bool = True  # a find of several words with no hit shows the closest passages
+    code_search: bool = True  # "which function ..." over source files: searches rank paragraphs (definitions)
 
 
 @dataclass
