@@ -88,6 +88,18 @@ def test_topk():
     assert score("topk", "The top words are: report, request, payment, cache, order", gold) == pytest.approx(0.6)
 
 
+def test_topk_counts_only_the_first_k_words_of_the_answer():
+    """Listing the whole vocabulary is not a top 5: words after the k-th do not count."""
+    from contextbox.bench.logs import CONTENT
+
+    gold = ["report", "request", "payment", "profile", "channel"]
+    wrong = [w for w in CONTENT if w not in gold][:3]
+    answer = ", ".join(wrong + gold)  # 3 wrong words first, then all five gold ones
+    assert score("topk", answer, gold) == pytest.approx(2 / 5)
+    assert score("topk", answer, gold, {"ordered": True}) == 0.0
+    assert score("topk", ", ".join(gold + wrong), gold) == 1.0
+
+
 def test_topk_checks_order_when_asked():
     gold = ["report", "request", "payment", "profile", "channel"]
     swapped = "request, report, payment, profile, channel"

@@ -8,11 +8,11 @@ import time
 import pytest
 from helpers import cmd, fed_back, make_rlm, run
 
-from contextbox import Config, Context, Limits
+from contextbox import Config, Context
 from contextbox.errors import UsageError
 from contextbox.providers import ScriptedProvider
 from contextbox.schema import FIRST_TURN_OPS
-from contextbox.types import EVENT_TYPES, Completion
+from contextbox.types import EVENT_TYPES
 
 TEXT = "The weather was fine.\nThe secret code is ZEBRA-42.\nNothing else happened.\n"
 
@@ -196,11 +196,26 @@ def test_estimated_usage_is_flagged():
 
 
 def test_no_model_configured_is_usage_error(monkeypatch):
-    import contextbox.engine as eng
+    """No ``model`` in the config: the embedded model when it can run, else a UsageError saying what to do.
+    Only the environment is simulated (llama-cpp-python missing); the choice is the engine's own."""
+    import contextbox.providers.local as local
+    from contextbox.engine import default_model_spec
 
-    monkeypatch.setattr(eng, "default_model_spec", lambda cfg: (_ for _ in ()).throw(UsageError(eng.NO_MODEL)))
+    cfg = Config()
+    cfg.model = "openai/gpt-4o-mini"
+    assert default_model_spec(cfg) == "openai/gpt-4o-mini"
+    monkeypatch.setattr(local, "llama_available", lambda: True)
+    monkeypatch.setattr("contextbox.local_model.model_present", lambda cache_dir=None: True)
+    assert default_model_spec(Config()) == "local"
+    monkeypatch.setattr(local, "llama_available", lambda: False)
+    with pytest.raises(UsageError, match="no model configured") as e:
+        default_model_spec(Config())
+    assert "pip install 'contextbox[local]'" in str(e.value)
+    from contextbox import RLM
+
     with pytest.raises(UsageError, match="no model configured"):
-        eng.RLM(config=Config())
+        RLM(config=Config())
+    assert default_model_spec(cfg) == "openai/gpt-4o-mini"  # a configured model never needs the local one
 
 
 def test_output_is_capped_with_note():
@@ -306,16 +321,7 @@ def test_store_receives_every_event(tmp_path):
     assert store.list_runs()[0]["answer"] == "ZEBRA-42"
 
 
-def test_provider_returning_no_text_is_handled():
-    class Empty(ScriptedProvider):
-        def complete(self, messages, **opts):
-            super().complete(messages, **opts)
-            return Completion("", 1, 0)
-
-    from contextbox import RLM
-
-    res = RLM(model=Empty(["a", "b", "c"]), config=Config(), limits=Limits(max_consecutive_errors=2)).run("q", TEXT)
-    assert res.status == "failed"
+# an empty reply: tests/test_limits_wiring.py::test_an_empty_model_reply_is_an_error_the_model_is_told_about
 
 
 def test_multi_document_context_hits_name_the_document():

@@ -89,6 +89,7 @@ SNIPPETS: list[tuple[str, str]] = [
         "fio = [c for c in ().__class__.__base__.__subclasses__() if c.__name__ == 'FileIO'][0]\nprint(fio('/etc/passwd').read())",
     ),
     ("memory bomb (one allocation)", "x = bytearray(50 * 2**30)"),
+    ("memory bomb (one string)", "x = 'x' * (2 * 2**30)\nprint(len(x))"),
     ("memory bomb (growing)", "l = []\nwhile True:\n    l.append('x' * 10**7)"),
     ("recursion bomb", "def f(n):\n    return f(n + 1)\nf(0)"),
     (
@@ -181,6 +182,7 @@ EXPECTED: dict[str, tuple[str, str]] = {
     "signal tampering + loop": ("policy", "time"),
     "__subclasses__ escape": ("policy", "error"),
     "memory bomb (one allocation)": ("policy", "memory"),
+    "memory bomb (one string)": ("memory", "memory"),
     "memory bomb (growing)": ("memory", "memory"),
     "recursion bomb": ("recursion", "recursion"),
     "deep recursion with a raised limit": ("policy", "time"),
@@ -216,9 +218,10 @@ EXPECTED: dict[str, tuple[str, str]] = {
 }
 
 #: snippets that must be stopped by a limit other than time get more of it (the test machine may be busy)
-GENEROUS_TIME = {"memory bomb (one allocation)", "memory bomb (growing)", "1 GB print", "4 children of 300 MB each",
-                 "recursion bomb", "fork loop", "exhaust file descriptors", "huge file in the temp dir",
-                 "host split of a 100 MB string", "host chunk with a huge overlap", "FINAL of 200 MB"}
+GENEROUS_TIME = {"memory bomb (one allocation)", "memory bomb (one string)", "memory bomb (growing)", "1 GB print",
+                 "4 children of 300 MB each", "recursion bomb", "fork loop", "exhaust file descriptors",
+                 "huge file in the temp dir", "host split of a 100 MB string", "host chunk with a huge overlap",
+                 "FINAL of 200 MB"}
 
 _POLICY = ("PermissionError", "Operation not permitted", "ModuleNotFoundError", "has no attribute", "NameError",
            "is not supported in this environment", "Network is unreachable", "gaierror", "Permission denied")
@@ -431,8 +434,12 @@ def harness(request: pytest.FixtureRequest, listeners: Listeners) -> Iterator[Ha
     h.close()
 
 
-def test_enough_snippets() -> None:
-    assert len(SNIPPETS) >= 30
+def test_each_limit_is_what_stops_some_snippet() -> None:
+    """The expectations name every limit at each level, so a limit that stops working shows as a changed kind."""
+    l2 = {want for want, _ in EXPECTED.values()}
+    l3 = {want for _, want in EXPECTED.values()}
+    assert {"policy", "memory", "time", "recursion"} <= l2
+    assert {"policy", "memory", "time", "processes", "files", "died"} <= l3
 
 
 def test_every_snippet_has_an_expected_outcome() -> None:

@@ -195,6 +195,29 @@ async def test_sse_resume_with_last_event_id_and_after(env):
         assert (await c.get("/v1/runs/nope/events")).status_code == 404
 
 
+async def test_sse_of_a_delegated_run_goes_past_the_child_run_end(env):
+    """A child run's ``run_end`` (path 0.0) is not the end of the stream: only the root's is."""
+    script = env["root"] / "delegate.json"
+    script.write_text(json.dumps([cmd("rlm_query", prompt="what is the key?"),  # the root delegates
+                                  cmd("find", text="key"), cmd("final", answer="key 42"),  # the child
+                                  cmd("final", answer="42")]))  # the root again
+    app = make_app(env)
+    async with client(app) as c:
+        r = await c.post("/v1/runs", json={"question": "q", "context": CONTEXT, "model": f"scripted:{script}",
+                                           "levels": "l1,l4"})
+        assert r.status_code == 202, r.text
+        rid = r.json()["id"]
+        live = asyncio.create_task(c.get(f"/v1/runs/{rid}/events"))  # subscribed while the run goes on
+        run = await wait_done(c, rid)
+        assert run["status"] == "answered" and run["answer"] == "42"
+        for ev in (parse_sse((await live).text), parse_sse((await c.get(f"/v1/runs/{rid}/events")).text)):
+            ends = [(e["path"], e["data"]["status"]) for e in ev if e["type"] == "run_end"]
+            assert ends == [("0.0", "answered"), ("0", "answered")]
+            assert ev[-1]["type"] == "run_end" and ev[-1]["path"] == "0"
+            assert [e["seq"] for e in ev] == list(range(run["events"]))
+            assert any(e["type"] == "final" and e["path"] == "0" for e in ev)
+
+
 async def test_list_paging_and_unknown_run(env):
     app = make_app(env)
     async with client(app) as c:
