@@ -1,0 +1,132 @@
+"""The deliberate bugs of issue 19 that once survived the suite, each with the tests that must kill it.
+
+``python tests/listed_mutants.py`` copies ``src/`` to a temporary directory once per mutant,
+applies the mutant there (an exact text replacement that must match once), runs the named
+tests against the copy (``PYTHONPATH``), and prints one line per mutant: ``killed`` when the
+tests fail, ``SURVIVED`` when they pass. It first runs the same tests on the unmutated copy
+(they must pass). Exit status 1 when any mutant survives. ``make mutants-listed`` runs it.
+
+Not collected by pytest (no ``test_`` prefix); the worktree is never edited.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    path: str  # under src/contextbox/
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+LIMITS = "tests/test_limits_wiring.py"
+POLICY = "tests/test_level_policy.py"
+
+MUTANTS: list[Mutant] = [
+    Mutant("L2 memory limit deleted", "sandbox.py",
+           '"max_memory": int(self.memory_mb * _MIB) + 2 * self._context_bytes() + 16 * _MIB,\n', "",
+           (f"{LIMITS}::test_l2_memory_setting_stops_an_allocation_above_it",)),
+    Mutant("l2_memory_mb ignored by the sandbox", "sandbox.py",
+           'self.memory_mb = float(svc.get("l2_memory_mb", 512))', "self.memory_mb = 512.0",
+           (f"{LIMITS}::test_l2_memory_setting_stops_an_allocation_above_it",)),
+    Mutant("l2_memory_mb not passed from the config", "engine.py",
+           "l2_memory_mb=cfg.code.l2_memory_mb,", "",
+           (f"{LIMITS}::test_l2_memory_setting_stops_an_allocation_above_it",)),
+    Mutant("```native runs whenever L2 is allowed", "engine.py",
+           "if action.level not in self.rlm.levels:",
+           'if action.level not in self.rlm.levels and not (action.level == "l3" and "l2" in self.rlm.levels):',
+           (POLICY,)),
+    Mutant("the system prompt describes every level", "prompts.py",
+           "    parts = [INTRO, L1]", '    levels = ("l1", "l2", "l3", "l4")\n    parts = [INTRO, L1]',
+           (POLICY,)),
+    Mutant("no budget check after the model's reply", "engine.py",
+           '            messages.append({"role": "assistant", "content": reply})\n            self._check_budget()\n',
+           '            messages.append({"role": "assistant", "content": reply})\n',
+           (f"{LIMITS}::test_a_reply_that_overspends_the_budget_ends_the_run_even_with_a_final_answer",)),
+    Mutant("the SSE stream ends at any run_end", "server/app.py",
+           'if ev.type == "run_end" and ev.path == "0":', 'if ev.type == "run_end":',
+           ("tests/test_server.py::test_sse_of_a_delegated_run_goes_past_the_child_run_end",)),
+    Mutant("regex_timeout_s ignored by count", "commands.py",
+           'n: Any = ops.count_regex(text, pattern, timeout_s=self._regex_timeout())',
+           'n: Any = ops.count_regex(text, pattern)',
+           (f"{LIMITS}::test_regex_timeout_setting_bounds_count_and_regex",)),
+    Mutant("count() in code cells is case-insensitive", "_cells.py",
+           "return ops.count(_opt_text(session, text), pattern, what=what)",
+           "return ops.count(_opt_text(session, text).lower(), pattern.lower() if pattern else pattern, what=what)",
+           (f"{LIMITS}::test_count_in_a_code_cell_is_case_sensitive_like_str_count",)),
+    Mutant("topk scores all words, not the first k", "bench/scoring.py",
+           "return len(set(words[: len(gold)]) & set(gold)) / len(gold)",
+           "return len(set(words) & set(gold)) / len(gold)",
+           ("tests/test_bench_scoring.py::test_topk_counts_only_the_first_k_words_of_the_answer",)),
+    Mutant("an empty model reply crashes the loop", "engine.py",
+           'reply = completion.text or ""', "reply = completion.text",
+           (f"{LIMITS}::test_an_empty_model_reply_is_an_error_the_model_is_told_about",)),
+    Mutant("a cancelled run exits 1, not 130", "cli.py",
+           "        return 130\n", "        return 1\n",
+           (f"{LIMITS}::test_a_cancelled_cli_run_exits_130",)),
+]
+
+
+def pytest_run(src: Path, tests: tuple[str, ...]) -> tuple[int, float]:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    t = time.monotonic()
+    rc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+    return rc, time.monotonic() - t
+
+
+def copy_src(dest: Path) -> Path:
+    src = dest / "src"
+    shutil.copytree(ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return src
+
+
+def apply(src: Path, m: Mutant) -> None:
+    f = src / "contextbox" / m.path
+    text = f.read_text()
+    n = text.count(m.old)
+    if n != 1:
+        raise SystemExit(f"mutant {m.name!r}: the text to replace occurs {n} times in {m.path} (the source moved?)")
+    f.write_text(text.replace(m.old, m.new))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-k", default="", help="only mutants whose name contains this")
+    args = ap.parse_args()
+    chosen = [m for m in MUTANTS if args.k.lower() in m.name.lower()]
+    tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+    with tempfile.TemporaryDirectory(prefix="cbx-mut-") as tmp:
+        rc, secs = pytest_run(copy_src(Path(tmp) / "base"), tests)
+        if rc != 0:
+            print(f"the killing tests fail on the unmutated source (pytest exit {rc}): fix them first")
+            return 2
+        print(f"baseline: {len(tests)} test targets pass on the unmutated source ({secs:.1f} s)")
+        survived = 0
+        for i, m in enumerate(chosen):
+            src = copy_src(Path(tmp) / f"m{i}")
+            apply(src, m)
+            rc, secs = pytest_run(src, m.tests)
+            verdict = "killed" if rc != 0 else "SURVIVED"
+            survived += rc == 0
+            print(f"{verdict:8}  {m.name}  ({m.path}, {secs:.1f} s)")
+    print(f"{len(chosen) - survived}/{len(chosen)} listed mutants killed")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
