@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install install-local system-deps test demo lint bench clean
+.PHONY: install install-local system-deps test demo lint bench mutation mutants-listed clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,17 @@ demo: $(BIN)/python
 
 lint: install
 	$(BIN)/ruff check src tests bench
+
+# mutation testing (slow: hours of CPU for every module; docs/mutation.md). One module:
+#   make mutation MODULES=bench/scoring.py      Tests: TESTS="tests/test_x.py"   Parallel: JOBS=2
+mutation: install
+	$(PIP) install -e '.[dev,mutation]'
+	$(BIN)/python tests/mutation.py --max-children $(or $(JOBS),2) $(if $(MODULES),--modules $(MODULES)) \
+	  $(if $(TESTS),--tests "$(TESTS)")
+
+# the survivors listed in issue 19, each applied to a copy of src/ against the test that kills it
+mutants-listed: install-local
+	$(BIN)/python tests/listed_mutants.py
 
 bench: install
 	$(BIN)/python bench/bench_core.py

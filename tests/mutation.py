@@ -1,0 +1,147 @@
+"""Mutation testing of the core modules with mutmut (``make mutation``; see docs/mutation.md).
+
+The run happens in a scratch copy (``build/mutation/``: src, tests, pyproject.toml with its
+``[tool.mutmut]`` section narrowed to the chosen modules), so the worktree never gets a
+``mutants/`` folder and mutmut's cache survives between runs (only changed functions are
+mutated and tested again). At the end it prints, per module and in total, the mutants killed
+(a test failed or timed out), survived, and with no covering test, and the kill rate
+``killed / (killed + survived + no tests)``; then the survivors, one per line, for
+``mutmut show NAME`` (run inside ``build/mutation/``).
+
+    python tests/mutation.py                              # every module of [tool.mutmut] (hours of CPU)
+    python tests/mutation.py --modules bench/scoring.py   # one module, the tests named for it below
+    python tests/mutation.py --modules ops.py --tests tests/test_ops_properties.py --max-children 1
+
+Not collected by pytest (no ``test_`` prefix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRATCH = ROOT / "build" / "mutation"
+
+#: the tests that exercise each module (a narrowed run uses these; the full run uses the whole selection)
+TESTS_FOR: dict[str, list[str]] = {
+    "engine.py": ["tests/test_engine.py", "tests/test_limits_wiring.py", "tests/test_level_policy.py"],
+    "commands.py": ["tests/test_commands.py", "tests/test_ops_properties.py"],
+    "ops.py": ["tests/test_ops_properties.py", "tests/test_commands.py"],
+    "sandbox.py": ["tests/test_code_levels.py", "tests/test_limits_wiring.py"],
+    "native.py": ["tests/test_code_levels.py", "tests/test_l3_guard.py"],
+    "delegation.py": ["tests/test_delegation.py"],
+    "server/app.py": ["tests/test_server.py"],
+    "server/security.py": ["tests/test_server.py", "tests/test_host_safety.py"],
+    "store_sqlite.py": ["tests/test_store_sqlite.py"],
+    "bench/scoring.py": ["tests/test_bench_scoring.py"],
+}
+
+
+def configured() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+
+
+def mutmut_section(only: list[str], tests: list[str], base: dict) -> str:
+    cfg = {**base, "only_mutate": only, "pytest_add_cli_args_test_selection": tests}
+
+    def val(v: object) -> str:
+        return json.dumps(v)  # TOML accepts JSON strings, numbers, booleans and arrays of them
+
+    return "[tool.mutmut]\n" + "".join(f"{k} = {val(v)}\n" for k, v in cfg.items())
+
+
+def prepare(only: list[str], tests: list[str]) -> None:
+    SCRATCH.mkdir(parents=True, exist_ok=True)
+    for name in ("src", "tests"):
+        shutil.rmtree(SCRATCH / name, ignore_errors=True)
+        shutil.copytree(ROOT / name, SCRATCH / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".hypothesis"))
+    text = (ROOT / "pyproject.toml").read_text()
+    text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text)
+    (SCRATCH / "pyproject.toml").write_text(text.rstrip() + "\n\n" + mutmut_section(only, tests, configured()))
+
+
+def tally() -> tuple[dict[str, dict[str, int]], list[str]]:
+    """Per file: killed / survived / no tests / timeout / other, from mutmut's .meta files."""
+    from mutmut.stats import status_by_exit_code
+
+    per: dict[str, dict[str, int]] = {}
+    survivors: list[str] = []
+    for meta in sorted((SCRATCH / "mutants").rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        rel = str(meta.relative_to(SCRATCH / "mutants" / "src" / "contextbox"))[: -len(".meta")]
+        counts = per.setdefault(rel, {"killed": 0, "survived": 0, "no tests": 0, "timeout": 0, "other": 0})
+        for name, code in data.get("exit_code_by_key", {}).items():
+            status = status_by_exit_code[code]  # mutmut's own reading of the exit code
+            if status == "survived":
+                counts["survived"] += 1
+                survivors.append(name)
+            elif status in ("killed", "timeout", "no tests"):
+                counts[status] += 1
+            else:  # not checked, skipped, suspicious, segfault, caught by type check
+                counts["other"] += 1
+    return per, survivors
+
+
+def report() -> float | None:
+    per, survivors = tally()
+    tot = {k: sum(c[k] for c in per.values()) for k in ("killed", "survived", "no tests", "timeout", "other")}
+    print(f"\n{'module':28} {'killed':>7} {'timeout':>7} {'survived':>8} {'no tests':>8} {'rate':>6}")
+    for rel, c in sorted(per.items()):
+        den = c["killed"] + c["timeout"] + c["survived"] + c["no tests"]
+        rate = f"{100 * (c['killed'] + c['timeout']) / den:5.1f}%" if den else "  -  "
+        print(f"{rel:28} {c['killed']:7} {c['timeout']:7} {c['survived']:8} {c['no tests']:8} {rate:>6}")
+    den = tot["killed"] + tot["timeout"] + tot["survived"] + tot["no tests"]
+    rate = 100 * (tot["killed"] + tot["timeout"]) / den if den else None
+    if rate is not None:
+        print(f"{'total':28} {tot['killed']:7} {tot['timeout']:7} {tot['survived']:8} {tot['no tests']:8} "
+              f"{rate:5.1f}%")
+        print(f"kill rate: {rate:.1f}% ({tot['killed'] + tot['timeout']} of {den} mutants)")
+    if survivors:
+        print(f"\nsurvivors ({len(survivors)}; `cd build/mutation && mutmut show NAME`):")
+        for s in survivors:
+            print("  " + s)
+    return rate
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="mutation testing of the core modules (mutmut)")
+    ap.add_argument("--modules", default="", help="comma-separated paths under src/contextbox/ (default: all)")
+    ap.add_argument("--tests", default="", help="space-separated test paths (default: the modules' own tests)")
+    ap.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
+    ap.add_argument("--report", action="store_true", help="only print the report of the last run")
+    ap.add_argument("--min-rate", type=float, default=0.0, help="exit 1 when the kill rate is below this")
+    args = ap.parse_args()
+    if not args.report:
+        base = configured()
+        if args.modules:
+            mods = [m.strip() for m in args.modules.split(",") if m.strip()]
+            unknown = [m for m in mods if not (ROOT / "src" / "contextbox" / m).is_file()]
+            if unknown:
+                print(f"mutation: no such module under src/contextbox/: {', '.join(unknown)}", file=sys.stderr)
+                return 2
+            only = [f"src/contextbox/{m}" for m in mods]
+            tests = args.tests.split() or sorted({t for m in mods for t in TESTS_FOR.get(m, ["tests/"])})
+        else:
+            only = base["only_mutate"]
+            tests = args.tests.split() or base["pytest_add_cli_args_test_selection"]
+        prepare(only, tests)
+        print(f"mutating {len(only)} module(s) with tests {' '.join(tests)} in {SCRATCH}", flush=True)
+        rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
+                            cwd=SCRATCH).returncode
+        if rc not in (0, 1):
+            print(f"mutation: mutmut exited {rc}", file=sys.stderr)
+            return rc
+    rate = report()
+    return 1 if rate is None or rate < args.min_rate else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
