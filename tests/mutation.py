@@ -2,8 +2,8 @@
 
 The run happens in a scratch copy (``build/mutation/``: src, tests, pyproject.toml with its
 ``[tool.mutmut]`` section narrowed to the chosen modules), so the worktree never gets a
-``mutants/`` folder and mutmut's cache survives between runs (only changed functions are
-mutated and tested again). At the end it prints, per module and in total, the mutants killed
+``mutants/`` folder and mutmut's cache survives between runs while tests/ is unchanged (only
+changed functions are mutated and tested again; a change under tests/ starts afresh). At the end it prints, per module and in total, the mutants killed
 (a test failed or timed out), survived, and with no covering test, and the kill rate
 ``killed / (killed + survived + no tests)``; then the survivors, one per line, for
 ``mutmut show NAME`` (run inside ``build/mutation/``).
@@ -18,6 +18,7 @@ Not collected by pytest (no ``test_`` prefix).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import shutil
@@ -57,8 +58,22 @@ def mutmut_section(only: list[str], tests: list[str], base: dict) -> str:
     return "[tool.mutmut]\n" + "".join(f"{k} = {val(v)}\n" for k, v in cfg.items())
 
 
-def prepare(only: list[str], tests: list[str]) -> None:
+def tests_hash() -> str:
+    h = hashlib.sha256()
+    for f in sorted((ROOT / "tests").rglob("*.py")):
+        h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def prepare(only: list[str], tests: list[str], fresh: bool) -> None:
     SCRATCH.mkdir(parents=True, exist_ok=True)
+    # mutmut caches verdicts per mutated function and knows when the source changes, not when
+    # the tests do: new tests must get every survivor again, so a change of tests/ starts afresh
+    stamp = SCRATCH / "tests.sha256"
+    digest = tests_hash()
+    if fresh or not stamp.exists() or stamp.read_text() != digest:
+        shutil.rmtree(SCRATCH / "mutants", ignore_errors=True)
+    stamp.write_text(digest)
     for name in ("src", "tests"):
         shutil.rmtree(SCRATCH / name, ignore_errors=True)
         shutil.copytree(ROOT / name, SCRATCH / name,
@@ -117,6 +132,7 @@ def main() -> int:
     ap.add_argument("--tests", default="", help="space-separated test paths (default: the modules' own tests)")
     ap.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
     ap.add_argument("--report", action="store_true", help="only print the report of the last run")
+    ap.add_argument("--fresh", action="store_true", help="forget mutmut's cached verdicts (a changed tests/ does too)")
     ap.add_argument("--min-rate", type=float, default=0.0, help="exit 1 when the kill rate is below this")
     args = ap.parse_args()
     if not args.report:
@@ -132,7 +148,7 @@ def main() -> int:
         else:
             only = base["only_mutate"]
             tests = args.tests.split() or base["pytest_add_cli_args_test_selection"]
-        prepare(only, tests)
+        prepare(only, tests, args.fresh)
         print(f"mutating {len(only)} module(s) with tests {' '.join(tests)} in {SCRATCH}", flush=True)
         rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
                             cwd=SCRATCH).returncode

@@ -185,3 +185,67 @@ def test_rlms_usage_summary_tokens_are_summed():
     assert _sum_tokens(usage) == 126
     assert _sum_tokens({"total_tokens": 7, "input_tokens": 1}) == 7
     assert _sum_tokens(None) == 0
+
+
+# ---------------------------------------------------------------------- edges found by mutation testing
+def test_first_int_reads_thousands_separators():
+    from contextbox.bench.scoring import first_int
+
+    assert first_int("There are 1,234 rows") == 1234
+    assert first_int("-17 degrees") == -17 and first_int("none") is None
+    assert score("numeric", "1,234", 1234) == 1.0
+
+
+def test_an_empty_gold_list_is_matched_by_any_answer():
+    assert score("ranking", "anything", []) == 1.0
+    assert score("topk", "anything", []) == 1.0
+
+
+def test_ranking_count_must_follow_its_own_name():
+    counts = {"DiskFull": 10, "NetworkTimeout": 10, "DatabaseError": 5}
+    # DiskFull has no count of its own; the 10 after NetworkTimeout is not its count
+    assert score("ranking", "DiskFull, NetworkTimeout: 10, DatabaseError: 5", RANKED,
+                 {"counts": counts}) == pytest.approx(2 / 3, abs=1e-6)
+    # the digits inside the next name are not a count either
+    assert score("ranking", "Http404, Http500: 7", ["Http404", "Http500"],
+                 {"counts": {"Http404": 500, "Http500": 7}}) == 0.5
+
+
+def test_topk_ignores_articles_between_the_words():
+    gold = ["report", "request", "payment", "profile", "channel"]
+    assert score("topk", "a report, the request, a payment, the profile, a channel", gold, {"ordered": True}) == 1.0
+
+
+def test_f1_of_nothing_against_something_is_zero():
+    assert f1(set(), {(1, 2)}) == 0.0 and f1({(1, 2)}, set()) == 0.0
+
+
+def test_name_another_suspects_surname_is_their_last_word():
+    meta = {"suspects": ["Florence Dunmore", "Mary Ann Voss"]}
+    assert score("name", "Florence Dunmore, not Voss", "Florence Dunmore", meta) == 0.0
+    assert score("name", "Florence Dunmore, not Ann", "Florence Dunmore", meta) == 1.0
+
+
+def test_seed_match_type_defaults_to_contains():
+    assert score("seed", "There are 3 classes.", "3", {}) == 1.0
+    assert score("seed", "There are 13 classes.", "3", {}) == 0.0
+
+
+def test_a_blank_answer_scores_zero_whatever_the_scorer():
+    assert score("seed", "   \n", "x", {"match_type": "regex", "regex_pattern": r"\s"}) == 0.0
+    assert score("seed", "", "x", {"match_type": "regex", "regex_pattern": ""}) == 0.0
+
+
+def test_scores_are_rounded_to_six_decimals_and_unknown_kinds_named():
+    assert score("ranking", "NetworkTimeout, DiskFull, DatabaseError", RANKED) == 0.333333
+    with pytest.raises(ValueError, match="unknown scorer 'nope'"):
+        score("nope", "x", "x")
+
+
+def test_format_gold_writes_lists_as_comma_separated_words():
+    assert format_gold("seed", ["x", "y"]) == "x, y"
+    assert format_gold("topk", ["cache", "order"]) == "cache, order"
+    assert format_gold("pairs", [[1, 2], [3, 4]]) == "(1, 2)\n(3, 4)"
+    assert format_gold("percentiles", {"p50": 1, "p95": 2}) == "p50=1, p95=2"
+    assert format_gold("ranking", ["A", "B"], {"counts": {"A": 3, "B": 1}}) == "A: 3, B: 1"
+    assert format_gold("needle", 42) == "42"
