@@ -249,3 +249,11 @@ def test_format_gold_writes_lists_as_comma_separated_words():
     assert format_gold("percentiles", {"p50": 1, "p95": 2}) == "p50=1, p95=2"
     assert format_gold("ranking", ["A", "B"], {"counts": {"A": 3, "B": 1}}) == "A: 3, B: 1"
     assert format_gold("needle", 42) == "42"
+
+
+def test_pairs_a_line_with_an_odd_number_of_numbers_keeps_its_pairs():
+    assert parse_pairs("(1, 2), 3") == {(1, 2)}
+
+
+def test_topk_a_gold_word_outside_the_log_vocabulary_still_counts():
+    assert score("topk", "zebra, report", ["zebra", "report"]) == 1.0
