@@ -65,7 +65,7 @@ def _read_large(f: Any, size: int) -> tuple[str, int]:
 
     ASCII files (the common case for logs and generated data) are read straight into a new
     compact ASCII string allocated through the C API, then verified to be ASCII chunk by
-    chunk. Anything else falls back to an incremental decode and a join.
+    chunk. Anything else is read into one byte buffer and decoded once (file + str at the peak).
     """
     if _ascii_inplace_supported():
         new = ctypes.pythonapi.PyUnicode_New
@@ -89,14 +89,24 @@ def _read_large(f: Any, size: int) -> tuple[str, int]:
             return s, 0
         del s
         f.seek(0)
-    dec = codecs.getincrementaldecoder("utf-8")("contextbox_count")
-    _counter.n = 0
-    parts: list[str] = []
-    while chunk := f.read(16 << 20):
-        parts.append(dec.decode(chunk))
-    parts.append(dec.decode(b"", final=True))
-    text = "".join(parts)
-    return text, _counter.n
+    # one buffer of the bytes, decoded once: peak = file + str (decoded chunks joined into the
+    # str would hold the str twice, which is more for text Python stores 2 or 4 bytes a character)
+    data = bytearray(size)
+    mv = memoryview(data)
+    pos = 0
+    while pos < size:
+        n = f.readinto(mv[pos:])
+        if not n:
+            break
+        pos += n
+    del mv
+    if pos < size:
+        del data[pos:]
+    while extra := f.read(16 << 20):  # the file grew while it was read
+        data += extra
+    text, bad = decode_bytes(data)
+    del data
+    return text, bad
 
 
 def file_kind(mode: int) -> str:
