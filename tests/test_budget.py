@@ -203,8 +203,13 @@ def test_ledger_is_thread_safe():
 # ---------------------------------------------------------------------- prices
 def test_prices_come_from_genai_prices_and_config_wins():
     assert cost("openai/gpt-4o-mini", 1_000_000, 1_000_000) == pytest.approx(0.75)
-    # DeepSeek halves its prices off-peak (16:30-00:30 UTC): the table prices the call at its time
-    assert cost("deepseek/deepseek-chat", 1_000_000, 0) in (pytest.approx(0.27), pytest.approx(0.135))
+    # DeepSeek halves its price off-peak (16:30-00:30 UTC); genai-prices prices the call at the current time
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC)
+    minute = now.hour * 60 + now.minute
+    off_peak = minute >= 16 * 60 + 30 or minute < 30
+    assert cost("deepseek/deepseek-chat", 1_000_000, 0) == pytest.approx(0.135 if off_peak else 0.27)
     assert cost("anthropic/claude-3-5-haiku-latest", 1_000_000, 0) == pytest.approx(0.80)
     assert cost("openai/gpt-4o-mini", 1_000_000, 0, {"openai/gpt-4o-mini": (9.0, 0.0)}) == pytest.approx(9.0)
     assert cost("openai/gpt-4o-mini", 0, 2_000_000, {"gpt-4o-mini": (0.0, 3.0)}) == pytest.approx(6.0)
