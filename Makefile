@@ -41,7 +41,7 @@ mutation: install
 	  $(if $(TESTS),--tests "$(TESTS)")
 
 # the survivors listed in issue 19, each applied to a copy of src/ against the test that kills it
-mutants-listed: install-local
+mutants-listed: install
 	$(BIN)/python tests/listed_mutants.py
 
 bench: install
