@@ -14,7 +14,7 @@ import itertools
 import pytest
 from helpers import cmd, fed_back, run
 
-from contextbox import native, prompts, sandbox
+from contextbox import Config, native, prompts, sandbox
 
 LEVELS = ("l1", "l2", "l3", "l4")
 TEXT = "The secret code is ZEBRA-42.\n"
@@ -28,8 +28,8 @@ ASK = {
 }
 #: text only that level's part of the system prompt has
 SECTION = {
-    "l2": sandbox.PROMPT.split("\n")[0][:60],
-    "l3": native.PROMPT.split("\n")[0][:60],
+    "l2": sandbox.PROMPT.split(":")[0],  # "Python sandbox (L2)"
+    "l3": native.PROMPT.split(":")[0],  # "Native Python (L3)"
     "l4": prompts.L4.split("\n")[0],
 }
 
@@ -82,7 +82,7 @@ def test_an_allowed_level_runs(allowed: tuple[str, ...]) -> None:
 @pytest.mark.parametrize("allowed", [c for n in range(1, 5) for c in itertools.combinations(LEVELS, n)],
                          ids=lambda v: ",".join(v))
 def test_the_system_prompt_describes_exactly_the_allowed_levels(allowed: tuple[str, ...]) -> None:
-    text = prompts.system_prompt(allowed)
+    text = prompts.system_prompt(allowed, Config().code)
     for level, marker in SECTION.items():
         assert (marker in text) == (level in allowed), f"{level} section with levels {allowed}"
     # the prompt the model is actually sent is that one

@@ -72,13 +72,16 @@ def test_regex_timeout_setting_bounds_count_and_regex(op: str) -> None:
 
 # ---------------------------------------------------------------------- count() in code cells
 @pytest.mark.parametrize("level", ["l2", "l3"])
-def test_count_in_a_code_cell_is_case_sensitive_like_str_count(level: str) -> None:
+def test_count_in_a_code_cell_agrees_with_find_and_honours_case_sensitive(level: str) -> None:
+    """``count()`` ignores case like ``find()`` by default; ``case_sensitive=True`` is ``str.count``."""
     text = "Hello hello HELLO hello\n"
-    code = "```repl\nprint(count('hello'), count('HELLO'), count('Hello'), count('hELLO'))\n```"
+    code = ("```repl\nprint(count('hello'), len(find('hello')), "
+            "count('hello', case_sensitive=True), count('HELLO', case_sensitive=True), "
+            "count('hELLO', case_sensitive=True))\n```")
     res, rlm = run([code, cmd("final", answer="x")], text, levels=f"l1,{level}")
-    want = " ".join(str(text.count(w)) for w in ("hello", "HELLO", "Hello", "hELLO"))
-    assert want == "2 1 1 0"
-    assert outputs(res)[0].strip() == want
+    want = [text.lower().count("hello")] * 2 + [text.count(w) for w in ("hello", "HELLO", "hELLO")]
+    assert want == [4, 4, 2, 1, 0]
+    assert outputs(res)[0].strip() == " ".join(map(str, want))
 
 
 # ---------------------------------------------------------------------- empty replies
@@ -113,8 +116,11 @@ class _InterruptOnce(ScriptedProvider):
 def test_a_cancelled_cli_run_exits_130(capsys: pytest.CaptureFixture[str]) -> None:
     from contextbox.cli import EXIT_NO_ANSWER, _run_and_report
 
+    before = signal.getsignal(signal.SIGINT)
     rlm = RLM(model=_InterruptOnce([cmd("find", text="code")] * 5), config=Config())
-    code = _run_and_report(rlm, "q", Context.from_value(TEXT), argparse.Namespace(json=False, quiet=True))
+    try:
+        code = _run_and_report(rlm, "q", Context.from_value(TEXT), argparse.Namespace(json=False, quiet=True))
+    finally:  # the CLI leaves Ctrl-C ignored for its own exit; this process goes on
+        signal.signal(signal.SIGINT, before)
     assert code == 130 and code != EXIT_NO_ANSWER
     assert "run ended without an answer: cancelled" in capsys.readouterr().err
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler was put back
