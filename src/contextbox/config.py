@@ -363,7 +363,11 @@ def _provider(d: dict[str, Any], where: str, i: int) -> ProviderConfig:
     if pc.role not in ("root", "sub", "both"):
         raise ConfigError(f"{where}: [[providers]] {pc.name!r}: role must be root, sub or both")
     if pc.kind not in ("openai", "anthropic", "local"):
-        raise ConfigError(f"{where}: [[providers]] {pc.name!r}: kind must be \"openai\" or \"anthropic\"")
+        from .providers.base import plugin_kinds
+
+        if pc.kind not in plugin_kinds():
+            raise ConfigError(f"{where}: [[providers]] {pc.name!r}: kind must be \"openai\", \"anthropic\" or an "
+                              f"installed plugin's kind ({', '.join(plugin_kinds()) or 'none installed'})")
     return pc
 
 

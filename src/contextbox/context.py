@@ -13,18 +13,18 @@ from __future__ import annotations
 import bisect
 import codecs
 import ctypes
-import fnmatch
 import json
 import logging
 import os
 import stat
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .documents import DEFAULT_MAX_FILES, DEFAULT_MAX_MB
 from .errors import ContextError
 
 log = logging.getLogger("contextbox")
@@ -32,7 +32,6 @@ log = logging.getLogger("contextbox")
 #: Files at least this big are read with the in-place reader.
 LARGE_FILE_BYTES = 64 * 1024 * 1024
 _BLOCK = 1 << 20  # line-index checkpoint spacing, in characters
-DEFAULT_EXCLUDES = (".git/*", "*/.git/*", ".hg/*", ".svn/*", "*/__pycache__/*", "__pycache__/*", "*.pyc")
 
 _counter = threading.local()
 
@@ -227,12 +226,24 @@ class Context:
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
         stdin: Any = None,
+        max_files: int | None = DEFAULT_MAX_FILES,
+        max_bytes: int | None = int(DEFAULT_MAX_MB * 1024 * 1024),
+        progress: Callable[[int, int], None] | None = None,
     ) -> Context:
-        """Load files, directories (recursive) and ``-`` (stdin) into one context."""
+        """Load files, directories (recursive), ``http(s)://`` URLs and ``-`` (stdin) into one context.
+
+        Directories honour ``.gitignore``/``.rlmignore`` and skip binaries, virtualenvs and VCS
+        folders; a walk over ``max_files`` files or ``max_bytes`` bytes is refused; documents (PDF,
+        DOCX, …) are converted to text (see :mod:`contextbox.documents`). ``progress(done, total)``
+        is called while a walk of more than a few thousand files is read.
+        """
+        from . import documents
+
         if isinstance(sources, (str, os.PathLike)):
             sources = [sources]
         if not sources:
             raise ContextError("no context given; pass -c PATH (a file, a directory or - for stdin)")
+        limits = documents.LoadLimits(max_files, max_bytes)
         docs: list[tuple[str, str]] = []
         warnings: list[str] = []
         bad_total = 0
@@ -244,6 +255,11 @@ class Context:
                 docs.append(("<stdin>", text))
                 bad_total += bad
                 continue
+            if documents.is_url(src):
+                loaded = documents.fetch_url(str(src), max_bytes=max_bytes)
+                docs += loaded.docs
+                bad_total += loaded.bad_bytes
+                continue
             p = Path(src).expanduser()
             try:
                 st = os.stat(p)
@@ -254,24 +270,16 @@ class Context:
             if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
                 raise _not_regular(src, st.st_mode)
             if stat.S_ISDIR(st.st_mode):
-                files = _walk(p, include, exclude)
-                if not files:
-                    raise ContextError(f"directory {p} holds no files matching the include/exclude globs")
-                for f in files:
-                    text, bad = read_text_file(f)
-                    if looks_binary(text, bad):
-                        warnings.append(f"skipped binary file {f}")
-                        continue
-                    docs.append((str(f.relative_to(p).as_posix()) if len(sources) == 1 else str(f), text))
-                    bad_total += bad
+                loaded = documents.load_directory(p, include, exclude, full_paths=len(sources) > 1, limits=limits,
+                                                  progress=progress)
+                single_file = None
             else:
-                text, bad = read_text_file(p)
-                if looks_binary(text, bad):
-                    raise ContextError(f"{src} is a binary file (NUL or undecodable bytes), not text: convert it "
-                                       "to text first (e.g. pdftotext, or export the document as .txt)")
-                docs.append((str(src), text))
-                bad_total += bad
-                single_file = str(p.resolve()) if bad == 0 else None
+                loaded = documents.load_file(p, str(src))
+                is_text = len(loaded.docs) == 1 and loaded.docs[0][0] == str(src) and loaded.bad_bytes == 0
+                single_file = str(p.resolve()) if is_text else None
+            docs += loaded.docs
+            warnings += loaded.warnings
+            bad_total += loaded.bad_bytes
         if not docs:
             raise ContextError("no readable text files in the given context")
         ctx = cls.from_documents(docs)
@@ -381,39 +389,3 @@ def looks_binary(text: str, bad: int) -> bool:
     """Whether decoded file contents are not text: a NUL in the first 8 KiB (as git and grep
     decide), or more than a third of the characters (of 16 or more) undecodable."""
     return "\x00" in text[:8192] or (len(text) >= 16 and bad * 3 > len(text))
-
-
-def _dir_excluded(rel: str, name: str, globs: Sequence[str]) -> bool:
-    """Whether a directory matches an exclude glob: by its name at any depth (``node_modules``),
-    by its path (``build/cache``), or as the folder of a files glob (``.git/*``)."""
-    for g in globs:
-        bare = g.rstrip("/")
-        if fnmatch.fnmatch(name, bare) or fnmatch.fnmatch(rel, bare) or fnmatch.fnmatch(rel + "/_", g):
-            return True
-    return False
-
-
-def _walk(root: Path, include: Sequence[str] | None, exclude: Sequence[str] | None) -> list[Path]:
-    excl = list(DEFAULT_EXCLUDES) + list(exclude or [])
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath).relative_to(root).as_posix()
-        # excluded trees are not walked at all
-        dirnames[:] = sorted(d for d in dirnames
-                             if not _dir_excluded(d if here == "." else f"{here}/{d}", d, excl))
-        for name in sorted(filenames):
-            f = Path(dirpath) / name
-            rel = f.relative_to(root).as_posix()
-            if include and not any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(name, g) for g in include):
-                continue
-            if any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(name, g) for g in excl):
-                continue
-            try:  # lstat/stat only: a FIFO or a device is skipped without being opened
-                st = os.stat(f)
-            except OSError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                out.append(f)
-            else:
-                log.info("skipped %s: %s", f, file_kind(st.st_mode))
-    return out

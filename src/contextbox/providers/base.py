@@ -16,13 +16,19 @@ on the wire), ``schema_name`` (a name for that schema, where the API wants one),
 A provider that cannot constrain its output ignores ``response_schema``; callers that need
 JSON also say so in the prompt and validate the reply.
 
-Provider *kinds* (``openai``, ``anthropic``, ``scripted``, ``local``) register a factory
-with :func:`register_kind`; built-in kinds register exactly like third-party ones.
+Provider *kinds* (``openai``, ``anthropic``, ``local``, or a plugin's) are factories
+``factory(config, model) -> Provider``. They are found through the entry point group
+``contextbox.providers`` (:data:`ENTRY_POINT_GROUP`): the built-in kinds are declared there in
+contextbox's own ``pyproject.toml`` exactly as a third-party package declares its kind, e.g.
+``[project.entry-points."contextbox.providers"] echo = "contextbox_echo:EchoProvider"``; a plugin
+kind is then used as ``echo:MODEL`` or from a ``[[providers]]`` table with ``kind = "echo"``.
+:func:`register_kind` registers a factory in-process (tests, embedding code).
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +36,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import UsageError
 from ..types import Completion
+
+log = logging.getLogger("contextbox")
+#: the entry point group provider kinds (built-in and third-party) are declared in
+ENTRY_POINT_GROUP = "contextbox.providers"
 
 
 @runtime_checkable
@@ -62,7 +72,14 @@ class ProviderConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def api_key(self) -> str | None:
-        return os.environ.get(self.api_key_env) if self.api_key_env else None
+        """The key from the environment, else from the key file of ``rlm keys set``."""
+        if not self.api_key_env:
+            return None
+        if os.environ.get(self.api_key_env):
+            return os.environ[self.api_key_env]
+        from ..keystore import stored_key
+
+        return stored_key(self.api_key_env)
 
 
 #: Endpoints that work without any config file. A ``[[providers]]`` table with the same
@@ -96,13 +113,48 @@ def register_kind(kind: str, factory: Factory) -> None:
     _KINDS[kind] = factory
 
 
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def plugin_kinds() -> list[str]:
+    """Provider kinds declared through entry points that are not built in."""
+    return sorted(set(_entry_points()) - set(_LAZY_KINDS))
+
+
+def known_kinds() -> list[str]:
+    return sorted(set(_KINDS) | set(_LAZY_KINDS) | set(_entry_points()))
+
+
 def get_kind(kind: str) -> Factory:
-    if kind not in _KINDS and kind in _LAZY_KINDS:
-        importlib.import_module(_LAZY_KINDS[kind])
+    """The factory of ``kind``: registered, else its ``contextbox.providers`` entry point, else built in."""
     if kind not in _KINDS:
-        known = ", ".join(sorted(set(_KINDS) | set(_LAZY_KINDS)))
-        raise UsageError(f"unknown provider kind {kind!r}; use one of: {known}")
+        ep = _entry_points().get(kind)
+        if ep is not None and not (kind in _LAZY_KINDS and ep.value.split(":")[0].startswith("contextbox.")):
+            try:
+                factory = ep.load()
+            except Exception as e:  # noqa: BLE001 - a broken plugin is the user's to fix, in one line
+                dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
+                raise UsageError(f"provider plugin {kind!r} ({ep.value}, package {dist}) failed to load: "
+                                 f"{type(e).__name__}: {e}") from None
+            if not callable(factory):
+                raise UsageError(f"provider plugin {kind!r} ({ep.value}) is not a factory(config, model)")
+            register_kind(kind, factory)
+        elif kind in _LAZY_KINDS:  # built in: the module registers itself on import
+            importlib.import_module(_LAZY_KINDS[kind])
+    if kind not in _KINDS:
+        raise UsageError(f"unknown provider kind {kind!r}; use one of: {', '.join(known_kinds())}")
     return _KINDS[kind]
+
+
+def _kind_spec(spec: str) -> tuple[str, str] | None:
+    """``KIND:MODEL`` of a plugin kind (the colon before any slash), else None."""
+    head, sep, rest = spec.partition(":")
+    if not sep or "/" in head or not head:
+        return None
+    return head, rest
 
 
 def resolve(spec: str, providers: list[ProviderConfig] | None = None, *,
@@ -110,10 +162,13 @@ def resolve(spec: str, providers: list[ProviderConfig] | None = None, *,
     """Turn a model spec into a provider.
 
     ``scripted:PATH`` · ``local`` · ``local:PATH.gguf`` · ``NAME/MODEL`` where NAME is a
-    configured or built-in provider. Several configured providers with one NAME form a pool.
+    configured or built-in provider · ``KIND:MODEL`` of a plugin kind · a bare id or a user alias
+    (:func:`contextbox.model_ids.expand_spec`). Several configured providers with one NAME form a pool.
     ``local`` holds settings for the local kind (``context_tokens``, ``n_threads``).
     """
-    spec = (spec or "").strip()
+    from ..model_ids import expand_spec
+
+    spec = expand_spec(spec)
     if not spec:
         raise UsageError("empty model spec; pass --model NAME/MODEL, scripted:PATH or local")
     if spec.startswith("scripted:"):
@@ -124,9 +179,16 @@ def resolve(spec: str, providers: list[ProviderConfig] | None = None, *,
         path = spec[len("local:") :] if spec.startswith("local:") else None
         extra = {k: v for k, v in (local or {}).items() if v is not None}
         return get_kind("local")(ProviderConfig("local", "local", extra={**extra, "path": path}), spec)
+    kind_spec = _kind_spec(spec)
+    if kind_spec and kind_spec[0] in _entry_points() | _KINDS and kind_spec[0] not in _LAZY_KINDS:
+        kind, model = kind_spec
+        return get_kind(kind)(ProviderConfig(kind, kind), model)
     if "/" not in spec:
+        plugins = plugin_kinds()
         raise UsageError(
-            f"unknown model {spec!r}: use NAME/MODEL (e.g. openai/gpt-4o-mini), scripted:PATH or local"
+            f"unknown model {spec!r}: use NAME/MODEL (e.g. openai/gpt-4o-mini), a bare id like gpt-4o-mini, "
+            f"an alias (rlm aliases list), scripted:PATH or local"
+            + (f", or a plugin's KIND:MODEL ({', '.join(plugins)})" if plugins else "")
         )
     name, model = spec.split("/", 1)
     configured = [p for p in (providers or []) if p.name == name]
