@@ -14,7 +14,7 @@ install: $(BIN)/python
 	$(PIP) install -e '.[dev]'
 
 install-local: $(BIN)/python
-	$(PIP) install -e '.[dev,local,bench,ray,demos,mcp]'
+	$(PIP) install -e '.[dev,local,bench,ray,demos,mcp,docs]'
 
 # Debian's chromium for the visualizer's browser test (never a downloaded browser build)
 system-deps:

@@ -38,21 +38,31 @@ def _positive_int(s: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = _Parser(prog="rlm", description="Recursive Language Models: ask questions about huge contexts.")
-    p.add_argument("--config", help="config file (default: ./contextbox.toml, then $XDG_CONFIG_HOME/contextbox/config.toml)")
+    p.add_argument("--version", action="version", version=f"rlm (contextbox) {__version__}",
+                   help="print the version and exit")
+    p.add_argument("--config", metavar="FILE",
+                   help="config file (default: ./contextbox.toml, then $XDG_CONFIG_HOME/contextbox/config.toml)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     ask = sub.add_parser("ask", help="answer a question about a context")
-    ask.add_argument("question")
+    ask.add_argument("question", metavar="QUESTION", help="the question (options may come before or after it)")
     ask.add_argument("-c", "--context", action="append", default=[], metavar="PATH",
-                     help="a file, a directory, or - for stdin (repeatable)")
+                     help="a file, a directory, an http(s) URL, or - for stdin (repeatable); PDF, DOCX, … "
+                          "are converted with the docs extra")
     ask.add_argument("--include", action="append", metavar="GLOB", help="only these files of a directory")
     ask.add_argument("--exclude", action="append", metavar="GLOB", help="skip these files of a directory")
-    ask.add_argument("--model", help="root model spec: NAME/MODEL, scripted:PATH, local, local:PATH.gguf")
-    ask.add_argument("--sub-model", help="sub-model spec for delegation (default: the root model)")
-    ask.add_argument("--levels", help="allowed levels, e.g. l1 or l1,l2,l4 (default from config: l1)")
-    ask.add_argument("--max-iterations", type=_positive_int)
+    ask.add_argument("-m", "--model", metavar="MODEL",
+                     help="root model: NAME/MODEL, a bare id (gpt-4o-mini), an alias, local, local:PATH.gguf, "
+                          "scripted:PATH or a plugin's KIND:MODEL (see 'rlm models')")
+    ask.add_argument("--sub-model", metavar="MODEL", help="sub-model for delegation (default: the root model)")
+    ask.add_argument("--levels", metavar="LEVELS", help="allowed levels, e.g. l1 or l1,l2,l4 (default from config: l1)")
+    ask.add_argument("--system", metavar="TEXT", help="extra instructions for the root model, added to its system "
+                                                      "prompt (config: system)")
+    ask.add_argument("--max-iterations", type=_positive_int, metavar="N", help="stop after N model turns")
     ask.add_argument("--timeout", type=float, dest="timeout_s", metavar="SECONDS",
                      help="stop the run after this long (default 1800; inf = no limit)")
     ask.add_argument("--max-tokens", type=_positive_int, dest="max_total_tokens", metavar="N",
@@ -61,43 +71,49 @@ def build_parser() -> argparse.ArgumentParser:
                      help="never start a call that could take the run past USD (default 5 when every model has a "
                           "known price; inf = no limit)")
     ask.add_argument("--json", action="store_true", help="print one JSON object instead of the answer")
-    ask.add_argument("--runs-dir", help="where run logs go (default $XDG_DATA_HOME/contextbox/runs)")
+    ask.add_argument("--runs-dir", metavar="DIR", help="where run logs go (default $XDG_DATA_HOME/contextbox/runs)")
     ask.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
     cfg = sub.add_parser("config", help="show the effective configuration")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", parser_class=_Parser)
     show = cfg_sub.add_parser("show", help="print the effective config, secrets masked")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
 
     runs = sub.add_parser("runs", help="list and show recorded runs")
-    runs.add_argument("--runs-dir")
+    runs.add_argument("--runs-dir", metavar="DIR", help="the runs folder (default from config)")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", parser_class=_Parser)
     rl = runs_sub.add_parser("list", help="recent runs")
-    rl.add_argument("-n", type=_positive_int, default=20)
-    rl.add_argument("--json", action="store_true")
-    rl.add_argument("--runs-dir", dest="runs_dir_sub")
+    rl.add_argument("-n", type=_positive_int, default=20, metavar="N", help="at most N runs (default 20)")
+    rl.add_argument("-q", "--query", metavar="TEXT", help="only runs whose question or answer contains TEXT")
+    rl.add_argument("-m", "--model", metavar="MODEL", help="only runs of this model (part of a spec, or an alias)")
+    rl.add_argument("--status", metavar="STATUS", help="only runs with this status (answered, failed, …)")
+    rl.add_argument("--json", action="store_true", help="print a JSON list")
+    rl.add_argument("--runs-dir", dest="runs_dir_sub", metavar="DIR", help="the runs folder (default from config)")
     rs = runs_sub.add_parser("show", help="one run, event by event")
-    rs.add_argument("run_id")
+    rs.add_argument("run_id", metavar="RUN", help="a run id, a unique prefix of one, or 'latest'")
     rs.add_argument("--json", action="store_true", help="the raw JSONL events")
-    rs.add_argument("--runs-dir", dest="runs_dir_sub")
+    rs.add_argument("--runs-dir", dest="runs_dir_sub", metavar="DIR", help="the runs folder (default from config)")
     rx = runs_sub.add_parser("export", help="one run as JSON lines (one event a line)")
-    rx.add_argument("run_id")
-    rx.add_argument("--runs-dir", dest="runs_dir_sub")
+    rx.add_argument("run_id", metavar="RUN", help="a run id, a unique prefix of one, or 'latest'")
+    rx.add_argument("--runs-dir", dest="runs_dir_sub", metavar="DIR", help="the runs folder (default from config)")
 
     srv = sub.add_parser("serve", help="the HTTP API, the OpenAI-compatible endpoint and the /visualize page")
-    srv.add_argument("--host", help="address to bind (default 127.0.0.1)")
-    srv.add_argument("--port", type=int, help="port (default 8765)")
-    srv.add_argument("--token", help="require 'Authorization: Bearer TOKEN' (default: $CONTEXTBOX_TOKEN)")
+    srv.add_argument("--host", metavar="ADDRESS", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, metavar="PORT", help="port (default 8765)")
+    srv.add_argument("--token", metavar="TOKEN",
+                     help="require 'Authorization: Bearer TOKEN' (default: $CONTEXTBOX_TOKEN)")
     srv.add_argument("--root", action="append", metavar="DIR",
                      help="a folder whose files runs may name as context_path (repeatable)")
-    srv.add_argument("--db", help="the SQLite run store (default <runs_dir>/runs.sqlite)")
-    srv.add_argument("--max-concurrent-runs", type=_positive_int)
-    srv.add_argument("--max-queued-runs", type=int, help="runs waiting beyond --max-concurrent-runs (default 1000)")
-    srv.add_argument("--max-upload-mb", type=float)
-    srv.add_argument("--model", help="default root model spec for runs that name none")
-    srv.add_argument("--sub-model")
-    srv.add_argument("--levels")
-    srv.add_argument("--runs-dir")
+    srv.add_argument("--db", metavar="FILE", help="the SQLite run store (default <runs_dir>/runs.sqlite)")
+    srv.add_argument("--max-concurrent-runs", type=_positive_int, metavar="N",
+                     help="runs executing at once (default 4; more wait in a queue)")
+    srv.add_argument("--max-queued-runs", type=int, metavar="N",
+                     help="runs waiting beyond --max-concurrent-runs (default 1000)")
+    srv.add_argument("--max-upload-mb", type=float, metavar="MB", help="largest uploaded context (default 64)")
+    srv.add_argument("-m", "--model", metavar="MODEL", help="default root model for runs that name none")
+    srv.add_argument("--sub-model", metavar="MODEL", help="default sub-model for delegation")
+    srv.add_argument("--levels", metavar="LEVELS", help="default levels, e.g. l1,l4")
+    srv.add_argument("--runs-dir", metavar="DIR", help="the runs folder (default from config)")
 
     model = sub.add_parser("model", help="the embedded local model")
     model_sub = model.add_subparsers(dest="model_command", metavar="ACTION", parser_class=_Parser)
@@ -111,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.cli import add_parser as add_bench_parser
     from .cli_chat import add_parser as add_chat_parser
     from .cli_mcp import add_parser as add_mcp_parser
+    from .cli_models import add_parsers as add_model_parsers
 
     add_bench_parser(sub, _positive_int)
     from .cli_batch import add_parser as add_batch_parser
@@ -118,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_batch_parser(sub, _positive_int)
     add_chat_parser(sub, _positive_int)
     add_mcp_parser(sub)
+    add_model_parsers(sub, _Parser)
     return p
 
 
@@ -335,12 +353,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     config = Config.load(args.config, model=args.model, sub_model=args.sub_model, levels=args.levels,
                          runs_dir=args.runs_dir, max_iterations=args.max_iterations, timeout_s=args.timeout_s,
-                         max_total_tokens=args.max_total_tokens, max_cost_usd=args.max_cost_usd)
+                         max_total_tokens=args.max_total_tokens, max_cost_usd=args.max_cost_usd, system=args.system)
     if not args.context:
         raise UsageError("no context given; pass -c PATH (a file, a directory, or - for stdin)")
     if not args.question.strip():
         raise UsageError("the question is empty")
-    ctx = Context.load(args.context, include=args.include, exclude=args.exclude)
+    ctx = Context.load(args.context, include=args.include, exclude=args.exclude, **config.context.load_kwargs(),
+                       progress=None if args.quiet else _load_progress)
     if not ctx.text.strip():
         raise UsageError(f"the context is empty ({', '.join(args.context)} hold(s) no text): nothing to ask about")
     root, _ = _store_paths(config, None)
@@ -355,6 +374,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
     rlm.store = _store(config, None)
     rlm.store.mark_interrupted()  # runs whose process died (kill -9) are no longer shown running
     return _run_and_report(rlm, args.question, ctx, args)
+
+
+def _load_progress(done: int, total: int) -> None:
+    sys.stderr.write(f"rlm: loading files: {done:,}/{total:,}\n")
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -383,7 +406,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     store = _store(config, runs_dir)
     store.mark_interrupted()
     if args.runs_command == "list" or args.runs_command is None:
-        rows = store.list_runs(getattr(args, "n", 20))
+        rows = _list_runs(store, args)
         if getattr(args, "json", False):
             print(json.dumps(rows, indent=2, default=str))
             return EXIT_OK
@@ -400,6 +423,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
             print(f"{r['run_id']}  {when}  {r['status']:<15} it={r.get('iterations') or '-':<3} "
                   f"tok={r.get('tokens') or '-':<7} cost={_row_cost(r):<9} {q!r} → {ans!r}{sess}")
         return EXIT_OK
+    if args.run_id == "latest":
+        latest = store.list_runs(1)
+        if not latest:
+            raise UsageError(f"no runs in {store.root} yet")
+        args.run_id = latest[0]["run_id"]
     if args.runs_command == "export":
         for line in store.export_jsonl(args.run_id):
             sys.stdout.write(line)
@@ -412,6 +440,31 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for line in format_events(events):
         print(line)
     return EXIT_OK
+
+
+def _list_runs(store: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``runs list`` rows, newest first, filtered by -q TEXT, -m MODEL and --status."""
+    n = getattr(args, "n", 20)
+    query, model, status = (getattr(args, k, None) for k in ("query", "model", "status"))
+    if not (query or model or status):
+        return store.list_runs(n)
+    from .model_ids import expand_spec
+
+    full = expand_spec(model) if model else None
+    out = []
+    searched = store.stores[0] if hasattr(store, "stores") else store  # the SQLite store: every run, indexed
+    for r in searched.list_runs(100_000):
+        text = f"{r.get('question') or ''}\n{r.get('answer') or ''}".lower()
+        if query and query.lower() not in text:
+            continue
+        if model and model not in (r.get("model") or "") and full != r.get("model"):
+            continue
+        if status and r.get("status") != status:
+            continue
+        out.append(r)
+        if len(out) >= n:
+            break
+    return out
 
 
 def _row_cost(r: dict[str, Any]) -> str:
@@ -544,9 +597,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="rlm: %(levelname)s: %(message)s", stream=sys.stderr)
     from .cli_chat import cmd_chat
     from .cli_mcp import cmd_mcp
+    from .cli_models import cmd_aliases, cmd_keys, cmd_models
 
     handlers = {"ask": cmd_ask, "config": cmd_config, "runs": cmd_runs, "model": cmd_model, "demo": cmd_demo,
-                "serve": cmd_serve, "bench": cmd_bench, "batch": cmd_batch, "chat": cmd_chat, "mcp": cmd_mcp}
+                "serve": cmd_serve, "bench": cmd_bench, "batch": cmd_batch, "chat": cmd_chat, "mcp": cmd_mcp,
+                "models": cmd_models, "aliases": cmd_aliases, "keys": cmd_keys}
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

@@ -105,10 +105,24 @@ class DelegationSettings:
 
 
 @dataclass
+class ContextSettings:
+    """How much one ``-c DIR`` (or URL) may load before it is refused (see README "Contexts")."""
+
+    max_files: int | None = 10_000  # files of one directory walk; "none" = no limit
+    max_mb: float | None = 256.0  # megabytes of one directory walk or one URL; "none" = no limit
+
+    def load_kwargs(self) -> dict[str, int | None]:
+        """The ``max_files``/``max_bytes`` arguments of :meth:`contextbox.context.Context.load`."""
+        return {"max_files": self.max_files,
+                "max_bytes": None if self.max_mb is None else int(self.max_mb * 1024 * 1024)}
+
+
+@dataclass
 class Config:
     model: str | None = None
     sub_model: str | None = None
     levels: tuple[str, ...] | None = None  # None: chosen per model (see default_levels)
+    system: str | None = None  # extra instructions appended to the root model's system prompt
     runs_dir: Path = field(default_factory=default_runs_dir)
     regex_timeout_s: float = 5.0
     preview_chars: int = 300
@@ -118,6 +132,7 @@ class Config:
     local: LocalSettings = field(default_factory=LocalSettings)
     delegation: DelegationSettings = field(default_factory=DelegationSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
+    context: ContextSettings = field(default_factory=ContextSettings)
     prices: dict[str, tuple[float, float]] = field(default_factory=dict)
     providers: list[ProviderConfig] = field(default_factory=list)
     source: str | None = None  # the file it came from
@@ -156,10 +171,10 @@ class Config:
         return cfg
 
     def _apply_file(self, data: dict[str, Any], where: str) -> None:
-        simple = {"model", "sub_model", "levels", "runs_dir", "regex_timeout_s", "preview_chars"}
+        simple = {"model", "sub_model", "levels", "runs_dir", "regex_timeout_s", "preview_chars", "system"}
         sections = {"limits": self.limits, "aids": self.aids, "code": self.code, "local": self.local,
                     "delegation": self.delegation,
-                    "server": self.server}
+                    "server": self.server, "context": self.context}
         for key, val in data.items():
             if key in simple:
                 self._set(key, val, where)
@@ -207,7 +222,7 @@ class Config:
         for key, val in flags.items():
             if val is None:
                 continue
-            if key in ("model", "sub_model", "levels", "runs_dir"):
+            if key in ("model", "sub_model", "levels", "runs_dir", "system"):
                 self._set(key, val, f"--{key.replace('_', '-')}")
             elif key in {f.name for f in fields(Limits)}:
                 _fill(self.limits, {key: val}, f"--{key.replace('_', '-')}")
@@ -297,6 +312,7 @@ _RANGES: list[tuple[Any, ...]] = [
     ("local", "context_tokens", 256, False), ("local", "max_tokens", 1, False), ("local", "threads", 1, False),
     ("local", "max_output_chars", 1, False), ("aids", "too_many_hits", 0, False), ("aids", "stall_turns", 0, False),
     (None, "preview_chars", 0, False), (None, "regex_timeout_s", 0, True), ("server", "max_queued_runs", 0, False),
+    ("context", "max_files", 1, False), ("context", "max_mb", 0, True),
 ]
 
 

@@ -45,7 +45,7 @@ SNIFF_BYTES = 8192
 #: share of control/invalid bytes above which an explicitly named file with NUL bytes is binary
 BINARY_SHARE = 0.3
 #: formats converted to text (the ``docs`` extra); HTML only when named explicitly or fetched
-DOC_SUFFIXES = frozenset({".pdf", ".docx", ".pptx", ".xlsx", ".xls", ".epub", ".odt"})
+DOC_SUFFIXES = frozenset({".pdf", ".docx", ".pptx", ".xlsx", ".epub"})
 HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
 DOCS_EXTRA = "pip install 'contextbox[docs]'"
 URL_TIMEOUT_S = 30.0

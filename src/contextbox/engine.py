@@ -476,6 +476,8 @@ class _Run:
         """The iterations. Returns (status, answer, reason)."""
         rlm, lim = self.rlm, self.limits
         system = prompts.system_prompt(rlm.levels, rlm.config.code)
+        if rlm.config.system and rlm.depth == 0:  # --system / system = "..." in the config (root run only)
+            system += "\n\n## Extra instructions from the user\n" + rlm.config.system.strip()
         first = prompts.first_user_message(self.question, self.context, rlm.config.preview_chars)
         if self.carry is not None:
             first += self.carry.note()

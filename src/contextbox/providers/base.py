@@ -114,9 +114,11 @@ def register_kind(kind: str, factory: Factory) -> None:
 
 
 def _entry_points() -> dict[str, Any]:
+    """``contextbox.providers`` entry points by name; contextbox's own win a name clash."""
     from importlib.metadata import entry_points
 
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.value.startswith("contextbox."))
+    return {ep.name: ep for ep in eps}
 
 
 def plugin_kinds() -> list[str]:
@@ -129,10 +131,11 @@ def known_kinds() -> list[str]:
 
 
 def get_kind(kind: str) -> Factory:
-    """The factory of ``kind``: registered, else its ``contextbox.providers`` entry point, else built in."""
+    """The factory of ``kind``: registered in-process, else its ``contextbox.providers`` entry point
+    (built-in kinds are declared there too), else a built-in module (a source tree run without install)."""
     if kind not in _KINDS:
         ep = _entry_points().get(kind)
-        if ep is not None and not (kind in _LAZY_KINDS and ep.value.split(":")[0].startswith("contextbox.")):
+        if ep is not None:
             try:
                 factory = ep.load()
             except Exception as e:  # noqa: BLE001 - a broken plugin is the user's to fix, in one line
@@ -142,7 +145,7 @@ def get_kind(kind: str) -> Factory:
             if not callable(factory):
                 raise UsageError(f"provider plugin {kind!r} ({ep.value}) is not a factory(config, model)")
             register_kind(kind, factory)
-        elif kind in _LAZY_KINDS:  # built in: the module registers itself on import
+        elif kind in _LAZY_KINDS:  # the module registers itself on import
             importlib.import_module(_LAZY_KINDS[kind])
     if kind not in _KINDS:
         raise UsageError(f"unknown provider kind {kind!r}; use one of: {', '.join(known_kinds())}")
