@@ -136,7 +136,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_chat_parser(sub, _positive_int)
     add_mcp_parser(sub)
     add_model_parsers(sub, _Parser)
+    _global_options_everywhere(p)
     return p
+
+
+def _global_options_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Let ``--config`` and ``-v`` come after the sub-command too (``rlm ask q --config f``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in action.choices.values():
+                if "--config" not in sp._option_string_actions:
+                    sp.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                                    help="config file (as before the sub-command)")
+                if "-v" not in sp._option_string_actions:
+                    sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                    help="debug logging on stderr")
+                _global_options_everywhere(sp)
 
 
 # ---------------------------------------------------------------------- progress

@@ -23,8 +23,8 @@ def add_parser(sub: Any, positive_int: Any) -> argparse.ArgumentParser:
                                    f"Suites: {names}.")
     b.add_argument("suite", metavar="SUITE", help=f"{names}, a comma-separated list, 'all', or 'report'")
     b.add_argument("dir", nargs="?", metavar="DIR", help="with 'report': the results folder")
-    b.add_argument("--model", help="model spec (default from config; 'local' for the embedded model)")
-    b.add_argument("--sub-model", help="sub-model spec for delegation")
+    b.add_argument("-m", "--model", metavar="MODEL", help="model spec (default from config; 'local' for the embedded model)")
+    b.add_argument("--sub-model", metavar="MODEL", help="sub-model spec for delegation")
     b.add_argument("--levels", help="levels for the RLM, e.g. l1 or l1,l4")
     b.add_argument("--n", type=positive_int, default=3, help="tasks per context length (default 3)")
     b.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
@@ -39,17 +39,17 @@ def add_parser(sub: Any, positive_int: Any) -> argparse.ArgumentParser:
                    help="where the direct baseline's window sits in a context too long for it: the head "
                         "(start, default) or a seeded random offset per task (random)")
     b.add_argument("--no-rlm", action="store_true", help="run the baselines only")
-    b.add_argument("--out", help="results folder (default bench-results); results.jsonl is appended to")
+    b.add_argument("--out", metavar="DIR", help="results folder (default bench-results); results.jsonl is appended to")
     b.add_argument("--dry-run", action="store_true",
                    help="scripted replies computed from the gold answers instead of a model (tests the harness); "
                         "for seed-cases: validate the case files and print what would run")
-    b.add_argument("--peer-python", help="python of a venv where the rlms package is installed")
-    b.add_argument("--window-tokens", type=positive_int,
+    b.add_argument("--peer-python", metavar="PYTHON", help="python of a venv where the rlms package is installed")
+    b.add_argument("--window-tokens", type=positive_int, metavar="N",
                    help="the direct baseline's window (default: the model's window, else 32768)")
-    b.add_argument("--max-iterations", type=positive_int)
+    b.add_argument("--max-iterations", type=positive_int, metavar="N", help="stop each run after N model turns")
     b.add_argument("--timeout", type=float, dest="timeout_s", default=600.0, metavar="SECONDS",
                    help="per task (default 600)")
-    b.add_argument("--data", help="the shared data folder (war_and_peace.txt, trec/)")
+    b.add_argument("--data", metavar="DIR", help="the shared data folder (war_and_peace.txt, trec/)")
     return b
 
 
