@@ -130,7 +130,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     print("bare ids: " + "; ".join(f"{t['prefix']} → {t['provider']}/…" for t in table))
     if aliases:
         print("aliases:")
-        for a, s in sorted(aliases.items()):
+        for a in sorted(aliases):
             print(f"  {a} → {model_ids.expand_spec(a, aliases)}")
     return 0
 
