@@ -46,6 +46,7 @@ SNIFF_BYTES = 8192
 BINARY_SHARE = 0.3
 #: formats converted to text (the ``docs`` extra); HTML only when named explicitly or fetched
 DOC_SUFFIXES = frozenset({".pdf", ".docx", ".pptx", ".xlsx", ".epub"})
+ZIP_SUFFIXES = frozenset({".docx", ".pptx", ".xlsx", ".epub"})  # office formats are zip containers
 HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
 DOCS_EXTRA = "pip install 'contextbox[docs]'"
 URL_TIMEOUT_S = 30.0
@@ -248,6 +249,7 @@ def _need(module: str, what: str) -> Any:
 def pdf_pages(data: bytes, name: str) -> list[tuple[str, str]]:
     """One document per page with text: (``name#page=N``, text), N from 1."""
     pypdf = _need("pypdf", f"the PDF {name}")
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # its repair notes are not the user's business
     try:
         reader = pypdf.PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
@@ -269,8 +271,8 @@ def markitdown_text(data: bytes, suffix: str, name: str) -> str:
         res = md.MarkItDown(enable_plugins=False).convert_stream(io.BytesIO(data),
                                                                  stream_info=md.StreamInfo(extension=suffix))
     except Exception as e:  # noqa: BLE001 - converters raise many kinds on broken files
-        raise ContextError(f"cannot convert {name} to text: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                           ) from None
+        why = " ".join(ln.strip() for ln in str(e).splitlines() if ln.strip())[:300]
+        raise ContextError(f"cannot convert {name} to text: {type(e).__name__}: {why}") from None
     text = (res.text_content or "").strip()
     if not text:
         raise ContextError(f"{name} holds no text")
@@ -281,6 +283,11 @@ def convert_bytes(data: bytes, suffix: str, name: str) -> list[tuple[str, str]]:
     """A document's text as (path, text) documents: pages for a PDF, one document otherwise."""
     if suffix == ".pdf" or data[:5] == b"%PDF-":
         return pdf_pages(data, name)
+    if suffix in ZIP_SUFFIXES:
+        import zipfile
+
+        if not zipfile.is_zipfile(io.BytesIO(data)):
+            raise ContextError(f"cannot convert {name} to text: it is not a {suffix[1:].upper()} file (no zip container)")
     return [(name, markitdown_text(data, suffix, name))]
 
 
