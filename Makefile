@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install install-local system-deps test demo lint bench mutation mutants-listed clean
+.PHONY: install install-local system-deps test wheel-check demo lint bench mutation mutants-listed clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,10 @@ system-deps:
 
 test: install-local system-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# the wheel builds, installs into a fresh venv and runs (also part of make test: tests/test_wheel.py)
+wheel-check: install-local
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_wheel.py
 
 demo: $(BIN)/python
 	$(PIP) install -e '.[local]'
