@@ -27,8 +27,8 @@ kind is then used as ``echo:MODEL`` or from a ``[[providers]]`` table with ``kin
 
 from __future__ import annotations
 
+import functools
 import importlib
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +37,6 @@ from typing import Any, Protocol, runtime_checkable
 from ..errors import UsageError
 from ..types import Completion
 
-log = logging.getLogger("contextbox")
 #: the entry point group provider kinds (built-in and third-party) are declared in
 ENTRY_POINT_GROUP = "contextbox.providers"
 
@@ -113,8 +112,10 @@ def register_kind(kind: str, factory: Factory) -> None:
     _KINDS[kind] = factory
 
 
+@functools.lru_cache(maxsize=1)
 def _entry_points() -> dict[str, Any]:
-    """``contextbox.providers`` entry points by name; contextbox's own win a name clash."""
+    """``contextbox.providers`` entry points by name; contextbox's own win a name clash.
+    Read once a process (scanning every installed package's metadata takes tens of ms)."""
     from importlib.metadata import entry_points
 
     eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.value.startswith("contextbox."))
