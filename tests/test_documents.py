@@ -90,6 +90,24 @@ def test_project_folder_loads_only_tracked_looking_files(tmp_path):
         assert f"MARKER {word}" not in found
 
 
+def test_a_folder_named_explicitly_is_loaded_even_if_ignored_above(tmp_path):
+    proj = tmp_path / "proj"
+    make_project(proj)
+    write(proj / ".git" / "HEAD", "ref: refs/heads/main\n")  # a work tree: the ignore files above apply
+    write(proj / "build" / "notes.log", "MARKER build log\n")
+    assert sorted(f.relative_to(proj / "build").as_posix() for f, _ in walk(proj / "build")) == ["lib.py"]
+    write(proj / "src" / "debug.log", "x\n")  # *.log from the top .gitignore applies inside src/
+    assert sorted(f.relative_to(proj / "src").as_posix() for f, _ in walk(proj / "src")) == ["app.py",
+                                                                                             "gen/keep.txt"]
+    # a work tree inside another: the outer one's ignore files stop at the inner top
+    write(proj / "src" / ".git" / "HEAD", "ref: refs/heads/main\n")
+    assert "debug.log" in {f.name for f, _ in walk(proj / "src")}
+    # outside any work tree, nothing above applies
+    write(tmp_path / "plain" / ".gitignore", "*.md\n")
+    write(tmp_path / "plain" / "sub" / "a.md", "x\n")
+    assert [f.name for f, _ in walk(tmp_path / "plain" / "sub")] == ["a.md"]
+
+
 def test_walk_and_load_of_the_project(tmp_path):
     proj = tmp_path / "proj"
     make_project(proj)
@@ -125,7 +143,12 @@ def test_walk_agrees_with_git(tmp_path_factory, files, root_rules, sub_rules):
     if (root / "x").is_dir():
         write(root / "x" / ".gitignore", "\n".join(sub_rules) + "\n")
     ours = sorted(f.relative_to(root).as_posix() for f, _ in walk(root))
-    assert ours == _git_files(root), (root_rules, sub_rules)
+    git = _git_files(root)
+    assert ours == git, (root_rules, sub_rules)
+    named_ignored = subprocess.run(["git", "-C", str(root), "check-ignore", "-q", "x/"]).returncode == 0
+    if (root / "x").is_dir() and not named_ignored:  # a walk of a sub-folder applies the ignore files above it
+        ours_x = sorted("x/" + f.relative_to(root / "x").as_posix() for f, _ in walk(root / "x"))
+        assert ours_x == [g for g in git if g.startswith("x/")], (root_rules, sub_rules)
 
 
 # ---------------------------------------------------------------------- limits and progress

@@ -1,7 +1,8 @@
 """Real documents as context: directory walks that honour ignore files, office formats, URLs.
 
 - A directory is walked with its ``.gitignore`` and ``.rlmignore`` files applied (git's rules,
-  through ``pathspec``; each file applies to its folder and below), version-control folders,
+  through ``pathspec``; each file applies to its folder and below, and inside a git work tree the
+  files of the folders above the walked one, up to the top, apply too), version-control folders,
   virtualenvs (any folder holding ``pyvenv.cfg``) and tool caches skipped, binary files skipped.
   A walk that would load more than ``max_files`` files or ``max_bytes`` bytes is refused before
   anything is read (``[context] max_files`` / ``max_mb``).
@@ -77,29 +78,63 @@ def is_url(src: Any) -> bool:
 
 # ------------------------------------------------------------------ directory walk
 class _Ignores:
-    """The ignore files met on the way down: (folder relative to the root, spec), outermost first."""
+    """The ignore files that apply on the way down, outermost first: (base, prefix, spec). A file's path
+    relative to the ignore file's folder is ``prefix`` + its path below ``base`` (``base`` is relative to
+    the walk's root; ``prefix`` is the root's path below an ignore file in a folder above the root)."""
 
-    def __init__(self) -> None:
-        self.by_dir: dict[str, list[tuple[str, Any]]] = {}
+    def __init__(self, root: Path) -> None:
+        self.by_dir: dict[str, list[tuple[str, str, Any]]] = {}
+        self.above = self._above(root)
+
+    @staticmethod
+    def _read(f: Path) -> Any:
+        import pathspec
+
+        try:
+            return pathspec.GitIgnoreSpec.from_lines(f.read_text(encoding="utf-8", errors="replace").splitlines())
+        except (OSError, ValueError) as e:
+            log.warning("ignored %s: %s", f, e)
+            return None
+
+    def _above(self, root: Path) -> list[tuple[str, str, Any]]:
+        """Ignore files of the folders above ``root`` up to its git work tree's top (none outside one)."""
+        root = root.resolve()
+        if (root / ".git").exists():  # the top of a work tree: nothing above applies
+            return []
+        chain = []
+        for anc in root.parents:
+            chain.append(anc)
+            if (anc / ".git").exists():
+                break
+        else:
+            return []
+        import pathspec
+
+        out = []
+        for anc in reversed(chain):
+            parts = root.relative_to(anc).parts
+            prefix = "/".join(parts) + "/"
+            dirs = ["/".join(parts[:i]) + "/" for i in range(1, len(parts) + 1)]
+            for name in IGNORE_FILES:
+                if (anc / name).is_file() and (spec := self._read(anc / name)) is not None:
+                    # a rule that ignores the named folder (or a folder on the way to it) is overridden by naming it
+                    kept = [p for p in spec.patterns
+                            if not (p.include and any(p.match_file(d) is not None for d in dirs))]
+                    out.append(("", prefix, pathspec.GitIgnoreSpec(kept)))
+        return out
 
     def enter(self, rel_dir: str, abs_dir: Path, parent: str | None) -> None:
-        specs = list(self.by_dir.get(parent, [])) if parent is not None else []
+        specs = list(self.by_dir.get(parent, [])) if parent is not None else list(self.above)
         for name in IGNORE_FILES:
             f = abs_dir / name
-            if f.is_file():
-                import pathspec
-
-                try:
-                    lines = f.read_text(encoding="utf-8", errors="replace").splitlines()
-                    specs.append((rel_dir, pathspec.GitIgnoreSpec.from_lines(lines)))
-                except (OSError, ValueError) as e:
-                    log.warning("ignored %s: %s", f, e)
+            if f.is_file() and (spec := self._read(f)) is not None:
+                specs.append((rel_dir, "", spec))
         self.by_dir[rel_dir] = specs
 
     def ignored(self, rel_dir: str, rel: str, is_dir: bool) -> bool:
         result = None
-        for base, spec in self.by_dir.get(rel_dir, []):
-            sub = rel[len(base) + 1:] if base else rel
+        for base, prefix, spec in self.by_dir.get(rel_dir, []):
+            sub = prefix + (rel[len(base) + 1:] if base else rel)
             r = spec.check_file(sub + "/" if is_dir else sub)
             if r.include is not None:
                 result = r.include
@@ -115,7 +150,7 @@ def walk(root: Path, include: Sequence[str] | None = None, exclude: Sequence[str
     """The files of ``root`` to load, with their sizes, in a stable order. Refuses a too-big load."""
     limits = limits or LoadLimits()
     excl = list(DEFAULT_EXCLUDES) + list(exclude or [])
-    ignores = _Ignores()
+    ignores = _Ignores(root)
     out: list[tuple[Path, int]] = []
     total = 0
     parent_of: dict[str, str | None] = {"": None}
