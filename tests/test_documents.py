@@ -311,3 +311,18 @@ def test_url_pdf_text_redirect_and_errors(tmp_path, site):
         assert p.returncode == 2 and needle in p.stderr and p.stderr.count("\n") == 1, p.stderr
     with pytest.raises(ContextError, match="refusing to fetch more than"):
         Context.load(f"{site}/blob", max_bytes=100)
+
+
+def test_without_the_docs_extra_a_pdf_is_a_clear_error_and_skipped_in_folders(tmp_path, monkeypatch):
+    import sys
+
+    for mod in ("pypdf", "markitdown"):
+        monkeypatch.setitem(sys.modules, mod, None)  # import fails as if not installed
+    monkeypatch.setattr("contextbox.documents.docs_available", lambda: False)
+    pdf = write(tmp_path / "d" / "doc.pdf", make_pdf([[SENTENCE]]))
+    write(tmp_path / "d" / "notes.txt", "notes\n")
+    with pytest.raises(ContextError, match=r"needs the docs extra: pip install 'contextbox\[docs\]'"):
+        Context.load(pdf)
+    ctx = Context.load(tmp_path / "d")
+    assert [d.path for d in ctx.documents] == ["notes.txt"]
+    assert any("doc.pdf" in w and "docs extra" in w for w in ctx.warnings)
