@@ -347,11 +347,13 @@ def load_file(path: Path, name: str) -> Loaded:
 
 
 # ------------------------------------------------------------------ URLs
-def fetch_url(url: str, *, max_bytes: int | None = None, timeout_s: float = URL_TIMEOUT_S) -> Loaded:
-    """GET ``url`` (redirects followed) and turn the body into documents by its content type."""
+def fetch_url(url: str, *, max_bytes: int | None = int(DEFAULT_MAX_MB * 1024 * 1024),
+              timeout_s: float = URL_TIMEOUT_S) -> Loaded:
+    """GET ``url`` (redirects followed) and turn the body into documents by its content type.
+    A body over ``max_bytes`` (None: no limit) is refused."""
     import httpx
 
-    limit = max_bytes if max_bytes is not None else LoadLimits().max_bytes
+    limit = max_bytes
     try:
         with httpx.stream("GET", url, follow_redirects=True, timeout=timeout_s,
                           headers={"User-Agent": "contextbox"}) as r:
