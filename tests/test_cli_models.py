@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import stat
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_cli import rlm, script
 
 import contextbox
-from contextbox.cli import build_parser
+from contextbox.cli import build_parser, main
 from contextbox.errors import UsageError
 from contextbox.model_ids import BARE_ID_PREFIXES, expand_spec
 
@@ -25,6 +28,26 @@ def home(tmp_path: Path) -> dict[str, str]:
     cfg.mkdir()
     env = {"XDG_CONFIG_HOME": str(cfg), "OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": "", "DEEPSEEK_API_KEY": ""}
     return env
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """``rlm ARGS`` run in this process (cli.main), for the quick sub-commands; same result shape as ``rlm``."""
+    def run(*args: str, env: dict[str, str] | None = None, stdin: str | None = None):
+        with monkeypatch.context() as m:
+            for k, v in {"CONTEXTBOX_RUNS_DIR": "", **(env or {})}.items():
+                m.setenv(k, v)
+            m.delenv("CONTEXTBOX_MODEL", raising=False)
+            if stdin is not None:
+                m.setattr(sys, "stdin", io.StringIO(stdin))
+            capsys.readouterr()
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse errors
+                code = e.code
+            out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+    return run
 
 
 def fake_openai(tmp_path: Path, fake_llm, name: str = "openai") -> Path:
@@ -83,16 +106,16 @@ def test_unknown_bare_id_is_one_line_usage_error(tmp_path, home):
 
 
 # ---------------------------------------------------------------------- aliases
-def test_alias_set_list_use_remove(tmp_path, fake_llm, home):
+def test_alias_set_list_use_remove(tmp_path, fake_llm, home, cli):
     fake_llm.replies = FIND_THEN_99
     cfg = fake_openai(tmp_path, fake_llm)
-    p = rlm("aliases", "set", "fast", "gpt-4.1-nano", env=home)
+    p = cli("aliases", "set", "fast", "gpt-4.1-nano", env=home)
     assert p.returncode == 0, p.stderr
     assert "fast → openai/gpt-4.1-nano" in p.stdout
     stored = json.loads((Path(home["XDG_CONFIG_HOME"]) / "contextbox" / "aliases.json").read_text())
     assert stored == {"fast": "gpt-4.1-nano"}
-    assert rlm("aliases", "set", "quick", "fast", env=home).returncode == 0  # an alias of an alias
-    listing = rlm("aliases", "list", env=home).stdout
+    assert cli("aliases", "set", "quick", "fast", env=home).returncode == 0  # an alias of an alias
+    listing = cli("aliases", "list", env=home).stdout
     assert "fast → openai/gpt-4.1-nano" in listing and "quick → openai/gpt-4.1-nano (via fast)" in listing
 
     p = rlm("ask", "key?", "-c", ctx_file(tmp_path), "-m", "quick", "--config", str(cfg), "--json",
@@ -101,9 +124,9 @@ def test_alias_set_list_use_remove(tmp_path, fake_llm, home):
     assert json.loads(p.stdout)["answer"] == "99"
     assert {r["model"] for r in fake_llm.requests} == {"gpt-4.1-nano"}
 
-    assert rlm("aliases", "remove", "quick", env=home).returncode == 0
-    assert "quick" not in rlm("aliases", "list", env=home).stdout
-    p = rlm("aliases", "remove", "quick", env=home)
+    assert cli("aliases", "remove", "quick", env=home).returncode == 0
+    assert "quick" not in cli("aliases", "list", env=home).stdout
+    p = cli("aliases", "remove", "quick", env=home)
     assert p.returncode == 2 and "no alias 'quick'" in p.stderr
 
 
@@ -112,16 +135,16 @@ def test_alias_set_list_use_remove(tmp_path, fake_llm, home):
     ("x:y", "openai/x", "bad alias name"),
     ("local", "openai/x", "is a model spec already"),
 ])
-def test_bad_alias_names(home, name, spec, needle):
-    p = rlm("aliases", "set", name, spec, env=home)
+def test_bad_alias_names(home, name, spec, needle, cli):
+    p = cli("aliases", "set", name, spec, env=home)
     assert p.returncode == 2 and needle in p.stderr and p.stderr.count("\n") == 1
 
 
-def test_alias_loop_is_refused_and_not_saved(home):
-    assert rlm("aliases", "set", "a", "b", env=home).returncode == 0
-    p = rlm("aliases", "set", "b", "a", env=home)
+def test_alias_loop_is_refused_and_not_saved(home, cli):
+    assert cli("aliases", "set", "a", "b", env=home).returncode == 0
+    p = cli("aliases", "set", "b", "a", env=home)
     assert p.returncode == 2 and "alias loop" in p.stderr
-    assert "b →" not in rlm("aliases", "list", env=home).stdout
+    assert "b →" not in cli("aliases", "list", env=home).stdout
 
 
 def test_alias_expansion_follows_chains_and_detects_loops():
@@ -132,16 +155,16 @@ def test_alias_expansion_follows_chains_and_detects_loops():
 
 
 # ---------------------------------------------------------------------- keys
-def test_keys_set_stores_0600_and_is_used_after_the_environment(tmp_path, fake_llm, home):
+def test_keys_set_stores_0600_and_is_used_after_the_environment(tmp_path, fake_llm, home, cli):
     fake_llm.replies = FIND_THEN_99 * 2
     cfg = fake_openai(tmp_path, fake_llm)
-    p = rlm("keys", "set", "openai", env=home, stdin="sk-stored-1234567890\n")
+    p = cli("keys", "set", "openai", env=home, stdin="sk-stored-1234567890\n")
     assert p.returncode == 0, p.stderr
     kf = Path(home["XDG_CONFIG_HOME"]) / "contextbox" / "keys.json"
     assert stat.S_IMODE(kf.stat().st_mode) == 0o600
     assert json.loads(kf.read_text()) == {"OPENAI_API_KEY": "sk-stored-1234567890"}
 
-    listing = rlm("keys", "list", env=home)
+    listing = cli("keys", "list", env=home)
     assert "OPENAI_API_KEY" in listing.stdout and "key file" in listing.stdout
     assert "sk-stored" not in listing.stdout and "1234567890" not in listing.stdout
 
@@ -155,17 +178,17 @@ def test_keys_set_stores_0600_and_is_used_after_the_environment(tmp_path, fake_l
             "--runs-dir", str(tmp_path / "r"), env={**home, "OPENAI_API_KEY": "sk-from-env"})
     assert p.returncode == 0, p.stderr
     assert fake_llm.request_headers[-1]["authorization"] == "Bearer sk-from-env"
-    assert "environment" in rlm("keys", "list", env={**home, "OPENAI_API_KEY": "sk-from-env"}).stdout
+    assert "environment" in cli("keys", "list", env={**home, "OPENAI_API_KEY": "sk-from-env"}).stdout
 
-    assert rlm("keys", "remove", "OPENAI_API_KEY", env=home).returncode == 0
+    assert cli("keys", "remove", "OPENAI_API_KEY", env=home).returncode == 0
     assert json.loads(kf.read_text()) == {}
 
 
-def test_keys_file_readable_by_others_is_not_used(tmp_path, home):
-    assert rlm("keys", "set", "MY_API_KEY", env=home, stdin="abc\n").returncode == 0
+def test_keys_file_readable_by_others_is_not_used(tmp_path, home, cli):
+    assert cli("keys", "set", "MY_API_KEY", env=home, stdin="abc\n").returncode == 0
     kf = Path(home["XDG_CONFIG_HOME"]) / "contextbox" / "keys.json"
     os.chmod(kf, 0o644)
-    p = rlm("keys", "list", env=home)
+    p = cli("keys", "list", env=home)
     assert p.returncode == 2 and "readable by others" in p.stderr and "chmod 600" in p.stderr
 
 
@@ -174,15 +197,15 @@ def test_keys_file_readable_by_others_is_not_used(tmp_path, home):
     ("ollama", "x\n", "takes no API key"),
     ("not-a-provider", "x\n", "unknown provider"),
 ])
-def test_keys_set_errors(home, name, stdin, needle):
-    p = rlm("keys", "set", name, env=home, stdin=stdin)
+def test_keys_set_errors(home, name, stdin, needle, cli):
+    p = cli("keys", "set", name, env=home, stdin=stdin)
     assert p.returncode == 2 and needle in p.stderr and p.stderr.count("\n") == 1
 
 
 # ---------------------------------------------------------------------- models
-def test_models_lists_specs_and_key_state(tmp_path, home):
-    rlm("aliases", "set", "fast", "gpt-4.1-nano", env=home)
-    p = rlm("models", "--json", env={**home, "ANTHROPIC_API_KEY": "sk-ant"})
+def test_models_lists_specs_and_key_state(tmp_path, home, cli):
+    cli("aliases", "set", "fast", "gpt-4.1-nano", env=home)
+    p = cli("models", "--json", env={**home, "ANTHROPIC_API_KEY": "sk-ant"})
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     by_spec = {r["spec"]: r for r in out["specs"]}
@@ -191,7 +214,7 @@ def test_models_lists_specs_and_key_state(tmp_path, home):
     assert by_spec["ollama/MODEL"]["usable"] and by_spec["ollama/MODEL"]["key"] == "no key needed"
     assert out["aliases"]["fast"] == {"spec": "gpt-4.1-nano", "resolves_to": "openai/gpt-4.1-nano"}
     assert {"prefix": "claude-*", "provider": "anthropic"} in out["bare_ids"]
-    text = rlm("models", env=home).stdout
+    text = cli("models", env=home).stdout
     assert "✗ openai/MODEL" in text and "fast → openai/gpt-4.1-nano" in text
 
 
@@ -201,7 +224,7 @@ def test_version_prints_the_package_version():
     assert p.returncode == 0 and p.stdout.strip() == f"rlm (contextbox) {contextbox.__version__}"
 
 
-def test_runs_show_latest_and_list_filters(tmp_path, home):
+def test_runs_show_latest_and_list_filters(tmp_path, home, cli):
     runs = tmp_path / "runs"
     c = ctx_file(tmp_path, "apples are red\npears are green\n")
     ids = {}
@@ -214,11 +237,11 @@ def test_runs_show_latest_and_list_filters(tmp_path, home):
             "--runs-dir", str(runs), env=home)
     ids["failed"] = json.loads(p.stdout)["run_id"]
 
-    show = rlm("runs", "--runs-dir", str(runs), "show", "latest", env=home)
+    show = cli("runs", "--runs-dir", str(runs), "show", "latest", env=home)
     assert show.returncode == 0 and f"run {ids['failed']}: 'fails'" in show.stdout
 
     def listed(*args: str) -> list[str]:
-        out = rlm("runs", "list", "--runs-dir", str(runs), "--json", *args, env=home)
+        out = cli("runs", "list", "--runs-dir", str(runs), "--json", *args, env=home)
         assert out.returncode == 0, out.stderr
         return [r["run_id"] for r in json.loads(out.stdout)]
 
@@ -232,8 +255,8 @@ def test_runs_show_latest_and_list_filters(tmp_path, home):
     assert len(listed("-n", "1")) == 1
 
 
-def test_runs_show_latest_with_no_runs(tmp_path, home):
-    p = rlm("runs", "--runs-dir", str(tmp_path / "none"), "show", "latest", env=home)
+def test_runs_show_latest_with_no_runs(tmp_path, home, cli):
+    p = cli("runs", "--runs-dir", str(tmp_path / "none"), "show", "latest", env=home)
     assert p.returncode == 2 and "no runs" in p.stderr
 
 
