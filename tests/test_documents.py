@@ -244,9 +244,12 @@ def test_named_file_that_cannot_be_converted_is_a_usage_error(tmp_path, name, da
     assert needle in p.stderr and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
 
 
-def test_text_with_a_stray_nul_is_still_text(tmp_path):
-    f = write(tmp_path / "log.txt", b"line one\n\x00line two MARKER\n" * 20)
-    assert "line two MARKER" in Context.load(f).text
+def test_undecodable_file_in_a_folder_is_skipped_as_binary(tmp_path):
+    write(tmp_path / "d" / "a.txt", "text\n")
+    write(tmp_path / "d" / "b.dat", b"\xff\xfe\xfa\xfb" * 50 + b"ok")  # no NUL, but mostly undecodable
+    ctx = Context.load(tmp_path / "d")
+    assert [x.path for x in ctx.documents] == ["a.txt"]
+    assert any("skipped binary file" in w and "b.dat" in w for w in ctx.warnings)
 
 
 # ---------------------------------------------------------------------- URLs

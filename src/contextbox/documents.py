@@ -43,8 +43,6 @@ DEFAULT_MAX_FILES = 10_000
 DEFAULT_MAX_MB = 256.0
 #: bytes read to decide whether a file is binary (a NUL byte in them)
 SNIFF_BYTES = 8192
-#: share of control/invalid bytes above which an explicitly named file with NUL bytes is binary
-BINARY_SHARE = 0.3
 #: formats converted to text (the ``docs`` extra); HTML only when named explicitly or fetched
 DOC_SUFFIXES = frozenset({".pdf", ".docx", ".pptx", ".xlsx", ".epub"})
 ZIP_SUFFIXES = frozenset({".docx", ".pptx", ".xlsx", ".epub"})  # office formats are zip containers
@@ -141,6 +139,16 @@ class _Ignores:
         return bool(result)
 
 
+def dir_excluded(rel: str, name: str, globs: Sequence[str]) -> bool:
+    """Whether a folder matches an exclude glob: by its name at any depth (``node_modules``),
+    by its path (``build/cache``), or as the folder of a files glob (``build/*``)."""
+    for g in globs:
+        bare = g.rstrip("/")
+        if fnmatch(name, bare) or fnmatch(rel, bare) or fnmatch(rel + "/_", g):
+            return True
+    return False
+
+
 def _is_venv(d: Path) -> bool:
     return (d / "pyvenv.cfg").is_file()
 
@@ -164,7 +172,7 @@ def walk(root: Path, include: Sequence[str] | None = None, exclude: Sequence[str
             if name in SKIP_DIRS or _is_venv(d / name) or ignores.ignored(rel_dir, rel, True):
                 log.debug("skipped folder %s", d / name)
                 continue
-            if any(fnmatch(rel + "/x", g) for g in excl if g.endswith("/*")):
+            if dir_excluded(rel, name, excl):  # --exclude names folders at any depth; their trees are not walked
                 continue
             keep.append(name)
             parent_of[rel] = rel_dir
@@ -213,21 +221,6 @@ def looks_binary(path: Path) -> bool:
         return True
 
 
-def mostly_binary(path: Path) -> bool:
-    """Binary data rather than text with a stray NUL: a NUL among the first bytes and more than
-    :data:`BINARY_SHARE` of them control characters or invalid UTF-8."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(SNIFF_BYTES)
-    except OSError:
-        return True
-    if b"\x00" not in head:
-        return False
-    control = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13))
-    invalid = head.decode("utf-8", "replace").count("\ufffd")
-    return (control + invalid) > BINARY_SHARE * len(head)
-
-
 def load_directory(root: Path, include: Sequence[str] | None, exclude: Sequence[str] | None, *,
                    full_paths: bool, limits: LoadLimits | None = None, progress: Progress | None = None) -> Loaded:
     """Every usable file of ``root``: text files as they are, documents converted, binaries skipped."""
@@ -251,12 +244,15 @@ def load_directory(root: Path, include: Sequence[str] | None, exclude: Sequence[
                     out.docs.extend(convert_bytes(f.read_bytes(), suffix, name))
                 except (ContextError, OSError) as e:
                     out.warnings.append(f"skipped {f}: {e}")
-        elif looks_binary(f):
+        elif looks_binary(f):  # sniffed before the whole file is read
             out.warnings.append(f"skipped binary file {f}")
         else:
             text, bad = read_text_file(f)
-            out.docs.append((name, text))
-            out.bad_bytes += bad
+            if text_is_binary(text, bad):
+                out.warnings.append(f"skipped binary file {f}")
+            else:
+                out.docs.append((name, text))
+                out.bad_bytes += bad
         if report and (i % PROGRESS_EVERY == 0 or i == len(files)):
             report(i, len(files))
     return out
@@ -335,15 +331,28 @@ def load_file(path: Path, name: str) -> Loaded:
         except OSError as e:
             raise ContextError(f"cannot read context file {name}: {e.strerror or e}") from None
         return Loaded(convert_bytes(data, suffix, name))
-    if mostly_binary(path):
+    if looks_binary(path):
         with open(path, "rb") as f:
             head = f.read(5)
         if head == b"%PDF-":
             return Loaded(pdf_pages(path.read_bytes(), name))
-        raise ContextError(f"{name} is a binary file, not text or a document contextbox converts "
-                           f"(PDF, DOCX, PPTX, XLSX, EPUB, HTML)")
+        raise _binary(name)
     text, bad = read_text_file(path)
+    if text_is_binary(text, bad):
+        raise _binary(name)
     return Loaded([(name, text)], bad_bytes=bad)
+
+
+def _binary(name: str) -> ContextError:
+    return ContextError(f"{name} is a binary file (NUL or undecodable bytes), not text or a document contextbox "
+                        "converts (PDF, DOCX, PPTX, XLSX, EPUB, HTML): convert it to text first")
+
+
+def text_is_binary(text: str, bad: int) -> bool:
+    """:func:`contextbox.context.looks_binary` of decoded contents (NULs, or a third undecodable)."""
+    from .context import looks_binary as decoded_looks_binary
+
+    return decoded_looks_binary(text, bad)
 
 
 # ------------------------------------------------------------------ URLs
