@@ -19,26 +19,26 @@ PLAIN_EVERY_S = 10.0
 
 def add_parser(sub: Any, positive_int: Any) -> None:
     b = sub.add_parser("batch", help="answer many questions (a JSONL or CSV task file), locally or on Ray")
-    b.add_argument("tasks", help="JSONL (or .csv) tasks: id, question, context | context_path, model, sub_model, "
+    b.add_argument("tasks", metavar="TASKS", help="JSONL (or .csv) tasks: id, question, context | context_path, model, sub_model, "
                                  "levels, limits")
-    b.add_argument("--out", help="results, one JSON line per finished run (default: TASKS.out.jsonl); "
+    b.add_argument("--out", metavar="FILE", help="results, one JSON line per finished run (default: TASKS.out.jsonl); "
                                  "re-running skips ids already in it")
     b.add_argument("--workers", type=positive_int, default=4, help="runs at once (default 4)")
     b.add_argument("--engine", choices=["local", "ray"], default="local",
                    help="local threads (default) or Ray tasks (pip install 'contextbox[ray]')")
-    b.add_argument("--address", help="Ray cluster address (default: start a local Ray)")
-    b.add_argument("--ray-actors", type=positive_int, help="Ray worker processes (default: the cluster's CPUs)")
-    b.add_argument("--model", help="default root model of tasks that name none")
-    b.add_argument("--sub-model")
-    b.add_argument("--levels")
-    b.add_argument("--max-iterations", type=positive_int)
+    b.add_argument("--address", metavar="ADDRESS", help="Ray cluster address (default: start a local Ray)")
+    b.add_argument("--ray-actors", type=positive_int, metavar="N", help="Ray worker processes (default: the cluster's CPUs)")
+    b.add_argument("-m", "--model", metavar="MODEL", help="default root model of tasks that name none")
+    b.add_argument("--sub-model", metavar="MODEL", help="default sub-model for delegation")
+    b.add_argument("--levels", metavar="LEVELS", help="default levels, e.g. l1,l4")
+    b.add_argument("--max-iterations", type=positive_int, metavar="N", help="stop each run after N model turns")
     b.add_argument("--timeout", type=float, dest="timeout_s", metavar="SECONDS", help="per run")
     b.add_argument("--max-tokens", type=positive_int, dest="batch_max_tokens", metavar="N",
                    help="the whole batch: no new run (nor call) once N tokens are used")
     b.add_argument("--max-cost", type=float, dest="batch_max_cost", metavar="USD",
                    help="the whole batch: no call that could take the batch past USD; no new run once spent")
     b.add_argument("--retry-failed", action="store_true", help="also re-run ids whose last result is not answered")
-    b.add_argument("--runs-dir")
+    b.add_argument("--runs-dir", metavar="DIR", help="the runs folder (default from config)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
