@@ -38,24 +38,24 @@ DEMOS: dict[str, DemoInfo] = {d.name: d for d in (
 def add_parser(sub: Any) -> None:
     """``rlm demo NAME [options]`` on the CLI's sub-parsers."""
     demo = sub.add_parser("demo", help="run a demo (rlm demo list)")
-    demo.add_argument("name", choices=["list", *DEMOS])
-    demo.add_argument("--model", help="root model spec (default: the embedded model, 'local')")
-    demo.add_argument("--sub-model", help="sub-model spec (default: the root model)")
-    demo.add_argument("--levels", help="override the demo's levels")
-    demo.add_argument("--runs-dir")
+    demo.add_argument("name", choices=["list", *DEMOS], help="the demo to run, or list")
+    demo.add_argument("-m", "--model", metavar="MODEL", help="root model spec (default: the embedded model, 'local')")
+    demo.add_argument("--sub-model", metavar="MODEL", help="sub-model spec (default: the root model)")
+    demo.add_argument("--levels", metavar="LEVELS", help="override the demo's levels")
+    demo.add_argument("--runs-dir", metavar="DIR", help="the runs folder (default from config)")
     demo.add_argument("--json", action="store_true", help="one JSON object instead of text")
-    demo.add_argument("--text", help="war-and-peace, explain, family-trees: path of War and Peace")
+    demo.add_argument("--text", metavar="FILE", help="war-and-peace, explain, family-trees: path of War and Peace")
     demo.add_argument("--depth", type=float, default=0.5, help="war-and-peace, explain: where to hide the "
                       "sentence, 0..1")
     demo.add_argument("--seed", type=int, default=7, help="the seed of generated data")
     demo.add_argument("--lines", type=int, help="logs (default 5000), native (default 1000000): log lines")
     demo.add_argument("--limit", type=int, help="family-trees: most relation sentences sent to the sub-model "
                       "(default 400)")
-    demo.add_argument("--per-call", type=int, help="family-trees: sentences per sub-call (default 25)")
-    demo.add_argument("--out", help="family-trees: folder for the tree image (default: the runs folder)")
+    demo.add_argument("--per-call", type=int, metavar="N", help="family-trees: sentences per sub-call (default 25)")
+    demo.add_argument("--out", metavar="DIR", help="family-trees: folder for the tree image (default: the runs folder)")
     demo.add_argument("--plan", choices=["model", "fixed"], help="detective: who designs the steps (default: "
                       "fixed for the embedded model, model otherwise)")
-    demo.add_argument("--max-iterations", type=int, help="root iterations per run")
+    demo.add_argument("--max-iterations", type=int, metavar="N", help="root iterations per run")
 
 
 def list_demos() -> int:
