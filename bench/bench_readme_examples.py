@@ -111,7 +111,8 @@ def prepare(work: Path, data: Path | None) -> dict[str, Any]:
     facts = log_facts(text)
     from contextbox.bench.oolong import oolong
 
-    task = oolong(1, 1, [32_000], data)[0]  # seed 1: a "most frequent label" question
+    # the README's question: "Which label is the most frequent among all instances?"
+    task = next(t for t in oolong(6, 1, [32_000], data) if t.meta.get("qtype") == "most")
     (work / "records.txt").write_text(task.context)
     (work / "oolong_task.json").write_text(json.dumps({"question": task.question, "gold": task.gold}))
     facts["oolong_gold"] = task.gold
