@@ -307,3 +307,30 @@ def test_column_hints_never_fail_on_odd_tables_and_questions():
         question_stop_words(question)
 
     check()
+
+
+def test_a_ranking_answer_that_stops_at_the_head_goes_back_with_the_whole_ranking(log_table):
+    from collections import Counter
+
+    from contextbox.bench.logs import LINE_RE
+
+    _, text, facts = log_table
+    counts = Counter(m.group(8) for m in map(LINE_RE.match, text.splitlines()) if m and m.group(8))
+    ranking = [f"{k}: {v}" for k, v in counts.most_common()]
+    q = "Rank the error types from most to least frequent, with the count of each."
+    full = ", ".join(ranking)
+    replies = [cmd("extract", store="t", thought="t"), cmd("count_by", on="t", field="name", thought="t"),
+               cmd("final", answer=ranking[0], thought="t"), cmd("final", answer=full, thought="t")]
+    p = ScriptedProvider(replies, constrained=True)
+    res = RLM(model=p, config=Config(), levels="l1").run(q, Context.from_value(text))
+    assert res.status == "answered" and res.answer == full and res.iterations == 4
+    aid = next(e.data for e in res.events if e.type == "aid" and e.data["aid"] == "ranking_complete")
+    assert aid["left_out"] == [k for k, _ in counts.most_common()[1:]]
+    assert full in aid["message"]  # the whole ranking, in order, with the counts
+    # the table route's extract reads the lines' fields: no pattern to copy from the question
+    extract = next(b for b in p.options[0]["response_schema"]["anyOf"] if b["properties"]["op"]["const"] == "extract")
+    assert "pattern" not in extract["properties"]
+    # a complete answer passes at once
+    p = ScriptedProvider(replies[:2] + [cmd("final", answer=full, thought="t")], constrained=True)
+    res = RLM(model=p, config=Config(), levels="l1").run(q, Context.from_value(text))
+    assert res.iterations == 3 and not any(e.data["aid"] == "ranking_complete" for e in res.events if e.type == "aid")

@@ -56,6 +56,11 @@ _LABEL_Q = re.compile(r"\b(label\w*|categor\w*|classif\w*|sentiment|topics?)\b",
 _WORDS_Q = re.compile(r"\b(words|terms|vocabulary)\b", re.I)  # plural: "the word after X" names a field
 _DISTINCT_Q = re.compile(r"\b(unique|distinct|different)\b", re.I)
 _FINISH = ("final", "final_var")
+#: questions that want every value of a ranking, not its head
+_ALL_RANKED = re.compile(r"\b(rank\w*|from most to least|from least to most|count of each|counts? for each|"
+                         r"each (?:type|value|label|kind|category)|list all|all (?:the )?(?:types|values|labels|kinds))\b",
+                         re.I)
+_COUNT_LINE = re.compile(r"^(?!\(missing\))(.{1,80}?): ([\d,]+)$")
 _NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
 _N = r"(\d{1,3}|two|three|four|five|six|seven|eight|nine|ten)"
 #: "the 5 most frequent words", "top 3", "answer with the 5 words": a list of that many items
@@ -184,6 +189,7 @@ class RunAids:
         self.filter_done = False  # the engine's filter step ran (its rows are the table ``sel``)
         self.work: str | None = None  # the table route's newest table (extract, filter, map)
         self._announce = False
+        self.last_counts: list[tuple[str, str]] | None = None  # (value, count) of the last count_by/top
         shown = context.metadata(preview_chars=preview_chars)
         self.seen: list[str] = [question, shown["head"], shown["tail"]]
         self.done_actions: dict[str, int] = {}
@@ -271,6 +277,10 @@ class RunAids:
             return out or None
         from .column_hints import question_choices, question_stop_words
 
+        # structured lines: automatic fields read them; a pattern copied from the question ("NNNms")
+        # matched nothing and left the model nothing to aggregate
+        out["extract"] = {"pattern": None}
+
         if self._filters and not self.filter_done:
             out["filter"] = {"where": {"const": dict(self._filters)}, "store": {"const": FILTERED}}
             if self.work:
@@ -350,6 +360,9 @@ class RunAids:
             self._turn_new = True
         if action.op in AGGREGATING:
             self.aggregated = True
+            if action.op in ("count_by", "top", "word_counts"):  # the ranking the answer should give in full
+                rows = [m.groups() for m in map(_COUNT_LINE.match, out.text.splitlines()[1:21]) if m]
+                self.last_counts = rows or None
         if action.op == "filter" and action.args.get("store") == FILTERED and self._filters:
             self.filter_done = True
         made = out.meta.get("store_as") or action.args.get("store")
@@ -450,6 +463,14 @@ class RunAids:
                        f"command again with only the first {n}: {', '.join(items[:n])}.")
                 self._fire("list_length", iteration, msg, asked=n, listed=len(items))
                 return msg
+        if getattr(aids, "list_length", True):
+            missing = self.incomplete_ranking(answer)
+            if missing is not None and self._once("ranking_complete"):
+                msg = (f"check: the question asks for every value ranked; your answer leaves out "
+                       f"{', '.join(missing[1])}. Send the final command again with all of them, in order: "
+                       f"{', '.join(missing[0])}.")
+                self._fire("ranking_complete", iteration, msg, left_out=missing[1])
+                return msg
         if aids.verify_restated and self.restates(answer) and self._once("verify_restated"):
             msg = (f"check: does your answer {answer!r} answer the question {self.question!r}? It repeats a sentence "
                    "you found. If it answers the question, send the final command again with just the answer; "
@@ -458,6 +479,18 @@ class RunAids:
             self._fire("verify_restated", iteration, msg)
             return msg
         return None
+
+    def incomplete_ranking(self, answer: str) -> tuple[list[str], list[str]] | None:
+        """(the last ranking's items, those the answer leaves out) when the question asks for every
+        value ranked ("rank the error types ... with the count of each") and the answer names only some."""
+        if not _ALL_RANKED.search(self.question) or self.last_counts is None:
+            return None
+        items = self.last_counts
+        low = answer.casefold()
+        left = [name for name, _ in items if not re.search(rf"(?<!\w){re.escape(name.casefold())}(?!\w)", low)]
+        if not left or len(left) == len(items):
+            return None
+        return [f"{n}: {c}" for n, c in items], left
 
     def too_many_items(self, answer: str) -> tuple[int, list[str]] | None:
         """(n, items) when the question asks for ``n`` items ("the 5 most frequent", "top 3") and the

@@ -129,7 +129,7 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
     TABLE_ROUTE_OPS; or a pair (first-turn ops, later ops)). ``fields``: the columns the aggregating
     ops (count_by, top, unique, stats, word_counts) may name, best first (see column_hints).
     ``overrides``: op -> {arg: schema}, a required argument's schema fixed by the engine (e.g. the stop
-    words a question lists as ``word_counts``' ``stop``). ``answer_schema``: the JSON schema of a typed
+    words a question lists as ``word_counts``' ``stop``), or ``None``: the argument is not offered. ``answer_schema``: the JSON schema of a typed
     answer (``answer_type=``): ``final``'s ``answer`` must follow it (its ``$defs`` move to the root).
     """
     shapes = dict(L1_SHAPES)
@@ -158,7 +158,8 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
     for op, args in (overrides or {}).items():
         if op in shapes:
             req, opt = shapes[op]
-            shapes[op] = ({**req, **args}, {k: v for k, v in opt.items() if k not in args})
+            req = {k: v for k, v in {**req, **args}.items() if v is not None}  # None: the arg is not offered
+            shapes[op] = (req, {k: v for k, v in opt.items() if k not in args})
     defs: dict[str, Any] = {}
     if answer_schema is not None and "final" in shapes:
         from .typed_answer import hoist_defs
