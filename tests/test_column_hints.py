@@ -334,3 +334,27 @@ def test_a_ranking_answer_that_stops_at_the_head_goes_back_with_the_whole_rankin
     p = ScriptedProvider(replies[:2] + [cmd("final", answer=full, thought="t")], constrained=True)
     res = RLM(model=p, config=Config(), levels="l1").run(q, Context.from_value(text))
     assert res.iterations == 3 and not any(e.data["aid"] == "ranking_complete" for e in res.events if e.type == "aid")
+
+
+def test_a_word_frequency_question_goes_straight_to_word_counts():
+    from contextbox.bench.logs import STOP_WORDS, logs_question
+
+    lines = [f'2024-03-01 08:00:{i % 60:02d} INFO 10.0.0.{i % 7} GET /x 200 {i}ms "{"the" if i % 9 == 0 else "cache hit"}"'
+             for i in range(300)]
+    q = logs_question(3, {"top_words": []})[0]
+    replies = [cmd("extract", store="t", thought="t"),
+               cmd("word_counts", on="t", field="message", stop=STOP_WORDS, thought="t"),
+               cmd("final", answer="cache, hit", thought="t")]
+    p = ScriptedProvider(replies, constrained=True)
+    res = RLM(model=p, config=Config(), levels="l1").run(q, Context.from_value("\n".join(lines) + "\n"))
+    assert res.status == "answered"
+    assert [b["properties"]["op"]["const"] for b in p.options[1]["response_schema"]["anyOf"]] == ["word_counts"]
+    assert not any(e.data["aid"] == "question_filter" for e in res.events if e.type == "aid")
+
+
+def test_common_words_are_never_values_the_question_names():
+    from contextbox.column_hints import question_filters
+
+    t = table_ops.Table({"word": ["the", "of", "cache"] * 20, "n": list(range(60))})
+    assert question_filters("Top words, ignoring these stop words: the, of?", {"t": t}) == {}
+    assert question_filters("How many rows have word cache?", {"t": t}) == {"word": "cache"}

@@ -73,8 +73,8 @@ def route_ops(question: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     A literal count starts only how-often questions; a statistic question aggregates with
     ``stats``, a how-many-different question with ``unique``, others with counts and labels."""
     first = ("count", "extract", "records") if _OCCURRENCE_Q.search(question) else ("extract", "records")
-    if _WORDS_Q.search(question):
-        later: tuple[str, ...] = ("word_counts", "filter", "extract")
+    if _WORDS_Q.search(question):  # word frequencies of a text column: nothing to select first
+        later: tuple[str, ...] = ("word_counts",)
     elif _STATS_Q.search(question):
         later = ("stats", "filter", "extract")
     elif _DISTINCT_Q.search(question):
@@ -189,6 +189,7 @@ class RunAids:
         self.filter_done = False  # the engine's filter step ran (its rows are the table ``sel``)
         self.work: str | None = None  # the table route's newest table (extract, filter, map)
         self._announce = False
+        self._filtered: set[str] = set()  # tables a filter stored
         self.last_counts: list[tuple[str, str]] | None = None  # (value, count) of the last count_by/top
         shown = context.metadata(preview_chars=preview_chars)
         self.seen: list[str] = [question, shown["head"], shown["tail"]]
@@ -242,7 +243,9 @@ class RunAids:
         if not tables or key == self._fields_key:
             return
         self._fields_key = key
-        self._filters = question_filters(self.question, tables)
+        # rows the question names, from the tables the route built (not from a filter's own output)
+        self._filters = question_filters(self.question, {k: t for k, t in tables.items()
+                                                         if k not in self._filtered})
         op = next((o for o in self.route_ops[1] if o in AGGREGATING), None)
         target = {k: t for k, t in tables.items() if k == self.work} or tables
         fields = field_choice(self.question, target, op)
@@ -366,6 +369,8 @@ class RunAids:
         if action.op == "filter" and action.args.get("store") == FILTERED and self._filters:
             self.filter_done = True
         made = out.meta.get("store_as") or action.args.get("store")
+        if action.op == "filter" and made:
+            self._filtered.add(made)
         if self.table_route and action.op in ("extract", "records", "filter", "llm_map") and made:
             from .table import Table
 

@@ -62,6 +62,9 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 #: phrases whose words name no column
 _NOT_NAMES = re.compile(r"\b(?:how many times|number of times|how often|at the same time|each time|per line)\b")
+#: words too common to be a value the question names ("the" is a message in some logs)
+_COMMON = frozenset("the a an of to in on at for is was are be by with from and or not as it this that these "
+                    "those all any each no yes".split())
 #: columns no question is about
 _SKIP = frozenset({"doc", "line", "map_error"})
 #: the route's aggregate ops and what kind of column each needs
@@ -168,7 +171,7 @@ def rank_columns(question: str, table: Table, op: str | None = None, scan: int =
     for c in cols:
         if c.spaced > 0.5:  # free text holds every word: naming one is no evidence
             continue
-        seen = {str(v).casefold() for v in c.values if v is not None}
+        seen = {str(v).casefold() for v in c.values if v is not None} - _COMMON
         hits = [(i, w) for i, w in enumerate(words) if len(w) >= 2 and w in seen]
         if len({w for _, w in hits}) >= 2:  # "ERROR to WARN": the question compares this column's values
             score[c.name] += 3
@@ -287,7 +290,7 @@ def question_filters(question: str, tables: dict[str, Table], scan: int = 20_000
             if c.spaced > 0.5 or c.name in out:
                 continue
             names = _names(c.name)
-            seen = {str(v).casefold(): v for v in c.values if v is not None}
+            seen = {str(v).casefold(): v for v in c.values if v is not None and str(v).casefold() not in _COMMON}
             if len({w for w in words if w in seen and len(w) >= 2}) >= 2:  # "ERROR to WARN": compared
                 continue
             for i, w in enumerate(words):
