@@ -241,6 +241,7 @@ def test_an_oolong_style_question_runs_filter_then_typed_map_then_count_within_t
         jsonschema.validate(json.loads(reply), opts["response_schema"])  # each step was allowed
     assert res.status == "answered" and res.answer == str(truth)
     assert sub.records == sum(1 for _, u, _ in recs if u == "22222")  # only the user's rows were labelled
+    assert "llm_map" not in [b["properties"]["op"]["const"] for b in p.options[3]["response_schema"]["anyOf"]]
     mapping = next(b for b in p.options[2]["response_schema"]["anyOf"] if b["properties"]["op"]["const"] == "llm_map")
     assert mapping["properties"]["choices"] == {"const": ["human", "location", "numeric"]}  # the question's labels
     count = next(s for s in res.steps if s.op == "count_by")

@@ -223,12 +223,14 @@ class RunAids:
         self._refresh(variables)
         if self._filters and not self.filter_done:  # the rows the question names, before anything else
             return first, ("filter",)
-        if "l4" in levels and _LABEL_Q.search(self.question):
-            from .table import Table
+        from .table import Table
 
-            tables = [v for v in variables.values() if isinstance(v, Table)]
-            if tables and not any("map_error" in t.cols for t in tables):  # no labels yet: label the rows
-                return first, ("llm_map",)
+        tables = [v for v in variables.values() if isinstance(v, Table)]
+        labelled = any("map_error" in t.cols for t in tables)
+        if "l4" in levels and _LABEL_Q.search(self.question) and tables and not labelled:
+            return first, ("llm_map",)  # no labels yet: label the rows
+        if labelled:  # the rows have their labels: count them, don't label them again
+            later = tuple(op for op in later if op != "llm_map")
         return first, later
 
     def _refresh(self, variables: dict[str, Any]) -> None:
