@@ -473,9 +473,11 @@ class RunAids:
         if getattr(aids, "list_length", True):
             missing = self.incomplete_ranking(answer)
             if missing is not None and self._once("ranking_complete"):
-                msg = (f"check: the question asks for every value ranked; your answer leaves out "
-                       f"{', '.join(missing[1])}. Send the final command again with all of them, in order: "
-                       f"{', '.join(missing[0])}.")
+                # the whole ranking as one line to copy (a list of what was left out got appended after
+                # the model's first item, out of order)
+                msg = (f"check: the question asks for every value ranked, most frequent first; your answer has "
+                       f"{len(missing[0]) - len(missing[1])} of {len(missing[0])}. Send the final command again "
+                       f"with exactly: {', '.join(missing[0])}")
                 self._fire("ranking_complete", iteration, msg, left_out=missing[1])
                 return msg
         if aids.verify_restated and self.restates(answer) and self._once("verify_restated"):
