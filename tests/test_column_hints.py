@@ -359,3 +359,22 @@ def test_common_words_are_never_values_the_question_names():
     t = table_ops.Table({"word": ["the", "of", "cache"] * 20, "n": list(range(60))})
     assert question_filters("Top words, ignoring these stop words: the, of?", {"t": t}) == {}
     assert question_filters("How many rows have word cache?", {"t": t}) == {"word": "cache"}
+
+
+def test_a_top_n_answer_that_misses_the_ranking_goes_back_and_the_words_route_ends_after_word_counts(log_table):
+    from contextbox.bench.logs import STOP_WORDS, logs_question
+
+    _, text, facts = log_table
+    q = logs_question(3, facts)[0]
+    top5 = facts["top_words"]
+    replies = [cmd("extract", store="t", thought="t"),
+               cmd("word_counts", on="t", field="message", stop=STOP_WORDS, thought="t"),
+               cmd("final", answer=f"the, {top5[1]}, {top5[0]}, in, a", thought="t"),
+               cmd("final", answer=", ".join(top5), thought="t")]
+    p = ScriptedProvider(replies, constrained=True)
+    res = RLM(model=p, config=Config(), levels="l1").run(q, Context.from_value(text))
+    assert res.status == "answered" and res.answer == ", ".join(top5) and res.iterations == 4
+    aid = next(e.data for e in res.events if e.type == "aid" and e.data["aid"] == "ranking_complete")
+    assert aid["message"].endswith("exactly: " + ", ".join(top5))
+    ops = [b["properties"]["op"]["const"] for b in p.options[2]["response_schema"]["anyOf"]]
+    assert set(ops) <= {"final", "final_var"}  # the aggregate is on screen: only an answer is left

@@ -231,6 +231,8 @@ class RunAids:
             return first, ("llm_map",)  # no labels yet: label the rows
         if labelled:  # the rows have their labels: count them, don't label them again
             later = tuple(op for op in later if op != "llm_map")
+        if self.aggregated and later and later[0] in ("word_counts", "stats"):
+            return first, FINAL_ONLY  # the one aggregate this question needs is on screen: answer from it
         return first, later
 
     def _refresh(self, variables: dict[str, Any]) -> None:
@@ -475,9 +477,8 @@ class RunAids:
             if missing is not None and self._once("ranking_complete"):
                 # the whole ranking as one line to copy (a list of what was left out got appended after
                 # the model's first item, out of order)
-                msg = (f"check: the question asks for every value ranked, most frequent first; your answer has "
-                       f"{len(missing[0]) - len(missing[1])} of {len(missing[0])}. Send the final command again "
-                       f"with exactly: {', '.join(missing[0])}")
+                msg = (f"check: by the ranking above, the question's answer is {len(missing[0])} value(s), most "
+                       f"frequent first. Send the final command again with exactly: {', '.join(missing[0])}")
                 self._fire("ranking_complete", iteration, msg, left_out=missing[1])
                 return msg
         if aids.verify_restated and self.restates(answer) and self._once("verify_restated"):
@@ -490,16 +491,30 @@ class RunAids:
         return None
 
     def incomplete_ranking(self, answer: str) -> tuple[list[str], list[str]] | None:
-        """(the last ranking's items, those the answer leaves out) when the question asks for every
-        value ranked ("rank the error types ... with the count of each") and the answer names only some."""
-        if not _ALL_RANKED.search(self.question) or self.last_counts is None:
+        """(the ranking the answer should give, the values it misses or misplaces) when the question asks
+        for every value ranked ("rank the error types ... with the count of each") or for the top N ("the
+        5 most frequent words") and the answer does not name exactly those values, in the engine's order."""
+        if self.last_counts is None:
             return None
-        items = self.last_counts
+        m = _N_ITEMS.search(self.question)
+        if m:
+            raw = next(g for g in m.groups() if g)
+            n = _NUMBER_WORDS.get(raw.lower()) or (int(raw) if raw.isdigit() else 0)
+            items = self.last_counts[:n] if n >= 2 else None
+        else:
+            items = self.last_counts if _ALL_RANKED.search(self.question) else None
+        if not items:
+            return None
         low = answer.casefold()
-        left = [name for name, _ in items if not re.search(rf"(?<!\w){re.escape(name.casefold())}(?!\w)", low)]
-        if not left or len(left) == len(items):
+        found = sorted((hit.start(), name) for name, _ in self.last_counts
+                       for hit in [re.search(rf"(?<!\w){re.escape(name.casefold())}(?!\w)", low)] if hit)
+        named = [name for _, name in found]
+        want = [name for name, _ in items]
+        if named == want or not named:
             return None
-        return [f"{n}: {c}" for n, c in items], left
+        with_counts = _ALL_RANKED.search(self.question) or re.search(r"\bcounts?\b", self.question, re.I)
+        shown = [f"{nm}: {c}" for nm, c in items] if with_counts else want
+        return shown, [w for w in want if w not in named[: len(want)]] or want
 
     def too_many_items(self, answer: str) -> tuple[int, list[str]] | None:
         """(n, items) when the question asks for ``n`` items ("the 5 most frequent", "top 3") and the
