@@ -15,7 +15,6 @@ answers), ``native`` (its 1,000,000-line log, generated once into the cache on f
 from __future__ import annotations
 
 import functools
-import os
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException
+
+from ..demos.common import data_file  # the shared data folder: $CONTEXTBOX_DATA, then ../shared/data
 
 
 @dataclass(frozen=True)
@@ -66,21 +67,6 @@ SAMPLES = {s.name: s for s in (
 )}
 
 
-def _data_dirs() -> list[Path]:
-    here = Path(__file__).resolve().parents[4]  # the source tree's parent, for a checkout
-    out = []
-    for base in (os.environ.get("CONTEXTBOX_DATA"), Path.cwd().parent / "shared" / "data",
-                 Path.cwd() / "shared" / "data", here / "shared" / "data"):
-        if base:
-            out.append(Path(base))
-    return out
-
-
-def data_file(name: str) -> Path | None:
-    for base in _data_dirs():
-        if (base / name).is_file():
-            return base / name
-    return None
 
 
 def _war_and_peace_on_disk() -> Path | None:
