@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -157,6 +158,7 @@ def _global_options_everywhere(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------- progress
 #: in plain (non-terminal) output, a running batch prints its progress at most this often
 PLAIN_PROGRESS_EVERY_S = 10.0
+STOP_CLOSE_WAIT_S = 3.0  # after a second Ctrl-C, how long closing the run may take before the exit
 
 
 class Progress:
@@ -333,18 +335,32 @@ def _exit_130(signum: int, frame: Any) -> None:
     os._exit(130)
 
 
-def _stopped(rlm: Any, stream: Any, events: list[Event]) -> int:
-    """After a second Ctrl-C: close the run (its executors end), mark it cancelled, exit 130."""
-    try:
-        if stream is not None:
-            stream._gen.close()
-    except Exception as e:  # noqa: BLE001 - closing is best effort; the store still records the end
-        logging.getLogger("contextbox").debug("closing the run: %s", e)
+def _stopped(rlm: Any, stream: Any, events: list[Event]) -> NoReturn:
+    """After a second Ctrl-C: close the run (its executors end), mark it cancelled, exit 130 now.
+
+    The interrupt may land anywhere in the main thread, even between a lock's acquire and its
+    ``try``, so nothing here waits without bound: the run is closed from a daemon thread given a
+    few seconds, the store records the end, and the process exits without joining worker threads
+    (a thread blocked on a lock the interrupt left held would otherwise hang the exit)."""
+    if stream is not None:
+        def close() -> None:
+            try:
+                stream._gen.close()
+            except BaseException as e:  # noqa: BLE001 - closing is best effort; the store still records the end
+                logging.getLogger("contextbox").debug("closing the run: %s", e)
+
+        closer = threading.Thread(target=close, name="contextbox-stop", daemon=True)
+        closer.start()
+        closer.join(STOP_CLOSE_WAIT_S)
     run_id = events[0].run_id if events else None
     if run_id and rlm.store is not None:
         rlm.store.finish_run(run_id, "cancelled", "stopped by a second Ctrl-C")
+        if hasattr(rlm.store, "close"):
+            rlm.store.close()
     sys.stderr.write("rlm: stopped by a second Ctrl-C" + (f"; run {run_id} cancelled" if run_id else "") + "\n")
-    return 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 def _store_paths(config: Config, runs_dir: str | None) -> tuple[Path, Path]:
