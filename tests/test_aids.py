@@ -380,3 +380,27 @@ def test_a_question_about_code_searches_whole_definitions(tmp_path):
         search = next(b for b in p.options[0]["response_schema"]["anyOf"]
                       if b["properties"]["op"]["const"] == "search")
         assert "const" not in search["properties"]["unit"]
+
+
+def test_a_question_s_first_search_ranks_on_all_its_words():
+    """The 1.5B model shortens "What sum did Vyazemtsev have to pay back to Shishkin?" to "Vyazemtsev debt"; a short
+    line with "debts" twice outranks the passage. The first search's query is the question (schema const)."""
+    filler = "".join(f"debts and debts were paid on day {i}.\n" for i in range(300))
+    text = filler + "Young Count Vyazemtsev owed the moneylender Shishkin eleven thousand roubles.\n" + filler
+    q = "What sum did Vyazemtsev have to pay back to Shishkin, the money lender?"
+
+    def searches(cfg: Config) -> tuple[list[dict], object]:
+        p = ScriptedProvider([cmd("search", query=q, thought="t"), cmd("search", query="roubles", thought="t"),
+                              cmd("final", answer="eleven thousand roubles", thought="t")], constrained=True)
+        res = RLM(model=p, config=cfg, levels="l1").run(q, Context.from_value(text))
+        return [next(b for b in o["response_schema"]["anyOf"] if b["properties"]["op"]["const"] == "search")
+                for o in p.options[:2]], res
+
+    (first, second), res = searches(Config())
+    assert first["properties"]["query"] == {"const": q}
+    assert "const" not in second["properties"]["query"]  # later searches are the model's own
+    assert "Vyazemtsev owed" in res.steps[0].output.split("\n")[1]  # ranked first on the question's words
+    cfg = Config()
+    cfg.aids.question_search = False
+    (first, _), _ = searches(cfg)
+    assert "const" not in first["properties"]["query"]

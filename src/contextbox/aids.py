@@ -195,6 +195,7 @@ class RunAids:
         self.seen: list[str] = [question, shown["head"], shown["tail"]]
         self.done_actions: dict[str, int] = {}
         self.looked = False
+        self.searched = False  # a ranked search ran (``question_search`` fixes the first one's query)
         self.rejected_answer: str | None = None
         self.used: set[str] = set()  # one-shot aids that already fired
         self.fired: list[dict[str, Any]] = []  # aid events not yet emitted
@@ -280,6 +281,10 @@ class RunAids:
         out: dict[str, dict[str, Any]] = {}
         if self.code_question:  # "which function ...": a search hit should show the whole definition
             out["search"] = {"unit": {"const": "paragraph"}}
+        elif not (self.table_route or self.searched) and getattr(self.settings, "question_search", True):
+            # a small model shortens the question to two words ("Vyazemtsev debt") and a short line with
+            # the common one twice outranks the passage; ranked on all the question's words it comes first
+            out["search"] = {"query": {"const": self.question}}
         if not (self.table_route and getattr(self.settings, "column_choice", True)):
             return out or None
         from .column_hints import question_choices, question_stop_words
@@ -365,6 +370,8 @@ class RunAids:
                 self._turn_new = True
         elif action.op not in FINAL_ONLY:
             self._turn_new = True
+        if action.op == "search":
+            self.searched = True
         if action.op in AGGREGATING:
             self.aggregated = True
             if action.op in ("count_by", "top", "word_counts"):  # the ranking the answer should give in full
