@@ -274,7 +274,7 @@ BOOKKEEPING = frozenset({"doc", "line", "map_error"})
 def prose_columns(table: Table, sample: int = 200) -> list[str]:
     """The columns of free text (most values three words or more, not dates): what a record *says*,
     as opposed to its dates, numbers, ids and codes."""
-    from .table_ops import as_date
+    from .table_values import as_date
 
     out = []
     for c in table.columns:
