@@ -319,7 +319,7 @@ def with_definitions(task: str, spec: AnswerSpec, question: str | None) -> str:
     ...)"): the sentences naming two or more of the choices are added once, to the shared prefix."""
     if spec.choices is None or len(spec.choices) < 2:
         return task
-    from .aids import aggregate_question
+    from .aids_table import aggregate_question
 
     if aggregate_question(task) or any(f"'{c}'" in task or f'"{c}"' in task for c in spec.choices):
         # "how many instances should be labelled 'numeric'?" as the map's prompt makes a small sub-model
