@@ -38,9 +38,10 @@ import resource
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from scratch import scratch_file
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -353,11 +354,8 @@ def main() -> int:
         return 0
 
     size = args.size_mb * MiB
-    tmp = Path(args.dir or tempfile.mkdtemp(prefix="contextbox-bench-"))
-    tmp.mkdir(parents=True, exist_ok=True)
-    path = tmp / f"bench_{args.size_mb}mb.txt"
     cmdline = f"{Path(sys.executable).name} bench/bench_core.py --size-mb {args.size_mb}"
-    try:
+    with scratch_file(f"bench_{args.size_mb}mb.txt", args.dir, args.keep) as path:
         print(f"generating {fmt_bytes(size)} in {path} …", file=sys.stderr, flush=True)
         t = time.perf_counter()
         # generate in a subprocess: this process stays small, so the measuring child (whose
@@ -396,13 +394,6 @@ def main() -> int:
                    "known": nknown}
         print(f"  engine overhead ({args.iterations} scripted iterations) …", file=sys.stderr, flush=True)
         eng = engine_overhead(args.iterations)
-    finally:
-        if args.keep:
-            print(f"kept {path}", file=sys.stderr)
-        else:
-            path.unlink(missing_ok=True)
-            if not args.dir:
-                shutil.rmtree(tmp, ignore_errors=True)
 
     mbs = fsize / MB
     peak = c["peak_hwm"] or c["peak_rss"]  # VmHWM when there is /proc, else ru_maxrss

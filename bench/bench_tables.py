@@ -26,13 +26,13 @@ import json
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+
+from scratch import scratch_file
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
@@ -146,11 +146,8 @@ def main() -> int:
         print(json.dumps(generate(Path(args.generate), args.size_mb * MiB)))
         return 0
 
-    tmp = Path(args.dir or tempfile.mkdtemp(prefix="contextbox-bench-"))
-    tmp.mkdir(parents=True, exist_ok=True)
-    path = tmp / f"tables_{args.size_mb}mb.log"
     cmdline = f"{Path(sys.executable).name} bench/bench_tables.py --size-mb {args.size_mb}"
-    try:
+    with scratch_file(f"tables_{args.size_mb}mb.log", args.dir, args.keep) as path:
         print(f"generating {args.size_mb} MiB in {path} …", file=sys.stderr, flush=True)
         g = subprocess.run([sys.executable, __file__, "--generate", str(path), "--size-mb", str(args.size_mb)],
                            capture_output=True, text=True, check=True)
@@ -164,13 +161,6 @@ def main() -> int:
         if not args.no_auto:
             print("  extract automatic fields + count_by …", file=sys.stderr, flush=True)
             auto = run_child("auto", path)
-    finally:
-        if args.keep:
-            print(f"kept {path}", file=sys.stderr)
-        else:
-            path.unlink(missing_ok=True)
-            if not args.dir:
-                shutil.rmtree(tmp, ignore_errors=True)
 
     cold = pat["load_s"] + pat["extract_s"] + pat["count_by_s"]
     ratio = cold / grep_s

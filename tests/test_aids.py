@@ -247,7 +247,7 @@ def test_grounding_accepts_an_answer_sentence_around_a_value_it_read():
 
 
 def test_the_table_route_follows_what_the_question_asks():
-    from contextbox.aids import route_ops
+    from contextbox.aids_table import route_ops
 
     first, later = route_ops("What is the p95 response time?")
     assert first == ("extract", "records") and "stats" in later and "count_by" not in later
@@ -284,7 +284,7 @@ def test_stats_output_repeats_the_statistics_the_question_names():
 
 
 def test_word_questions_route_to_word_counts():
-    from contextbox.aids import route_ops
+    from contextbox.aids_table import route_ops
 
     _, later = route_ops("What are the 5 most frequent words in the messages?")
     assert later[0] == "word_counts" and "count_by" not in later
@@ -332,7 +332,7 @@ def test_a_filter_is_a_step_not_an_aggregate():
 
 
 def test_a_field_described_as_a_word_is_not_a_word_frequency_question():
-    from contextbox.aids import route_ops
+    from contextbox.aids_table import route_ops
 
     _, later = route_ops("Rank the error types (the word after the response time) from most to least frequent.")
     assert later[0] == "count_by" and "word_counts" not in later

@@ -6,6 +6,7 @@ cannot honour are refused, and system messages are applied."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,30 +14,16 @@ import httpx
 import openai
 import pytest
 from fakeserver import FakeLLMServer
-from test_server import CONTEXT, LiveServer, cmd, fake_config, make_app, slow_finds, write_script
+from server_helpers import CONTEXT, LiveServer, close_apps, cmd, fake_config, make_app, server_env, slow_finds
 
-from contextbox.config import Config
 from contextbox.server import chat
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, Any]:
-    """As test_server's: a root folder with the context and a scripted model, a config."""
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / "doc.txt").write_text(CONTEXT)
-    cfg = Config()
-    cfg.runs_dir = tmp_path / "runs"
-    cfg.server.roots = [str(root)]
-    return {"tmp": tmp_path, "root": root, "config": cfg, "model": f"scripted:{write_script(root / 'script.json')}"}
-
-
-@pytest.fixture(autouse=True)
-def _shutdown(env: dict[str, Any]):
-    yield
-    for app in env.get("apps", []):
-        app.state.manager.shutdown(5)
-        app.state.store.close()
+def env(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    e = server_env(tmp_path)
+    yield e
+    close_apps(e)
 
 
 def scripted(env: dict[str, Any], name: str, replies: list[str]) -> str:

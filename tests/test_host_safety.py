@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_server import LiveServer, write_script
+from server_helpers import LiveServer, write_script
 
 from contextbox.config import Config
 from contextbox.context import Context, read_text_file

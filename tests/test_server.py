@@ -8,29 +8,36 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fakeserver import FakeLLMServer
+from server_helpers import (
+    CONTEXT,
+    RLM_BIN,
+    LiveServer,
+    RlmServe,
+    client,
+    close_apps,
+    cmd,
+    fake_config,
+    make_app,
+    parse_sse,
+    server_env,
+    slow_finds,
+    wait_done,
+    write_script,
+)
 
 from contextbox.config import Config
-from contextbox.providers.base import ProviderConfig
-from contextbox.server import create_app
 from contextbox.store_sqlite import SqliteRunStore
 
 pytestmark = pytest.mark.anyio
-RLM_BIN = str(Path(sys.executable).with_name("rlm"))
-CONTEXT = "alpha beta\ngamma delta\nthe key is 42\n" * 3
 
 
 @pytest.fixture
@@ -38,126 +45,11 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def cmd(op: str, **args: Any) -> str:
-    return json.dumps({"op": op, **args})
-
-
-def write_script(path: Path, answer: str = "42", finds: int = 1) -> Path:
-    replies = [cmd("find", text=f"key{i}" if i else "key") for i in range(finds)] + [cmd("final", answer=answer)]
-    path.write_text(json.dumps(replies))
-    return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """The app under a real uvicorn, in a thread, on 127.0.0.1."""
-
-    def __init__(self, app: Any):
-        self.app = app
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(20)
-
-
 @pytest.fixture
-def env(tmp_path: Path) -> dict[str, Any]:
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / "doc.txt").write_text(CONTEXT)
-    secret = tmp_path / "secret.txt"
-    secret.write_text("the secret is 7\n")
-    script = write_script(root / "script.json")
-    cfg = Config()
-    cfg.runs_dir = tmp_path / "runs"
-    cfg.server.roots = [str(root)]
-    cfg.server.allowed_hosts = ["test"]  # the ASGI test client's Host
-    return {"tmp": tmp_path, "root": root, "secret": secret, "script": script, "config": cfg,
-            "model": f"scripted:{script}"}
-
-
-def make_app(env: dict[str, Any], **kw: Any) -> Any:
-    app = create_app(env["config"], **kw)
-    env.setdefault("apps", []).append(app)
-    return app
-
-
-@pytest.fixture(autouse=True)
-def _shutdown(env: dict[str, Any]):
-    yield
-    for app in env.get("apps", []):
-        app.state.manager.shutdown(5)
-        app.state.store.close()
-
-
-def client(app: Any, token: str | None = None) -> httpx.AsyncClient:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test", headers=headers,
-                             timeout=30)
-
-
-def parse_sse(text: str) -> list[dict[str, Any]]:
-    out = []
-    for block in text.split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in block.splitlines():
-            if line.startswith(":") or ":" not in line:
-                continue
-            k, _, v = line.partition(":")
-            fields[k] = v[1:] if v.startswith(" ") else v
-        if "data" in fields:
-            ev = json.loads(fields["data"])
-            ev["_id"] = fields.get("id")
-            out.append(ev)
-    return out
-
-
-async def wait_done(c: httpx.AsyncClient, rid: str, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = (await c.get(f"/v1/runs/{rid}")).json()
-        if r["status"] not in ("queued", "running") and not r["active"]:
-            return r
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"run {rid} did not finish")
-
-
-def fake_config(env: dict[str, Any], srv: FakeLLMServer) -> Config:
-    cfg = env["config"]
-    cfg.providers = [ProviderConfig("fake", "openai", srv.base_url, None, max_retries=0)]
-    return cfg
-
-
-def slow_finds(n: int, answer: str = "done"):
-    """Fake-LLM replies: n different finds, then the answer."""
-    count = {"n": 0}
-    lock = threading.Lock()
-
-    def reply(_req: dict[str, Any]) -> str:
-        with lock:
-            count["n"] += 1
-            k = count["n"]
-        return cmd("find", text=f"w{k}") if k <= n else cmd("final", answer=answer)
-
-    return reply
+def env(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    e = server_env(tmp_path)
+    yield e
+    close_apps(e)
 
 
 # ---------------------------------------------------------------------- the API through ASGI
@@ -537,61 +429,29 @@ def test_load_50_concurrent_runs_lose_nothing(env):
 def test_restart_marks_interrupted_and_keeps_events(env, tmp_path):
     """Kill the server (SIGKILL) mid-run, start it again: the run is interrupted, its events kept."""
     with FakeLLMServer(slow_finds(1000), latency=0.1) as srv:
-        db = tmp_path / "runs" / "runs.sqlite"
-        conf = tmp_path / "contextbox.toml"
-        conf.write_text(f'[[providers]]\nname = "fake"\nkind = "openai"\nbase_url = "{srv.base_url}"\n'
-                        f'max_retries = 0\n\n[server]\ndb = "{db}"\nroots = ["{env["root"]}"]\n')
-        port = free_port()
-        argv = [RLM_BIN, "--config", str(conf), "serve", "--port", str(port)]
-        e = {k: v for k, v in os.environ.items() if k != "CONTEXTBOX_TOKEN"}
-        proc = subprocess.Popen(argv, env=e, stderr=subprocess.PIPE)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_health(url, proc)
-            with httpx.Client(base_url=url, timeout=30) as c:
-                rid = c.post("/v1/runs", json={"question": "q", "context": CONTEXT, "model": "fake/m",
-                                               "limits": {"max_iterations": 500}}).json()["id"]
-                deadline = time.monotonic() + 20
-                while (c.get(f"/v1/runs/{rid}").json()["iterations"] or 0) < 3:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.05)
-                seen = parse_sse(c.get(f"/v1/runs/{rid}/events", params={"follow": "false"}).text)
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
+        serve = RlmServe(tmp_path, srv, env["root"])
+        with serve.running(kill=True) as c:
+            rid = c.post("/v1/runs", json={"question": "q", "context": CONTEXT, "model": "fake/m",
+                                           "limits": {"max_iterations": 500}}).json()["id"]
+            deadline = time.monotonic() + 20
+            while (c.get(f"/v1/runs/{rid}").json()["iterations"] or 0) < 3:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            seen = parse_sse(c.get(f"/v1/runs/{rid}/events", params={"follow": "false"}).text)
         assert len(seen) >= 10
-        proc = subprocess.Popen(argv, env=e, stderr=subprocess.PIPE)
-        try:
-            _wait_health(url, proc)
-            with httpx.Client(base_url=url, timeout=30) as c:
-                run = c.get(f"/v1/runs/{rid}").json()
-                assert run["status"] == "interrupted" and "server stopped" in run["reason"]
-                events = parse_sse(c.get(f"/v1/runs/{rid}/events").text)
-                assert events[:len(seen)] == seen  # everything stored before the kill is there
-                assert events[-1]["type"] == "run_end" and events[-1]["data"]["status"] == "interrupted"
-                assert [e["seq"] for e in events] == list(range(len(events)))
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(20)
-        store = SqliteRunStore(db)  # `rlm runs` reads the same store
+        with serve.running() as c:
+            run = c.get(f"/v1/runs/{rid}").json()
+            assert run["status"] == "interrupted" and "server stopped" in run["reason"]
+            events = parse_sse(c.get(f"/v1/runs/{rid}/events").text)
+            assert events[:len(seen)] == seen  # everything stored before the kill is there
+            assert events[-1]["type"] == "run_end" and events[-1]["data"]["status"] == "interrupted"
+            assert [e["seq"] for e in events] == list(range(len(events)))
+        store = SqliteRunStore(serve.db)  # `rlm runs` reads the same store
         assert store.get_run(rid)["status"] == "interrupted"
         store.close()
-        out = subprocess.run([RLM_BIN, "--config", str(conf), "runs", "--runs-dir", str(db.parent), "list"],
-                             capture_output=True, text=True, env=e)
+        out = subprocess.run([RLM_BIN, "--config", str(serve.conf), "runs", "--runs-dir", str(serve.db.parent),
+                              "list"], capture_output=True, text=True, env=serve.env)
         assert rid in out.stdout and "interrupted" in out.stdout
-
-
-def _wait_health(url: str, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"rlm serve exited: {proc.stderr.read().decode()}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError("rlm serve did not come up")
 
 
 # ---------------------------------------------------------------------- the job queue
@@ -653,42 +513,22 @@ async def test_queued_runs_start_in_order_with_positions(env):
 def test_queued_runs_survive_a_restart(env, tmp_path):
     """SIGKILL with one run in flight and two queued: after the restart the queued ones run and answer."""
     with FakeLLMServer(slow_finds(1000), latency=0.1) as srv:
-        db = tmp_path / "runs" / "runs.sqlite"
-        conf = tmp_path / "contextbox.toml"
-        conf.write_text(f'[[providers]]\nname = "fake"\nkind = "openai"\nbase_url = "{srv.base_url}"\n'
-                        f'max_retries = 0\n\n[server]\ndb = "{db}"\nroots = ["{env["root"]}"]\n'
-                        f'max_concurrent_runs = 1\n')
-        port = free_port()
-        argv = [RLM_BIN, "--config", str(conf), "serve", "--port", str(port)]
-        e = {k: v for k, v in os.environ.items() if k != "CONTEXTBOX_TOKEN"}
-        proc = subprocess.Popen(argv, env=e, stderr=subprocess.PIPE)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_health(url, proc)
-            with httpx.Client(base_url=url, timeout=30) as c:
-                first = c.post("/v1/runs", json={"question": "q", "context": CONTEXT, "model": "fake/m",
-                                                 "limits": {"max_iterations": 500}}).json()["id"]
-                queued = [c.post("/v1/runs", json={"question": f"q{i}", "context_path": "doc.txt",
-                                                   "model": "fake/m", "limits": {"max_iterations": 2}}).json()
-                          for i in range(2)]
-                assert [q["position"] for q in queued] == [1, 2]
-        finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-        proc = subprocess.Popen(argv, env=e, stderr=subprocess.PIPE)
-        try:
-            _wait_health(url, proc)
-            with httpx.Client(base_url=url, timeout=30) as c:
-                assert c.get(f"/v1/runs/{first}").json()["status"] == "interrupted"
-                for q in queued:
-                    events = parse_sse(c.get(f"/v1/runs/{q['id']}/events").text)
-                    assert events[-1]["type"] == "run_end", events[-1]
-                    assert events[-1]["data"]["status"] == "max_iterations"  # it ran its 2 turns
-                    assert events[0]["type"] == "run_start" and events[0]["data"]["question"].startswith("q")
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(20)
-        store = SqliteRunStore(db)
+        serve = RlmServe(tmp_path, srv, env["root"], "max_concurrent_runs = 1\n")
+        with serve.running(kill=True) as c:
+            first = c.post("/v1/runs", json={"question": "q", "context": CONTEXT, "model": "fake/m",
+                                             "limits": {"max_iterations": 500}}).json()["id"]
+            queued = [c.post("/v1/runs", json={"question": f"q{i}", "context_path": "doc.txt",
+                                               "model": "fake/m", "limits": {"max_iterations": 2}}).json()
+                      for i in range(2)]
+            assert [q["position"] for q in queued] == [1, 2]
+        with serve.running() as c:
+            assert c.get(f"/v1/runs/{first}").json()["status"] == "interrupted"
+            for q in queued:
+                events = parse_sse(c.get(f"/v1/runs/{q['id']}/events").text)
+                assert events[-1]["type"] == "run_end", events[-1]
+                assert events[-1]["data"]["status"] == "max_iterations"  # it ran its 2 turns
+                assert events[0]["type"] == "run_start" and events[0]["data"]["question"].startswith("q")
+        store = SqliteRunStore(serve.db)
         assert store.queued_requests() == []
         store.close()
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from fakeserver import FakeLLMServer
-from test_server import LiveServer, cmd, fake_config, slow_finds
+from server_helpers import LiveServer, cmd, fake_config, slow_finds
 
 from contextbox.config import Config
 from contextbox.server import create_app

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_server import LiveServer, cmd
+from server_helpers import LiveServer, cmd
 from test_server_browser import browser, open_page  # noqa: F401 - the browser fixture
 
 from contextbox.config import Config

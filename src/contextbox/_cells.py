@@ -273,7 +273,7 @@ def table_functions(session: Session) -> dict[str, Callable[..., Any]]:
 
     ``records``/``extract`` read the context unless ``text=`` (a str) or, for ``extract``,
     ``table=`` (rows with a ``text`` column) is given."""
-    from . import ops, table_ops
+    from . import ops, table_ops, table_records
     from .table import Table
 
     def _source(text: Any) -> Any:
@@ -288,13 +288,13 @@ def table_functions(session: Session) -> dict[str, Callable[..., Any]]:
         if g is not None and by == "line" and not regex:  # one row per line: counted before it is built
             g.check_items(src.n_lines if text is None else ops.n_lines(src), "records",
                           "records of a part: records(text=...)")
-        run = lambda: table_ops.records(src, by, regex)  # noqa: E731
+        run = lambda: table_records.records(src, by, regex)  # noqa: E731
         return (_guard(run, len(src.text if text is None else src), "records") if regex else run()).to_rows()
 
     def extract(pattern: str | None = None, flags: Any = "", *, text: str | None = None,
                 table: Any = None) -> list[dict[str, Any]]:
         src = Table.coerce(table, "extract") if table is not None else _source(text)
-        run = lambda: table_ops.extract(src, pattern, flags)  # noqa: E731
+        run = lambda: table_records.extract(src, pattern, flags)  # noqa: E731
         size = len(session.context.text) if text is None else len(str(text))
         return (_guard(run, size, f"extract {pattern!r}") if pattern else run()).to_rows()
 

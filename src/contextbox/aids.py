@@ -13,7 +13,9 @@ inside a longer token of the text (``cut_answer``), counts the hits a capped lis
 instead of the total (``capped_count``), or only restates a sentence it found
 (``verify_restated``: one verification turn). At the end of a turn (:meth:`RunAids.end_turn`):
 a repeat bans that op for the next turn; a second repeat, or ``stall_turns`` turns without a
-new action, leave only ``final`` — the loop ends.
+new action, leave only ``final`` — the loop ends. The table route (which ops a turn may use for a
+counting question over structured lines, the column choice, the arguments the question fixes) is
+:mod:`contextbox.aids_table`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .aids_table import AGGREGATING, FINAL_ONLY, STATS_Q, TableRoute, aggregate_question, route_ops, structured
 from .column_hints import FILTERED
 from .commands import READ_OPS, input_vars
 from .context import Context
@@ -33,29 +36,6 @@ _TOKEN_CHARS = r"[\w\-./:]"
 _COUNT_Q = re.compile(r"\b(how many|how often|number of|count|frequency|times)\b", re.I)
 _WH_Q = re.compile(r"^\s*(?:\w+\s+){0,2}(which|what|who|whom|whose|where|when|why|how)\b", re.I)
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-FINAL_ONLY = ("final", "final_var")
-#: ops whose output is an aggregate a table-route answer can be copied from
-AGGREGATING = frozenset({"count", "count_by", "top", "unique", "stats", "word_counts", "join"})
-#: questions whose answer aggregates many lines: counts, rankings, frequencies, statistics, pairs
-_AGGREGATE_Q = re.compile(
-    r"\b(how many|how often|number of|count|counts|frequen\w*|most (?:often|frequent|common)|"
-    r"least (?:often|frequent|common)|more common|less common|percentiles?|p\d\d|median|average|mean|"
-    r"unique|distinct|top \d+|rank\w*|every pair|all pairs|pairs of|in total|total number|ratio|proportion|"
-    r"percentage|share of|(?:has|have|had|with|gets?|got|made|makes|received|sent|returns?) the (?:most|fewest|least))\b",
-    re.I)
-
-
-#: "how many times does X occur": a literal count answers it
-_OCCURRENCE_Q = re.compile(r"\b(how many times|how often does|how often is|number of (?:times|occurrences)|"
-                           r"occurrences of)\b", re.I)
-
-
-_STATS_Q = re.compile(r"\b(percentiles?|p\d\d|median|average|mean|minimum|maximum|min|max|sum|std)\b", re.I)
-#: questions about a label per record that no keyword gives: the typed map labels the rows first
-_LABEL_Q = re.compile(r"\b(label\w*|categor\w*|classif\w*|sentiment|topics?)\b", re.I)
-_WORDS_Q = re.compile(r"\b(words|terms|vocabulary)\b", re.I)  # plural: "the word after X" names a field
-_DISTINCT_Q = re.compile(r"\b(unique|distinct|different)\b", re.I)
-_FINISH = ("final", "final_var")
 #: questions that want every value of a ranking, not its head
 _ALL_RANKED = re.compile(r"\b(rank\w*|from most to least|from least to most|count of each|counts? for each|"
                          r"each (?:type|value|label|kind|category)|list all|all (?:the )?(?:types|values|labels|kinds))\b",
@@ -65,23 +45,6 @@ _NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 
 _N = r"(\d{1,3}|two|three|four|five|six|seven|eight|nine|ten)"
 #: "the 5 most frequent words", "top 3", "answer with the 5 words": a list of that many items
 _N_ITEMS = re.compile(rf"\b(?:top|first)\s+{_N}\b|\b{_N}\s+(?:most|least)\b|\banswer with the {_N}\b", re.I)
-
-
-def route_ops(question: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The table route for a question: (ops of the first turn, ops of later turns).
-
-    A literal count starts only how-often questions; a statistic question aggregates with
-    ``stats``, a how-many-different question with ``unique``, others with counts and labels."""
-    first = ("count", "extract", "records") if _OCCURRENCE_Q.search(question) else ("extract", "records")
-    if _WORDS_Q.search(question):  # word frequencies of a text column: nothing to select first
-        later: tuple[str, ...] = ("word_counts",)
-    elif _STATS_Q.search(question):
-        later = ("stats", "filter", "extract")
-    elif _DISTINCT_Q.search(question):
-        later = ("unique", "filter", "count_by", "extract")
-    else:
-        later = ("count_by", "top", "filter", "join", "llm_map", "unique", "sort", "extract", "records")
-    return first, later + _FINISH
 
 
 _CODE_Q = re.compile(r"\b(functions?|methods?|class(?:es)?|modules?|def|constants?|decorators?|endpoints? handler)\b",
@@ -101,38 +64,6 @@ def code_context(context: Context) -> bool:
     return code >= 0.5 * len(docs)
 
 
-def aggregate_question(question: str) -> bool:
-    return _AGGREGATE_Q.search(question) is not None
-
-
-def structured(context: Context, sample: int = 60) -> bool:
-    """Whether most lines of the context are records with typed fields (a log, a table, key: value rows)."""
-    from .auto_fields import parse_line
-
-    text = context.text
-    if not text:
-        return False
-    step = max(1, len(text) // sample)
-    lines: list[str] = []
-    for pos in range(0, len(text), step):
-        a = text.rfind("\n", 0, pos) + 1
-        b = text.find("\n", pos)
-        line = text[a: b if b >= 0 else len(text)].strip()
-        if line and not line.startswith("==> "):
-            lines.append(line[:2000])
-        if len(lines) >= sample:
-            break
-    if len(lines) < 5:
-        return False
-    typed = 0
-    for line in lines:
-        row = parse_line(line)
-        cols = [k for k in row if not k.startswith(("word", "message", "number"))]
-        typed += len(cols) >= 2
-    return typed >= 0.7 * len(lines)
-
-
-#: words an answer may add without having read them
 _FILLER = frozenset(
     "a an the is are was were be been it its this that these those of in on at to for from by with and or "
     "not no yes as so than then there here which what who whom whose when where why how most least more less "
@@ -161,7 +92,7 @@ class _Capped:
     total: int
 
 
-class RunAids:
+class RunAids(TableRoute):
     """The aids' state for one run."""
 
     def __init__(self, settings: Any, question: str, context: Context, session: Session, *, local: bool,
@@ -215,98 +146,6 @@ class RunAids:
     def drain(self) -> list[dict[str, Any]]:
         out, self.fired = self.fired, []
         return out
-
-    def route(self, variables: dict[str, Any], levels: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The table route's ops for the coming turn: a label question maps labels onto a table first."""
-        first, later = self.route_ops
-        if not self.aggregated:  # no answer before the engine has counted: nothing to copy one from
-            later = tuple(op for op in later if op not in FINAL_ONLY)
-        self._refresh(variables)
-        if self._filters and not self.filter_done:  # the rows the question names, before anything else
-            return first, ("filter",)
-        from .table import Table
-
-        tables = [v for v in variables.values() if isinstance(v, Table)]
-        labelled = any("map_error" in t.cols for t in tables)
-        if "l4" in levels and _LABEL_Q.search(self.question) and tables and not labelled:
-            return first, ("llm_map",)  # no labels yet: label the rows
-        if labelled:  # the rows have their labels: count them, don't label them again
-            later = tuple(op for op in later if op != "llm_map")
-        if self.aggregated and later and later[0] in ("word_counts", "stats"):
-            return first, FINAL_ONLY  # the one aggregate this question needs is on screen: answer from it
-        return first, later
-
-    def _refresh(self, variables: dict[str, Any]) -> None:
-        """Recompute the column choice and the question's filters when the tables changed."""
-        if not (self.table_route and getattr(self.settings, "column_choice", True)):
-            return
-        from .column_hints import field_choice, question_filters
-        from .table import Table
-
-        tables = {k: v for k, v in variables.items() if isinstance(v, Table) and v.columns}
-        key = tuple((k, len(t), tuple(t.columns)) for k, t in tables.items())
-        if not tables or key == self._fields_key:
-            return
-        self._fields_key = key
-        # rows the question names, from the tables the route built (not from a filter's own output)
-        self._filters = question_filters(self.question, {k: t for k, t in tables.items()
-                                                         if k not in self._filtered})
-        op = next((o for o in self.route_ops[1] if o in AGGREGATING), None)
-        target = {k: t for k, t in tables.items() if k == self.work} or tables
-        fields = field_choice(self.question, target, op)
-        if fields and self._filters:  # a filter column only selects rows: the question is about another
-            fields = [f for f in fields if f not in self._filters] or fields
-        self._fields = fields
-        self._announce = True
-
-    def fields(self, variables: dict[str, Any], iteration: int) -> list[str] | None:
-        """The table route's column choice for the aggregating ops of the coming turn (``[aids]
-        column_choice``): the column the question is about, from its words and the tables' values."""
-        self._refresh(variables)
-        if self._announce:
-            self._announce = False
-            op = next((o for o in self.route_ops[1] if o in AGGREGATING), None)
-            if self._fields:
-                self._fire("column_choice", iteration,
-                           f"{op or 'aggregate'} on: {', '.join(self._fields[:4])}", fields=self._fields, op=op)
-            if self._filters and not self.filter_done:
-                self._fire("question_filter", iteration, "the question selects rows: " + ", ".join(
-                    f"{k} = {v}" for k, v in self._filters.items()), where=dict(self._filters))
-        return self._fields
-
-    def overrides(self) -> dict[str, dict[str, Any]] | None:
-        """Arguments the question fixes: the rows it names (``filter``'s ``where``, stored as ``sel``),
-        the route's working table (every aggregate's ``on``), the stop words it lists (``word_counts``'
-        ``stop``), the labels it defines (the typed map's ``choices``)."""
-        out: dict[str, dict[str, Any]] = {}
-        if self.code_question:  # "which function ...": a search hit should show the whole definition
-            out["search"] = {"unit": {"const": "paragraph"}}
-        elif not (self.table_route or self.searched) and getattr(self.settings, "question_search", True):
-            # a small model shortens the question to two words ("Vyazemtsev debt") and a short line with
-            # the common one twice outranks the passage; ranked on all the question's words it comes first
-            out["search"] = {"query": {"const": self.question}}
-        if not (self.table_route and getattr(self.settings, "column_choice", True)):
-            return out or None
-        from .column_hints import question_choices, question_stop_words
-
-        # structured lines: automatic fields read them; a pattern copied from the question ("NNNms")
-        # matched nothing and left the model nothing to aggregate
-        out["extract"] = {"pattern": None}
-
-        if self._filters and not self.filter_done:
-            out["filter"] = {"where": {"const": dict(self._filters)}, "store": {"const": FILTERED}}
-            if self.work:
-                out["filter"]["on"] = {"enum": [self.work]}
-        elif self.work:  # the newest table of the route holds what the question is about
-            for op in ("count_by", "top", "unique", "stats", "word_counts", "sort", "llm_map", "filter"):
-                out[op] = {"on": {"enum": [self.work]}}
-        stop = question_stop_words(self.question)
-        if stop:
-            out.setdefault("word_counts", {})["stop"] = {"const": stop}
-        choices = question_choices(self.question)
-        if choices:  # the labels the question defines: the typed map uses exactly those
-            out.setdefault("llm_map", {})["choices"] = {"const": choices}
-        return out or None
 
     def repeat_key(self, action: Action) -> str | None:
         """What makes an action "the same again": its text, and the state of a variable it reads.
@@ -432,7 +271,7 @@ class RunAids:
         values = dict(re.findall(r"\b(\w+)=(-?[\d.]+)", out.text))
         names = {"average": "mean", "minimum": "min", "maximum": "max"}
         asked: list[str] = []
-        for m in _STATS_Q.finditer(self.question):
+        for m in STATS_Q.finditer(self.question):
             key = names.get(m.group(1).lower(), m.group(1).lower())
             if key in values and key not in asked:
                 asked.append(key)

@@ -113,7 +113,7 @@ def _names(column: str) -> set[str]:
 
 
 def _describe(t: Table, scan: int) -> list[_Col]:
-    from .table_ops import as_number
+    from .table_values import as_number
 
     n = min(len(t), scan)
     out = []
@@ -316,7 +316,7 @@ _WHEN_OP = {"before": "lt", "prior to": "lt", "earlier than": "lt", "until": "le
 
 def _date_filter(question: str, tables: dict[str, Table], scan: int) -> tuple[str, dict[str, str]] | None:
     """("date", {"lt": "Mar 03, 2023"}) for "dated before Mar 03, 2023" when a column holds dates."""
-    from .table_ops import as_date
+    from .table_values import as_date
 
     m = _WHEN.search(question)
     if not m or as_date(m.group(2).replace(".", "")) is None:

@@ -11,12 +11,11 @@ A model spec is ``NAME/MODEL``, ``KIND:ARG`` (``scripted:PATH``, ``local:PATH.gg
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from pathlib import Path
 
-from .errors import ConfigError, UsageError
+from .config_files import config_dir, load_string_map, save_string_map
+from .errors import UsageError
 
 #: bare model id prefix → built-in provider; the first matching prefix wins (README "Model ids")
 BARE_ID_PREFIXES: tuple[tuple[str, str], ...] = (
@@ -34,11 +33,6 @@ ALIAS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: names an alias may not take: they already mean something as a spec
 RESERVED = frozenset({"local", "scripted"})
 _MAX_HOPS = 8
-
-
-def config_dir() -> Path:
-    """``$XDG_CONFIG_HOME/contextbox`` (``~/.config/contextbox``): aliases and stored keys live here."""
-    return Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config") / "contextbox"
 
 
 def aliases_path() -> Path:
@@ -60,28 +54,12 @@ def is_full_spec(spec: str) -> bool:
 
 def load_aliases(path: Path | None = None) -> dict[str, str]:
     """The user's aliases (an empty dict when there is no file)."""
-    p = path or aliases_path()
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"aliases file {p} is unreadable: {e}; fix or delete it") from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-        raise ConfigError(f"aliases file {p} must hold a JSON object of NAME: SPEC strings; fix or delete it")
-    return data
+    return load_string_map(path or aliases_path(), "the aliases file", "SPEC")
 
 
 def save_aliases(aliases: dict[str, str], path: Path | None = None) -> Path:
-    p = path or aliases_path()
-    try:
-        p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dict(sorted(aliases.items())), indent=2) + "\n", encoding="utf-8")
-        tmp.replace(p)
-    except OSError as e:
-        raise UsageError(f"cannot write the aliases file {p}: {e.strerror or e}") from None
-    return p
+    """Write the aliases file atomically (its folder 0700)."""
+    return save_string_map(aliases, path or aliases_path(), "the aliases file")
 
 
 def check_alias_name(name: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import table_ops
+from . import table_ops, table_records
 from .commands import (
     _VAR_NAME,
     INT,
@@ -129,8 +129,8 @@ def op_records(ex: CommandExecutor, cmd: dict[str, Any]) -> ActionOutput:
     if isinstance(src, Table):
         raise CommandError("records cuts text; 'on' names a table here — use extract on it, or name a text variable")
     by, rx = cmd.get("by") or "line", bool(cmd.get("regex"))
-    t = run_guarded(lambda: table_ops.records(src, by, rx), _timeout(ex, len(src.text)), f"records by {by!r}") \
-        if rx else table_ops.records(src, by, rx)
+    t = run_guarded(lambda: table_records.records(src, by, rx), _timeout(ex, len(src.text)), f"records by {by!r}") \
+        if rx else table_records.records(src, by, rx)
     how = f"regex {by!r}" if rx else repr(by)
     head = f"records by {how}: {t.n:,} record(s)"
     if t.meta.get("empty_skipped"):
@@ -143,9 +143,9 @@ def op_extract(ex: CommandExecutor, cmd: dict[str, Any]) -> ActionOutput:
     pattern, flags = cmd.get("pattern"), cmd.get("flags", "")
     size = len(src.text) if isinstance(src, Context) else sum(len(str(v)) for v in src.cols.get("text", []))
     if pattern:
-        t = run_guarded(lambda: table_ops.extract(src, pattern, flags), _timeout(ex, size), f"extract {pattern!r}")
+        t = run_guarded(lambda: table_records.extract(src, pattern, flags), _timeout(ex, size), f"extract {pattern!r}")
     else:
-        t = table_ops.extract(src, None)
+        t = table_records.extract(src, None)
     head = f"extract {'/' + pattern + '/' if pattern else '(automatic fields)'}: {t.n:,} row(s)"
     if t.n == 0:
         head += "; nothing matched — check the pattern against a line you have read"

@@ -274,7 +274,7 @@ BOOKKEEPING = frozenset({"doc", "line", "map_error"})
 def prose_columns(table: Table, sample: int = 200) -> list[str]:
     """The columns of free text (most values three words or more, not dates): what a record *says*,
     as opposed to its dates, numbers, ids and codes."""
-    from .table_ops import as_date
+    from .table_values import as_date
 
     out = []
     for c in table.columns:
@@ -319,7 +319,7 @@ def with_definitions(task: str, spec: AnswerSpec, question: str | None) -> str:
     ...)"): the sentences naming two or more of the choices are added once, to the shared prefix."""
     if spec.choices is None or len(spec.choices) < 2:
         return task
-    from .aids import aggregate_question
+    from .aids_table import aggregate_question
 
     if aggregate_question(task) or any(f"'{c}'" in task or f'"{c}"' in task for c in spec.choices):
         # "how many instances should be labelled 'numeric'?" as the map's prompt makes a small sub-model

@@ -1,0 +1,204 @@
+"""The table route of the small-model aids (``[aids] table_route``): a counting or ranking question
+over structured lines is answered by building and aggregating tables, not by reading.
+
+:func:`route_ops` picks the ops each turn may use from what the question asks; :class:`TableRoute`
+(a part of :class:`contextbox.aids.RunAids`) narrows them as the run goes (filter the rows the
+question names first, label rows before counting labels, answer once the one aggregate is shown),
+chooses the column to aggregate and fixes the arguments the question decides.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from .column_hints import FILTERED
+from .context import Context
+from .executors import Session
+
+FINAL_ONLY = ("final", "final_var")
+#: ops whose output is an aggregate a table-route answer can be copied from
+AGGREGATING = frozenset({"count", "count_by", "top", "unique", "stats", "word_counts", "join"})
+#: questions whose answer aggregates many lines: counts, rankings, frequencies, statistics, pairs
+_AGGREGATE_Q = re.compile(
+    r"\b(how many|how often|number of|count|counts|frequen\w*|most (?:often|frequent|common)|"
+    r"least (?:often|frequent|common)|more common|less common|percentiles?|p\d\d|median|average|mean|"
+    r"unique|distinct|top \d+|rank\w*|every pair|all pairs|pairs of|in total|total number|ratio|proportion|"
+    r"percentage|share of|(?:has|have|had|with|gets?|got|made|makes|received|sent|returns?) the (?:most|fewest|least))\b",
+    re.I)
+
+
+#: "how many times does X occur": a literal count answers it
+_OCCURRENCE_Q = re.compile(r"\b(how many times|how often does|how often is|number of (?:times|occurrences)|"
+                           r"occurrences of)\b", re.I)
+
+
+#: questions that name a statistic: ``stats`` aggregates them (the aids repeat the asked ones)
+STATS_Q = re.compile(r"\b(percentiles?|p\d\d|median|average|mean|minimum|maximum|min|max|sum|std)\b", re.I)
+#: questions about a label per record that no keyword gives: the typed map labels the rows first
+_LABEL_Q = re.compile(r"\b(label\w*|categor\w*|classif\w*|sentiment|topics?)\b", re.I)
+_WORDS_Q = re.compile(r"\b(words|terms|vocabulary)\b", re.I)  # plural: "the word after X" names a field
+_DISTINCT_Q = re.compile(r"\b(unique|distinct|different)\b", re.I)
+_FINISH = ("final", "final_var")
+
+
+def route_ops(question: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The table route for a question: (ops of the first turn, ops of later turns).
+
+    A literal count starts only how-often questions; a statistic question aggregates with
+    ``stats``, a how-many-different question with ``unique``, others with counts and labels."""
+    first = ("count", "extract", "records") if _OCCURRENCE_Q.search(question) else ("extract", "records")
+    if _WORDS_Q.search(question):  # word frequencies of a text column: nothing to select first
+        later: tuple[str, ...] = ("word_counts",)
+    elif STATS_Q.search(question):
+        later = ("stats", "filter", "extract")
+    elif _DISTINCT_Q.search(question):
+        later = ("unique", "filter", "count_by", "extract")
+    else:
+        later = ("count_by", "top", "filter", "join", "llm_map", "unique", "sort", "extract", "records")
+    return first, later + _FINISH
+
+
+def aggregate_question(question: str) -> bool:
+    return _AGGREGATE_Q.search(question) is not None
+
+
+def structured(context: Context, sample: int = 60) -> bool:
+    """Whether most lines of the context are records with typed fields (a log, a table, key: value rows)."""
+    from .auto_fields import parse_line
+
+    text = context.text
+    if not text:
+        return False
+    step = max(1, len(text) // sample)
+    lines: list[str] = []
+    for pos in range(0, len(text), step):
+        a = text.rfind("\n", 0, pos) + 1
+        b = text.find("\n", pos)
+        line = text[a: b if b >= 0 else len(text)].strip()
+        if line and not line.startswith("==> "):
+            lines.append(line[:2000])
+        if len(lines) >= sample:
+            break
+    if len(lines) < 5:
+        return False
+    typed = 0
+    for line in lines:
+        row = parse_line(line)
+        cols = [k for k in row if not k.startswith(("word", "message", "number"))]
+        typed += len(cols) >= 2
+    return typed >= 0.7 * len(lines)
+
+
+class TableRoute:
+    """The table route's part of :class:`contextbox.aids.RunAids` (its state is set up there)."""
+
+    settings: Any
+    question: str
+    session: Session
+    table_route: bool
+    code_question: bool
+    searched: bool
+    route_ops: tuple[tuple[str, ...], tuple[str, ...]]
+    aggregated: bool
+    filter_done: bool
+    work: str | None
+    _fields_key: Any
+    _fields: list[str] | None
+    _filters: dict[str, Any]
+    _announce: bool
+    _filtered: set[str]
+    _fire: Callable[..., None]
+
+    def route(self, variables: dict[str, Any], levels: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The table route's ops for the coming turn: a label question maps labels onto a table first."""
+        first, later = self.route_ops
+        if not self.aggregated:  # no answer before the engine has counted: nothing to copy one from
+            later = tuple(op for op in later if op not in FINAL_ONLY)
+        self._refresh(variables)
+        if self._filters and not self.filter_done:  # the rows the question names, before anything else
+            return first, ("filter",)
+        from .table import Table
+
+        tables = [v for v in variables.values() if isinstance(v, Table)]
+        labelled = any("map_error" in t.cols for t in tables)
+        if "l4" in levels and _LABEL_Q.search(self.question) and tables and not labelled:
+            return first, ("llm_map",)  # no labels yet: label the rows
+        if labelled:  # the rows have their labels: count them, don't label them again
+            later = tuple(op for op in later if op != "llm_map")
+        if self.aggregated and later and later[0] in ("word_counts", "stats"):
+            return first, FINAL_ONLY  # the one aggregate this question needs is on screen: answer from it
+        return first, later
+
+    def _refresh(self, variables: dict[str, Any]) -> None:
+        """Recompute the column choice and the question's filters when the tables changed."""
+        if not (self.table_route and getattr(self.settings, "column_choice", True)):
+            return
+        from .column_hints import field_choice, question_filters
+        from .table import Table
+
+        tables = {k: v for k, v in variables.items() if isinstance(v, Table) and v.columns}
+        key = tuple((k, len(t), tuple(t.columns)) for k, t in tables.items())
+        if not tables or key == self._fields_key:
+            return
+        self._fields_key = key
+        # rows the question names, from the tables the route built (not from a filter's own output)
+        self._filters = question_filters(self.question, {k: t for k, t in tables.items()
+                                                         if k not in self._filtered})
+        op = next((o for o in self.route_ops[1] if o in AGGREGATING), None)
+        target = {k: t for k, t in tables.items() if k == self.work} or tables
+        fields = field_choice(self.question, target, op)
+        if fields and self._filters:  # a filter column only selects rows: the question is about another
+            fields = [f for f in fields if f not in self._filters] or fields
+        self._fields = fields
+        self._announce = True
+
+    def fields(self, variables: dict[str, Any], iteration: int) -> list[str] | None:
+        """The table route's column choice for the aggregating ops of the coming turn (``[aids]
+        column_choice``): the column the question is about, from its words and the tables' values."""
+        self._refresh(variables)
+        if self._announce:
+            self._announce = False
+            op = next((o for o in self.route_ops[1] if o in AGGREGATING), None)
+            if self._fields:
+                self._fire("column_choice", iteration,
+                           f"{op or 'aggregate'} on: {', '.join(self._fields[:4])}", fields=self._fields, op=op)
+            if self._filters and not self.filter_done:
+                self._fire("question_filter", iteration, "the question selects rows: " + ", ".join(
+                    f"{k} = {v}" for k, v in self._filters.items()), where=dict(self._filters))
+        return self._fields
+
+    def overrides(self) -> dict[str, dict[str, Any]] | None:
+        """Arguments the question fixes: the rows it names (``filter``'s ``where``, stored as ``sel``),
+        the route's working table (every aggregate's ``on``), the stop words it lists (``word_counts``'
+        ``stop``), the labels it defines (the typed map's ``choices``)."""
+        out: dict[str, dict[str, Any]] = {}
+        if self.code_question:  # "which function ...": a search hit should show the whole definition
+            out["search"] = {"unit": {"const": "paragraph"}}
+        elif not (self.table_route or self.searched) and getattr(self.settings, "question_search", True):
+            # a small model shortens the question to two words ("Vyazemtsev debt") and a short line with
+            # the common one twice outranks the passage; ranked on all the question's words it comes first
+            out["search"] = {"query": {"const": self.question}}
+        if not (self.table_route and getattr(self.settings, "column_choice", True)):
+            return out or None
+        from .column_hints import question_choices, question_stop_words
+
+        # structured lines: automatic fields read them; a pattern copied from the question ("NNNms")
+        # matched nothing and left the model nothing to aggregate
+        out["extract"] = {"pattern": None}
+
+        if self._filters and not self.filter_done:
+            out["filter"] = {"where": {"const": dict(self._filters)}, "store": {"const": FILTERED}}
+            if self.work:
+                out["filter"]["on"] = {"enum": [self.work]}
+        elif self.work:  # the newest table of the route holds what the question is about
+            for op in ("count_by", "top", "unique", "stats", "word_counts", "sort", "llm_map", "filter"):
+                out[op] = {"on": {"enum": [self.work]}}
+        stop = question_stop_words(self.question)
+        if stop:
+            out.setdefault("word_counts", {})["stop"] = {"const": stop}
+        choices = question_choices(self.question)
+        if choices:  # the labels the question defines: the typed map uses exactly those
+            out.setdefault("llm_map", {})["choices"] = {"const": choices}
+        return out or None
