@@ -35,7 +35,9 @@ _WH_Q = re.compile(r"^\s*(?:\w+\s+){0,2}(which|what|who|whom|whose|where|when|wh
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 FINAL_ONLY = ("final", "final_var")
 #: ops whose output is an aggregate a table-route answer can be copied from
-AGGREGATING = frozenset({"count", "count_by", "top", "unique", "stats", "word_counts", "join"})
+AGGREGATING = frozenset({"count", "count_by", "top", "unique", "stats", "word_counts", "join", "pairs"})
+#: the variable the pairs route stores the engine's pair list in (``final_var`` answers with it)
+PAIRS = "pairs"
 #: questions whose answer aggregates many lines: counts, rankings, frequencies, statistics, pairs
 _AGGREGATE_Q = re.compile(
     r"\b(how many|how often|number of|count|counts|frequen\w*|most (?:often|frequent|common)|"
@@ -191,6 +193,14 @@ class RunAids:
         self._announce = False
         self._filtered: set[str] = set()  # tables a filter stored
         self.last_counts: list[tuple[str, str]] | None = None  # (value, count) of the last count_by/top
+        #: a pairs question ("every pair of users who both have at least K rows labelled X"): the route
+        #: labels, filters the condition's rows, runs ``pairs``, then answers (``[aids] pairs_route``)
+        from .pairs_hints import pairs_question
+
+        self.pairs_ask = pairs_question(question) if self.table_route and getattr(settings, "pairs_route", True) \
+            and getattr(settings, "column_choice", True) else None
+        self.pairs_made: str | None = None  # the variable holding the engine's pairs
+        self.last_pairs: list[tuple[str, str]] | None = None  # the engine's pairs, as text
         shown = context.metadata(preview_chars=preview_chars)
         self.seen: list[str] = [question, shown["head"], shown["tail"]]
         self.done_actions: dict[str, int] = {}
@@ -221,11 +231,13 @@ class RunAids:
         if not self.aggregated:  # no answer before the engine has counted: nothing to copy one from
             later = tuple(op for op in later if op not in FINAL_ONLY)
         self._refresh(variables)
-        if self._filters and not self.filter_done:  # the rows the question names, before anything else
-            return first, ("filter",)
         from .table import Table
 
         tables = [v for v in variables.values() if isinstance(v, Table)]
+        if self.pairs_ask is not None and (tables or self.pairs_made):
+            return first, self._pairs_route(levels, later)
+        if self._filters and not self.filter_done:  # the rows the question names, before anything else
+            return first, ("filter",)
         labelled = any("map_error" in t.cols for t in tables)
         if "l4" in levels and _LABEL_Q.search(self.question) and tables and not labelled:
             return first, ("llm_map",)  # no labels yet: label the rows
@@ -256,7 +268,30 @@ class RunAids:
         if fields and self._filters:  # a filter column only selects rows: the question is about another
             fields = [f for f in fields if f not in self._filters] or fields
         self._fields = fields
+        if self.pairs_ask is not None:  # the condition's rows, then the pairs of the subject's column
+            self._pairs_plan(tables)
         self._announce = True
+
+    def _pairs_plan(self, tables: dict[str, Any]) -> None:
+        from .pairs_hints import condition, label_column, subject_column
+
+        base = {k: t for k, t in tables.items() if k not in self._filtered and k != self.pairs_made}
+        assert self.pairs_ask is not None
+        self._filters = condition(self.pairs_ask, base, label_column(base)) or {}
+        col = subject_column(self.pairs_ask, base)
+        self._fields = [col] if col else self._fields
+
+    def _pairs_route(self, levels: tuple[str, ...], later: tuple[str, ...]) -> tuple[str, ...]:
+        """The pairs route's next step: label → filter the condition's rows → pairs → answer."""
+        if self.pairs_made:  # final_var first: the engine's list as it stands ("none": only final)
+            return FINAL_ONLY[::-1] if self.last_pairs else ("final",)
+        if self.filter_done:
+            return ("pairs",)
+        if self._filters:
+            return ("filter",)
+        if "l4" in levels:
+            return ("llm_map",)  # nothing holds the condition's values yet: label the rows
+        return tuple(op for op in later if op not in FINAL_ONLY) or later
 
     def fields(self, variables: dict[str, Any], iteration: int) -> list[str] | None:
         """The table route's column choice for the aggregating ops of the coming turn (``[aids]
@@ -264,13 +299,18 @@ class RunAids:
         self._refresh(variables)
         if self._announce:
             self._announce = False
-            op = next((o for o in self.route_ops[1] if o in AGGREGATING), None)
+            op = "pairs" if self.pairs_ask is not None else next((o for o in self.route_ops[1] if o in AGGREGATING), None)
             if self._fields:
                 self._fire("column_choice", iteration,
                            f"{op or 'aggregate'} on: {', '.join(self._fields[:4])}", fields=self._fields, op=op)
             if self._filters and not self.filter_done:
                 self._fire("question_filter", iteration, "the question selects rows: " + ", ".join(
                     f"{k} = {v}" for k, v in self._filters.items()), where=dict(self._filters))
+            if self.pairs_ask is not None and "pairs_route" not in self.used:
+                self.used.add("pairs_route")
+                a = self.pairs_ask
+                self._fire("pairs_route", iteration, f"pairs of {a.subject} with at least {a.at_least} row(s) of "
+                           + " or ".join(a.values), subject=a.subject, values=list(a.values), at_least=a.at_least)
         return self._fields
 
     def overrides(self) -> dict[str, dict[str, Any]] | None:
@@ -292,6 +332,8 @@ class RunAids:
             out["filter"] = {"where": {"const": dict(self._filters)}, "store": {"const": FILTERED}}
             if self.work:
                 out["filter"]["on"] = {"enum": [self.work]}
+        if self.pairs_ask is not None:
+            out.update(self._pairs_overrides())
         elif self.work:  # the newest table of the route holds what the question is about
             for op in ("count_by", "top", "unique", "stats", "word_counts", "sort", "llm_map", "filter"):
                 out[op] = {"on": {"enum": [self.work]}}
@@ -302,6 +344,23 @@ class RunAids:
         if choices:  # the labels the question defines: the typed map uses exactly those
             out.setdefault("llm_map", {})["choices"] = {"const": choices}
         return out or None
+
+    def _pairs_overrides(self) -> dict[str, dict[str, Any]]:
+        """The pairs step's arguments (the filtered rows, the subject's column, the question's K, the
+        store) and the answer's (``final_var`` of the pairs; ``final`` long enough for the whole list)."""
+        assert self.pairs_ask is not None
+        out: dict[str, dict[str, Any]] = {}
+        if self.filter_done:
+            args: dict[str, Any] = {"on": {"const": FILTERED}, "at_least": {"const": self.pairs_ask.at_least},
+                                    "store": {"const": PAIRS}}
+            if self._fields and len(self._fields) == 1:
+                args["field"] = {"const": self._fields[0]}
+            out["pairs"] = args
+        if self.pairs_made:
+            out["final_var"] = {"name": {"const": self.pairs_made}}
+            size = sum(len(a) + len(b) + 5 for a, b in self.last_pairs or [])
+            out["final"] = {"answer": {"type": "string", "minLength": 1, "maxLength": max(400, size + 200)}}
+        return out
 
     def repeat_key(self, action: Action) -> str | None:
         """What makes an action "the same again": its text, and the state of a variable it reads.
@@ -372,6 +431,8 @@ class RunAids:
                 self.last_counts = rows or None
         if action.op == "filter" and action.args.get("store") == FILTERED and self._filters:
             self.filter_done = True
+        if action.op == "pairs":
+            self._pairs_result(action)
         made = out.meta.get("store_as") or action.args.get("store")
         if action.op == "filter" and made:
             self._filtered.add(made)
@@ -395,6 +456,19 @@ class RunAids:
             out.final = None
             out.text = problem
             self._sent_back = True
+
+    def _pairs_result(self, action: Action) -> None:
+        """Keep the engine's pairs (the answer check compares a final answer's pairs with them)."""
+        from .commands import latest_table
+        from .table import cell_text
+
+        name = action.args.get("store") or latest_table(self.session)
+        t = self.session.variables.get(name) if name else None
+        if t is None or getattr(t, "meta", {}).get("_kind") != "pairs" or len(t.cols) != 2:
+            return
+        a, b = t.cols.values()
+        self.pairs_made = name
+        self.last_pairs = [(cell_text(x), cell_text(y)) for x, y in zip(a, b, strict=True)]
 
     def _search_hints(self, action: Action, out: ActionOutput, iteration: int) -> None:
         aids = self.settings
@@ -481,6 +555,11 @@ class RunAids:
                        f"frequent first. Send the final command again with exactly: {', '.join(missing[0])}")
                 self._fire("ranking_complete", iteration, msg, left_out=missing[1])
                 return msg
+        if self.last_pairs is not None and getattr(aids, "pairs_route", True):
+            wrong = self.wrong_pairs(answer)
+            if wrong is not None and self._once("pairs_complete"):
+                self._fire("pairs_complete", iteration, wrong, expected=len(self.last_pairs))
+                return wrong
         if aids.verify_restated and self.restates(answer) and self._once("verify_restated"):
             msg = (f"check: does your answer {answer!r} answer the question {self.question!r}? It repeats a sentence "
                    "you found. If it answers the question, send the final command again with just the answer; "
@@ -515,6 +594,25 @@ class RunAids:
         with_counts = _ALL_RANKED.search(self.question) or re.search(r"\bcounts?\b", self.question, re.I)
         shown = [f"{nm}: {c}" for nm, c in items] if with_counts else want
         return shown, [w for w in want if w not in named[: len(want)]] or want
+
+    def wrong_pairs(self, answer: str) -> str | None:
+        """Why an answer's pair list differs from the engine's ``pairs`` output (None when it matches;
+        order within a pair and of the lines is free, as for the pairs scorer)."""
+        from .pairs_hints import answer_pairs
+
+        assert self.last_pairs is not None
+        want = {frozenset(p) for p in self.last_pairs}
+        got = answer_pairs(answer)
+        if got == want:
+            return None
+        if not want:
+            return ("check: no pair qualifies by the pairs output above, but your answer lists pairs. Send the "
+                    'final command again with exactly: none')
+        right = len(got & want)
+        lines = "\n".join(f"({a}, {b})" for a, b in self.last_pairs)
+        return (f"check: the pairs computed above are {len(want)} pair(s); your answer gives {len(got)} "
+                f"({right} of them right). Send {{\"op\": \"final_var\", \"name\": \"{self.pairs_made}\"}}, or the "
+                f"final command again with exactly these lines:\n{lines}")
 
     def too_many_items(self, answer: str) -> tuple[int, list[str]] | None:
         """(n, items) when the question asks for ``n`` items ("the 5 most frequent", "top 3") and the
