@@ -332,11 +332,11 @@ class RunAids:
             out["filter"] = {"where": {"const": dict(self._filters)}, "store": {"const": FILTERED}}
             if self.work:
                 out["filter"]["on"] = {"enum": [self.work]}
-        if self.pairs_ask is not None:
-            out.update(self._pairs_overrides())
         elif self.work:  # the newest table of the route holds what the question is about
             for op in ("count_by", "top", "unique", "stats", "word_counts", "sort", "llm_map", "filter"):
                 out[op] = {"on": {"enum": [self.work]}}
+        if self.pairs_ask is not None:
+            out.update(self._pairs_overrides())
         stop = question_stop_words(self.question)
         if stop:
             out.setdefault("word_counts", {})["stop"] = {"const": stop}
