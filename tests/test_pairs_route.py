@@ -136,7 +136,7 @@ def test_a_model_that_only_follows_the_schema_answers_exactly_the_gold_pairs():
         assert res.status == "answered", res.reason
         assert res.answer == format_gold("pairs", t.gold) and score("pairs", res.answer, t.gold) == 1.0
         schemas = [o["response_schema"] for o in root.options]
-        assert [_ops(s) for s in schemas] == [["extract", "records"], ["llm_map"], ["filter"], ["pairs"],
+        assert [_ops(s) for s in schemas] == [["extract"], ["llm_map"], ["filter"], ["pairs"],
                                               ["final_var", "final"]]
         assert sub.records == t.meta["records"]  # every record labelled once
         labels = t.meta["condition"]["labels"]

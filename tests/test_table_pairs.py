@@ -160,3 +160,22 @@ def test_pairs_in_a_code_cell() -> None:
     res = rlm.run("q?", Context.from_value(LINES))
     assert res.status == "answered", res.reason
     assert json.loads(res.answer.replace("'", '"')) == [["7", "12"]]
+
+
+def test_the_l3_worker_helper_matches_the_host_function() -> None:
+    """The L3 worker runs pairs from its own copy of the package (table_ops' sibling module)."""
+    from contextbox import _native_worker
+
+    rows = [{"user": u} for u in (3, 7, 3, 12, 7, 12, 12, 9)]
+    assert _native_worker._TABLE_FNS["pairs"](table_ops, None, rows, "user", 2) == [[3, 7], [3, 12], [7, 12]]
+
+
+def test_the_schema_offers_pairs_over_any_column_once_a_table_exists() -> None:
+    from contextbox.schema import command_schema
+
+    t = Table({"user": [1, 2], "label": ["a", "b"]})
+    schema = command_schema(("l1",), variables={"t": t}, fields=["label"])
+    branch = next(b for b in schema["anyOf"] if b["properties"]["op"]["const"] == "pairs")
+    assert branch["properties"]["field"] == {"enum": ["user", "label"]}  # not limited to the aggregate's column
+    assert branch["properties"]["on"] == {"enum": ["t"]} and branch["required"] == ["thought", "op", "on", "field"]
+    assert branch["properties"]["at_least"]["minimum"] == 1

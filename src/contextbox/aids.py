@@ -228,6 +228,8 @@ class RunAids:
     def route(self, variables: dict[str, Any], levels: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The table route's ops for the coming turn: a label question maps labels onto a table first."""
         first, later = self.route_ops
+        if self.pairs_ask is not None:  # the pairs are of a column: automatic fields make it ("User: 44552")
+            first = ("extract",)
         if not self.aggregated:  # no answer before the engine has counted: nothing to copy one from
             later = tuple(op for op in later if op not in FINAL_ONLY)
         self._refresh(variables)
