@@ -111,6 +111,8 @@ def test_every_generated_pairs_question_is_read_into_its_condition():
      PairsAsk("custom", ("refund",), 2)),
     ("Which pairs of users both have an instance labelled spam or ham?", PairsAsk("user", ("spam", "ham"), 1)),
     ("Give every pair of distinct IPs with at least 3 requests tagged 'bot'.", PairsAsk("ip", ("bot",), 3)),
+    ("List all pairs of IPs that both have at least two ERROR lines.", PairsAsk("ip", ("ERROR",), 2)),
+    ("List every pair of users with at least 2 lines.", None),  # no value to select the rows
     ("How many users have at least 2 instances labelled 'human'?", None),  # no pairs asked
     ("List every pair of users.", None),  # no condition
 ])
@@ -231,3 +233,25 @@ def test_a_bug_in_the_engine_s_pairs_shows_in_the_answer(monkeypatch, mutant):
     res = RLM(model=SchemaFollower(), sub_model=TruthSub(), config=Config(), levels="l1,l4").run(
         t.question, Context.from_value(t.context))
     assert res.status == "answered" and res.answer != format_gold("pairs", t.gold)
+
+
+def test_a_pairs_question_over_a_log_filters_an_existing_column_then_pairs():
+    """No labels to infer: the condition's value is in a column already ("ERROR" in ``level``), so the route
+    filters at once (L1 only, no sub-model) and pairs the subject's column."""
+    import itertools
+    import random
+    from collections import Counter
+
+    from contextbox.bench.logs import LINE_RE, make_log
+
+    text, _ = make_log(40_000, random.Random(11))
+    per = Counter(m.group(3) for m in map(LINE_RE.match, text.splitlines()) if m and m.group(2) == "ERROR")
+    k = sorted(per.values(), reverse=True)[4]  # about five IPs qualify
+    qual = sorted((ip for ip, c in per.items() if c >= k), key=lambda ip: [int(x) for x in ip.split(".")])
+    question = f"List every pair of IP addresses that both have at least {k} ERROR lines, one pair per line."
+    root = SchemaFollower()
+    res = RLM(model=root, config=Config(), levels="l1").run(question, Context.from_value(text))
+    assert [_ops(o["response_schema"]) for o in root.options] == [["extract"], ["filter"], ["pairs"],
+                                                                  ["final_var", "final"]]
+    got = answer_pairs(res.answer)
+    assert got == {frozenset(p) for p in itertools.combinations(qual, 2)} and len(qual) >= 5

@@ -28,6 +28,10 @@ _COUNT = re.compile(r"\b(?:at least|no fewer than|(?=an?\s|any\s))\s*(\d+|one|tw
                     r"nine|ten|an?|any)\s+(?:[\w-]+\s+){0,3}?(?:label(?:l)?ed|tagged|classified(?: as)?|marked(?: as)?|"
                     r"of (?:the )?(?:label|type|kind|category)|with (?:the )?(?:label|type|kind|category))\s+([^.?;\n]+)",
                     re.I)
+#: "at least 2 ERROR lines", "at least three 500 responses": the value before a row word
+_ROWS = re.compile(r"\b(?:at least|no fewer than)\s+(\d+|one|two|three|four|five|six|seven|eight|nine|ten)\s+"
+                   r"['\"]?([\w./-]+?)['\"]?\s+(?:lines?|requests?|responses?|entries|entry|records?|events?|"
+                   r"messages?|rows?|calls?|hits?)\b", re.I)
 _QUOTED = re.compile(r"['\"‘“`]([^'\"’”`]{1,40})['\"’”`]")
 
 
@@ -47,7 +51,12 @@ def pairs_question(question: str) -> PairsAsk | None:
         return None
     cond = _COUNT.search(question, m.end())
     if not cond:
-        return None
+        rows = _ROWS.search(question, m.end())
+        if not rows:
+            return None
+        raw = rows.group(1).lower()
+        k = int(raw) if raw.isdigit() else _NUMBER_WORDS[raw]
+        return PairsAsk(_stem(m.group(1).strip("-")), (rows.group(2),), k)
     raw = cond.group(1).lower()
     k = int(raw) if raw.isdigit() else _NUMBER_WORDS[raw]
     body = cond.group(2)
@@ -86,8 +95,9 @@ def condition(ask: PairsAsk, tables: dict[str, Table], label_column: str | None 
                 continue
             held: dict[str, Any] = {}
             for v in t.column(c)[:scan]:
-                if v is not None and isinstance(v, str) and v.casefold() in want:
-                    held.setdefault(v.casefold(), v)
+                key = str(v).casefold() if isinstance(v, (str, int)) and not isinstance(v, bool) else None
+                if key in want:
+                    held.setdefault(key, v)
             if held:
                 vals = [held.get(v.casefold(), v) for v in ask.values]
                 return {c: vals[0] if len(vals) == 1 else {"in": vals}}
