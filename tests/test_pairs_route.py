@@ -172,13 +172,29 @@ def test_a_wrong_pair_list_goes_back_once_with_the_exact_lines():
     t = next(t for t in _tasks(0, 3) if len(t.gold) >= 3)
     gold = [tuple(p) for p in t.gold]
     wrong = "\n".join(f"({b}, {a})" for a, b in gold[1:])  # one pair left out (the others reversed: fine)
-    res, root = _scripted_run(t, [cmd("final", answer=wrong, thought="t"), cmd("final", answer=wrong, thought="t")])
+    res, root = _scripted_run(t, [cmd("final", answer=wrong, thought="t"), cmd("final_var", name="pairs", thought="t")])
     sent = [e.data for e in res.events if e.type == "aid" and e.data["aid"] == "pairs_complete"]
     assert len(sent) == 1 and sent[0]["expected"] == len(gold)
     fb = [m["content"] for m in root.requests[-1] if m["role"] == "user"][-1]
     assert fb.endswith("exactly these lines:\n" + format_gold("pairs", t.gold))
     assert f"{len(gold) - 1} ({len(gold) - 1} of them right)" in fb and '"name": "pairs"' in fb
-    assert res.status == "answered" and res.answer == wrong  # sent back once only: the second is the answer
+    assert _ops(root.options[-1]["response_schema"]) == ["final_var"]  # sent back: the engine's list now
+    assert res.status == "answered" and res.answer == format_gold("pairs", t.gold)
+
+
+def test_a_wrong_pair_list_is_sent_back_only_once():
+    t = next(t for t in _tasks(0, 3) if len(t.gold) >= 3)
+    wrong = format_gold("pairs", t.gold[1:])
+    root = ScriptedProvider([cmd("extract", store="t"), cmd("llm_map", on="t", prompt="?", store="m",
+                                                              choices=list(COARSE.values())),
+                             cmd("filter", on="m", where={"label": {"in": t.meta["condition"]["labels"]}},
+                                 store="sel"),
+                             cmd("pairs", on="sel", field="User", at_least=t.meta["condition"]["at_least"]),
+                             cmd("final", answer=wrong), cmd("final", answer=wrong)])  # an API model: not constrained
+    res = RLM(model=root, sub_model=TruthSub(), config=Config(), levels="l1,l4").run(
+        t.question, Context.from_value(t.context))
+    assert [e.data["aid"] for e in res.events if e.type == "aid"].count("pairs_complete") == 1
+    assert res.status == "answered" and res.answer == wrong
 
 
 def test_a_right_list_written_by_hand_is_accepted_at_once():

@@ -286,7 +286,10 @@ class RunAids:
     def _pairs_route(self, levels: tuple[str, ...], later: tuple[str, ...]) -> tuple[str, ...]:
         """The pairs route's next step: label → filter the condition's rows → pairs → answer."""
         if self.pairs_made:  # final_var first: the engine's list as it stands ("none": only final)
-            return FINAL_ONLY[::-1] if self.last_pairs else ("final",)
+            if not self.last_pairs:
+                return ("final",)
+            # a pair list sent back once: the engine's own list is the way to answer now
+            return ("final_var",) if "pairs_complete" in self.used else FINAL_ONLY[::-1]
         if self.filter_done:
             return ("pairs",)
         if self._filters:
