@@ -141,6 +141,9 @@ def test_a_model_that_only_follows_the_schema_answers_exactly_the_gold_pairs():
         assert [_ops(s) for s in schemas] == [["extract"], ["llm_map"], ["filter"], ["pairs"],
                                               ["final_var", "final"]]
         assert sub.records == t.meta["records"]  # every record labelled once
+        mapping = _branch(schemas[1], "llm_map")["properties"]
+        assert mapping["choices"] == {"const": list(COARSE.values())}  # the six labels the preamble defines
+        assert "per_call" not in mapping  # the default (10 a call): short arrays label best
         labels = t.meta["condition"]["labels"]
         where = _branch(schemas[2], "filter")["properties"]["where"]["const"]
         assert where == {"label": labels[0] if len(labels) == 1 else {"in": labels}}

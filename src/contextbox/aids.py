@@ -352,9 +352,11 @@ class RunAids:
 
     def _pairs_overrides(self) -> dict[str, dict[str, Any]]:
         """The pairs step's arguments (the filtered rows, the subject's column, the question's K, the
-        store) and the answer's (``final_var`` of the pairs; ``final`` long enough for the whole list)."""
+        store), the answer's (``final_var`` of the pairs; ``final`` long enough for the whole list), and
+        no ``per_call`` for the typed map (its default)."""
         assert self.pairs_ask is not None
-        out: dict[str, dict[str, Any]] = {}
+        # the typed map at its default records per call: a small sub-model labels short arrays best
+        out: dict[str, dict[str, Any]] = {"llm_map": {"per_call": None}}
         if self.filter_done:
             args: dict[str, Any] = {"on": {"const": FILTERED}, "at_least": {"const": self.pairs_ask.at_least},
                                     "store": {"const": PAIRS}}
