@@ -232,13 +232,20 @@ def test_no_qualifying_pair_leaves_only_final_and_accepts_none():
 
 def test_the_pairs_route_can_be_turned_off():
     t = _tasks(0, 1)[0]
-    cfg = Config()
-    cfg.aids.pairs_route = False
-    root = ScriptedProvider([cmd("extract", store="t", thought="t"), cmd("final", answer="x", thought="t")],
-                            constrained=True)
-    RLM(model=root, sub_model=TruthSub(), config=cfg, levels="l1,l4").run(t.question, Context.from_value(t.context))
-    assert _ops(root.options[1]["response_schema"]) == ["llm_map"]  # the label route, then count_by as before
-    assert "pairs" not in json.dumps(root.options[1]["response_schema"]).replace('"pairs of', "")
+    replies = [cmd("extract", store="t", thought="t"),
+               cmd("llm_map", on="t", prompt="?", choices=list(COARSE.values()), store="m", thought="t"),
+               cmd("final", answer="x", thought="t")]
+    schemas = {}
+    for on in (True, False):
+        cfg = Config()
+        cfg.aids.pairs_route = on
+        root = ScriptedProvider(replies, constrained=True)
+        res = RLM(model=root, sub_model=TruthSub(), config=cfg, levels="l1,l4").run(
+            t.question, Context.from_value(t.context))
+        schemas[on] = [_ops(o["response_schema"]) for o in root.options]
+        assert ("pairs_route" in [e.data["aid"] for e in res.events if e.type == "aid"]) is on
+    assert schemas[True][2] == ["filter"]
+    assert "count_by" in schemas[False][2] and "pairs" not in schemas[False][2]  # the label route as before
 
 
 @pytest.mark.parametrize("mutant", [__import__("itertools").combinations_with_replacement,
