@@ -45,6 +45,7 @@ HELPER_NAMES = (
     "stats",
     "sort_",
     "join",
+    "pairs",
     "search",
     "llm_query",
     "llm_query_batched",
@@ -64,7 +65,8 @@ search(query, k=10) (lines ranked by shared words: [{line, text, score, ...}]) â
 with text=...; tables as lists of dict rows, computed exactly: records(by="line"), extract(pattern=None) \
 (a column per named group; no pattern: automatic fields), count_by(rows, field), top(rows, field, k=10), \
 unique(rows, field), filter_(rows, where), stats(rows, field), sort_(rows, field, desc=False), \
-join(a, b, key=None, pairs=False); llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
+join(a, b, key=None, pairs=False), \
+pairs(rows, field, at_least=1) (every [smaller, larger] pair of values in >= at_least rows); llm_query(prompt) -> str asks a sub-model; llm_query_batched(prompts) -> list[str]; \
 llm_map(prompt, records, choices=[...]) -> a label per record (None: failed); \
 FINAL(answer) ends the run with that answer; FINAL_VAR("name") answers with a variable's value; \
 SHOW_VARS() lists your variables."""
@@ -319,8 +321,14 @@ def table_functions(session: Session) -> dict[str, Callable[..., Any]]:
     def join(a: Any, b: Any, key: str | None = None, pairs: bool = False) -> list[dict[str, Any]]:
         return table_ops.join(a, b, key, pairs).to_rows()
 
+    def pairs(table: Any, field: str, at_least: int = 1) -> list[list[Any]]:
+        from . import table_pairs
+
+        out = table_pairs.pairs(table, field, at_least)
+        return [list(r) for r in zip(*out.cols.values(), strict=True)]
+
     return {"records": records, "extract": extract, "count_by": count_by, "top": top, "unique": unique,
-            "filter_": filter_, "stats": stats, "sort_": sort_, "join": join}
+            "filter_": filter_, "stats": stats, "sort_": sort_, "join": join, "pairs": pairs}
 
 
 def answer_functions(state: CellState, max_answer: int = host_limits.DEFAULT_MAX_ANSWER_CHARS,

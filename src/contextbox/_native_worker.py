@@ -49,7 +49,7 @@ _LL_FILE_RIGHTS = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15)  # exec
 _LL_READ = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read file, read dir
 _HELPERS = (
     "context Document find regex count lines chunk slice_ split search records extract count_by top unique "
-    "filter_ stats sort_ join llm_query llm_query_batched rlm_query rlm_query_batched llm_map FINAL FINAL_VAR "
+    "filter_ stats sort_ join pairs llm_query llm_query_batched rlm_query rlm_query_batched llm_map FINAL FINAL_VAR "
     "SHOW_VARS"
 ).split()
 #: the table helpers: name -> (table_ops module, source, *args) -> result (lists of dict rows)
@@ -64,6 +64,8 @@ _TABLE_FNS: dict[str, Any] = {
     "stats": lambda T, src, table, field, method="nearest": T.stats(table, field, method),
     "sort_": lambda T, src, table, field, desc=False: T.sort_rows(table, field, desc).to_rows(),
     "join": lambda T, src, a, b, key=None, pairs=False: T.join(a, b, key, pairs).to_rows(),
+    "pairs": lambda T, src, table, field, at_least=1: [list(r) for r in zip(*__import__(
+        T.__package__ + ".table_pairs", fromlist=["pairs"]).pairs(table, field, at_least).cols.values(), strict=True)],
 }
 
 

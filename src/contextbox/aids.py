@@ -122,6 +122,14 @@ class RunAids(TableRoute):
         self._announce = False
         self._filtered: set[str] = set()  # tables a filter stored
         self.last_counts: list[tuple[str, str]] | None = None  # (value, count) of the last count_by/top
+        #: a pairs question ("every pair of users who both have at least K rows labelled X"): the route
+        #: labels, filters the condition's rows, runs ``pairs``, then answers (``[aids] pairs_route``)
+        from .pairs_hints import pairs_question
+
+        self.pairs_ask = pairs_question(question) if self.table_route and getattr(settings, "pairs_route", True) \
+            and getattr(settings, "column_choice", True) else None
+        self.pairs_made: str | None = None  # the variable holding the engine's pairs
+        self.last_pairs: list[tuple[str, str]] | None = None  # the engine's pairs, as text
         shown = context.metadata(preview_chars=preview_chars)
         self.seen: list[str] = [question, shown["head"], shown["tail"]]
         self.done_actions: dict[str, int] = {}
@@ -218,6 +226,8 @@ class RunAids(TableRoute):
                 self.last_counts = rows or None
         if action.op == "filter" and action.args.get("store") == FILTERED and self._filters:
             self.filter_done = True
+        if action.op == "pairs":
+            self.pairs_result(action)
         made = out.meta.get("store_as") or action.args.get("store")
         if action.op == "filter" and made:
             self._filtered.add(made)
@@ -327,6 +337,11 @@ class RunAids(TableRoute):
                        f"frequent first. Send the final command again with exactly: {', '.join(missing[0])}")
                 self._fire("ranking_complete", iteration, msg, left_out=missing[1])
                 return msg
+        if self.last_pairs is not None and getattr(aids, "pairs_route", True):
+            wrong = self.wrong_pairs(answer)
+            if wrong is not None and self._once("pairs_complete"):
+                self._fire("pairs_complete", iteration, wrong, expected=len(self.last_pairs))
+                return wrong
         if aids.verify_restated and self.restates(answer) and self._once("verify_restated"):
             msg = (f"check: does your answer {answer!r} answer the question {self.question!r}? It repeats a sentence "
                    "you found. If it answers the question, send the final command again with just the answer; "

@@ -19,7 +19,9 @@ from .executors import Session
 
 FINAL_ONLY = ("final", "final_var")
 #: ops whose output is an aggregate a table-route answer can be copied from
-AGGREGATING = frozenset({"count", "count_by", "top", "unique", "stats", "word_counts", "join"})
+AGGREGATING = frozenset({"count", "count_by", "top", "unique", "stats", "word_counts", "join", "pairs"})
+#: the variable the pairs route stores the engine's pair list in (``final_var`` answers with it)
+PAIRS = "pairs"
 #: questions whose answer aggregates many lines: counts, rankings, frequencies, statistics, pairs
 _AGGREGATE_Q = re.compile(
     r"\b(how many|how often|number of|count|counts|frequen\w*|most (?:often|frequent|common)|"
@@ -100,6 +102,11 @@ class TableRoute:
     table_route: bool
     code_question: bool
     searched: bool
+    pairs_ask: Any  # a pairs_hints.PairsQuestion, or None
+    pairs_made: str | None
+    last_pairs: list[tuple[str, str]] | None
+    used: set[str]
+    _fire: Callable[..., None]
     route_ops: tuple[tuple[str, ...], tuple[str, ...]]
     aggregated: bool
     filter_done: bool
@@ -114,14 +121,18 @@ class TableRoute:
     def route(self, variables: dict[str, Any], levels: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The table route's ops for the coming turn: a label question maps labels onto a table first."""
         first, later = self.route_ops
+        if self.pairs_ask is not None:  # the pairs are of a column: automatic fields make it ("User: 44552")
+            first = ("extract",)
         if not self.aggregated:  # no answer before the engine has counted: nothing to copy one from
             later = tuple(op for op in later if op not in FINAL_ONLY)
         self._refresh(variables)
-        if self._filters and not self.filter_done:  # the rows the question names, before anything else
-            return first, ("filter",)
         from .table import Table
 
         tables = [v for v in variables.values() if isinstance(v, Table)]
+        if self.pairs_ask is not None and (tables or self.pairs_made):
+            return first, self._pairs_route(levels, later)
+        if self._filters and not self.filter_done:  # the rows the question names, before anything else
+            return first, ("filter",)
         labelled = any("map_error" in t.cols for t in tables)
         if "l4" in levels and _LABEL_Q.search(self.question) and tables and not labelled:
             return first, ("llm_map",)  # no labels yet: label the rows
@@ -152,7 +163,33 @@ class TableRoute:
         if fields and self._filters:  # a filter column only selects rows: the question is about another
             fields = [f for f in fields if f not in self._filters] or fields
         self._fields = fields
+        if self.pairs_ask is not None:  # the condition's rows, then the pairs of the subject's column
+            self._pairs_plan(tables)
         self._announce = True
+
+    def _pairs_plan(self, tables: dict[str, Any]) -> None:
+        from .pairs_hints import condition, label_column, subject_column
+
+        base = {k: t for k, t in tables.items() if k not in self._filtered and k != self.pairs_made}
+        assert self.pairs_ask is not None
+        self._filters = condition(self.pairs_ask, base, label_column(base)) or {}
+        col = subject_column(self.pairs_ask, base)
+        self._fields = [col] if col else self._fields
+
+    def _pairs_route(self, levels: tuple[str, ...], later: tuple[str, ...]) -> tuple[str, ...]:
+        """The pairs route's next step: label → filter the condition's rows → pairs → answer."""
+        if self.pairs_made:  # final_var first: the engine's list as it stands ("none": only final)
+            if not self.last_pairs:
+                return ("final",)
+            # a pair list sent back once: the engine's own list is the way to answer now
+            return ("final_var",) if "pairs_complete" in self.used else FINAL_ONLY[::-1]
+        if self.filter_done:
+            return ("pairs",)
+        if self._filters:
+            return ("filter",)
+        if "l4" in levels:
+            return ("llm_map",)  # nothing holds the condition's values yet: label the rows
+        return tuple(op for op in later if op not in FINAL_ONLY) or later
 
     def fields(self, variables: dict[str, Any], iteration: int) -> list[str] | None:
         """The table route's column choice for the aggregating ops of the coming turn (``[aids]
@@ -160,13 +197,19 @@ class TableRoute:
         self._refresh(variables)
         if self._announce:
             self._announce = False
-            op = next((o for o in self.route_ops[1] if o in AGGREGATING), None)
+            op = "pairs" if self.pairs_ask is not None else \
+                next((o for o in self.route_ops[1] if o in AGGREGATING), None)
             if self._fields:
                 self._fire("column_choice", iteration,
                            f"{op or 'aggregate'} on: {', '.join(self._fields[:4])}", fields=self._fields, op=op)
             if self._filters and not self.filter_done:
                 self._fire("question_filter", iteration, "the question selects rows: " + ", ".join(
                     f"{k} = {v}" for k, v in self._filters.items()), where=dict(self._filters))
+            if self.pairs_ask is not None and "pairs_route" not in self.used:
+                self.used.add("pairs_route")
+                a = self.pairs_ask
+                self._fire("pairs_route", iteration, f"pairs of {a.subject} with at least {a.at_least} row(s) of "
+                           + " or ".join(a.values), subject=a.subject, values=list(a.values), at_least=a.at_least)
         return self._fields
 
     def overrides(self) -> dict[str, dict[str, Any]] | None:
@@ -195,6 +238,8 @@ class TableRoute:
         elif self.work:  # the newest table of the route holds what the question is about
             for op in ("count_by", "top", "unique", "stats", "word_counts", "sort", "llm_map", "filter"):
                 out[op] = {"on": {"enum": [self.work]}}
+        if self.pairs_ask is not None:
+            out.update(self._pairs_overrides())
         stop = question_stop_words(self.question)
         if stop:
             out.setdefault("word_counts", {})["stop"] = {"const": stop}
@@ -202,3 +247,54 @@ class TableRoute:
         if choices:  # the labels the question defines: the typed map uses exactly those
             out.setdefault("llm_map", {})["choices"] = {"const": choices}
         return out or None
+
+    def _pairs_overrides(self) -> dict[str, dict[str, Any]]:
+        """The pairs step's arguments (the filtered rows, the subject's column, the question's K, the
+        store), the answer's (``final_var`` of the pairs; ``final`` long enough for the whole list), and
+        no ``per_call`` for the typed map (its default)."""
+        assert self.pairs_ask is not None
+        # the typed map at its default records per call: a small sub-model labels short arrays best
+        out: dict[str, dict[str, Any]] = {"llm_map": {"per_call": None}}
+        if self.filter_done:
+            args: dict[str, Any] = {"on": {"const": FILTERED}, "at_least": {"const": self.pairs_ask.at_least},
+                                    "store": {"const": PAIRS}}
+            if self._fields and len(self._fields) == 1:
+                args["field"] = {"const": self._fields[0]}
+            out["pairs"] = args
+        if self.pairs_made:
+            out["final_var"] = {"name": {"const": self.pairs_made}}
+            size = sum(len(a) + len(b) + 5 for a, b in self.last_pairs or [])
+            out["final"] = {"answer": {"type": "string", "minLength": 1, "maxLength": max(400, size + 200)}}
+        return out
+
+    def pairs_result(self, action: Any) -> None:
+        """Keep the engine's pairs (the answer check compares a final answer's pairs with them)."""
+        from .commands import latest_table
+        from .table import cell_text
+
+        name = action.args.get("store") or latest_table(self.session)
+        t = self.session.variables.get(name) if name else None
+        if t is None or getattr(t, "meta", {}).get("_kind") != "pairs" or len(t.cols) != 2:
+            return
+        a, b = t.cols.values()
+        self.pairs_made = name
+        self.last_pairs = [(cell_text(x), cell_text(y)) for x, y in zip(a, b, strict=True)]
+
+    def wrong_pairs(self, answer: str) -> str | None:
+        """Why an answer's pair list differs from the engine's ``pairs`` output (None when it matches;
+        order within a pair and of the lines is free, as for the pairs scorer)."""
+        from .pairs_hints import answer_pairs
+
+        assert self.last_pairs is not None
+        want = {frozenset(p) for p in self.last_pairs}
+        got = answer_pairs(answer)
+        if got == want:
+            return None
+        if not want:
+            return ("check: no pair qualifies by the pairs output above, but your answer lists pairs. Send the "
+                    'final command again with exactly: none')
+        right = len(got & want)
+        lines = "\n".join(f"({a}, {b})" for a, b in self.last_pairs)
+        return (f"check: the pairs computed above are {len(want)} pair(s); your answer gives {len(got)} "
+                f"({right} of them right). Send {{\"op\": \"final_var\", \"name\": \"{self.pairs_made}\"}}, or the "
+                f"final command again with exactly these lines:\n{lines}")

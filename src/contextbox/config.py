@@ -55,6 +55,7 @@ class Aids:
     list_length: bool = True  # a list answer much longer than the "top N" asked is sent back once
     table_route: bool = True  # count/rank questions over structured lines: constrained turns build tables
     column_choice: bool = True  # the table route names the column the question is about (column_hints)
+    pairs_route: bool = True  # pairs questions: label → filter → pairs → final_var, pair lists checked (pairs_hints)
     compact: bool = True  # compact old turns before the history outgrows the root model's window
     ranked_fallback: bool = True  # a find of several words with no hit shows the closest passages
     code_search: bool = True  # "which function ..." over source files: searches rank paragraphs (definitions)

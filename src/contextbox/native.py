@@ -80,7 +80,7 @@ _HOST_CALLS = {
     n: n
     for n in ("llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched", "find", "regex", "count", "lines",
               "chunk", "split", "records", "extract", "count_by", "top", "unique", "filter_", "stats", "sort_", "join",
-              "search", "llm_map")
+              "pairs", "search", "llm_map")
 }
 _HOST_CALLS["slice_text"] = "slice_"
 #: host calls that wait for sub-models (their time does not count against the block's limit)

@@ -37,6 +37,8 @@ Tables (the engine counts exactly; never count by reading samples):
 - {"op": "word_counts", "on": "t", "field": COLUMN, "stop": [WORDS]}   how often each word of a text column occurs
 - {"op": "filter", "on": "t", "where": {COLUMN: VALUE or {"ge": NUMBER}}, "store": "f"}   {"op": "sort", ...}
 - {"op": "join", "on": ["a", "b"], "key": COLUMN}   rows of a and b with equal keys ("pairs": true: each pair once)
+- {"op": "pairs", "on": "f", "field": COLUMN, "at_least": K, "store": "p"}   every (smaller, larger) pair of the
+  values found in at least K rows of f, one "(a, b)" line each
 Every command takes "store": "name" (keep its full result in a variable) and "on": "name" (work on a
 variable, or one item "name[2]", instead of the context). A "thought" field is allowed and ignored.
 Outputs are cut to a maximum length; the note says how to see more."""
@@ -52,8 +54,8 @@ RECIPES = """## Recipes
 RECIPES_L4 = """- A label per record that no keyword gives (a topic, a kind, a sentiment): records into a table, then
   {"op": "llm_map", "on": "r", "prompt": WHAT TO DECIDE, "choices": [LABELS], "per_call": 10, "store": "m"}
   (a sub-model labels every record), then count_by "label" on m (or filter by label first).
-- Pairs (which two X both have Y): label or extract, filter the rows with Y, count_by the X column (store),
-  filter on "count" if a minimum is asked, then join the result with itself with "pairs": true and final_var it."""
+- Pairs (which two X both have at least K rows with Y): label or extract, filter the rows with Y (store "f"),
+  then {"op": "pairs", "on": "f", "field": X, "at_least": K, "store": "p"} and final_var p."""
 
 L4 = """## L4 delegation (sub-models read for you; every call costs tokens)
 - {"op": "llm_query", "prompt": "...", "on": "var"}  ask a sub-model once; "on" appends the variable's text

@@ -38,6 +38,8 @@ TABLE_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
                                                         "maxItems": 40}}),
     "sort": ({"on": _S, "field": _S}, {"desc": _B}),
     "filter": ({"on": _S, "where": {"type": "object"}}, {"store": _NAME}),
+    "pairs": ({"on": _S, "field": _S}, {"at_least": {"type": "integer", "minimum": 1, "maximum": 10_000},
+                                        "store": _NAME}),
 }
 L4_SHAPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "llm_query": ({"prompt": _S}, {"on": _S, "store": _S}),
@@ -73,7 +75,7 @@ def _dynamic_shapes(variables: dict[str, Any] | None,
         chosen = [c for c in fields or () if c in columns]
         agg_field = {"enum": chosen} if chosen else field
         for op, (req, opt) in TABLE_SHAPES.items():
-            f = field if op in ("filter", "sort") else agg_field
+            f = field if op in ("filter", "sort", "pairs") else agg_field
             req = {k: on if k == "on" else f if k == "field" else v for k, v in req.items()}
             out[op] = (req, opt)
         if len(tables) >= 1:
@@ -105,7 +107,7 @@ FIRST_TURN_OPS = ("search", "find", "regex", "count", "records", "extract")
 #: lines (logs, records) — first make a table, then aggregate it; no reading of samples
 TABLE_FIRST_OPS = ("extract", "records", "count")
 TABLE_ROUTE_OPS = ("extract", "records", "count", "count_by", "top", "unique", "stats", "filter", "sort", "join",
-                   "word_counts", "llm_map", "final", "final_var")
+                   "pairs", "word_counts", "llm_map", "final", "final_var")
 #: what a constrained model may do when it must answer now
 FINAL_OPS = ("final", "final_var")
 

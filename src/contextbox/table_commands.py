@@ -1,5 +1,5 @@
 """The table operations as L1 commands: ``records``, ``extract``, ``count_by``, ``top``, ``unique``,
-``filter``, ``stats``, ``sort``, ``join`` (registered with :func:`commands.register_op`).
+``filter``, ``stats``, ``sort``, ``join``, ``pairs`` (registered with :func:`commands.register_op`).
 
 ``on`` names a table variable; without it ``records``/``extract`` read the context and the
 other ops the most recently stored table (the output says which: ``(on: t1)``). A table that
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import table_ops, table_records
+from . import table_ops, table_pairs, table_records
 from .commands import (
     _VAR_NAME,
     INT,
@@ -233,6 +233,31 @@ def op_join(ex: CommandExecutor, cmd: dict[str, Any]) -> ActionOutput:
     return _table_out(ex, cmd, f"{what} of {names[0]} and {names[1]}{key}: {out.n:,} row(s)", out)
 
 
+#: pairs listed in the output (all of them are in the stored table; final_var gives them all)
+SHOW_PAIRS = 60
+
+
+def op_pairs(ex: CommandExecutor, cmd: dict[str, Any]) -> ActionOutput:
+    t, note = _input_table(ex, cmd)
+    k = cmd.get("at_least", 1)
+    out = table_pairs.pairs(t, cmd["field"], k)
+    vals = out.meta["_values"]
+    head = (f"pairs of {cmd['field']} values in at least {k} row(s){note}: {len(vals):,} value(s) qualify, "
+            f"{out.n:,} pair(s) (smaller, larger)")
+    shown = ", ".join(cell_text(v) for v in vals[:SHOW_COUNTS]) + (" …" if len(vals) > SHOW_COUNTS else "")
+    lines = [head, f"values: {shown or '(none)'}"]
+    if out.n:
+        lines += out.head(SHOW_PAIRS).as_text().splitlines()
+        if out.n > SHOW_PAIRS:
+            lines.append(f"… {out.n - SHOW_PAIRS:,} more pair(s)")
+    else:
+        lines.append("no pair: fewer than two values qualify (the answer is: none)")
+    meta: dict[str, Any] = {"value": out}
+    if not cmd.get("store"):
+        meta["store_as"] = _auto_name(ex)
+    return ActionOutput("\n".join(lines), hits=out.n, meta=meta)
+
+
 def _fname(field: Any) -> str:
     return field if isinstance(field, str) else "+".join(map(str, field))
 
@@ -256,4 +281,6 @@ register_op("stats", Spec({"field": STR}, {"method": STR}, '{"op": "stats", "fie
 register_op("sort", Spec({"field": STR}, {"desc": BOOL}, '{"op": "sort", "field": "count", "desc": true}'), op_sort)
 register_op("join", Spec({}, {"key": STR, "pairs": BOOL}, '{"op": "join", "on": ["a", "b"], "key": "user"}',
                          on_list=True), op_join)
-TABLE_INPUT_OPS.update({"count_by", "top", "unique", "filter", "stats", "sort"})
+register_op("pairs", Spec({"field": STR}, {"at_least": INT},
+                          '{"op": "pairs", "on": "sel", "field": "user", "at_least": 2, "store": "p"}'), op_pairs)
+TABLE_INPUT_OPS.update({"count_by", "top", "unique", "filter", "stats", "sort", "pairs"})
