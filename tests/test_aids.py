@@ -210,7 +210,7 @@ def test_count_question_over_a_log_takes_the_table_route():
     res, _, p = _run(replies, log, "Which error type occurs most often?", constrained=True)
     assert res.answer == "QuotaExceeded" and "table_route" in _aids(res)
     schemas = [o["response_schema"] for o in p.options]
-    assert _ops(schemas[0]) == ["extract", "records"]  # ranking: no literal count
+    assert _ops(schemas[0]) == ["extract"]  # ranking: no literal count; the automatic fields, not a text column
     _, _, p2 = _run([cmd("count", pattern="DiskFull", thought="t"), cmd("final", answer="100", thought="t")], log,
                     "How many times does DiskFull occur?", constrained=True)
     assert set(_ops(p2.options[0]["response_schema"])) == set(TABLE_FIRST_OPS)
@@ -250,7 +250,7 @@ def test_the_table_route_follows_what_the_question_asks():
     from contextbox.aids_table import route_ops
 
     first, later = route_ops("What is the p95 response time?")
-    assert first == ("extract", "records") and "stats" in later and "count_by" not in later
+    assert first == ("extract",) and "stats" in later and "count_by" not in later  # fields, not a text column
     first, later = route_ops("How many unique IPs are there?")
     assert "unique" in later and "stats" not in later
     first, later = route_ops("How many times does DiskFull occur?")
@@ -304,7 +304,7 @@ def test_a_label_question_maps_labels_onto_the_table_before_counting():
     res = rlm.run("Which label is the most frequent among all instances?", Context.from_value(recs))
     assert res.answer == "human", res.reason
     schemas = [o["response_schema"] for o in root.options]
-    assert _ops(schemas[0]) == ["extract", "records"]
+    assert _ops(schemas[0]) == ["extract"]
     assert _ops(schemas[1]) == ["llm_map"]  # a table without labels: label it first
     assert "count_by" in _ops(schemas[2])  # labelled: now aggregate
     assert len(sub.requests) == 2

@@ -50,7 +50,9 @@ def route_ops(question: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
     A literal count starts only how-often questions; a statistic question aggregates with
     ``stats``, a how-many-different question with ``unique``, others with counts and labels."""
-    first = ("count", "extract", "records") if _OCCURRENCE_Q.search(question) else ("extract", "records")
+    # the route runs on structured lines: ``extract``'s automatic fields are the table (``records``
+    # gave the model a text/line table, and ``stats line`` answered p50=9999 for a response time)
+    first = ("count", "extract") if _OCCURRENCE_Q.search(question) else ("extract",)
     if _WORDS_Q.search(question):  # word frequencies of a text column: nothing to select first
         later: tuple[str, ...] = ("word_counts",)
     elif STATS_Q.search(question):
