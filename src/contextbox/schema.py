@@ -105,7 +105,7 @@ def _branch(op: str, required: dict[str, Any], optional: dict[str, Any]) -> dict
 FIRST_TURN_OPS = ("search", "find", "regex", "count", "records", "extract")
 #: the table route: what a constrained model may do for a counting/ranking question over structured
 #: lines (logs, records) — first make a table, then aggregate it; no reading of samples
-TABLE_FIRST_OPS = ("extract", "records", "count")
+TABLE_FIRST_OPS = ("extract", "count")
 TABLE_ROUTE_OPS = ("extract", "records", "count", "count_by", "top", "unique", "stats", "filter", "sort", "join",
                    "pairs", "word_counts", "llm_map", "final", "final_var")
 #: what a constrained model may do when it must answer now
