@@ -8,10 +8,16 @@ What it measures, against the loopback fake OpenAI server of ``tests/`` answerin
 ``--latency`` (300 ms) with scripted root replies (``count``, ``count``, ``final``: 3 iterations a run):
 
 * **local** — 200 tasks, ``--workers 32``, the endpoint's ``max_concurrency = 32``: throughput as a
-  share of the ideal the limit allows (32 calls at once, each 300 ms: 600 calls in 5.6 s) [≥ 0.8];
+  share of the ideal the limit allows (32 calls at once, each 300 ms: 600 calls in 5.6 s) [≥ 0.8],
+  timed from the first task sent; the engine's start (``executor.prepare``: the model's SDK
+  imported and its client built, once per process) is shown apart, and the share with it;
 * **ray** — the same on a local Ray cluster (``ray.init(num_cpus=2)``, 2 worker actors), timed from
-  the first task sent (the cluster's start is shown apart) [≥ 0.8]; the endpoint's highest number of
-  calls at once is checked to be ≤ 32;
+  the first task sent (the cluster's start and the actors' are shown apart) [≥ 0.8]; the
+  endpoint's highest number of calls at once is checked to be ≤ 32;
+
+Since each run's 3 calls follow one another, 200 runs on 32 slots take at least 7 rounds of 0.9 s
+(6.3 s: 0.89 of the ideal) when every call takes exactly 300 ms; the ideal is kept as the issue
+defines it.
 * **rpm** — ``rpm = 600`` on Ray: 250 tasks (750 calls); the most calls the fake server saw in any
   60 s window [≤ 630, within 5 %], and that the 601st call had to wait for the window to move.
 
@@ -58,6 +64,13 @@ def setup(tmp: Path, base_url: str, n: int, **limits: Any) -> tuple[Config, list
     return Config.load(cfg, runs_dir=str(tmp / "runs")), load_tasks(tasks)
 
 
+def in_flight(srv: FakeLLMServer, t0: float, wall: float) -> dict[str, float]:
+    """The mean number of calls at once at the server over the batch's wall time (each call is
+    answered after ``latency``): 32 all the time would be the ideal."""
+    busy = len(srv.arrivals) * srv.latency
+    return {"mean_in_flight": busy / wall if wall else 0.0}
+
+
 def max_in_window(times: list[float], window: float = 60.0) -> int:
     times = sorted(times)
     best, j = 0, 0
@@ -89,12 +102,18 @@ def main() -> int:
         if "local" in parts:
             config, tasks = setup(tmp, srv.base_url, a.tasks, max_concurrency=a.concurrency)
             t0 = time.monotonic()
-            st = BatchRunner(tasks, tmp / "local.jsonl", LocalExecutor(config, None, a.concurrency)).run()
+            lex = LocalExecutor(config, None, a.concurrency)
+            lex.prepare(tasks)  # the engine's start: the model's SDK imported, its client built
+            start = time.monotonic() - t0
+            t0 = time.monotonic()
+            st = BatchRunner(tasks, tmp / "local.jsonl", lex).run()
             wall = time.monotonic() - t0
             ok = st.statuses.get("answered", 0)
-            results["local"] = {"wall_s": wall, "answered": ok, "calls": srv.request_count,
-                                "max_in_flight": srv.max_in_flight, "ratio": ideal_s / wall}
-            rows.append(("local --workers 32", wall, ok, srv.request_count, srv.max_in_flight, ideal_s / wall))
+            results["local"] = {"wall_s": wall, "start_s": start, "answered": ok, "calls": srv.request_count,
+                                "max_in_flight": srv.max_in_flight, "ratio": ideal_s / wall,
+                                "ratio_with_start": ideal_s / (wall + start), **in_flight(srv, t0, wall)}
+            rows.append(("local --workers 32", start, wall, ok, srv.request_count, srv.max_in_flight,
+                         results["local"]["mean_in_flight"], ideal_s / wall, ideal_s / (wall + start)))
             srv.reset()
         if parts & {"ray", "rpm"}:
             import ray
@@ -107,18 +126,20 @@ def main() -> int:
             results["ray_start_s"] = time.monotonic() - t0
         if "ray" in parts:
             config, tasks = setup(tmp, srv.base_url, a.tasks, max_concurrency=a.concurrency)
+            t0 = time.monotonic()
             ex = ray_engine.RayExecutor(config, None, a.concurrency, actors=2)
-            ex._start()
-            ray.get([x.info.remote() for x in ex.actors])  # actors up (their start is not the batch's)
+            ex.prepare(tasks)  # actors up, the model loaded in each (their start is not the batch's)
+            start = time.monotonic() - t0
             t0 = time.monotonic()
             st = BatchRunner(tasks, tmp / "ray.jsonl", ex).run()
             wall = time.monotonic() - t0
             ex.close()
             ok = st.statuses.get("answered", 0)
-            results["ray"] = {"wall_s": wall, "answered": ok, "calls": srv.request_count,
-                              "max_in_flight": srv.max_in_flight, "ratio": ideal_s / wall}
-            rows.append(("ray (2 actors) --workers 32", wall, ok, srv.request_count, srv.max_in_flight,
-                         ideal_s / wall))
+            results["ray"] = {"wall_s": wall, "start_s": start, "answered": ok, "calls": srv.request_count,
+                              "max_in_flight": srv.max_in_flight, "ratio": ideal_s / wall,
+                              "ratio_with_start": ideal_s / (wall + start), **in_flight(srv, t0, wall)}
+            rows.append(("ray (2 actors) --workers 32", start, wall, ok, srv.request_count, srv.max_in_flight,
+                         results["ray"]["mean_in_flight"], ideal_s / wall, ideal_s / (wall + start)))
             srv.reset()
         if "rpm" in parts:
             config, tasks = setup(tmp, srv.base_url, a.rpm_tasks, max_concurrency=a.concurrency, rpm=a.rpm)
@@ -136,10 +157,11 @@ def main() -> int:
                               "within_5pct": peak <= a.rpm * 1.05}
     print(f"\n{a.tasks} tasks × {a.iterations} calls, server latency {a.latency:g} s, max_concurrency "
           f"{a.concurrency}: ideal {ideal_s:.2f} s\n")
-    print("| engine | wall s | answered | calls | max calls at once | share of ideal |")
-    print("|---|---|---|---|---|---|")
-    for name, wall, ok, n, peak, ratio in rows:
-        print(f"| {name} | {wall:.2f} | {ok} | {n} | {peak} | {ratio:.2f} |")
+    print("| engine | start s | wall s | answered | calls | max calls at once | mean calls at once | share of ideal | "
+          "with the start |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, start, wall, ok, n, peak, mean, ratio, ratio_all in rows:
+        print(f"| {name} | {start:.2f} | {wall:.2f} | {ok} | {n} | {peak} | {mean:.1f} | {ratio:.2f} | {ratio_all:.2f} |")
     if "ray_start_s" in results:
         print(f"\nRay cluster start: {results['ray_start_s']:.1f} s (not in the Ray wall time)")
     if "rpm" in results:

@@ -266,3 +266,41 @@ def test_a_dead_holders_permits_come_back_after_its_lease():
     lim.acquire("k", limits, deadline=t0 + 5, holder="alive")  # waits until the dead holder's lease runs out
     assert 0.25 <= time.monotonic() - t0 < 3
     assert lim.stats()["k"]["in_flight"] == 1
+
+
+# ---------------------------------------------------------------------- start-up and scheduling
+def test_prepare_builds_each_model_once_before_the_first_run(tmp_path, fake_llm, no_limiter):
+    """``prepare`` loads each distinct model of the tasks (the shared provider the runs then use);
+    no model is called, and a model that cannot be built is left to its task's own line."""
+    from contextbox.batch import model_keys
+    from contextbox.providers import limits as limits_mod
+
+    fake_llm.replies = turns(2)
+    fake_config(tmp_path, fake_llm.base_url, max_concurrency=4)
+    config = Config.load(tmp_path / "contextbox" / "config.toml", model="fake/m")
+    tasks = [BatchTask("a", "q?", context="ab"), BatchTask("b", "q?", context="ab", model="fake/other"),
+             BatchTask("c", "q?", context="ab", model="nosuchprovider/x"), BatchTask("d", "q?", context="ab")]
+    assert model_keys(tasks) == [(None, None, None), ("fake/other", None, None), ("nosuchprovider/x", None, None)]
+    ex = LocalExecutor(config, None, 4)
+    ex.prepare(tasks)
+    assert fake_llm.request_count == 0
+    built = dict(limits_mod._providers)
+    assert len(built) == 2  # fake/m and fake/other, each once
+    stats = BatchRunner(tasks, tmp_path / "out.jsonl", ex).run()
+    assert limits_mod._providers == built  # the runs used the providers prepare built, no new one
+    assert stats.statuses == {"answered": 3, "failed": 1}
+
+
+def test_task_feed_takes_only_while_there_is_room_and_the_batch_may_start():
+    from contextbox.batch import TaskFeed
+
+    tasks = [BatchTask(str(i), "q?", context="x") for i in range(7)]
+    allow = [True]
+    feed = TaskFeed(tasks, lambda: allow[0])
+    assert [t.id for t in feed.take(3)] == ["0", "1", "2"]
+    assert [t.id for t in feed.take(0)] == []
+    allow[0] = False
+    assert list(feed.take(5)) == [] and not feed.exhausted
+    allow[0] = True
+    assert [t.id for t in feed.take(10)] == ["3", "4", "5", "6"] and feed.exhausted
+    assert list(feed.take(10)) == []

@@ -12,6 +12,7 @@ import pytest
 import contextbox
 from contextbox.batch import BatchRunner, LocalExecutor, load_tasks
 from contextbox.config import Config
+from contextbox.errors import ProviderUnavailable
 from contextbox.providers.limits import EndpointLimits, install_limiter
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'contextbox[ray]')")
@@ -183,3 +184,52 @@ def test_cli_batch_engine_ray_matches_local(cluster, tmp_path, fake_llm, capsys)
 
     assert key("ray.jsonl") == key("local.jsonl") and len(key("ray.jsonl")) == 10
     assert all(v == ("n=2", "answered", 3, 3) for v in key("ray.jsonl").values())
+
+
+def test_idle_permits_are_reused_in_process_then_given_back(cluster):
+    """A ``max_concurrency``-only permit stays with its process after the call for ``linger_s``:
+    the next call there takes it with no broker round trip; the broker does not give it to
+    anyone else meanwhile; after ``linger_s`` it goes back. An rpm endpoint's permit always goes back."""
+    b = ray_engine.broker()
+    lim = ray_engine.RayLimiter(b, linger_s=30.0)  # swept by hand below
+    other = ray_engine.RayLimiter(b, linger_s=0)
+    two = EndpointLimits(2, None, None)
+    try:
+        p1, p2 = lim.acquire("ep-linger", two), lim.acquire("ep-linger", two)
+        lim.release(p1)
+        lim.release(p2)
+        with pytest.raises(ProviderUnavailable):
+            other.acquire("ep-linger", two, deadline=time.monotonic() + 0.3)  # both still held by lim
+        before = lim.stats()
+        p3 = lim.acquire("ep-linger", two)
+        assert p3 in (p1, p2) and lim.stats()["reused"] == before["reused"] + 1
+        assert lim.stats()["acquired"] == before["acquired"]  # no broker call
+        lim.release(p3)
+        assert lim.sweep(now=time.monotonic() + 31) == 2
+        q1 = other.acquire("ep-linger", two, deadline=time.monotonic() + 5)
+        q2 = other.acquire("ep-linger", two, deadline=time.monotonic() + 5)  # both came back
+        other.release(q1)
+        other.release(q2)
+        rpm = EndpointLimits(1, 1000, None)
+        r = lim.acquire("ep-linger-rpm", rpm)
+        lim.release(r)
+        assert lim.stats()["idle"] == 0  # went straight back: the broker counts every call
+        r2 = other.acquire("ep-linger-rpm", rpm, deadline=time.monotonic() + 5)
+        other.release(r2)
+    finally:
+        lim.stop()
+        other.stop()
+
+
+def test_actors_prepare_each_model_once(cluster, tmp_path, fake_llm):
+    config, tasks = setup(tmp_path, fake_llm, 4, max_concurrency=4)
+    tasks[1].model = "nosuchprovider/x"
+    ex = ray_engine.RayExecutor(config, None, 4, actors=2)
+    try:
+        ex.prepare(tasks)
+        assert len(ex.actors) == 2 and fake_llm.request_count == 0
+        keys = sorted(ex._warm, key=str)
+        assert keys == sorted([(None, None, None), ("nosuchprovider/x", None, None)], key=str)
+        assert ray.get([a.prepare.remote([(None, None, None)]) for a in ex.actors]) == [1, 1]
+    finally:
+        ex.close()

@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -204,6 +204,11 @@ def failed_line(task_id: str, message: str, elapsed_s: float = 0.0) -> dict[str,
             "cost_usd": None, "run_id": None, "elapsed_s": round(elapsed_s, 4)}
 
 
+def interrupted_line(task_id: str, message: str) -> dict[str, Any]:
+    """The line of a task whose worker died under it: not done, a re-run starts it again."""
+    return failed_line(task_id, message[:400]) | {"status": "interrupted"}
+
+
 def build_limits(config: Config, limits: dict[str, Any] | None) -> Any:
     """The config's limits with a task's (or a request's) overrides; a bad key is a UsageError."""
     import copy
@@ -290,6 +295,50 @@ Listener = Callable[[str, Any], None]  # ("start", task) | ("end", line) | ("tok
 
 
 # ---------------------------------------------------------------------- executors
+def model_keys(tasks: Iterable[BatchTask]) -> list[tuple[str | None, str | None, str | None]]:
+    """The distinct (model, sub_model, levels) of the tasks, in order: what :func:`warm_up` loads."""
+    keys: dict[tuple[str | None, str | None, str | None], None] = {}
+    for t in tasks:
+        lv = ",".join(t.levels) if isinstance(t.levels, list) else t.levels
+        keys.setdefault((t.model or None, t.sub_model or None, lv or None), None)
+    return list(keys)
+
+
+def warm_up(config: Config, keys: Iterable[tuple[str | None, str | None, str | None]]) -> int:
+    """Load, once per process, what the runs of these models need before the first one starts: each
+    provider (its SDK is imported and its HTTP client built, shared by the runs) and the price table.
+    No model is called. A key that does not build is left to fail on its task's own line. Returns
+    how many keys built."""
+    from .engine import RLM
+
+    n = 0
+    for model, sub_model, levels in keys:
+        try:
+            RLM(model=model, sub_model=sub_model, levels=levels, config=config, store=None)
+            n += 1
+        except ContextboxError as e:
+            log.debug("warm-up of %s skipped: %s", model, e)
+    return n
+
+
+class TaskFeed:
+    """The tasks an executor starts next: while it has room and the batch may start one."""
+
+    def __init__(self, tasks: Iterable[BatchTask], may_start: Callable[[], bool]) -> None:
+        self._it = iter(tasks)
+        self._may_start = may_start
+        self.exhausted = False
+
+    def take(self, room: int) -> Iterator[BatchTask]:
+        while room > 0 and not self.exhausted and self._may_start():
+            t = next(self._it, None)
+            if t is None:
+                self.exhausted = True
+                return
+            room -= 1
+            yield t
+
+
 class LocalExecutor:
     """Runs tasks on ``workers`` threads of this process, limits shared through one LocalLimiter."""
 
@@ -297,20 +346,22 @@ class LocalExecutor:
         from .providers.limits import ensure_local_limiter
 
         self.config, self.store, self.workers = config, store, max(1, int(workers))
-        ensure_local_limiter()
+        ensure_local_limiter()  # also: one provider (SDK client) per model for all runs
+        self._warm: set[Any] = set()
 
-    def run(self, tasks: Iterator[BatchTask], emit: Listener, ledger: Any, cancel: threading.Event,
+    def prepare(self, tasks: Iterable[BatchTask]) -> None:
+        """Load the tasks' models in this process before the first run (see :func:`warm_up`)."""
+        keys = [k for k in model_keys(tasks) if k not in self._warm]
+        warm_up(self.config, keys)
+        self._warm.update(keys)
+
+    def run(self, tasks: Iterable[BatchTask], emit: Listener, ledger: Any, cancel: threading.Event,
             may_start: Callable[[], bool]) -> None:
         futures: dict[Future[dict[str, Any]], BatchTask] = {}
+        feed = TaskFeed(tasks, may_start)
         with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="batch") as pool:
-            it = iter(tasks)
-            exhausted = False
             while True:
-                while not exhausted and len(futures) < self.workers and may_start():
-                    t = next(it, None)
-                    if t is None:
-                        exhausted = True
-                        break
+                for t in feed.take(self.workers - len(futures)):
                     emit("start", t)
                     futures[pool.submit(self._one, t, ledger, cancel, emit)] = t
                 if not futures:
@@ -412,6 +463,9 @@ class BatchRunner:
                 yield t
 
         try:
+            prepare = getattr(self.executor, "prepare", None)
+            if prepare is not None and self.todo:
+                prepare(self.todo)
             self.executor.run(tasks(), self._emit, self.ledger, self.cancel, self.may_start)
         finally:
             self.writer.close()

@@ -45,6 +45,8 @@ BROKER_NAME = "contextbox-limits"
 LEASE_S = 15.0
 #: threads of the broker actor: permit requests waiting at once
 BROKER_THREADS = 256
+#: how long a process keeps a permit it no longer uses (``max_concurrency``-only endpoints)
+PERMIT_LINGER_S = 0.05
 SUB_ACTORS = 2
 SUB_ACTOR_THREADS = 64
 
@@ -174,16 +176,35 @@ def broker(lease_s: float = LEASE_S) -> Any:
 
 
 class RayLimiter:
-    """This process's limiter: permits from the broker; a daemon thread renews the lease."""
+    """This process's limiter: permits from the broker; a daemon thread renews the lease.
 
-    def __init__(self, broker_handle: Any, lease_s: float = LEASE_S, holder: str | None = None) -> None:
+    A permit of an endpoint limited by ``max_concurrency`` alone is kept in this process for
+    ``linger_s`` after its call ends, and the next call here to that endpoint takes it without
+    a round trip to the broker (two fewer actor calls a call); an unused one goes back to the
+    broker after ``linger_s``. The process never holds more permits than the broker granted
+    it, so the cluster-wide limit holds. A permit of an endpoint with ``rpm``/``tpm`` always
+    goes back (the broker counts every call)."""
+
+    def __init__(self, broker_handle: Any, lease_s: float = LEASE_S, holder: str | None = None,
+                 linger_s: float = PERMIT_LINGER_S) -> None:
         self.ray = require_ray()
         self.broker = broker_handle
         self.holder = holder or f"{os.uname().nodename}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.lease_s = lease_s
+        self.linger_s = linger_s
         self._stop = threading.Event()
+        #: permits taken from the broker, those reused from this process's idle ones, and the
+        #: seconds spent getting them (the broker's round trips and waits)
+        self.acquired = 0
+        self.reused = 0
+        self.acquire_s = 0.0
+        self._lock = threading.Lock()
+        self._idle: dict[str, collections.deque[tuple[int, float]]] = {}  # key -> (permit, idle since)
+        self._keys: dict[int, str] = {}  # a kept-able permit in use -> its key
         self.broker.renew.remote(self.holder)
         threading.Thread(target=self._beat, name="contextbox-lease", daemon=True).start()
+        if linger_s > 0:
+            threading.Thread(target=self._sweep_loop, name="contextbox-permits", daemon=True).start()
 
     def _beat(self) -> None:
         while not self._stop.wait(self.lease_s / 4):
@@ -193,19 +214,64 @@ class RayLimiter:
                 log.debug("lease renewal failed: %s", e)
                 return
 
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.linger_s / 2):
+            self.sweep()
+
+    def sweep(self, now: float | None = None) -> int:
+        """Give back the idle permits kept longer than ``linger_s``; how many went back."""
+        now = time.monotonic() if now is None else now
+        out: list[int] = []
+        with self._lock:
+            for q in self._idle.values():
+                while q and now - q[0][1] >= self.linger_s:
+                    out.append(q.popleft()[0])
+        for pid in out:
+            try:
+                self.broker.release.remote(pid, None)
+            except Exception as e:  # noqa: BLE001 - Ray shutting down
+                log.debug("permit release failed: %s", e)
+        return len(out)
+
     def acquire(self, key: str, limits: EndpointLimits, tokens: int = 0, deadline: float | None = None) -> int:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        keep = self.linger_s > 0 and not limits.rpm and not limits.tpm
+        if keep:
+            with self._lock:
+                q = self._idle.get(key)
+                if q:
+                    pid = q.pop()[0]  # the most recently used: the others age out first
+                    self._keys[pid] = key
+                    self.reused += 1
+                    return pid
+        t0 = time.monotonic()
+        timeout = None if deadline is None else max(0.0, deadline - t0)
         pid, err = self.ray.get(self.broker.acquire.remote(
             self.holder, key, (limits.max_concurrency, limits.rpm, limits.tpm), int(tokens), timeout))
+        with self._lock:
+            self.acquired += 1
+            self.acquire_s += time.monotonic() - t0
+            if pid is not None and keep:
+                self._keys[pid] = key
         if pid is None:
             raise ProviderUnavailable(err or f"{key}: no permit")
         return pid
 
     def release(self, permit: Any, used_tokens: int | None = None) -> None:
+        with self._lock:
+            key = self._keys.pop(permit, None)
+            if key is not None and not self._stop.is_set():
+                self._idle.setdefault(key, collections.deque()).append((permit, time.monotonic()))
+                return
         self.broker.release.remote(permit, used_tokens)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            idle = sum(len(q) for q in self._idle.values())
+        return {"acquired": self.acquired, "reused": self.reused, "acquire_s": self.acquire_s, "idle": idle}
 
     def stop(self) -> None:
         self._stop.set()
+        self.sweep(now=float("inf"))
 
 
 class _Held:
@@ -304,11 +370,17 @@ class BatchWorker:
                         context=self._context(box), on_event=events.append)
         return line, [e.to_dict() for e in events]
 
+    def prepare(self, keys: list[tuple[str | None, str | None, str | None]]) -> int:
+        from .batch import warm_up
+
+        return warm_up(self.config, keys)
+
     def cancel_all(self) -> None:
         self.cancel.set()
 
     def info(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "context_fetches": self.fetches}
+        lim = _process_limiter
+        return {"pid": os.getpid(), "context_fetches": self.fetches, **(lim.stats() if lim else {})}
 
 
 class RayExecutor:
@@ -324,6 +396,7 @@ class RayExecutor:
         self.actors: list[Any] = []
         self._refs: dict[str, Any] = {}
         self._ledger: tuple[str, int | None, float | None] | None = None
+        self._warm: set[Any] = set()
 
     def ledger(self, max_tokens: int | None, max_cost: float | None) -> RayLedger | None:
         """The batch ledger on the broker (None without a batch budget)."""
@@ -344,38 +417,46 @@ class RayExecutor:
         self.actors = [cls.options(max_concurrency=per + 2).remote(self.config, self._ledger, self.lease_s)
                        for _ in range(self.n_actors)]
 
-    def _box(self, task: Any) -> list[Any] | None:
+    def _send(self, task: Any) -> tuple[dict[str, Any], list[Any] | None]:
+        """A task as it goes to an actor: an inline context goes by reference, put in the object
+        store once per distinct text (nested in a list: the actor fetches it once per process,
+        Ray does not copy it per task)."""
+        d = task.to_dict()
         if task.context is None:
-            return None
+            return d, None
         h = hashlib.sha256(task.context.encode("utf-8", "surrogatepass")).hexdigest()
         ref = self._refs.get(h)
         if ref is None:
             ref = self._refs[h] = self.ray.put(task.context)
-        return [ref]  # nested: the actor fetches it (once per process), Ray does not copy it per task
+        d["context"] = d["context_path"] = None
+        return d, [ref]
+
+    def prepare(self, tasks: Any) -> None:
+        """Start the actors and load the tasks' models in each of them before the first run
+        (:func:`~contextbox.batch.warm_up`); returns when every actor is ready."""
+        from .batch import model_keys
+
+        if not self.actors:
+            self._start()
+        keys = [k for k in model_keys(tasks) if k not in self._warm]
+        if keys:
+            self.ray.get([a.prepare.remote(keys) for a in self.actors])
+            self._warm.update(keys)
 
     def run(self, tasks: Any, emit: Any, ledger: Any, cancel: threading.Event, may_start: Any) -> None:
-        from .batch import failed_line
+        from .batch import TaskFeed, interrupted_line
 
         if not self.actors:
             self._start()
         load = [0] * len(self.actors)
         inflight: dict[Any, tuple[Any, int]] = {}
-        it = iter(tasks)
-        exhausted = cancelled = False
+        feed = TaskFeed(tasks, may_start)
+        cancelled = False
         while True:
-            while not exhausted and len(inflight) < self.workers and may_start():
-                t = next(it, None)
-                if t is None:
-                    exhausted = True
-                    break
+            for t in feed.take(self.workers - len(inflight)):
                 a = min(range(len(self.actors)), key=load.__getitem__)
-                d = t.to_dict()
-                box = self._box(t)
-                if box is not None:
-                    d["context"] = None
-                    d["context_path"] = None
                 emit("start", t)
-                inflight[self.actors[a].run.remote(d, box)] = (t, a)
+                inflight[self.actors[a].run.remote(*self._send(t))] = (t, a)
                 load[a] += 1
             if not inflight:
                 return
@@ -390,9 +471,7 @@ class RayExecutor:
                 try:
                     line, events = self.ray.get(ref)
                 except Exception as e:  # noqa: BLE001 - a dead worker: the task is not done
-                    line = failed_line(t.id, f"the Ray worker failed: {type(e).__name__}: {str(e)[:300]}")
-                    line["status"] = "interrupted"
-                    events = []
+                    line, events = interrupted_line(t.id, f"the Ray worker failed: {type(e).__name__}: {e}"), []
                 self._store(events)
                 if line.get("usage"):
                     emit("usage", line["usage"])
