@@ -233,3 +233,67 @@ def test_actors_prepare_each_model_once(cluster, tmp_path, fake_llm):
         assert ray.get([a.prepare.remote([(None, None, None)]) for a in ex.actors]) == [1, 1]
     finally:
         ex.close()
+
+
+# ---------------------------------------------------------------------- rlm serve --engine ray
+def test_server_runs_on_ray_actors_and_streams_every_event(cluster, tmp_path, fake_llm):
+    """``rlm serve --engine ray``: runs go to the batch executor's actors; each event comes back as it
+    happens, lands in the store and reaches SSE whole; a cancel reaches the actor; limits hold."""
+    import asyncio
+
+    import httpx
+
+    from contextbox.server import create_app
+
+    fake_llm.replies = turns(3)
+    fake_llm.latency = 0.05
+    config, _ = setup(tmp_path, fake_llm, 0, max_concurrency=3)
+    config.server.allowed_hosts = ["test"]
+    ex = ray_engine.RayExecutor(config, None, 4, actors=2)
+    app = create_app(config, executor=ex, max_concurrent_runs=4)
+    store = app.state.store
+
+    def sse(text: str) -> list[dict]:
+        return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
+
+    async def main() -> tuple[list, dict]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test",
+                                     timeout=60) as c:
+            async def one(i: int) -> tuple[str, list[dict]]:
+                body = {"question": f"q{i}: how many b?", "context": f"abc {i}\nbb"}
+                r = await c.post("/v1/runs", json=body)
+                assert r.status_code == 202, r.text
+                rid = r.json()["id"]
+                async with c.stream("GET", f"/v1/runs/{rid}/events") as s:
+                    return rid, sse("".join([t async for t in s.aiter_text()]))
+
+            done = await asyncio.gather(*(one(i) for i in range(8)))
+            fake_llm.latency = 2.0  # a run stuck in its first call, then cancelled
+            r = await c.post("/v1/runs", json={"question": "slow?", "context": "abc"})
+            rid = r.json()["id"]
+            while not fake_llm.in_flight:
+                await asyncio.sleep(0.05)
+            assert (await c.post(f"/v1/runs/{rid}/cancel")).status_code == 202
+            t0 = time.monotonic()
+            while (row := (await c.get(f"/v1/runs/{rid}")).json())["active"] and time.monotonic() - t0 < 20:
+                await asyncio.sleep(0.05)
+            return done, row
+
+    try:
+        done, cancelled = asyncio.run(main())
+        streamed = sum(i["streamed"] for i in ex.actor_info())
+    finally:
+        app.state.manager.shutdown(5)
+        ex.close()
+    for rid, events in done:
+        stored = store.events(rid)
+        assert [e["seq"] for e in events] == [e.seq for e in stored] == list(range(len(stored))), rid
+        assert {e["run_id"] for e in events} == {rid}
+        assert events[0]["type"] == "run_start" and events[-1]["type"] == "run_end"
+        assert events[-1]["data"]["status"] == "answered" and events[-1]["data"]["answer"] == "n=2"
+        assert sum(e["type"] == "lm_response" for e in events) == 3
+        assert store.get_run(rid)["status"] == "answered"
+    assert streamed == 9  # every run ran on a Ray actor
+    assert cancelled["status"] == "cancelled"
+    assert fake_llm.max_in_flight <= 3
+    store.close()

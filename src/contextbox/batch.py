@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -234,10 +234,11 @@ def task_context(task: BatchTask, inline: Context | None = None) -> Context:
     return inline if inline is not None else Context.from_value(task.context or "")
 
 
-def run_task(task: BatchTask, config: Config, *, store: Any = None, ledger: Any = None,
-             cancel: threading.Event | None = None, context: Context | None = None,
-             on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
-    """Run one task to its end; returns its results line (never raises for a task's own error)."""
+def task_events(task: BatchTask, config: Config, *, store: Any = None, ledger: Any = None,
+                cancel: threading.Event | None = None, context: Context | None = None,
+                run_id: str | None = None) -> Generator[Event, None, dict[str, Any]]:
+    """Run one task, yielding its events as they happen; returns its results line (never raises
+    for a task's own error)."""
     from .engine import RLM
 
     t0 = time.monotonic()
@@ -249,10 +250,8 @@ def run_task(task: BatchTask, config: Config, *, store: Any = None, ledger: Any 
         if ledger is not None:
             rlm.budget = SharedBudget.for_run_in(rlm.limits, ledger, config.prices, config.providers)
         ctx = task_context(task, context)
-        stream = rlm.stream(task.question, ctx, cancel=cancel)
-        for ev in stream:
-            if on_event is not None:
-                on_event(ev)
+        stream = rlm.stream(task.question, ctx, cancel=cancel, run_id=run_id)
+        yield from stream
         res = stream.result
         assert res is not None
         return result_line(task.id, res, time.monotonic() - t0)
@@ -261,6 +260,20 @@ def run_task(task: BatchTask, config: Config, *, store: Any = None, ledger: Any 
     except Exception as e:  # noqa: BLE001 - one broken task must not end the batch
         log.exception("task %s crashed", task.id)
         return failed_line(task.id, f"internal error: {type(e).__name__}: {e}", time.monotonic() - t0)
+
+
+def run_task(task: BatchTask, config: Config, *, store: Any = None, ledger: Any = None,
+             cancel: threading.Event | None = None, context: Context | None = None,
+             on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
+    """Run one task to its end; returns its results line (never raises for a task's own error)."""
+    events = task_events(task, config, store=store, ledger=ledger, cancel=cancel, context=context)
+    while True:
+        try:
+            ev = next(events)
+        except StopIteration as stop:
+            return stop.value
+        if on_event is not None:
+            on_event(ev)
 
 
 # ---------------------------------------------------------------------- progress and summary

@@ -115,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--sub-model", metavar="MODEL", help="default sub-model for delegation")
     srv.add_argument("--levels", metavar="LEVELS", help="default levels, e.g. l1,l4")
     srv.add_argument("--runs-dir", metavar="DIR", help="the runs folder (default from config)")
+    srv.add_argument("--engine", choices=["local", "ray"], default="local",
+                     help="run on this process's threads (default) or on Ray actors, as rlm batch --engine ray")
+    srv.add_argument("--address", metavar="ADDRESS", help="Ray cluster address (default: start a local Ray)")
+    srv.add_argument("--ray-actors", type=_positive_int, metavar="N",
+                     help="Ray worker processes (default: the cluster's CPUs)")
 
     model = sub.add_parser("model", help="the embedded local model")
     model_sub = model.add_subparsers(dest="model_command", metavar="ACTION", parser_class=_Parser)
@@ -583,10 +588,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .providers.limits import ensure_local_limiter
 
     ensure_local_limiter()  # the endpoints' max_concurrency/rpm/tpm hold across all the server's runs
-    app = create_app(config)
-    sys.stderr.write(f"rlm: serving on http://{srv.host}:{srv.port} — /visualize, /docs; run store "
-                     f"{app.state.store.path}\n")
-    uvicorn.run(app, host=srv.host, port=srv.port, log_level="debug" if args.verbose else "warning")
+    if args.address and args.engine != "ray":
+        raise UsageError("--address needs --engine ray")
+    executor = None
+    if args.engine == "ray":
+        from .ray_engine import RayExecutor
+
+        executor = RayExecutor(config, None, srv.max_concurrent_runs, address=args.address, actors=args.ray_actors)
+    try:
+        app = create_app(config, executor=executor)
+        where = f"; runs on Ray ({executor.n_actors} actor(s))" if executor is not None else ""
+        sys.stderr.write(f"rlm: serving on http://{srv.host}:{srv.port} — /visualize, /docs; run store "
+                         f"{app.state.store.path}{where}\n")
+        uvicorn.run(app, host=srv.host, port=srv.port, log_level="debug" if args.verbose else "warning")
+    finally:
+        if executor is not None:
+            executor.close()
     return EXIT_OK
 
 

@@ -341,6 +341,8 @@ class BatchWorker:
         self.cancel = threading.Event()
         self.contexts: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self.fetches = 0
+        self.cancels: dict[str, threading.Event] = {}  # the server's runs in flight here
+        self.streamed = 0
         self._lock = threading.Lock()
 
     def _context(self, box: list[Any] | None) -> Any:
@@ -370,6 +372,39 @@ class BatchWorker:
                         context=self._context(box), on_event=events.append)
         return line, [e.to_dict() for e in events]
 
+    def stream(self, task: dict[str, Any], box: list[Any], run_id: str) -> Any:
+        """One run whose events go back as they happen (a Ray streaming generator): ``("event",
+        EVENT)`` each, then ``("end", LINE)``. ``box`` holds a reference to the context's
+        description (:func:`contextbox.server.manager.context_from`); ``cancel_run(run_id)`` stops it."""
+        from .batch import BatchTask, task_events
+        from .server.manager import context_from
+
+        spec = require_ray().get(box[0])
+        cancel = threading.Event()
+        with self._lock:
+            self.cancels[run_id] = cancel
+            self.streamed += 1
+        try:
+            events = task_events(BatchTask(**task), self.config, ledger=self.ledger, cancel=cancel,
+                                 context=context_from(spec), run_id=run_id)
+            while True:
+                try:
+                    ev = next(events)
+                except StopIteration as stop:
+                    yield ("end", stop.value)
+                    return
+                yield ("event", ev.to_dict())
+        finally:
+            with self._lock:
+                self.cancels.pop(run_id, None)
+
+    def cancel_run(self, run_id: str) -> bool:
+        with self._lock:
+            ev = self.cancels.get(run_id)
+        if ev is not None:
+            ev.set()
+        return ev is not None
+
     def prepare(self, keys: list[tuple[str | None, str | None, str | None]]) -> int:
         from .batch import warm_up
 
@@ -380,7 +415,7 @@ class BatchWorker:
 
     def info(self) -> dict[str, Any]:
         lim = _process_limiter
-        return {"pid": os.getpid(), "context_fetches": self.fetches, **(lim.stats() if lim else {})}
+        return {"pid": os.getpid(), "context_fetches": self.fetches, "streamed": self.streamed, **(lim.stats() if lim else {})}
 
 
 class RayExecutor:
@@ -397,6 +432,8 @@ class RayExecutor:
         self._refs: dict[str, Any] = {}
         self._ledger: tuple[str, int | None, float | None] | None = None
         self._warm: set[Any] = set()
+        self._lock = threading.Lock()
+        self._load: list[int] = []  # runs of run_one in flight, per actor
 
     def ledger(self, max_tokens: int | None, max_cost: float | None) -> RayLedger | None:
         """The batch ledger on the broker (None without a batch budget)."""
@@ -416,6 +453,7 @@ class RayExecutor:
         cls = self.ray.remote(BatchWorker)
         self.actors = [cls.options(max_concurrency=per + 2).remote(self.config, self._ledger, self.lease_s)
                        for _ in range(self.n_actors)]
+        self._load = [0] * len(self.actors)
 
     def _send(self, task: Any) -> tuple[dict[str, Any], list[Any] | None]:
         """A task as it goes to an actor: an inline context goes by reference, put in the object
@@ -476,6 +514,47 @@ class RayExecutor:
                 if line.get("usage"):
                     emit("usage", line["usage"])
                 emit("end", line)
+
+    def run_one(self, task: Any, context_spec: dict[str, Any], *, run_id: str, on_event: Any,
+                cancel: threading.Event) -> dict[str, Any]:
+        """One run on the least busy actor (``rlm serve --engine ray``): its events are passed to
+        ``on_event`` as they happen; setting ``cancel`` stops it there. ``context_spec`` describes
+        the context (:func:`contextbox.server.manager.context_from`; a path is read where the actor
+        runs). Returns its results line; a dead actor gives an ``interrupted`` one."""
+        from .batch import interrupted_line
+
+        with self._lock:
+            if not self.actors:
+                self._start()
+            a = min(range(len(self.actors)), key=self._load.__getitem__)
+            self._load[a] += 1
+        actor = self.actors[a]
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.wait(0.1):
+                if cancel.is_set():
+                    actor.cancel_run.remote(run_id)
+                    return
+
+        threading.Thread(target=watch, name=f"cancel-{run_id}", daemon=True).start()
+        line: dict[str, Any] | None = None
+        try:
+            gen = actor.stream.options(num_returns="streaming").remote(task.to_dict(), [self.ray.put(context_spec)],
+                                                                       run_id)
+            for ref in gen:
+                kind, payload = self.ray.get(ref)
+                if kind == "event":
+                    on_event(Event.from_dict(payload))
+                else:
+                    line = payload
+        except Exception as e:  # noqa: BLE001 - a dead worker: the run did not end
+            line = interrupted_line(task.id, f"the Ray worker failed: {type(e).__name__}: {e}")
+        finally:
+            done.set()
+            with self._lock:
+                self._load[a] -= 1
+        return line or interrupted_line(task.id, "the Ray worker ended the run without a result")
 
     def _store(self, events: list[dict[str, Any]]) -> None:
         if self.store is None:

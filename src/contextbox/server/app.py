@@ -85,9 +85,11 @@ def _run_view(row: dict[str, Any], n_events: int, active: bool) -> dict[str, Any
 
 def create_app(config: Config | None = None, *, store: SqliteRunStore | None = None, token: str | None = None,
                roots: list[str] | None = None, max_concurrent_runs: int | None = None,
-               max_upload_mb: float | None = None, max_queued_runs: int | None = None) -> FastAPI:
+               max_upload_mb: float | None = None, max_queued_runs: int | None = None,
+               executor: Any = None) -> FastAPI:
     """Build the app. Arguments override the ``[server]`` config section. Runs left in flight
-    by a previous process in the same store are marked ``interrupted`` here."""
+    by a previous process in the same store are marked ``interrupted`` here. ``executor`` (a
+    :class:`contextbox.ray_engine.RayExecutor`): runs go to its Ray actors (``rlm serve --engine ray``)."""
     config = config if config is not None else Config.load()
     srv = config.server
     token = token if token is not None else srv.token
@@ -99,7 +101,8 @@ def create_app(config: Config | None = None, *, store: SqliteRunStore | None = N
     if store is None:
         store = SqliteRunStore(srv.db or default_db_path(config.runs_dir))
     store.mark_interrupted()
-    manager = RunManager(config, store, max_concurrent_runs or srv.max_concurrent_runs, max_queued_runs)
+    manager = RunManager(config, store, max_concurrent_runs or srv.max_concurrent_runs, max_queued_runs,
+                         executor=executor)
     manager.check_spec(config.model, "model")
     manager.check_spec(config.sub_model, "sub_model")
     manager.resume_queue()

@@ -79,15 +79,27 @@ class ActiveRun:
     thread: threading.Thread | None = None
     #: a queued run: what starts it (the engine, the question, the context)
     pending: tuple[Any, str, Any] | None = None
+    #: with a Ray executor: the run as a batch task and its context's description
+    remote: tuple[Any, dict[str, Any]] | None = None
 
 
 def context_from(spec: dict[str, Any]) -> Context:
-    """Rebuild a queued run's context from its stored description."""
+    """Rebuild a context from its description (a queued run's, kept in the store; a run sent to Ray)."""
     kind = spec.get("kind")
     if kind == "value":
-        return Context.from_value(spec.get("text") or "")
-    if kind == "docs":
-        return Context.from_documents([(str(n), str(t)) for n, t in spec.get("docs") or []])
+        text = spec.get("text") or ""
+        ctx = Context.from_documents([(str(spec["name"]), text)]) if spec.get("name") else Context.from_value(text)
+    elif kind == "docs":
+        ctx = Context.from_documents([(str(n), str(t)) for n, t in spec.get("docs") or []])
+    else:
+        return _loaded(spec)
+    if spec.get("context_kind"):  # a context described by spec_of keeps its kind (e.g. json)
+        ctx.kind = str(spec["context_kind"])
+    return ctx
+
+
+def _loaded(spec: dict[str, Any]) -> Context:
+    kind = spec.get("kind")
     if kind == "sample":
         from . import samples
 
@@ -97,9 +109,23 @@ def context_from(spec: dict[str, Any]) -> Context:
     raise UsageError(f"a queued run's context cannot be rebuilt: unknown kind {kind!r}")
 
 
+def spec_of(context: Context) -> dict[str, Any]:
+    """A description of a context :func:`context_from` rebuilds (its documents and kind)."""
+    docs = [[d.path, context.text[d.start:d.end]] for d in context.documents]
+    if len(docs) == 1 and docs[0][1] == context.text:
+        return {"kind": "value", "text": context.text, "context_kind": context.kind, "name": docs[0][0]}
+    return {"kind": "docs", "docs": docs, "context_kind": context.kind}
+
+
 class RunManager:
-    def __init__(self, config: Config, store: SqliteRunStore, max_concurrent: int, max_queued: int | None = None):
+    """The server's runs: each on a thread of this process, or, with ``executor`` (a
+    :class:`contextbox.ray_engine.RayExecutor`, ``rlm serve --engine ray``), on the Ray actors of
+    ``rlm batch``, its events streamed back into the store as they happen."""
+
+    def __init__(self, config: Config, store: SqliteRunStore, max_concurrent: int, max_queued: int | None = None,
+                 executor: Any = None):
         self.config = config
+        self.executor = executor
         self.address = (config.server.host, config.server.port)
         self.store = store
         self.max_concurrent = max_concurrent
@@ -172,6 +198,12 @@ class RunManager:
                 self._queue.pop(run_id, None)
             self._start_next()
             raise
+        if self.executor is not None:
+            from ..batch import BatchTask
+
+            active.remote = (BatchTask(run_id, question, model=model or None, sub_model=sub_model or None,
+                                       levels=levels, limits=limits),
+                             context_spec if context_spec is not None else spec_of(context))
         if queued:
             active.pending = (rlm, question, context)
             self._start_next()  # a run may have ended meanwhile
@@ -238,6 +270,9 @@ class RunManager:
     def _run(self, active: ActiveRun, rlm: Any, question: str, context: Context) -> None:
         rid = active.run_id
         try:
+            if active.remote is not None:
+                self._run_remote(active)
+                return
             stream = rlm.stream(question, context, run_id=rid, cancel=active.cancel)
             for _ev in stream:
                 self.notifier.notify(rid)
@@ -251,6 +286,24 @@ class RunManager:
             active.done.set()
             self.notifier.notify(rid)
             self._start_next()
+
+    def _run_remote(self, active: ActiveRun) -> None:
+        """The run on the Ray executor: each event it sends back goes into the store, then wakes
+        the run's followers (as a local run's engine does)."""
+        rid = active.run_id
+        assert active.remote is not None
+        task, spec = active.remote
+
+        def on_event(ev: Any) -> None:
+            try:
+                self.store.append(ev)
+            except OSError as e:
+                log.error("run %s: store write failed: %s", rid, e)
+            self.notifier.notify(rid)
+
+        line = self.executor.run_one(task, spec, run_id=rid, on_event=on_event, cancel=active.cancel)
+        if line.get("status") == "interrupted" or line.get("run_id") is None:
+            self._end_if_open(rid, str(line.get("reason") or "the Ray run ended without a result"))
 
     def _end_if_open(self, rid: str, reason: str, status: str = "failed") -> None:
         try:
