@@ -113,6 +113,18 @@ def test_openai_happy_path_uses_server_usage(fake_llm: FakeLLMServer) -> None:
     assert fake_llm.prompt_tokens_total == 7 and fake_llm.completion_tokens_total == 1
 
 
+def test_openai_messages_reach_the_server_as_given(fake_llm: FakeLLMServer) -> None:
+    """The messages go untransformed (in the SDK's extra_body): content parts, names and a long history
+    arrive exactly as given, and only once."""
+    fake_llm.replies = ["ok"]
+    msgs = [{"role": "system", "content": "be brief"}] + [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} é ✓"} for i in range(40)]
+    msgs.append({"role": "user", "name": "alice", "content": [{"type": "text", "text": "part one"},
+                                                                {"type": "text", "text": "part two"}]})
+    assert openai_provider(fake_llm).complete(msgs).text == "ok"
+    assert fake_llm.requests[0]["messages"] == msgs and fake_llm.requests[0]["model"] == "fake-model"
+
+
 def test_openai_provider_attributes() -> None:
     p = OpenAIProvider(ProviderConfig("local", base_url="http://127.0.0.1:1/v1", context_window=8192), "llama3")
     assert p.name == "local/llama3" and p.context_window == 8192

@@ -228,7 +228,10 @@ class OpenAIProvider(SDKProvider):
             }
 
         def send() -> Completion:
-            return self._send(lambda: client.chat.completions.with_raw_response.create(**kwargs),
+            # the messages go as they are (plain JSON) in extra_body: the SDK's params transform
+            # walks every message of the history, ~1/3 of the client's CPU a call in a batch
+            sent = {**kwargs, "messages": [], "extra_body": {"messages": messages}}
+            return self._send(lambda: client.chat.completions.with_raw_response.create(**sent),
                               lambda data: self._parse(data, messages), opts)
 
         try:
