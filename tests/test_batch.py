@@ -304,3 +304,11 @@ def test_task_feed_takes_only_while_there_is_room_and_the_batch_may_start():
     allow[0] = True
     assert [t.id for t in feed.take(10)] == ["3", "4", "5", "6"] and feed.exhausted
     assert list(feed.take(10)) == []
+
+
+def test_serve_address_without_engine_ray_is_a_one_line_error(tmp_path, capsys, no_limiter):
+    from contextbox.cli import main
+
+    code = main(["serve", "--address", "127.0.0.1:6379", "--port", "1", "--runs-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "--address needs --engine ray" in err, err
