@@ -78,6 +78,10 @@ class AnthropicProvider(SDKProvider):
         if opts.get("response_schema") is not None and self.config.structured_output:
             kwargs["output_config"] = {"format": {"type": "json_schema", "schema": opts["response_schema"]}}
 
+        # the messages go as they are (plain JSON) in extra_body, past the SDK's params transform
+        # (it walks every message of the history: a large share of the client's CPU a call)
+        kwargs["extra_body"] = {**kwargs.get("extra_body", {}), "messages": msgs}
+        kwargs["messages"] = []
         return self._send(lambda: client.messages.with_raw_response.create(**kwargs),
                           lambda data: self._parse(data, system, msgs), opts)
 
