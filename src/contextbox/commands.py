@@ -431,3 +431,4 @@ register_executor("l1", CommandExecutor)
 
 from . import search as _search  # noqa: E402,F401 - registers the "search" op
 from . import table_commands  # noqa: E402,F401 - registers the table ops
+from . import case_route  # noqa: E402,F401 - registers the case route's "suspects" and "weigh"
