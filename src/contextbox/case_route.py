@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 CASE_Q = re.compile(
     r"\b(who\s+(?:\w+\s+){0,2}(?:killed|murdered|poisoned|stabbed|shot|strangled|stole|robbed|did (?:it|this)|"
     r"committed|is responsible|was responsible)|culprit|murderer|killer|whodunn?it|the thief|guilty party)\b", re.I)
+#: a question that wants the reasons too ("name the murderer, then the motive and the key evidence")
+REASONS_Q = re.compile(r"\b(motive|evidence|why|explain\w*|reason\w*|how do you know|justify)\b", re.I)
+NAME_ONLY = re.compile(r"\b(name only|full name only|only (?:the|their|his|her) (?:full )?name|just (?:the|a) name)\b",
+                       re.I)
 #: most suspects examined (one sub-call each)
 MAX_SUSPECTS = 8
 #: characters of one suspect's dossier, of the shared crime-and-evidence block
@@ -261,9 +265,14 @@ def op_weigh(ex: CommandExecutor, cmd: dict[str, Any]) -> ActionOutput:
         verdict = "No suspect could be examined."
     else:
         best = rows[0]
-        verdict = f"{best['name']}: {best['reasons']}" + (f". {best['evidence']}" if best["evidence"] else "")
+        where = next((r.get("where_they_were") for r in facts if r.get("name") == best["name"]), None)
+        verdict = f"{best['name']}. Against them: {best['reasons']}."
+        if isinstance(where, str) and where.strip():
+            verdict += f" Their whereabouts: {where.strip().rstrip('.')}."
+        if best["evidence"]:
+            verdict += f" Key evidence: {best['evidence'].rstrip('.')}."
         if len(top) > 1:
-            verdict += f" (tied with {', '.join(top[1:])})"
+            verdict += f" (Tied with {', '.join(top[1:])}.)"
     ex.s.variables["verdict"] = verdict
     lines.append(f"verdict (stored in 'verdict'): {verdict}")
     if rows:
@@ -278,6 +287,8 @@ class CaseRoute:
 
     def __init__(self, question: str):
         self.question = question
+        #: the question wants the motive and the evidence too: the answer is the engine's verdict
+        self.reasons = REASONS_Q.search(question) is not None and not NAME_ONLY.search(question)
 
     @staticmethod
     def applies(settings: Any, question: str, context: Context) -> bool:
@@ -293,14 +304,21 @@ class CaseRoute:
             return first, first
         if not len(variables[suspects]):
             return False
-        if _find(variables, ("name", "score")) is not None:
-            return first, ("final", "final_var")
+        if _find(variables, ("name", "score")) is not None:  # answer: the verdict, or a name of the ranking
+            return first, ("final_var",) if self.reasons and "verdict" in variables else ("final",)
         if _find(variables, ("name", "alibi_broken")) is not None:
             return first, ("weigh",)
         return first, ("examine",)
 
     def overrides(self, variables: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        return {"final_var": {"name": {"enum": ["verdict"]}}} if "verdict" in variables else {}
+        """The answer of a ranked case: the verdict variable, or one of the ranked names (leader first)."""
+        out: dict[str, dict[str, Any]] = {}
+        if "verdict" in variables:
+            out["final_var"] = {"name": {"enum": ["verdict"]}}
+        name = _find(variables, ("name", "score"))
+        if name is not None and len(variables[name]):
+            out["final"] = {"answer": {"enum": [str(n) for n in variables[name].cols["name"]]}}
+        return out
 
     def check_answer(self, answer: str, variables: dict[str, Any]) -> tuple[bool, str | None]:
         """(answer names the ranking's leader, the message that sends it back when it does not)."""
