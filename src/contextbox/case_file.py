@@ -28,6 +28,7 @@ import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 #: words that stand before a name and are not part of it
 TITLES = frozenset(
@@ -242,14 +243,15 @@ def crime_passage(ps: list[Passage], victims: list[Person]) -> Passage | None:
     return found
 
 
-def hours(text: str) -> set[str]:
+@lru_cache(maxsize=4096)
+def hours(text: str) -> frozenset[str]:
     """The hours a text names: "nine", "10:00 pm" -> "10", ..."""
     out: set[str] = set()
     for m in _HOUR.finditer(text):
         h = next(g for g in m.groups() if g).casefold()
         n = _HOURS.get(h) or int(h)
         out.add(str(n - 12 if n > 12 else n))
-    return out
+    return frozenset(out)
 
 
 def _stem(w: str) -> str:
@@ -257,7 +259,8 @@ def _stem(w: str) -> str:
     return w[:-1] if len(w) > 4 and w.endswith("s") and not w.endswith("ss") else w
 
 
-def _terms(text: str, proper: bool = True) -> list[str]:
+@lru_cache(maxsize=4096)
+def _terms(text: str, proper: bool = True) -> tuple[str, ...]:
     """Content words (stemmed); ``proper=False`` leaves out capitalised words not at a sentence start."""
     out = []
     for m in _WORD.finditer(text):
@@ -267,7 +270,7 @@ def _terms(text: str, proper: bool = True) -> list[str]:
         if not proper and w[0].isupper() and not re.search(r"(^|[.!?:\n\"]\s*)$", text[max(0, m.start() - 3):m.start()]):
             continue
         out.append(_stem(w))
-    return out
+    return tuple(out)
 
 
 def crime_terms(crime: Passage, evidence: list[Passage], ps: list[Passage], exclude: set[str]) -> dict[str, float]:
@@ -285,7 +288,7 @@ def crime_terms(crime: Passage, evidence: list[Passage], ps: list[Passage], excl
     return {t: math.log((n + 1) / (df[t] + 0.5)) for t in words if t not in exclude}
 
 
-def relevance(text: str, terms: dict[str, float], crime_hours: set[str]) -> float:
+def relevance(text: str, terms: dict[str, float], crime_hours: frozenset[str]) -> float:
     """How much ``text`` bears on the crime: the weight of the crime's words it shares, its hours,
     and words of motive and of alibi."""
     words = set(_terms(text))
@@ -296,7 +299,7 @@ def relevance(text: str, terms: dict[str, float], crime_hours: set[str]) -> floa
     return score
 
 
-def evidence_block(ps: list[Passage], crime: Passage, terms: dict[str, float], crime_hours: set[str],
+def evidence_block(ps: list[Passage], crime: Passage, terms: dict[str, float], crime_hours: frozenset[str],
                    cap: int = 3000) -> list[Passage]:
     """The crime passage and the physical evidence: passages with evidence words, ranked by the crime's words."""
     scored = []
@@ -345,7 +348,7 @@ def _only_about(p: Passage, pat: re.Pattern[str], everyone: list[Person]) -> str
     return f"{p.header}\n{body}" if p.header else body
 
 
-def dossier(person: Person, ps: list[Passage], terms: dict[str, float], crime_hours: set[str],
+def dossier(person: Person, ps: list[Passage], terms: dict[str, float], crime_hours: frozenset[str],
             shared: list[Passage], cap: int = 4000, everyone: list[Person] | None = None) -> tuple[str, int]:
     """The passages about ``person`` that bear on the crime, as one text (labelled), and how many there were.
 
@@ -376,7 +379,7 @@ def dossier(person: Person, ps: list[Passage], terms: dict[str, float], crime_ho
                                               or re.search(r"\bI\b", sent)):
                 where |= places(sent)
     mine = {id(p) for _, p in picked}
-    linked: list[tuple[float, int, Passage]] = []
+    linked: list[tuple[float, int, Passage, str]] = []
     for i, p in enumerate(ps):
         if id(p) in mine or id(p) in skip or not where:
             continue
@@ -385,12 +388,12 @@ def dossier(person: Person, ps: list[Passage], terms: dict[str, float], crime_ho
         low = p.text.casefold()
         hit = [w for w in where if re.search(rf"\b{re.escape(w)}\b", low)]
         if hit:
-            linked.append((relevance(p.full, terms, crime_hours) + 2 * len(hit), i, p))
+            linked.append((relevance(p.full, terms, crime_hours) + 2 * len(hit), i, p, max(hit, key=len)))
     linked.sort(key=lambda x: (-x[0], x[1]))
-    for _, _, p in linked[:3]:
+    for _, _, p, place in linked[:3]:
         if used + len(p.full) > cap + 1000:
             break
-        picked.append(("another account of a place they name", p))
+        picked.append((f"what someone else says of the {place}, where they say they were", p))
         used += len(p.full)
     picked.sort(key=lambda x: x[1].start)
     text = "\n\n".join(f"({label}) {_only_about(p, pat, everyone or [])}" for label, p in picked)

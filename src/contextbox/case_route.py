@@ -75,8 +75,8 @@ WEIGHTS: dict[str, tuple[int, str]] = {
     "alibi_confirmed": (-2, "alibi confirmed"),
 }
 TASK = """You are a detective. First the crime and the physical evidence of a case file, then one record: \
-the passages of the file about one suspect (labelled "about them", or "another account of a place they name": \
-what someone else says of a place the suspect says they were in at the time).
+the passages of the file about one suspect (labelled "about them", or "what someone else says of the PLACE, where \
+they say they were": another account of that place at the time, which may confirm or contradict theirs).
 For the suspect, state these facts; a true/false fact is true only when the passages or the evidence show it:
 - where_they_were: where the suspect says they were at the time of the crime, and who confirms or contradicts it
 - alibi_confirmed: another person says they were with the suspect the whole time
