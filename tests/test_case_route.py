@@ -324,3 +324,13 @@ def test_seed_case_over_the_loopback_server_names_pemberton_and_the_evidence(fak
     for b in fake_llm.requests:  # each sub-call is held to the facts schema
         rf = b["response_format"]["json_schema"]["schema"]["properties"]["items"]
         assert rf["items"] == FACTS_SCHEMA and rf["minItems"] == rf["maxItems"] == 1
+
+
+def test_the_first_message_tells_any_model_the_route():
+    t = _cases(1, 12)[0]
+    res, p = _run(ROUTE + [cmd("final", answer=t.gold, thought="t")], t.question, t.context, _sub(reader))
+    first = [m["content"] for m in p.requests[0] if m["role"] == "user"][0]
+    assert '{"op": "suspects"}' in first and '{"op": "examine"}' in first and '{"op": "weigh"}' in first
+    _, p = _run([cmd("search", query="harp", thought="t"), cmd("final", answer="x", thought="t")],
+                "Which room has a harp?", t.context, _sub(reader))
+    assert '{"op": "suspects"}' not in [m["content"] for m in p.requests[0] if m["role"] == "user"][0]

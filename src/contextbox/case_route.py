@@ -93,6 +93,11 @@ The question: {question}
 The crime and the physical evidence:
 {evidence}"""
 
+#: what the first message says of the route (an API model may follow it; a constrained one is steered)
+HINT = ('This question asks who did it. The engine can carry the investigation: {"op": "suspects"} (the people, '
+        'the crime and its evidence, each one\'s passages), then {"op": "examine"} (one sub-call per suspect states '
+        'the facts), then {"op": "weigh"} (the ranking), then answer from the ranking.')
+
 SPECS = {
     "suspects": Spec({}, {"names": (list,), "max": INT},
                      '{"op": "suspects"} or {"op": "suspects", "names": ["Ann Lee", "Bob Ray"]}'),

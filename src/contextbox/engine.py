@@ -483,6 +483,10 @@ class _Run:
             first += self.carry.note()
         if self.answer_spec is not None:
             first += "\n\n" + self.answer_spec.prompt()
+        if self.aids.case_active(rlm.levels):
+            from .case_route import HINT
+
+            first += "\n\n" + HINT
         if lim.max_iterations <= 1:
             first += "\n\n" + prompts.LAST_TURN
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": first}]
