@@ -334,3 +334,34 @@ def test_the_first_message_tells_any_model_the_route():
     _, p = _run([cmd("search", query="harp", thought="t"), cmd("final", answer="x", thought="t")],
                 "Which room has a harp?", t.context, _sub(reader))
     assert '{"op": "suspects"}' not in [m["content"] for m in p.requests[0] if m["role"] == "user"][0]
+
+
+def test_a_title_and_surname_two_people_share_names_neither():
+    text = ("Mrs. Jane Hale and Mrs. Ruth Hale came at nine. Mrs. Hale laughed. Dr. Omar Quist came later; "
+            "Dr. Quist left early and Quist was tired.\n")
+    everyone = {p.name: p for p in people(text)}
+    assert "Mrs. Hale" not in everyone["Mrs. Jane Hale"].titled | everyone["Mrs. Ruth Hale"].titled
+    assert everyone["Mrs. Jane Hale"].mentions == 1 and everyone["Dr. Omar Quist"].mentions == 3
+
+
+def test_detective_demo_with_a_constrained_root_takes_the_route(tmp_path):
+    """``rlm demo detective`` (default plan) with a constrained scripted root: the route's four turns, one
+    sub-call per suspect (facts by name, in the order the engine lists them), Pemberton named, verified."""
+    from test_demos import rlm, script
+
+    text = data_file(det.CASE).read_text(encoding="utf-8")
+    rows, _, _ = build(text, det.QUESTION)
+    replies = []
+    for r in rows:
+        key = next((k for k in SEED_FACTS if k in r["name"]), None)
+        facts = SEED_FACTS.get(key, dict(alibi_broken=False, matches_evidence=False, at_scene=False, motive=False,
+                                         alibi_confirmed=True, evidence="none"))
+        replies.append(json.dumps([{"where_they_were": "as they say", **facts}]))
+    (tmp_path / "contextbox.toml").write_text("[delegation]\nmax_concurrency = 1\n")  # replies in order
+    root = script(tmp_path, [{"op": "suspects", "thought": "t"}, {"op": "examine", "thought": "t"},
+                             {"op": "weigh", "thought": "t"}, {"op": "final_var", "name": "verdict", "thought": "t"}],
+                  constrained=True)
+    p = rlm("detective", "--model", root, "--sub-model", script(tmp_path, replies), "--json", tmp=tmp_path)
+    out = json.loads(p.stdout)
+    assert out["plan"].startswith("the engine's case route") and out["sub_calls"] == len(rows)
+    assert out["answer"].startswith("Colonel Arthur Pemberton.") and out["checks"][0]["score"] == 1.0, p.stdout

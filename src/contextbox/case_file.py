@@ -210,6 +210,9 @@ def people(text: str) -> list[Person]:
             owners[0].titled.add(titled)
         elif not owners and not any(word in k.split() for k in fulls):
             fulls.setdefault(titled, Person(titled, titled, set(), {titled}))
+    shared = Counter(t for p in fulls.values() for t in p.titled)  # "Mrs. Ashford" of two Ashfords is no one's
+    for p in fulls.values():
+        p.titled = {t for t in p.titled if shared[t] == 1}
     for p in fulls.values():
         p.mentions = len(p.pattern().findall(text))
     return sorted((p for p in fulls.values() if p.mentions), key=lambda p: (-p.mentions, p.key))
