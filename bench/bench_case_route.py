@@ -51,6 +51,10 @@ def check(task) -> dict:
         ok["alibi"] += (broken and not confirmed) if role in ("culprit", "broken") else (confirmed and not broken)
         ok["attribute"] += re.search(rf"{name} (wears|wore|smokes)", text) is not None
         ok["only_own_attribute"] += not any(re.search(rf"{s} (wears|wore|smokes)", text) for s in roles if s != name)
+    tr = {r["name"]: r["trace"] for r in rows}
+    fits = [tr[n] for n, role in roles.items() if role in ("culprit", "match") and n in tr]
+    rest = [tr[n] for n, role in roles.items() if role not in ("culprit", "match") and n in tr]
+    ok["trace_separates"] = 5 * (bool(fits) and bool(rest) and min(fits) > max(rest))  # per case, scaled to 5
     head = len(TASK.format(question=task.question, evidence=evidence))
     return {"id": task.id, "chars": len(task.context), "suspects_s": took, "candidates": len(rows),
             "forensic_shared": "FORENSIC NOTE" in evidence,

@@ -268,13 +268,26 @@ W = {"alibi_broken": 2, "matches_evidence": 2, "at_scene": 1, "motive": 1, "alib
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.fixed_dictionaries({k: st.booleans() for k in W}), min_size=1, max_size=9))
-def test_rank_orders_by_the_documented_weights_and_keeps_ties_in_order(rows):
-    facts = Table.from_rows([{"name": f"p{i}", **r, "evidence": "none", "map_error": None}
-                             for i, r in enumerate(rows)])
+@given(st.lists(st.tuples(st.fixed_dictionaries({k: st.booleans() for k in W}), st.integers(0, 3)),
+                min_size=1, max_size=9))
+def test_rank_orders_by_the_documented_weights_then_the_trace_then_the_order(rows):
+    facts = Table.from_rows([{"name": f"p{i}", **r, "trace": float(t), "evidence": "none", "map_error": None}
+                             for i, (r, t) in enumerate(rows)])
     got = rank(facts)
-    want = sorted(((-sum(W[k] for k in W if r[k]), i) for i, r in enumerate(rows)))
-    assert [(r["name"], r["score"]) for r in got] == [(f"p{i}", -s) for s, i in want]
+    want = sorted((-sum(W[k] for k in W if r[k]), -t, i) for i, (r, t) in enumerate(rows))
+    assert [(r["name"], r["score"]) for r in got] == [(f"p{i}", -s) for s, _, i in want]
+
+
+def test_the_trace_points_at_the_suspects_the_physical_evidence_fits():
+    cases = _cases(4, 3)
+    assert {t.meta["clue"] for t in cases} == set(CLUES)  # a size, a colour and a brand
+    for t in cases:
+        roles = t.meta["roles"]
+        rows, _, _ = build(t.context, t.question)
+        tr = {r["name"]: r["trace"] for r in rows}
+        fits = [tr[n] for n, role in roles.items() if role in ("culprit", "match")]
+        rest = [tr[n] for n, role in roles.items() if role not in ("culprit", "match")]
+        assert min(fits) > max(rest), (t.meta["clue"], tr)
 
 
 def test_facts_schema_is_what_the_sub_model_is_held_to():

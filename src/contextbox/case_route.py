@@ -145,6 +145,7 @@ def build(text: str, question: str, names: list[str] | None = None, limit: int =
         own = sum(1 for x in ps if x.header and pat.search(x.header))  # passages under their own header
         d, n = cf.dossier(p, ps, terms, crime_hours, shared, DOSSIER_CHARS, everyone)
         rows.append({"name": p.name, "mentions": p.mentions + own, "passages": n,
+                     "trace": cf.trace(p, ps, crime, shared, terms),
                      "text": f"Suspect: {p.name}\n{d}" if d else f"Suspect: {p.name}\n(no passage about the crime)"})
     if not names:
         rows = [r for r in rows if r["mentions"] >= 2 and r["passages"]]
@@ -167,7 +168,7 @@ def op_suspects(ex: CommandExecutor, cmd: dict[str, Any]) -> ActionOutput:
         raise CommandError("suspects: no person is named often enough in the context; give them with "
                            '{"op": "suspects", "names": [...]}')
     ex.s.variables["case_evidence"] = evidence
-    table = Table.from_rows(rows, ["name", "mentions", "passages", "text"])
+    table = Table.from_rows(rows, ["name", "mentions", "passages", "trace", "text"])
     lines = [f"suspects: {len(rows)} people of the case file, most mentioned first"
              + (f" (the victim {', '.join(victims)} left out)" if victims else "") + ":"]
     lines += [f"- {r['name']}: {r['mentions']} mentions, {r['passages']} passage(s) about the crime" for r in rows]
@@ -227,17 +228,20 @@ def score(row: dict[str, Any]) -> tuple[int, list[str]]:
 
 
 def rank(facts: Table) -> list[dict[str, Any]]:
-    """The suspects by points, most first; ties keep the suspects' order (most mentioned first)."""
+    """The suspects by points, most first; on equal points the one the physical evidence points at more
+    (``trace``, see :func:`case_file.trace`), then the suspects' order (most mentioned first)."""
     rows = []
     for i, row in enumerate(facts):
         points, why = score(row)
         ev = row.get("evidence")
         ev = ev.strip() if isinstance(ev, str) and ev.strip().casefold() not in ("", "none", "none.") else ""
+        tr = row.get("trace")
         rows.append({"name": row.get("name"), "score": points, "reasons": ", ".join(why) or "nothing against them",
-                     "evidence": ev, "failed": row.get("map_error"), "_i": i})
-    rows.sort(key=lambda r: (-r["score"], r["_i"]))
+                     "evidence": ev, "failed": row.get("map_error"), "_t": tr if isinstance(tr, (int, float)) else 0,
+                     "_i": i})
+    rows.sort(key=lambda r: (-r["score"], -r["_t"], r["_i"]))
     for r in rows:
-        del r["_i"]
+        del r["_i"], r["_t"]
     return rows
 
 
