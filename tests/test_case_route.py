@@ -334,6 +334,8 @@ def test_seed_case_over_the_loopback_server_names_pemberton_and_the_evidence(fak
     assert "slight limp on the left side" in col and "I left around 10:20 PM" in col
     assert all("Belladonna extract" in p.split("Records (1):")[0] for p in prompts)
     assert not any("HUMAN REFERENCE" in p or "KEY CONTRADICTIONS" in p for p in prompts)
+    rows, evidence, _ = build(text, det.QUESTION)  # the physical evidence (size 10, a limp) points at him
+    assert max(rows, key=lambda r: r["trace"])["name"] == "Colonel Arthur Pemberton" and "size 10" in evidence
     for b in fake_llm.requests:  # each sub-call is held to the facts schema
         rf = b["response_format"]["json_schema"]["schema"]["properties"]["items"]
         assert rf["items"] == FACTS_SCHEMA and rf["minItems"] == rf["maxItems"] == 1

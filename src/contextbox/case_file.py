@@ -310,12 +310,12 @@ def evidence_block(ps: list[Passage], crime: Passage, terms: dict[str, float], c
         if p is crime:
             continue
         ev = len({m.casefold() for m in EVIDENCE.findall(p.full)})
-        if ev < 2 and not re.search(r"\b(evidence|forensic)\b", p.header + " " + p.text[:40], re.I):
-            continue
+        # a passage filed as evidence ("PHYSICAL EVIDENCE", "FORENSIC NOTE") is evidence; others need its words
+        filed = re.search(r"\b(evidence|forensic)\b", p.header + " " + p.text[:40], re.I) is not None
         rel = relevance(p.full, terms, crime_hours)
-        if rel < MIN_RELEVANCE:
+        if not filed and (ev < 2 or rel < MIN_RELEVANCE):
             continue
-        scored.append((rel + ev, -i, p))
+        scored.append((rel + ev + 5 * filed, -i, p))
     scored.sort(key=lambda x: (x[0], x[1]), reverse=True)
     out, used = [crime], len(crime.full)
     for _, _, p in scored:
@@ -406,11 +406,13 @@ def dossier(person: Person, ps: list[Passage], terms: dict[str, float], crime_ho
 _NUMBER = re.compile(r"(?<![\d:.,£$])\b\d{1,4}\b(?![:.,]\d)")
 
 
-def trace(person: Person, ps: list[Passage], crime: Passage, evidence: list[Passage], idf: dict[str, float]) -> float:
+def trace(person: Person, ps: list[Passage], crime: Passage, evidence: list[Passage], idf: dict[str, float]
+          ) -> tuple[float, list[str]]:
     """How much the physical evidence points at ``person``: the rarity-weighted words and numbers of the
     evidence passages (not the crime's own) that the file's sentences naming them also use ("wears size 9
     boots" against "made by size 9 boots"; "smokes only Havana cigars" against "ash from a Havana cigar").
-    The engine's tie-breaker between suspects whose facts weigh the same."""
+    The engine's tie-breaker between suspects whose facts weigh the same. Returns (score, the shared words and
+    numbers, rarest first)."""
     words = {t for p in evidence if p is not crime for t in _terms(p.text)}
     numbers = {n for p in evidence if p is not crime for n in _NUMBER.findall(p.text)}
     pat = person.pattern()
@@ -423,9 +425,10 @@ def trace(person: Person, ps: list[Passage], crime: Passage, evidence: list[Pass
             if pat.search(sent):
                 said.update(_terms(sent))
                 said_n.update(_NUMBER.findall(sent))
-    score = sum(idf.get(t, 0.0) for t in words & said)
+    weights = {t: idf.get(t, 0.0) for t in words & said}
     n = len(ps)
     for num in numbers & said_n:  # a number's rarity, like a word's
         df = sum(1 for p in ps if num in _NUMBER.findall(p.text))
-        score += math.log((n + 1) / (df + 0.5))
-    return round(score, 3)
+        weights[num] = math.log((n + 1) / (df + 0.5))
+    shared = sorted((t for t, w in weights.items() if w > 0), key=lambda t: (-weights[t], t))
+    return round(sum(w for w in weights.values() if w > 0), 3), shared

@@ -49,7 +49,7 @@ NAME_ONLY = re.compile(r"\b(name only|full name only|only (?:the|their|his|her) 
 MAX_SUSPECTS = 8
 #: characters of one suspect's dossier, of the shared crime-and-evidence block
 DOSSIER_CHARS = 4000
-EVIDENCE_CHARS = 3000
+EVIDENCE_CHARS = 4000
 #: the facts the sub-model states per suspect (booleans after a sentence that makes it look first)
 FACTS_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -144,8 +144,9 @@ def build(text: str, question: str, names: list[str] | None = None, limit: int =
         pat = p.pattern()
         own = sum(1 for x in ps if x.header and pat.search(x.header))  # passages under their own header
         d, n = cf.dossier(p, ps, terms, crime_hours, shared, DOSSIER_CHARS, everyone)
-        rows.append({"name": p.name, "mentions": p.mentions + own, "passages": n,
-                     "trace": cf.trace(p, ps, crime, shared, terms),
+        score, words = cf.trace(p, ps, crime, shared, terms)
+        rows.append({"name": p.name, "mentions": p.mentions + own, "passages": n, "trace": score,
+                     "trace_terms": ", ".join(words[:6]),
                      "text": f"Suspect: {p.name}\n{d}" if d else f"Suspect: {p.name}\n(no passage about the crime)"})
     if not names:
         rows = [r for r in rows if r["mentions"] >= 2 and r["passages"]]
@@ -168,7 +169,7 @@ def op_suspects(ex: CommandExecutor, cmd: dict[str, Any]) -> ActionOutput:
         raise CommandError("suspects: no person is named often enough in the context; give them with "
                            '{"op": "suspects", "names": [...]}')
     ex.s.variables["case_evidence"] = evidence
-    table = Table.from_rows(rows, ["name", "mentions", "passages", "trace", "text"])
+    table = Table.from_rows(rows, ["name", "mentions", "passages", "trace", "trace_terms", "text"])
     lines = [f"suspects: {len(rows)} people of the case file, most mentioned first"
              + (f" (the victim {', '.join(victims)} left out)" if victims else "") + ":"]
     lines += [f"- {r['name']}: {r['mentions']} mentions, {r['passages']} passage(s) about the crime" for r in rows]
