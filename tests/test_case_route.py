@@ -380,3 +380,12 @@ def test_detective_demo_with_a_constrained_root_takes_the_route(tmp_path):
     out = json.loads(p.stdout)
     assert out["plan"].startswith("the engine's case route") and out["sub_calls"] == len(rows)
     assert out["answer"].startswith("Colonel Arthur Pemberton.") and out["checks"][0]["score"] == 1.0, p.stdout
+
+
+def test_suspects_named_by_the_model_are_matched_to_the_people_of_the_file():
+    p = ScriptedProvider([cmd("suspects", names=["Colonel Pemberton", "Eleanor"]), cmd("final", answer="x")])
+    rlm = RLM(model=p, sub_model=_sub(reader), levels="l1,l4", config=Config())
+    res = rlm.run("Who poisoned Lord Ashford?", Context.from_value(CASE))
+    out = next(e.data["output"] for e in res.events if e.type == "action_end")
+    listed = re.findall(r"^- (.+?): ", out, re.M)
+    assert listed == ["Colonel Arthur Pemberton", "Eleanor Ashford"] and "victim Lord Edward Ashford" in out
