@@ -106,7 +106,7 @@ MUTANTS: list[Mutant] = [
            "        candidates = [p for p in everyone if p not in victims]", "        candidates = list(everyone)",
            (f"{CASE}::test_seed_case_over_the_loopback_server_names_pemberton_and_the_evidence",)),
     Mutant("case route: the trace ignores numbers (size 9 boots)", "case_file.py",
-           "        score += math.log((n + 1) / (df + 0.5))", "        score += 0.0",
+           "        weights[num] = math.log((n + 1) / (df + 0.5))", "        weights[num] = 0.0",
            (f"{CASE}::test_the_trace_points_at_the_suspects_the_physical_evidence_fits",)),
     Mutant("case route: the trace does not break ties", "case_route.py",
            'rows.sort(key=lambda r: (-r["score"], -r["_t"], r["_i"]))', 'rows.sort(key=lambda r: (-r["score"], r["_i"]))',
