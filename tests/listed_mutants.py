@@ -35,6 +35,7 @@ class Mutant:
 
 LIMITS = "tests/test_limits_wiring.py"
 POLICY = "tests/test_level_policy.py"
+CASE = "tests/test_case_route.py"
 
 MUTANTS: list[Mutant] = [
     Mutant("L2 memory limit deleted", "sandbox.py",
@@ -83,6 +84,37 @@ MUTANTS: list[Mutant] = [
     Mutant("a cancelled run exits 1, not 130", "cli.py",
            '    if res.status == "cancelled":\n        return 130\n', '    if res.status == "cancelled":\n        return 1\n',
            (f"{LIMITS}::test_a_cancelled_cli_run_exits_130",)),
+    # the case route (issue 12 / 16): each deliberate bug must turn tests/test_case_route.py red
+    Mutant("case route: no account of the place an alibi names", "case_file.py",
+           "    for _, _, p, place in linked[:3]:", "    for _, _, p, place in linked[:0]:",
+           (f"{CASE}::test_dossiers_hold_what_decides_each_suspect_and_no_distractors",
+            f"{CASE}::test_right_facts_from_the_dossiers_give_the_culprit")),
+    Mutant("case route: a confirmed alibi counts less", "case_route.py",
+           '"alibi_confirmed": (-2, "alibi confirmed")', '"alibi_confirmed": (-1, "alibi confirmed")',
+           (f"{CASE}::test_rank_orders_by_the_documented_weights_then_the_trace_then_the_order",)),
+    Mutant("case route: the ranking is reversed", "case_route.py",
+           'rows.sort(key=lambda r: (-r["score"], -r["_t"], r["_i"]))',
+           'rows.sort(key=lambda r: (r["score"], -r["_t"], r["_i"]))',
+           (f"{CASE}::test_right_facts_from_the_dossiers_give_the_culprit",)),
+    Mutant("case route: examine is skipped", "case_route.py",
+           '        return first, ("examine",)', '        return first, ("weigh",)',
+           (f"{CASE}::test_each_step_is_offered_in_turn_then_only_an_answer_from_the_ranking",)),
+    Mutant("case route: any answer passes the verdict check", "case_route.py",
+           "        if any(_names(answer, n, everyone) for n in top):", "        if True:",
+           (f"{CASE}::test_an_answer_that_is_not_the_leader_goes_back_once_with_the_ranking",)),
+    Mutant("case route: the victim is a suspect", "case_route.py",
+           "        candidates = [p for p in everyone if p not in victims]", "        candidates = list(everyone)",
+           (f"{CASE}::test_seed_case_over_the_loopback_server_names_pemberton_and_the_evidence",)),
+    Mutant("case route: the trace ignores numbers (size 9 boots)", "case_file.py",
+           "        weights[num] = math.log((n + 1) / (df + 0.5))", "        weights[num] = 0.0",
+           (f"{CASE}::test_the_trace_points_at_the_suspects_the_physical_evidence_fits",)),
+    Mutant("case route: the trace does not break ties", "case_route.py",
+           'rows.sort(key=lambda r: (-r["score"], -r["_t"], r["_i"]))', 'rows.sort(key=lambda r: (-r["score"], r["_i"]))',
+           (f"{CASE}::test_rank_orders_by_the_documented_weights_then_the_trace_then_the_order",)),
+    Mutant("case route: a passage about several people is sent whole", "case_file.py",
+           "    if sum(1 for o in everyone if o.pattern().search(p.text)) < 3:",
+           "    if True:",
+           (f"{CASE}::test_dossiers_hold_what_decides_each_suspect_and_no_distractors",)),
 ]
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .errors import CommandError
 from .executors import Action
 
-L4_OPS = {"llm_query", "llm_map", "rlm_query", "rlm_query_batched", "llm_query_batched"}
+L4_OPS = {"llm_query", "llm_map", "rlm_query", "rlm_query_batched", "llm_query_batched", "examine"}
 #: ParsedReply.error of a reply with no command in it at all (prose), as opposed to a malformed one
 NO_COMMAND = "no command found in your reply"
 CODE_LANGS = {"repl", "python", "py", "python3"}

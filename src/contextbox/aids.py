@@ -111,6 +111,10 @@ class RunAids(TableRoute):
         #: definitions (paragraphs), not single lines (``[aids] code_search``)
         self.code_question = bool(getattr(settings, "code_search", True)) and _CODE_Q.search(question) is not None \
             and code_context(context)
+        #: a "who did it?" question over a case file: the engine's case route (``[aids] case_route``)
+        from .case_route import CaseRoute
+
+        self.case = CaseRoute(question) if CaseRoute.applies(settings, question, context) else None
         #: the table route's ops: (first turn, later turns), chosen by what the question asks
         self.route_ops = route_ops(question)
         self.aggregated = False  # an aggregating op (count_by, stats, ...) has produced a result
@@ -154,6 +158,33 @@ class RunAids(TableRoute):
     def drain(self) -> list[dict[str, Any]]:
         out, self.fired = self.fired, []
         return out
+
+    def case_active(self, levels: tuple[str, ...]) -> bool:
+        """The case route needs sub-calls (its ``examine`` is L4)."""
+        return self.case is not None and "l4" in levels
+
+    def turn_route(self, variables: dict[str, Any], levels: tuple[str, ...]
+                   ) -> bool | tuple[tuple[str, ...], tuple[str, ...]]:
+        """The ops the coming turn is limited to (first turn, later turns), or False: no route."""
+        if self.case_active(levels):
+            assert self.case is not None
+            return self.case.route(variables)
+        return self.table_route and self.route(variables, levels)
+
+    def turn_shapes(self, levels: tuple[str, ...]) -> dict[str, Any] | None:
+        """Shapes of the ops a route adds to the coming turn's schema."""
+        if not self.case_active(levels):
+            return None
+        from .case_route import SHAPES
+
+        return dict(SHAPES)
+
+    def overrides(self) -> dict[str, dict[str, Any]] | None:
+        """The table route's fixed arguments (:meth:`TableRoute.overrides`), and the case route's answer."""
+        out = super().overrides() or {}
+        if self.case is not None:
+            out.update(self.case.overrides(self.session.variables))
+        return out or None
 
     def repeat_key(self, action: Action) -> str | None:
         """What makes an action "the same again": its text, and the state of a variable it reads.
@@ -299,6 +330,13 @@ class RunAids(TableRoute):
     def _check_answer(self, answer: str, iteration: int) -> str | None:
         """Why ``answer`` goes back to the model (each check once per run), or None to accept it."""
         aids = self.settings
+        if self.case is not None:  # the case route's ranking decides; the other checks don't apply to it
+            named, msg = self.case.check_answer(answer, self.session.variables)
+            if named:
+                return None
+            if msg and self._once("case_verdict"):
+                self._fire("case_verdict", iteration, msg)
+                return msg
         if self.grounding and "grounding" not in self.used:
             problem = self.ungrounded(answer)
             if problem and self._once("grounding"):

@@ -429,5 +429,6 @@ TABLE_INPUT_OPS: set[str] = set()
 
 register_executor("l1", CommandExecutor)
 
-from . import search as _search  # noqa: E402,F401 - registers the "search" op
-from . import table_commands  # noqa: E402,F401 - registers the table ops
+# registering modules: the "search" op, the table ops, the case route's "suspects" and "weigh"
+from . import case_route, table_commands  # noqa: E402,F401,I001
+from . import search as _search  # noqa: E402,F401

@@ -60,6 +60,7 @@ class Aids:
     ranked_fallback: bool = True  # a find of several words with no hit shows the closest passages
     code_search: bool = True  # "which function ..." over source files: searches rank paragraphs (definitions)
     question_search: bool = True  # a question's first ranked search uses all of its words (not a 2-word guess)
+    case_route: bool = True  # "who killed ...?" over a case file: suspects -> examine (L4) -> weigh -> final
 
 
 @dataclass

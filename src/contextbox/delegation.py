@@ -79,6 +79,8 @@ L4_SPECS: dict[str, Spec] = {
                       '{"op": "rlm_query", "prompt": "Who is the narrator?", "on": "part"}'),
     "rlm_query_batched": Spec({}, {"prompts": LIST, "prompt": STR},
                               '{"op": "rlm_query_batched", "prompt": "Summarise this part", "on": "parts"}'),
+    # the case route's typed map over the suspects (case_route.examine)
+    "examine": Spec({}, {}, '{"op": "examine"}'),
 }
 #: llm_map refuses to fan out wider than this (raise chunk_size instead)
 MAX_MAP_ITEMS = 2000
@@ -563,6 +565,11 @@ class DelegationExecutor:
         if read and res.ok:
             out.meta["read"] = read
         return out
+
+    def op_examine(self, cmd: dict[str, Any]) -> ActionOutput:
+        from .case_route import examine
+
+        return examine(self, cmd)
 
     def _child_context(self, cmd: dict[str, Any]) -> Any:
         if cmd.get("on"):

@@ -483,6 +483,10 @@ class _Run:
             first += self.carry.note()
         if self.answer_spec is not None:
             first += "\n\n" + self.answer_spec.prompt()
+        if self.aids.case_active(rlm.levels):
+            from .case_route import HINT
+
+            first += "\n\n" + HINT
         if lim.max_iterations <= 1:
             first += "\n\n" + prompts.LAST_TURN
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}, {"role": "user", "content": first}]
@@ -500,7 +504,10 @@ class _Run:
             last = it == lim.max_iterations
             steer = self.aids.steer
             yield self._event("iteration_start", {"iteration": it, "last": last})
-            if it == 1 and constrained and self.aids.table_route:
+            if it == 1 and constrained and self.aids.case_active(rlm.levels):
+                yield self._event("aid", {"aid": "case_route", "iteration": it, "message":
+                                          "a who-did-it question: suspects, examine, weigh, then answer"})
+            elif it == 1 and constrained and self.aids.table_route:
                 yield self._event("aid", {"aid": "table_route", "iteration": it, "message":
                                           "a count/rank question over structured lines: tables first"})
             yield from self._compact(messages, opts)
@@ -522,9 +529,10 @@ class _Run:
                         first_turn=not self.aids.looked and rlm.config.aids.first_turn and not last,
                         only=FINAL_OPS if last else steer.only, exclude=steer.exclude, verify=steer.verify,
                         variables=self.session.variables,
-                        table_route=self.aids.table_route and self.aids.route(self.session.variables, rlm.levels),
+                        table_route=self.aids.turn_route(self.session.variables, rlm.levels),
                         fields=self.aids.fields(self.session.variables, it), overrides=self.aids.overrides(),
                         answer_schema=self.answer_spec.schema if self.answer_spec else None,
+                        extra_shapes=self.aids.turn_shapes(rlm.levels),
                     )
                     for ev in self.aids.drain():
                         yield self._event("aid", ev)

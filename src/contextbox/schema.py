@@ -118,7 +118,8 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
                    table_route: bool | tuple[tuple[str, ...], tuple[str, ...]] = False,
                    fields: list[str] | None = None,
                    overrides: dict[str, dict[str, Any]] | None = None,
-                   answer_schema: dict[str, Any] | None = None) -> dict[str, Any]:
+                   answer_schema: dict[str, Any] | None = None,
+                   extra_shapes: dict[str, tuple[dict[str, Any], dict[str, Any]]] | None = None) -> dict[str, Any]:
     """The schema of one command.
 
     ``first_turn``: only a search (look before answering). ``only``: just these ops (e.g. FINAL_OPS
@@ -133,6 +134,7 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
     ``overrides``: op -> {arg: schema}, a required argument's schema fixed by the engine (e.g. the stop
     words a question lists as ``word_counts``' ``stop``), or ``None``: the argument is not offered. ``answer_schema``: the JSON schema of a typed
     answer (``answer_type=``): ``final``'s ``answer`` must follow it (its ``$defs`` move to the root).
+    ``extra_shapes``: ops a route adds for this turn (e.g. the case route's ``suspects``/``examine``/``weigh``).
     """
     shapes = dict(L1_SHAPES)
     shapes.update(_dynamic_shapes(variables, fields))
@@ -143,6 +145,7 @@ def command_schema(levels: tuple[str, ...] = ("l1",), *, first_turn: bool = Fals
             shapes["llm_map"] = ({"on": {"enum": list(tables)}, "prompt": _S,
                                   "choices": L4_SHAPES["llm_map"][1]["choices"], "store": _NAME},
                                  {"per_call": {"type": "integer", "minimum": 1, "maximum": 50}})
+    shapes.update(extra_shapes or {})
     if table_route:
         first, later = table_route if isinstance(table_route, tuple) else (TABLE_FIRST_OPS, TABLE_ROUTE_OPS)
         keep = first if first_turn else later

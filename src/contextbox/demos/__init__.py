@@ -54,7 +54,8 @@ def add_parser(sub: Any) -> None:
     demo.add_argument("--per-call", type=int, metavar="N", help="family-trees: sentences per sub-call (default 25)")
     demo.add_argument("--out", metavar="DIR", help="family-trees: folder for the tree image (default: the runs folder)")
     demo.add_argument("--plan", choices=["model", "fixed"], help="detective: who designs the steps (default: "
-                      "fixed for the embedded model, model otherwise)")
+                      "model — the root model, which a constrained model does through the engine's case route "
+                      "suspects/examine/weigh; fixed: one sub-call per witness, then one that decides)")
     demo.add_argument("--max-iterations", type=int, metavar="N", help="root iterations per run")
 
 

@@ -4,11 +4,14 @@ The answer is scored against ``seed/detective-answer.txt`` — the culprit named
 and the key evidence of its reasoning — a file that is read only here, after the run, and never reaches
 a model. Two plans:
 
-* ``--plan model`` (default for API models): the root model gets the case file in the context box and
-  L1 + L4; it is asked to examine each suspect with sub-calls and name the murderer with the evidence.
-* ``--plan fixed`` (default for the embedded model, which cannot design the steps): one sub-call per
-  witness (their statement, alibi, time unaccounted for, what the evidence and the others say of them),
-  then one sub-call that weighs the findings and names the murderer. The output says so.
+* ``--plan model`` (the default): the root model gets the case file in the context box and L1 + L4; it
+  is asked to examine each suspect with sub-calls and name the murderer with the evidence. A model with
+  constrained decoding (the embedded one) is steered through the engine's case route
+  (:mod:`contextbox.case_route`): ``suspects`` → ``examine`` (a typed sub-call per suspect) → ``weigh``
+  (the engine's ranking) → the verdict.
+* ``--plan fixed``: one sub-call per witness (their statement, alibi, time unaccounted for, what the
+  evidence and the others say of them), then one sub-call that weighs the findings and names the
+  murderer. The output says so.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 from ..context import Context
 from ..errors import ContextError
-from .common import Check, Outcome, fixed_plan, is_local, make_rlm, need_data_file, report, run_share, sub_spec
+from .common import Check, Outcome, fixed_plan, make_rlm, need_data_file, report, run_share, sub_spec
 
 CASE = "seed/detective-mystery.txt"
 ANSWER = "seed/detective-answer.txt"
@@ -103,7 +106,7 @@ def run_demo(args: argparse.Namespace) -> int:
     case = case_path.read_text(encoding="utf-8")
     names = suspects(case)
     solution = load_solution(answer_path)  # read for scoring only; never part of a prompt
-    plan = getattr(args, "plan", None) or ("fixed" if is_local(args.model) else "model")
+    plan = getattr(args, "plan", None) or "model"
     limits = {"max_iterations": args.max_iterations} if args.max_iterations else None
     if plan == "fixed":
         rlm = make_rlm(args, levels="l1,l4", root=fixed_plan(plan_commands(names, case)), sub_model=sub_spec(args),
@@ -112,7 +115,9 @@ def run_demo(args: argparse.Namespace) -> int:
                     f"sub-model: {rlm.sub.name}"
     else:
         rlm = make_rlm(args, levels="l1,l4", limits=limits)
-        plan_text = "the root model designs the steps (L1 + L4)"
+        steered = getattr(rlm.root, "supports_schema", False) and rlm.config.aids.case_route
+        plan_text = ("the engine's case route: suspects, examine (one sub-call each), weigh, verdict (L1 + L4)"
+                     if steered else "the root model designs the steps (L1 + L4)")
     print(f"detective: {case_path} ({len(case):,} characters, {len(names)} witnesses); root {rlm.root.name}, "
           f"sub {rlm.sub.name}", file=sys.stderr)
     ctx = Context.from_documents([("detective-mystery.txt", case)])
