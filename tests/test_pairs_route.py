@@ -281,3 +281,26 @@ def test_a_pairs_question_over_a_log_filters_an_existing_column_then_pairs():
                                                                   ["final_var", "final"]]
     got = answer_pairs(res.answer)
     assert got == {frozenset(p) for p in itertools.combinations(qual, 2)} and len(qual) >= 5
+
+
+def test_a_pair_list_too_long_to_type_under_a_grammar_is_answered_from_the_variable():
+    """llama.cpp refuses a grammar for a ~1,500-character string (the process aborted on a 45-pair list):
+    a long list is answered with ``final_var`` only, and ``final`` is never offered longer than 1,000."""
+    import random
+    from collections import Counter
+
+    from contextbox.aids_table import FINAL_MAX_CHARS
+    from contextbox.bench.logs import LINE_RE, make_log
+
+    text, _ = make_log(40_000, random.Random(11))
+    per = Counter(m.group(3) for m in map(LINE_RE.match, text.splitlines()) if m and m.group(2) == "ERROR")
+    assert len(per) >= 15  # every IP with an ERROR line: a hundred pairs and more
+    question = "List every pair of IP addresses that both have at least 1 ERROR line, one pair per line."
+    root = SchemaFollower()
+    res = RLM(model=root, config=Config(), levels="l1").run(question, Context.from_value(text))
+    assert _ops(root.options[-1]["response_schema"]) == ["final_var"]
+    assert len(answer_pairs(res.answer)) == len(per) * (len(per) - 1) // 2
+    for o in root.options:
+        for b in o["response_schema"]["anyOf"]:
+            if b["properties"]["op"]["const"] == "final":
+                assert b["properties"]["answer"]["maxLength"] <= FINAL_MAX_CHARS

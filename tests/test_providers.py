@@ -396,3 +396,15 @@ def test_anthropic_dripping_reply_hits_the_total_deadline(fake_llm: FakeLLMServe
     with pytest.raises(ProviderUnavailable, match="timed out"):
         p.complete(MSGS)
     assert time.monotonic() - start < 2.5
+
+
+def test_the_local_model_never_gets_a_string_longer_than_its_grammar_takes():
+    from contextbox.providers.local import MAX_GRAMMAR_STRING, grammar_safe
+
+    schema = {"anyOf": [{"properties": {"answer": {"type": "string", "minLength": 5000, "maxLength": 9000},
+                                        "t": {"type": "string", "maxLength": 160}}}]}
+    safe = grammar_safe(schema)
+    answer = safe["anyOf"][0]["properties"]["answer"]
+    assert answer["maxLength"] == MAX_GRAMMAR_STRING == answer["minLength"]
+    assert safe["anyOf"][0]["properties"]["t"] == {"type": "string", "maxLength": 160}  # short ones unchanged
+    assert schema["anyOf"][0]["properties"]["answer"]["maxLength"] == 9000  # the caller's schema is not changed

@@ -22,6 +22,9 @@ FINAL_ONLY = ("final", "final_var")
 AGGREGATING = frozenset({"count", "count_by", "top", "unique", "stats", "word_counts", "join", "pairs"})
 #: the variable the pairs route stores the engine's pair list in (``final_var`` answers with it)
 PAIRS = "pairs"
+#: the longest answer a constrained ``final`` offers (llama.cpp's grammar refuses much longer strings);
+#: a longer pair list is answered with ``final_var``
+FINAL_MAX_CHARS = 1000
 #: questions whose answer aggregates many lines: counts, rankings, frequencies, statistics, pairs
 _AGGREGATE_Q = re.compile(
     r"\b(how many|how often|number of|count|counts|frequen\w*|most (?:often|frequent|common)|"
@@ -183,6 +186,8 @@ class TableRoute:
         if self.pairs_made:  # final_var first: the engine's list as it stands ("none": only final)
             if not self.last_pairs:
                 return ("final",)
+            if self._pairs_text_len() > FINAL_MAX_CHARS:  # too long to type under a grammar: the variable
+                return ("final_var",)
             # a pair list sent back once: the engine's own list is the way to answer now
             return ("final_var",) if "pairs_complete" in self.used else FINAL_ONLY[::-1]
         if self.filter_done:
@@ -265,9 +270,13 @@ class TableRoute:
             out["pairs"] = args
         if self.pairs_made:
             out["final_var"] = {"name": {"const": self.pairs_made}}
-            size = sum(len(a) + len(b) + 5 for a, b in self.last_pairs or [])
-            out["final"] = {"answer": {"type": "string", "minLength": 1, "maxLength": max(400, size + 200)}}
+            size = self._pairs_text_len()
+            out["final"] = {"answer": {"type": "string", "minLength": 1,
+                                       "maxLength": min(FINAL_MAX_CHARS, max(400, size + 200))}}
         return out
+
+    def _pairs_text_len(self) -> int:
+        return sum(len(a) + len(b) + 5 for a, b in self.last_pairs or [])
 
     def pairs_result(self, action: Any) -> None:
         """Keep the engine's pairs (the answer check compares a final answer's pairs with them)."""

@@ -219,7 +219,7 @@ class LocalProvider:
             kwargs["stop"] = list(opts["stop"])
         schema = opts.get("response_schema")
         if schema is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": schema}
+            kwargs["response_format"] = {"type": "json_object", "schema": grammar_safe(schema)}
         t0 = time.monotonic()
         with self._loaded.lock:
             try:
@@ -250,6 +250,26 @@ class LocalProvider:
             )
         log.debug("local call: %d in, %d out, %.2fs", out.input_tokens, out.output_tokens, time.monotonic() - t0)
         return out
+
+
+#: the longest string llama.cpp's grammar takes: ``maxLength`` becomes one nested optional per
+#: character, and past ~1,500 levels its parser refuses the grammar and the process aborts
+MAX_GRAMMAR_STRING = 1000
+
+
+def grammar_safe(schema: Any) -> Any:
+    """``schema`` with every string's ``maxLength`` at most :data:`MAX_GRAMMAR_STRING` (a copy;
+    the caller's schema is unchanged). A longer answer must come from a variable (``final_var``)."""
+    if isinstance(schema, dict):
+        out = {k: grammar_safe(v) for k, v in schema.items()}
+        if isinstance(out.get("maxLength"), int) and out["maxLength"] > MAX_GRAMMAR_STRING:
+            out["maxLength"] = MAX_GRAMMAR_STRING
+            if isinstance(out.get("minLength"), int):
+                out["minLength"] = min(out["minLength"], MAX_GRAMMAR_STRING)
+        return out
+    if isinstance(schema, list):
+        return [grammar_safe(v) for v in schema]
+    return schema
 
 
 def _factory(config: ProviderConfig, model: str) -> LocalProvider:
