@@ -14,7 +14,8 @@ constrained model only has to name, one per turn (``[aids] case_route``):
    dossier last; the answer is :data:`FACTS_SCHEMA` — where they were, alibi confirmed / broken, at
    the scene, motive, matches the physical evidence, the key fact. A table ``facts``.
 3. ``weigh`` (L1) — the engine's ranking: :data:`WEIGHTS` summed per suspect (means, motive and
-   opportunity; an alibi that breaks counts for, one a witness confirms against). A table
+   opportunity; an alibi that breaks counts for, one a witness confirms against; the suspects the
+   engine's trace of the physical evidence puts on top count as matching it). A table
    ``ranking`` and a one-line ``verdict`` (the leader, the reasons, the key fact).
 
 Then only ``final`` / ``final_var`` are offered, and an answer that does not name the ranking's
@@ -218,11 +219,25 @@ def examine(executor: Any, cmd: dict[str, Any]) -> ActionOutput:
 
 
 # ---------------------------------------------------------------------- weigh
-def score(row: dict[str, Any]) -> tuple[int, list[str]]:
-    """A suspect's points and the facts that gave them."""
+#: traces this close to the highest count as the physical evidence pointing at a suspect
+TRACE_MARGIN = 0.5
+
+
+def score(row: dict[str, Any], trace_lead: bool = False) -> tuple[int, list[str]]:
+    """A suspect's points and the facts that gave them.
+
+    A broken alibi is not also confirmed: when the sub-model says both (seen with the 1.5B model:
+    "confirmed" for anyone who names a place), the break counts. ``trace_lead``: the engine's own
+    reading of the physical evidence (:func:`case_file.trace`) puts this suspect on top, which counts
+    as the evidence fitting them (a small sub-model almost never says so itself)."""
+    facts = dict(row)
+    if facts.get("alibi_broken") is True:
+        facts["alibi_confirmed"] = False
+    if trace_lead:
+        facts["matches_evidence"] = True
     points, why = 0, []
     for key, (w, label) in WEIGHTS.items():
-        if row.get(key) is True:
+        if facts.get(key) is True:
             points += w
             why.append(label)
     return points, why
@@ -232,11 +247,13 @@ def rank(facts: Table) -> list[dict[str, Any]]:
     """The suspects by points, most first; on equal points the one the physical evidence points at more
     (``trace``, see :func:`case_file.trace`), then the suspects' order (most mentioned first)."""
     rows = []
+    traces = [t for t in facts.cols.get("trace", []) if isinstance(t, (int, float))]
+    top = max(traces) if traces and max(traces) > min(traces) else None  # None: the evidence tells no one apart
     for i, row in enumerate(facts):
-        points, why = score(row)
+        tr = row.get("trace")
+        points, why = score(row, top is not None and isinstance(tr, (int, float)) and tr >= top - TRACE_MARGIN)
         ev = row.get("evidence")
         ev = ev.strip() if isinstance(ev, str) and ev.strip().casefold() not in ("", "none", "none.") else ""
-        tr = row.get("trace")
         rows.append({"name": row.get("name"), "score": points, "reasons": ", ".join(why) or "nothing against them",
                      "evidence": ev, "failed": row.get("map_error"), "_t": tr if isinstance(tr, (int, float)) else 0,
                      "_i": i})
