@@ -404,3 +404,15 @@ def test_a_question_s_first_search_ranks_on_all_its_words():
     cfg.aids.question_search = False
     (first, _), _ = searches(cfg)
     assert "const" not in first["properties"]["query"]
+
+
+def test_a_statistic_over_all_lines_is_not_offered_a_filter():
+    """The 1.5B model filtered ``status = 200`` before "the p95 response time over all lines" (370 for 372)."""
+    log = "".join(f"2024-03-01 08:00:{i % 60:02d} INFO 10.0.0.{i % 9} GET /x {200 if i % 7 else 500} {i}ms \"m\"\n"
+                  for i in range(200))
+    steps = [cmd("extract", store="t", thought="t"), cmd("stats", on="t", field="duration", thought="t"),
+             cmd("final", answer="189ms", thought="t")]
+    for question, offered in (("What is the p95 response time over all lines?", {"stats"}),
+                              ("What is the p95 response time?", {"stats", "filter"})):
+        _, _, p = _run(steps, log, question, constrained=True)
+        assert set(_ops(p.options[1]["response_schema"])) == offered

@@ -45,6 +45,8 @@ STATS_Q = re.compile(r"\b(percentiles?|p\d\d|median|average|mean|minimum|maximum
 _LABEL_Q = re.compile(r"\b(label\w*|categor\w*|classif\w*|sentiment|topics?)\b", re.I)
 _WORDS_Q = re.compile(r"\b(words|terms|vocabulary)\b", re.I)  # plural: "the word after X" names a field
 _DISTINCT_Q = re.compile(r"\b(unique|distinct|different)\b", re.I)
+#: "over all lines", "across every request", "overall": the aggregate is of the whole table
+_ALL_ROWS_Q = re.compile(r"\b(?:over|across|among|of|in|for)\s+(?:all|every|the (?:whole|entire))\b|\boverall\b", re.I)
 _FINISH = ("final", "final_var")
 
 
@@ -138,6 +140,8 @@ class TableRoute:
             return first, self._pairs_route(levels, later)
         if self._filters and not self.filter_done:  # the rows the question names, before anything else
             return first, ("filter",)
+        if not self._filters and _ALL_ROWS_Q.search(self.question):  # "over all lines": no row to leave out
+            later = tuple(op for op in later if op != "filter") or later
         labelled = any("map_error" in t.cols for t in tables)
         if "l4" in levels and _LABEL_Q.search(self.question) and tables and not labelled:
             return first, ("llm_map",)  # no labels yet: label the rows
