@@ -416,3 +416,24 @@ def test_a_statistic_over_all_lines_is_not_offered_a_filter():
                               ("What is the p95 response time?", {"stats", "filter"})):
         _, _, p = _run(steps, log, question, constrained=True)
         assert set(_ops(p.options[1]["response_schema"])) == offered
+
+
+def test_a_top_n_answer_that_is_a_template_goes_back_with_the_ranking_then_must_be_it():
+    """Asked for "the 3 most active IPs ... as 'IP: count'", the 1.5B model answered the template itself three
+    times: a generic check went first and spent the turns. The engine's ranking goes back first, and the
+    next turn's final answer is exactly that ranking (schema const)."""
+    from collections import Counter
+
+    ips = [f"10.0.0.{k}" for k in (3, 1, 4, 1, 5, 9, 2, 6) for _ in range(k * 10)]  # no ties at the top
+    log = "".join(f"2024-03-01 08:00:{i % 60:02d} INFO {ip} GET /x 200 {i}ms \"m\"\n" for i, ip in enumerate(ips))
+    want = Counter(ips).most_common(3)
+    ranking = ", ".join(f"{ip}: {n}" for ip, n in want)
+    q = "List the 3 most active IP addresses with the number of lines of each. Answer as 'IP: count' items."
+    res, _, p = _run([cmd("extract", store="t", thought="t"), cmd("top", on="t", field="ip", k=3, thought="t"),
+                      cmd("final", answer="IP: count", thought="t"), cmd("final", answer=ranking, thought="t")],
+                     log, q, constrained=True)
+    assert res.answer == ranking and _aids(res).count("ranking_complete") == 1 and "grounding" not in _aids(res)
+    final = next(b for b in p.options[3]["response_schema"]["anyOf"] if b["properties"]["op"]["const"] == "final")
+    assert final["properties"]["answer"] == {"const": ranking}
+    assert "const" not in next(b for b in p.options[2]["response_schema"]["anyOf"]
+                               if b["properties"]["op"]["const"] == "final")["properties"]["answer"]

@@ -126,6 +126,7 @@ class RunAids(TableRoute):
         self._announce = False
         self._filtered: set[str] = set()  # tables a filter stored
         self.last_counts: list[tuple[str, str]] | None = None  # (value, count) of the last count_by/top
+        self.ranking_answer: str | None = None  # the exact ranking a sent-back answer must give
         #: a pairs question ("every pair of users who both have at least K rows labelled X"): the route
         #: labels, filters the condition's rows, runs ``pairs``, then answers (``[aids] pairs_route``)
         from .pairs_hints import pairs_question
@@ -337,6 +338,31 @@ class RunAids(TableRoute):
             if msg and self._once("case_verdict"):
                 self._fire("case_verdict", iteration, msg)
                 return msg
+        # the engine's own aggregate first: a ranking or pair list it computed says exactly what the
+        # answer is (a generic check first spent the turns: 'IP: count' went back as a restated question)
+        if getattr(aids, "list_length", True):
+            extra = self.too_many_items(answer)
+            if extra is not None and self._once("list_length"):
+                n, items = extra
+                msg = (f"check: the question asks for {n} items; your answer lists {len(items)}. Send the final "
+                       f"command again with only the first {n}: {', '.join(items[:n])}.")
+                self._fire("list_length", iteration, msg, asked=n, listed=len(items))
+                return msg
+        if getattr(aids, "list_length", True):
+            missing = self.incomplete_ranking(answer)
+            if missing is not None and self._once("ranking_complete"):
+                # the whole ranking as one line to copy (a list of what was left out got appended after
+                # the model's first item, out of order)
+                msg = (f"check: by the ranking above, the question's answer is {len(missing[0])} value(s), most "
+                       f"frequent first. Send the final command again with exactly: {', '.join(missing[0])}")
+                self.ranking_answer = ", ".join(missing[0])  # the next turn's final answer is exactly this
+                self._fire("ranking_complete", iteration, msg, left_out=missing[1])
+                return msg
+        if self.last_pairs is not None and getattr(aids, "pairs_route", True):
+            wrong = self.wrong_pairs(answer)
+            if wrong is not None and self._once("pairs_complete"):
+                self._fire("pairs_complete", iteration, wrong, expected=len(self.last_pairs))
+                return wrong
         if self.grounding and "grounding" not in self.used:
             problem = self.ungrounded(answer)
             if problem and self._once("grounding"):
@@ -358,28 +384,6 @@ class RunAids(TableRoute):
                        f"is {cap.total:,}. If the question asks how many, answer with the total.")
                 self._fire("capped_count", iteration, msg, listed=cap.listed, total=cap.total)
                 return msg
-        if getattr(aids, "list_length", True):
-            extra = self.too_many_items(answer)
-            if extra is not None and self._once("list_length"):
-                n, items = extra
-                msg = (f"check: the question asks for {n} items; your answer lists {len(items)}. Send the final "
-                       f"command again with only the first {n}: {', '.join(items[:n])}.")
-                self._fire("list_length", iteration, msg, asked=n, listed=len(items))
-                return msg
-        if getattr(aids, "list_length", True):
-            missing = self.incomplete_ranking(answer)
-            if missing is not None and self._once("ranking_complete"):
-                # the whole ranking as one line to copy (a list of what was left out got appended after
-                # the model's first item, out of order)
-                msg = (f"check: by the ranking above, the question's answer is {len(missing[0])} value(s), most "
-                       f"frequent first. Send the final command again with exactly: {', '.join(missing[0])}")
-                self._fire("ranking_complete", iteration, msg, left_out=missing[1])
-                return msg
-        if self.last_pairs is not None and getattr(aids, "pairs_route", True):
-            wrong = self.wrong_pairs(answer)
-            if wrong is not None and self._once("pairs_complete"):
-                self._fire("pairs_complete", iteration, wrong, expected=len(self.last_pairs))
-                return wrong
         if aids.verify_restated and self.restates(answer) and self._once("verify_restated"):
             msg = (f"check: does your answer {answer!r} answer the question {self.question!r}? It repeats a sentence "
                    "you found. If it answers the question, send the final command again with just the answer; "
@@ -409,7 +413,7 @@ class RunAids(TableRoute):
                        for hit in [re.search(rf"(?<!\w){re.escape(name.casefold())}(?!\w)", low)] if hit)
         named = [name for _, name in found]
         want = [name for name, _ in items]
-        if named == want or not named:
+        if named == want or (not named and not self.table_route):  # (off the route: maybe another question's)
             return None
         with_counts = _ALL_RANKED.search(self.question) or re.search(r"\bcounts?\b", self.question, re.I)
         shown = [f"{nm}: {c}" for nm, c in items] if with_counts else want

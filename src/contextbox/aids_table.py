@@ -109,6 +109,7 @@ class TableRoute:
     table_route: bool
     code_question: bool
     searched: bool
+    ranking_answer: str | None
     pairs_ask: Any  # a pairs_hints.PairsQuestion, or None
     pairs_made: str | None
     last_pairs: list[tuple[str, str]] | None
@@ -251,6 +252,8 @@ class TableRoute:
                 out[op] = {"on": {"enum": [self.work]}}
         if self.pairs_ask is not None:
             out.update(self._pairs_overrides())
+        if self.ranking_answer and len(self.ranking_answer) <= FINAL_MAX_CHARS:  # sent back with the ranking:
+            out["final"] = {"answer": {"const": self.ranking_answer}}  # the answer is exactly that now
         stop = question_stop_words(self.question)
         if stop:
             out.setdefault("word_counts", {})["stop"] = {"const": stop}
