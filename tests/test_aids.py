@@ -368,6 +368,7 @@ def test_a_question_about_code_searches_whole_definitions(tmp_path):
     assert res.status == "answered"
     search = next(b for b in p.options[0]["response_schema"]["anyOf"] if b["properties"]["op"]["const"] == "search")
     assert search["properties"]["unit"] == {"const": "paragraph"} and "unit" in search["required"]
+    assert search["properties"]["query"] == {"const": q}  # the question's words, not "config.py"
     out = next(s for s in res.steps if s.op == "search").output
     assert "def load(cls, path):" in out and "tomllib.loads" in out  # the definition, not one line
     # prose, or the aid off: the unit stays the model's choice

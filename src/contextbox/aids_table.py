@@ -231,10 +231,10 @@ class TableRoute:
         out: dict[str, dict[str, Any]] = {}
         if self.code_question:  # "which function ...": a search hit should show the whole definition
             out["search"] = {"unit": {"const": "paragraph"}}
-        elif not (self.table_route or self.searched) and getattr(self.settings, "question_search", True):
-            # a small model shortens the question to two words ("Vyazemtsev debt") and a short line with
-            # the common one twice outranks the passage; ranked on all the question's words it comes first
-            out["search"] = {"query": {"const": self.question}}
+        if not (self.table_route or self.searched) and getattr(self.settings, "question_search", True):
+            # a small model shortens the question to two words ("Vyazemtsev debt", "config.py") and a short
+            # line with the common one outranks the passage; ranked on all the question's words it comes first
+            out.setdefault("search", {})["query"] = {"const": self.question}
         if not (self.table_route and getattr(self.settings, "column_choice", True)):
             return out or None
         from .column_hints import question_choices, question_stop_words
