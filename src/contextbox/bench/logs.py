@@ -11,6 +11,7 @@ or lines (``20000l``).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import random
 import re
@@ -75,13 +76,15 @@ def make_log(length: int, rng: random.Random) -> tuple[str, dict[str, Any]]:
     rng.shuffle(kinds)
     n_ips = max(5, n // 6)
     ip_pool = [f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}" for _ in range(n_ips)]
-    ip_weights = [1.0 / (i + 1) ** 0.8 for i in range(n_ips)]
+    # cumulative once: ``choices(pool, weights)`` re-sums all the weights on every call (1M lines x 166k IPs
+    # took the native demo's generator hours); the same draws, the same log
+    ip_cum = list(itertools.accumulate(1.0 / (i + 1) ** 0.8 for i in range(n_ips)))
     msgs, _ = _messages(n, rng)
     t = dt.datetime(2024, 3, 1, 8, 0, 0)
     lines = []
     for kind, msg in zip(kinds, msgs, strict=True):
         t += dt.timedelta(seconds=rng.randint(0, 9))
-        ip = rng.choices(ip_pool, ip_weights)[0]
+        ip = rng.choices(ip_pool, cum_weights=ip_cum)[0]
         rt = min(9000, max(2, int(rng.lognormvariate(4.6, 0.8))))
         if kind:
             status = {"AuthenticationFailed": 401, "RateLimited": 429}.get(kind, 500)
