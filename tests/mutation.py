@@ -28,7 +28,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRATCH = ROOT / "build" / "mutation"
+SCRATCH = ROOT / "build" / "mutation"  # --scratch DIR keeps one module's run apart from another's
 
 #: the tests that exercise each module (a narrowed run uses these; the full run uses the whole selection)
 TESTS_FOR: dict[str, list[str]] = {
@@ -133,8 +133,12 @@ def main() -> int:
     ap.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
     ap.add_argument("--report", action="store_true", help="only print the report of the last run")
     ap.add_argument("--fresh", action="store_true", help="forget mutmut's cached verdicts (a changed tests/ does too)")
+    ap.add_argument("--scratch", default="", help="the scratch folder (default build/mutation)")
     ap.add_argument("--min-rate", type=float, default=0.0, help="exit 1 when the kill rate is below this")
     args = ap.parse_args()
+    if args.scratch:
+        global SCRATCH
+        SCRATCH = Path(args.scratch).resolve()
     if not args.report:
         base = configured()
         if args.modules:
