@@ -94,12 +94,15 @@ def verdicts(scratch: Path) -> dict[str, dict[str, int | None]]:
 
 
 def merged(base: Path | None) -> dict[str, dict[str, int | None]]:
-    """This run's verdicts over those of ``base`` (a run whose survivors this one tested again)."""
-    out = verdicts(base) if base is not None else {}
-    for rel, codes in verdicts(SCRATCH).items():
-        mine = out.setdefault(rel, {})
-        mine.update({k: v for k, v in codes.items() if v is not None or k not in mine})
-    return out
+    """This run's verdicts over those of ``base`` (a run whose survivors this one tested again): a mutant
+    this run did not test keeps its verdict from ``base``; one that no longer exists (its code was removed)
+    is dropped."""
+    mine = verdicts(SCRATCH)
+    if base is None:
+        return mine
+    old = verdicts(base)
+    return {rel: {k: v if v is not None else old.get(rel, {}).get(k) for k, v in codes.items()}
+            for rel, codes in mine.items()}
 
 
 def tally(base: Path | None = None) -> tuple[dict[str, dict[str, int]], list[str]]:
@@ -162,6 +165,9 @@ def main() -> int:
     ap.add_argument("--survivors-of", default="",
                     help="test again only the survivors of the run in this scratch folder (after new tests); "
                          "the report merges both runs' verdicts")
+    ap.add_argument("--also", default="",
+                    help="with --survivors-of: mutant name patterns to test too (the functions changed since), "
+                         "e.g. 'contextbox.ops.x_chunk__mutmut_*'")
     ap.add_argument("--min-rate", type=float, default=0.0, help="exit 1 when the kill rate is below this")
     args = ap.parse_args()
     if args.scratch:
@@ -184,7 +190,7 @@ def main() -> int:
         else:
             only = cfg["only_mutate"]
             tests = args.tests.split() or cfg["pytest_add_cli_args_test_selection"]
-        names = not_killed(base) if base is not None else []
+        names = (not_killed(base) + args.also.split()) if base is not None else []
         if base is not None and not names:
             print(f"mutation: the run in {base} left no survivors", file=sys.stderr)
             return report(base) is None
