@@ -217,3 +217,32 @@ def test_chunk_stops_when_the_run_is_cancelled():
         g.cancel.set()
         with pytest.raises(HostStopped, match="cancelled"):
             ops.chunk("short", 10)
+
+
+# ----------------------------------------------------------------------------- defaults and limits of find / count
+def test_find_defaults():
+    assert len(ops.find("a" * 150, "a")) == 100  # max defaults to 100
+    hit = ops.find("x" * 500 + "NEEDLE" + "y" * 500, "needle")[0]
+    assert hit["text"] == "…" + "x" * 120 + "NEEDLE" + "y" * 114 + "…"  # 240 characters of a long line
+    assert [h["offset"] for h in ops.find("k K", "\u212a")] == [0, 2]  # the Kelvin sign matches k, as re says
+    assert ops.count_find("k K \u212a", "\u212a") == 3
+    assert ops.count_regex("a b A", "a b") == 1  # no flags by default: case and spaces count
+
+
+@pytest.mark.parametrize("cs", [False, True])
+def test_find_under_the_hit_limit(cs):
+    with host_limits.guarded(HostGuard(max_hits=5)):
+        assert len(ops.find("a" * 5, "a", case_sensitive=cs, max=None)) == 5
+        with pytest.raises(CommandError, match=r"^find: more than 5 hits, the limit per call \(\[limits\] "
+                                               r"max_host_hits\); pass max=N"):
+            ops.find("a" * 6, "a", case_sensitive=cs, max=None)
+        with pytest.raises(CommandError, match=r"^find: max=6 is over the limit of 5 hits per call"):
+            ops.find("a" * 6, "a", case_sensitive=cs, max=6)
+
+
+def test_count_find_and_count_regex_errors():
+    with pytest.raises(CommandError, match=r"^count needs a non-empty 'pattern' \(a literal\) or 'what': "
+                                           r"lines\|chars\|words$"):
+        ops.count_find("abc", "")
+    with pytest.raises(CommandError, match=r"^regex '\(a\+\)\+\$' ran longer than 0\.3 s and was stopped"):
+        ops.count_regex("a" * 40 + "b", "(a+)+$", timeout_s=0.3)
