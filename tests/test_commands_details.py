@@ -202,3 +202,96 @@ def test_input_vars_of_table_ops_is_the_latest_table():
     assert input_vars({"op": op}, ex.s) == ["new"]
     ex.s.variables["new"] = "no longer a table"
     assert input_vars({"op": op}, ex.s) == ["old"]
+
+
+# ----------------------------------------------------------------------------- hit lists
+def test_no_hits_is_zero_hits():
+    out = run(make(), op="find", text="absent")
+    assert out.text == '0 hits for "absent".' and out.hits == 0
+    out = run(make(), op="regex", pattern="absent")
+    assert out.text == "0 hits for /absent/." and out.hits == 0
+
+
+def test_hits_name_their_document_in_a_many_document_context():
+    ctx = Context.from_documents([("a.txt", "alpha beta\n"), ("b.txt", "gamma beta\n")])
+    ex = CommandExecutor(Session(ctx, Limits(), ("l1",), "test"))
+    out = run(ex, op="find", text="beta")
+    lines = out.text.splitlines()
+    assert lines[1].startswith("- a.txt: line 1, offset ") and lines[2].startswith("- b.txt: line 3, offset ")
+
+
+def test_regex_hits_show_matches_and_groups_unescaped():
+    ex = make("naïve café\n" + "x" * 300 + "\n")
+    out = run(ex, op="regex", pattern=r"(caf.)")
+    assert '- line 0, offset 6: match "café" groups=["café"]' in out.text
+    out = run(ex, op="regex", pattern=r"x+")
+    assert 'match "' + "x" * 119 + '…"' in out.text  # a long match is previewed in 120 characters
+
+
+def test_regex_lists_the_first_50_by_default():
+    ex = make("ab\n" * 60)
+    out = run(ex, op="regex", pattern="a(b)")
+    assert out.text.startswith("60 hit(s) for /a(b)/, first 50 listed:") and out.meta["listed"] == 50
+
+
+def test_hits_record_what_was_read_of_the_context():
+    ex = make("." * 300 + "needle" + "." * 300)
+    out = run(ex, op="find", text="needle")
+    assert out.meta["read"] == [[200, 400]]  # a find hit: 100 characters either side of its start
+    out = run(ex, op="regex", pattern="needle")
+    assert out.meta["read"] == [[200, 406]]  # a regex hit: from 100 before its start to 100 past its end
+    out = run(make("ab" * 5), op="find", text="a", max=None)
+    assert out.meta["read"][0] == [0, 100]
+    ex = make("x " * 100)
+    assert len(run(ex, op="find", text="x", max=None).meta["read"]) == 50  # at most 50 hits are recorded
+    run(ex, op="set", name="v", value="needle")
+    assert run(ex, op="find", text="needle", on="v").meta["read"] == []  # a variable is not the context
+
+
+# ----------------------------------------------------------------------------- count
+def test_count_literal_and_regex_case_rules():
+    ex = make("Error error ERROR\n")
+    assert run(ex, op="count", pattern="error").text == 'count of "error": 3'  # a literal ignores case
+    assert run(ex, op="count", pattern="error", case_sensitive=True).hits == 1
+    assert run(ex, op="count", pattern="error", regex=True).hits == 1  # a regex does not, unless told
+    assert run(ex, op="count", pattern="e.ror", regex=True, case_sensitive=False).hits == 3
+    assert run(ex, op="count", pattern="e r", regex=True).hits == 0  # no hidden flags (x would drop the space)
+    out = run(make("é É"), op="count", pattern="é")
+    assert out.text == 'count of "é": 2'
+    out = run(ex, op="count", what="lines")
+    assert out.text == "count of lines: 1" and out.hits is None and out.meta == {}
+
+
+# ----------------------------------------------------------------------------- regex under the hit limit
+def test_regex_under_the_hit_limit():
+    from contextbox import host_limits, ops
+    from contextbox.host_limits import HostGuard
+
+    with host_limits.guarded(HostGuard(max_hits=3)):
+        assert len(ops.regex("aaa", "a", max=None)) == 3
+        with pytest.raises(CommandError, match=r"^regex: more than 3 hits, the limit per call"):
+            ops.regex("aaaa", "a", max=None)
+        with pytest.raises(CommandError, match=r"^regex: max=4 is over the limit of 3 hits per call"):
+            ops.regex("aaaa", "a", max=4)
+
+
+# ----------------------------------------------------------------------------- ops other modules add
+def test_register_op_adds_the_op_its_handler_and_whether_it_reads(monkeypatch):
+    from contextbox import commands
+    from contextbox.commands import STR, Spec, register_op
+
+    monkeypatch.setattr(commands, "SPECS", dict(commands.SPECS))
+    monkeypatch.setattr(commands, "_HANDLERS", dict(commands._HANDLERS))
+    monkeypatch.setattr(commands, "READ_OPS", set(commands.READ_OPS))
+
+    def shout(ex: CommandExecutor, cmd: dict[str, Any]) -> ActionOutput:
+        return ActionOutput(cmd["word"].upper(), meta={"value": cmd["word"] * 2})
+
+    register_op("shout", Spec({"word": STR}, {}, '{"op": "shout", "word": "hi"}'), shout)
+    register_op("note", Spec({}, {}, '{"op": "note"}'), lambda ex, cmd: ActionOutput("noted"), reads=False)
+    assert "shout" in commands.READ_OPS and "note" not in commands.READ_OPS
+    ex = make()
+    assert run(ex, op="shout", word="hi", store="w").text == "HI\n(stored in 'w')"
+    assert ex.s.variables["w"] == "hihi"
+    assert run(ex, op="note").text == "noted"
+    assert "shout needs 'word'" in error_of(ex, op="shout")
