@@ -246,3 +246,7 @@ def test_count_find_and_count_regex_errors():
         ops.count_find("abc", "")
     with pytest.raises(CommandError, match=r"^regex '\(a\+\)\+\$' ran longer than 0\.3 s and was stopped"):
         ops.count_regex("a" * 40 + "b", "(a+)+$", timeout_s=0.3)
+
+
+def test_slice_text_defaults_to_the_whole_text():
+    assert ops.slice_text("abc") == "abc" and ops.slice_text("abc", end=2) == "ab"
