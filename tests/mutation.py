@@ -33,14 +33,15 @@ SCRATCH = ROOT / "build" / "mutation"  # --scratch DIR keeps one module's run ap
 #: the tests that exercise each module (a narrowed run uses these; the full run uses the whole selection)
 TESTS_FOR: dict[str, list[str]] = {
     "engine.py": ["tests/test_engine.py", "tests/test_limits_wiring.py", "tests/test_level_policy.py"],
-    "commands.py": ["tests/test_commands.py", "tests/test_ops_properties.py"],
-    "ops.py": ["tests/test_ops_properties.py", "tests/test_commands.py"],
+    "commands.py": ["tests/test_commands.py", "tests/test_commands_details.py", "tests/test_ops_properties.py",
+                    "tests/test_limits_wiring.py"],
+    "ops.py": ["tests/test_ops_properties.py", "tests/test_ops_edges.py", "tests/test_commands.py"],
     "sandbox.py": ["tests/test_code_levels.py", "tests/test_limits_wiring.py"],
     "native.py": ["tests/test_code_levels.py", "tests/test_l3_guard.py"],
     "delegation.py": ["tests/test_delegation.py"],
     "server/app.py": ["tests/test_server.py"],
-    "server/security.py": ["tests/test_server.py", "tests/test_host_safety.py"],
-    "store_sqlite.py": ["tests/test_store_sqlite.py"],
+    "server/security.py": ["tests/test_server_security_units.py", "tests/test_host_safety.py"],
+    "store_sqlite.py": ["tests/test_store_sqlite.py", "tests/test_store_sqlite_details.py"],
     "bench/scoring.py": ["tests/test_bench_scoring.py"],
 }
 
