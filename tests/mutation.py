@@ -62,11 +62,13 @@ def mutmut_section(only: list[str], tests: list[str], base: dict) -> str:
 def tests_hash() -> str:
     h = hashlib.sha256()
     for f in sorted((ROOT / "tests").rglob("*.py")):
+        if f.name == "mutation.py":  # this script is not a test
+            continue
         h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
 
 
-def prepare(only: list[str], tests: list[str], fresh: bool) -> None:
+def prepare(only: list[str], tests: list[str], fresh: bool, overrides: dict | None = None) -> None:
     SCRATCH.mkdir(parents=True, exist_ok=True)
     # mutmut caches verdicts per mutated function and knows when the source changes, not when
     # the tests do: new tests must get every survivor again, so a change of tests/ starts afresh
@@ -81,7 +83,7 @@ def prepare(only: list[str], tests: list[str], fresh: bool) -> None:
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".hypothesis"))
     text = (ROOT / "pyproject.toml").read_text()
     text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text)
-    (SCRATCH / "pyproject.toml").write_text(text.rstrip() + "\n\n" + mutmut_section(only, tests, configured()))
+    (SCRATCH / "pyproject.toml").write_text(text.rstrip() + "\n\n" + mutmut_section(only, tests, {**configured(), **(overrides or {})}))
 
 
 def verdicts(scratch: Path) -> dict[str, dict[str, int | None]]:
@@ -169,6 +171,10 @@ def main() -> int:
     ap.add_argument("--also", default="",
                     help="with --survivors-of: mutant name patterns to test too (the functions changed since), "
                          "e.g. 'contextbox.ops.x_chunk__mutmut_*'")
+    ap.add_argument("--timeout-multiplier", type=float, default=None,
+                    help="mutmut's timeout_multiplier (a mutant whose tests run longer than (their time + "
+                         "timeout_constant) x this counts as a timeout); raise it on a loaded machine, where slow "
+                         "is not hung")
     ap.add_argument("--min-rate", type=float, default=0.0, help="exit 1 when the kill rate is below this")
     args = ap.parse_args()
     if args.scratch:
@@ -195,7 +201,14 @@ def main() -> int:
         if base is not None and not names:
             print(f"mutation: the run in {base} left no survivors", file=sys.stderr)
             return report(base) is None
-        prepare(only, tests, args.fresh or base is not None)
+        if names and (SCRATCH / "mutants").is_dir() and not args.fresh:  # resume: skip what is decided here
+            from mutmut.stats import status_by_exit_code
+
+            done = {k for codes in verdicts(SCRATCH).values() for k, v in codes.items()
+                    if status_by_exit_code[v] in ("killed", "survived", "no tests")}
+            names = [n for n in names if n not in done]
+        overrides = {"timeout_multiplier": args.timeout_multiplier} if args.timeout_multiplier else {}
+        prepare(only, tests, args.fresh, overrides)
         print(f"mutating {len(only)} module(s) with tests {' '.join(tests)} in {SCRATCH}"
               + (f" ({len(names)} survivors of {base})" if names else ""), flush=True)
         rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *names],
