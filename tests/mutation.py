@@ -33,8 +33,7 @@ SCRATCH = ROOT / "build" / "mutation"  # --scratch DIR keeps one module's run ap
 #: the tests that exercise each module (a narrowed run uses these; the full run uses the whole selection)
 TESTS_FOR: dict[str, list[str]] = {
     "engine.py": ["tests/test_engine.py", "tests/test_limits_wiring.py", "tests/test_level_policy.py"],
-    "commands.py": ["tests/test_commands.py", "tests/test_commands_details.py", "tests/test_ops_properties.py",
-                    "tests/test_limits_wiring.py"],
+    "commands.py": ["tests/test_commands.py", "tests/test_commands_details.py", "tests/test_ops_properties.py"],
     "ops.py": ["tests/test_ops_properties.py", "tests/test_ops_edges.py", "tests/test_commands.py"],
     "sandbox.py": ["tests/test_code_levels.py", "tests/test_limits_wiring.py"],
     "native.py": ["tests/test_code_levels.py", "tests/test_l3_guard.py"],
