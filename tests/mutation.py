@@ -28,19 +28,19 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRATCH = ROOT / "build" / "mutation"
+SCRATCH = ROOT / "build" / "mutation"  # --scratch DIR keeps one module's run apart from another's
 
 #: the tests that exercise each module (a narrowed run uses these; the full run uses the whole selection)
 TESTS_FOR: dict[str, list[str]] = {
     "engine.py": ["tests/test_engine.py", "tests/test_limits_wiring.py", "tests/test_level_policy.py"],
-    "commands.py": ["tests/test_commands.py", "tests/test_ops_properties.py"],
-    "ops.py": ["tests/test_ops_properties.py", "tests/test_commands.py"],
+    "commands.py": ["tests/test_commands.py", "tests/test_commands_details.py", "tests/test_ops_properties.py"],
+    "ops.py": ["tests/test_ops_properties.py", "tests/test_ops_edges.py", "tests/test_commands.py"],
     "sandbox.py": ["tests/test_code_levels.py", "tests/test_limits_wiring.py"],
     "native.py": ["tests/test_code_levels.py", "tests/test_l3_guard.py"],
     "delegation.py": ["tests/test_delegation.py"],
     "server/app.py": ["tests/test_server.py"],
-    "server/security.py": ["tests/test_server.py", "tests/test_host_safety.py"],
-    "store_sqlite.py": ["tests/test_store_sqlite.py"],
+    "server/security.py": ["tests/test_server_security_units.py", "tests/test_host_safety.py"],
+    "store_sqlite.py": ["tests/test_store_sqlite.py", "tests/test_store_sqlite_details.py"],
     "bench/scoring.py": ["tests/test_bench_scoring.py"],
 }
 
@@ -61,11 +61,13 @@ def mutmut_section(only: list[str], tests: list[str], base: dict) -> str:
 def tests_hash() -> str:
     h = hashlib.sha256()
     for f in sorted((ROOT / "tests").rglob("*.py")):
+        if f.name == "mutation.py":  # this script is not a test
+            continue
         h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes())
     return h.hexdigest()
 
 
-def prepare(only: list[str], tests: list[str], fresh: bool) -> None:
+def prepare(only: list[str], tests: list[str], fresh: bool, overrides: dict | None = None) -> None:
     SCRATCH.mkdir(parents=True, exist_ok=True)
     # mutmut caches verdicts per mutated function and knows when the source changes, not when
     # the tests do: new tests must get every survivor again, so a change of tests/ starts afresh
@@ -80,20 +82,40 @@ def prepare(only: list[str], tests: list[str], fresh: bool) -> None:
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".hypothesis"))
     text = (ROOT / "pyproject.toml").read_text()
     text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text)
-    (SCRATCH / "pyproject.toml").write_text(text.rstrip() + "\n\n" + mutmut_section(only, tests, configured()))
+    (SCRATCH / "pyproject.toml").write_text(text.rstrip() + "\n\n" + mutmut_section(only, tests, {**configured(), **(overrides or {})}))
 
 
-def tally() -> tuple[dict[str, dict[str, int]], list[str]]:
+def verdicts(scratch: Path) -> dict[str, dict[str, int | None]]:
+    """Per module file (relative to src/contextbox): mutant name -> mutmut's exit code (None: not run)."""
+    out: dict[str, dict[str, int | None]] = {}
+    for meta in sorted((scratch / "mutants").rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        rel = str(meta.relative_to(scratch / "mutants" / "src" / "contextbox"))[: -len(".meta")]
+        out.setdefault(rel, {}).update(data.get("exit_code_by_key", {}))
+    return out
+
+
+def merged(base: Path | None) -> dict[str, dict[str, int | None]]:
+    """This run's verdicts over those of ``base`` (a run whose survivors this one tested again): a mutant
+    this run did not test keeps its verdict from ``base``; one that no longer exists (its code was removed)
+    is dropped."""
+    mine = verdicts(SCRATCH)
+    if base is None:
+        return mine
+    old = verdicts(base)
+    return {rel: {k: v if v is not None else old.get(rel, {}).get(k) for k, v in codes.items()}
+            for rel, codes in mine.items()}
+
+
+def tally(base: Path | None = None) -> tuple[dict[str, dict[str, int]], list[str]]:
     """Per file: killed / survived / no tests / timeout / other, from mutmut's .meta files."""
     from mutmut.stats import status_by_exit_code
 
     per: dict[str, dict[str, int]] = {}
     survivors: list[str] = []
-    for meta in sorted((SCRATCH / "mutants").rglob("*.py.meta")):
-        data = json.loads(meta.read_text())
-        rel = str(meta.relative_to(SCRATCH / "mutants" / "src" / "contextbox"))[: -len(".meta")]
+    for rel, codes in merged(base).items():
         counts = per.setdefault(rel, {"killed": 0, "survived": 0, "no tests": 0, "timeout": 0, "other": 0})
-        for name, code in data.get("exit_code_by_key", {}).items():
+        for name, code in codes.items():
             status = status_by_exit_code[code]  # mutmut's own reading of the exit code
             if status == "survived":
                 counts["survived"] += 1
@@ -105,8 +127,16 @@ def tally() -> tuple[dict[str, dict[str, int]], list[str]]:
     return per, survivors
 
 
-def report() -> float | None:
-    per, survivors = tally()
+def not_killed(scratch: Path) -> list[str]:
+    """The survivors and the untested mutants of an earlier run (``--survivors-of``)."""
+    from mutmut.stats import status_by_exit_code
+
+    return sorted(name for codes in verdicts(scratch).values() for name, code in codes.items()
+                  if status_by_exit_code[code] in ("survived", "no tests"))
+
+
+def report(base: Path | None = None) -> float | None:
+    per, survivors = tally(base)
     tot = {k: sum(c[k] for c in per.values()) for k in ("killed", "survived", "no tests", "timeout", "other")}
     print(f"\n{'module':28} {'killed':>7} {'timeout':>7} {'survived':>8} {'no tests':>8} {'rate':>6}")
     for rel, c in sorted(per.items()):
@@ -133,10 +163,28 @@ def main() -> int:
     ap.add_argument("--max-children", type=int, default=2, help="mutants tested at once (default 2)")
     ap.add_argument("--report", action="store_true", help="only print the report of the last run")
     ap.add_argument("--fresh", action="store_true", help="forget mutmut's cached verdicts (a changed tests/ does too)")
+    ap.add_argument("--scratch", default="", help="the scratch folder (default build/mutation)")
+    ap.add_argument("--survivors-of", default="",
+                    help="test again only the survivors of the run in this scratch folder (after new tests); "
+                         "the report merges both runs' verdicts")
+    ap.add_argument("--also", default="",
+                    help="with --survivors-of: mutant name patterns to test too (the functions changed since), "
+                         "e.g. 'contextbox.ops.x_chunk__mutmut_*'")
+    ap.add_argument("--timeout-multiplier", type=float, default=None,
+                    help="mutmut's timeout_multiplier (a mutant whose tests run longer than (their time + "
+                         "timeout_constant) x this counts as a timeout); raise it on a loaded machine, where slow "
+                         "is not hung")
     ap.add_argument("--min-rate", type=float, default=0.0, help="exit 1 when the kill rate is below this")
     args = ap.parse_args()
+    if args.scratch:
+        global SCRATCH
+        SCRATCH = Path(args.scratch).resolve()
+    base = Path(args.survivors_of).resolve() if args.survivors_of else None
+    if base is not None and base == SCRATCH:
+        print("mutation: --survivors-of needs another --scratch folder than the earlier run's", file=sys.stderr)
+        return 2
     if not args.report:
-        base = configured()
+        cfg = configured()
         if args.modules:
             mods = [m.strip() for m in args.modules.split(",") if m.strip()]
             unknown = [m for m in mods if not (ROOT / "src" / "contextbox" / m).is_file()]
@@ -146,16 +194,28 @@ def main() -> int:
             only = [f"src/contextbox/{m}" for m in mods]
             tests = args.tests.split() or sorted({t for m in mods for t in TESTS_FOR.get(m, ["tests/"])})
         else:
-            only = base["only_mutate"]
-            tests = args.tests.split() or base["pytest_add_cli_args_test_selection"]
-        prepare(only, tests, args.fresh)
-        print(f"mutating {len(only)} module(s) with tests {' '.join(tests)} in {SCRATCH}", flush=True)
-        rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)],
+            only = cfg["only_mutate"]
+            tests = args.tests.split() or cfg["pytest_add_cli_args_test_selection"]
+        names = (not_killed(base) + args.also.split()) if base is not None else []
+        if base is not None and not names:
+            print(f"mutation: the run in {base} left no survivors", file=sys.stderr)
+            return report(base) is None
+        if names and (SCRATCH / "mutants").is_dir() and not args.fresh:  # resume: skip what is decided here
+            from mutmut.stats import status_by_exit_code
+
+            done = {k for codes in verdicts(SCRATCH).values() for k, v in codes.items()
+                    if status_by_exit_code[v] in ("killed", "survived", "no tests")}
+            names = [n for n in names if n not in done]
+        overrides = {"timeout_multiplier": args.timeout_multiplier} if args.timeout_multiplier else {}
+        prepare(only, tests, args.fresh, overrides)
+        print(f"mutating {len(only)} module(s) with tests {' '.join(tests)} in {SCRATCH}"
+              + (f" ({len(names)} survivors of {base})" if names else ""), flush=True)
+        rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *names],
                             cwd=SCRATCH).returncode
         if rc not in (0, 1):
             print(f"mutation: mutmut exited {rc}", file=sys.stderr)
             return rc
-    rate = report()
+    rate = report(base)
     return 1 if rate is None or rate < args.min_rate else 0
 
 

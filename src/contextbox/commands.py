@@ -200,9 +200,6 @@ class CommandExecutor:
     def _var_list(self) -> str:
         return ", ".join(sorted(self.s.variables)) or "(none yet)"
 
-    def _line_of(self, ctx: Context | None, text: str, offset: int) -> int:
-        return ctx.line_of(offset) if ctx is not None else text.count("\n", 0, offset)
-
     # -- dispatch
     def run(self, action: Action) -> ActionOutput:
         cmd = validate(action.args)
@@ -317,13 +314,10 @@ class CommandExecutor:
         label = f"{json.dumps(pattern, ensure_ascii=False)}" if pattern is not None else str(what)
         return ActionOutput(f"count of {label}: {n}", hits=n if pattern is not None else None, meta={"value": n})
 
-    def _pieces_output(self, pieces: list[str], what: str, offsets: bool) -> ActionOutput:
+    def _pieces_output(self, pieces: list[str], what: str) -> ActionOutput:
         lines = [f"{len(pieces):,} {what}"]
-        pos = 0
         for i, p in enumerate(pieces[:10]):
-            where = f" chars {pos:,}–{pos + len(p):,}" if offsets else f" ({len(p):,} chars)"
-            lines.append(f"[{i}]{where}: {_preview(p)}")
-            pos += len(p)
+            lines.append(f"[{i}] ({len(p):,} chars): {_preview(p)}")
         if len(pieces) > 10:
             lines.append(f"… {len(pieces) - 10:,} more")
         return ActionOutput("\n".join(lines), meta={"value": pieces})
@@ -332,7 +326,7 @@ class CommandExecutor:
         text, _ = self._target(cmd)
         size, overlap = cmd["size"], cmd.get("overlap") or 0
         pieces = ops.chunk(text, size, overlap)
-        out = self._pieces_output(pieces, f"chunk(s) of ≤ {size:,} characters (overlap {overlap:,})", False)
+        out = self._pieces_output(pieces, f"chunk(s) of ≤ {size:,} characters (overlap {overlap:,})")
         if not cmd.get("store"):
             out.text += "\n(add \"store\": NAME to keep them, then read one with \"on\": \"NAME[i]\")"
         return out
@@ -340,7 +334,7 @@ class CommandExecutor:
     def op_split(self, cmd: dict[str, Any]) -> ActionOutput:
         text, _ = self._target(cmd)
         pieces = ops.split(text, cmd["delimiter"])
-        return self._pieces_output(pieces, "piece(s)", False)
+        return self._pieces_output(pieces, "piece(s)")
 
     def op_set(self, cmd: dict[str, Any]) -> ActionOutput:
         name = cmd["name"]
