@@ -10,6 +10,7 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from test_commands import error_of, run
 
 from contextbox.commands import (
     MAX_ANSWER_CHARS,
@@ -21,7 +22,7 @@ from contextbox.commands import (
 )
 from contextbox.context import Context
 from contextbox.errors import CommandError
-from contextbox.executors import Action, ActionOutput, Session
+from contextbox.executors import ActionOutput, Session
 from contextbox.table import Table
 from contextbox.types import Limits
 
@@ -32,14 +33,6 @@ def make(value: Any = TEXT, **limits: Any) -> CommandExecutor:
     return CommandExecutor(Session(Context.from_value(value), Limits(**limits), ("l1",), "test"))
 
 
-def run(ex: CommandExecutor, **cmd: Any) -> ActionOutput:
-    return ex.run(Action("command", "l1", str(cmd.get("op")), cmd))
-
-
-def error_of(ex: CommandExecutor, **cmd: Any) -> str:
-    with pytest.raises(CommandError) as info:
-        run(ex, **cmd)
-    return str(info.value)
 
 
 # ----------------------------------------------------------------------------- how values read

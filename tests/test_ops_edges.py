@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_host_limits import _line_text_before
 
 from contextbox import host_limits, ops
 from contextbox.errors import CommandError
@@ -149,17 +150,8 @@ def test_find_and_regex_hits_agree_with_re():
 
 
 # ----------------------------------------------------------------------------- the line shown for a hit
-def reference_line(text: str, offset: int, width: int) -> str:
-    """The whole line holding ``offset``; a line longer than ``width`` is cut to ``width`` characters
-    starting ``width // 2`` before the offset, with "…" where it was cut."""
-    s = text.rfind("\n", 0, offset) + 1
-    e = text.find("\n", offset)
-    e = len(text) if e < 0 else e
-    if e - s > width:
-        a = max(s, offset - width // 2)
-        b = min(e, a + width)
-        return ("…" if a > s else "") + text[a:b] + ("…" if b < e else "")
-    return text[s:e].rstrip("\r")
+# the reference: the whole line holding the offset, cut around it to ``width`` with "…"
+reference_line = _line_text_before
 
 
 @settings(max_examples=1500, deadline=None)
