@@ -438,3 +438,17 @@ def test_a_top_n_answer_that_is_a_template_goes_back_with_the_ranking_then_must_
     assert final["properties"]["answer"] == {"const": ranking}
     assert "const" not in next(b for b in p.options[2]["response_schema"]["anyOf"]
                                if b["properties"]["op"]["const"] == "final")["properties"]["answer"]
+
+
+def test_a_restated_sentence_for_an_answer_only_question_leaves_a_short_final():
+    """ "Answer with the password only": the 1.5B model answered the whole sentence twice. After the verification
+    send-back the final answer may hold a short value only; without "only" in the question it stays long."""
+    text = "filler line\n" * 50 + "The secret password to the old library is MARBLE-8629.\n" + "filler line\n" * 50
+    sentence = "The secret password to the old library is MARBLE-8629."
+    for question, short in (("What is the secret password to the old library? Answer with the password only.", True),
+                            ("What is the secret password to the old library?", False)):
+        res, _, p = _run([cmd("search", query=question, thought="t"), cmd("final", answer=sentence, thought="t"),
+                          cmd("final", answer="MARBLE-8629", thought="t")], text, question, constrained=True)
+        assert "verify_restated" in _aids(res)
+        final = next(b for b in p.options[2]["response_schema"]["anyOf"] if b["properties"]["op"]["const"] == "final")
+        assert (final["properties"]["answer"].get("maxLength") == 40) is short

@@ -42,6 +42,8 @@ _ALL_RANKED = re.compile(r"\b(rank\w*|from most to least|from least to most|coun
                          re.I)
 _COUNT_LINE = re.compile(r"^(?!\(missing\))(.{1,80}?): ([\d,]+)$")
 _NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10}
+#: "Answer with the password only", "give the number only": the answer is a value, not a sentence
+_ONLY_Q = re.compile(r"\b(?:answer|reply|respond|give|write)\b[^.?!]{0,40}\bonly\b|\bonly the \w+\b", re.I)
 _N = r"(\d{1,3}|two|three|four|five|six|seven|eight|nine|ten)"
 #: "the 5 most frequent words", "top 3", "answer with the 5 words": a list of that many items
 _N_ITEMS = re.compile(rf"\b(?:top|first)\s+{_N}\b|\b{_N}\s+(?:most|least)\b|\banswer with the {_N}\b", re.I)
@@ -127,6 +129,7 @@ class RunAids(TableRoute):
         self._filtered: set[str] = set()  # tables a filter stored
         self.last_counts: list[tuple[str, str]] | None = None  # (value, count) of the last count_by/top
         self.ranking_answer: str | None = None  # the exact ranking a sent-back answer must give
+        self.short_answer = False  # "... the password only": a restated sentence goes back, then final is short
         #: a pairs question ("every pair of users who both have at least K rows labelled X"): the route
         #: labels, filters the condition's rows, runs ``pairs``, then answers (``[aids] pairs_route``)
         from .pairs_hints import pairs_question
@@ -389,6 +392,8 @@ class RunAids(TableRoute):
                    "you found. If it answers the question, send the final command again with just the answer; "
                    "if not, send the command that looks up what is still missing.")
             self.steer = Steer(verify=True, message="")
+            # "answer with the password only": the verification turn's final cannot hold the sentence again
+            self.short_answer = _ONLY_Q.search(self.question) is not None
             self._fire("verify_restated", iteration, msg)
             return msg
         return None

@@ -25,6 +25,8 @@ PAIRS = "pairs"
 #: the longest answer a constrained ``final`` offers (llama.cpp's grammar refuses much longer strings);
 #: a longer pair list is answered with ``final_var``
 FINAL_MAX_CHARS = 1000
+#: the longest ``final`` answer after a restated sentence went back for "answer with the X only"
+SHORT_ANSWER_CHARS = 40
 #: questions whose answer aggregates many lines: counts, rankings, frequencies, statistics, pairs
 _AGGREGATE_Q = re.compile(
     r"\b(how many|how often|number of|count|counts|frequen\w*|most (?:often|frequent|common)|"
@@ -110,6 +112,7 @@ class TableRoute:
     code_question: bool
     searched: bool
     ranking_answer: str | None
+    short_answer: bool
     pairs_ask: Any  # a pairs_hints.PairsQuestion, or None
     pairs_made: str | None
     last_pairs: list[tuple[str, str]] | None
@@ -231,6 +234,8 @@ class TableRoute:
         out: dict[str, dict[str, Any]] = {}
         if self.code_question:  # "which function ...": a search hit should show the whole definition
             out["search"] = {"unit": {"const": "paragraph"}}
+        if self.short_answer:  # a restated sentence went back for "the X only": the answer is a short value
+            out["final"] = {"answer": {"type": "string", "minLength": 1, "maxLength": SHORT_ANSWER_CHARS}}
         if not (self.table_route or self.searched) and getattr(self.settings, "question_search", True):
             # a small model shortens the question to two words ("Vyazemtsev debt", "config.py") and a short
             # line with the common one outranks the passage; ranked on all the question's words it comes first
