@@ -8,6 +8,7 @@ not start a new line. Offsets are character offsets into the string.
 from __future__ import annotations
 
 import builtins
+import gc
 import os
 import pickle
 import re
@@ -407,6 +408,11 @@ def _run_forked(fn: Callable[[], T], timeout_s: float, msg: str) -> T:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child: compute, send, leave without running any cleanup
+        # Only this thread exists in the child; a lock another thread of the parent held at the
+        # fork stays locked forever. A garbage collection here would run finalizers of the
+        # parent's objects (sockets, SQLite connections, llama.cpp handles) that may wait on such
+        # a lock — the child hung until its deadline (CI, once in ~1,500 tests). No collection.
+        gc.disable()
         code = 0
         try:
             os.close(r)
