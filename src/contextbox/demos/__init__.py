@@ -49,9 +49,10 @@ def add_parser(sub: Any) -> None:
                       "sentence, 0..1")
     demo.add_argument("--seed", type=int, default=7, help="the seed of generated data")
     demo.add_argument("--lines", type=int, help="logs (default 5000), native (default 1000000): log lines")
-    demo.add_argument("--limit", type=int, help="family-trees: most relation sentences sent to the sub-model "
-                      "(default 400)")
-    demo.add_argument("--per-call", type=int, metavar="N", help="family-trees: sentences per sub-call (default 25)")
+    demo.add_argument("--limit", type=int, help="family-trees: most pairs of people asked about (default 1000; the "
+                      "novel gives about 160)")
+    demo.add_argument("--per-call", type=int, metavar="N", help="family-trees: pairs per sub-call (default 1: a "
+                      "small model labels one at a time far better)")
     demo.add_argument("--out", metavar="DIR", help="family-trees: folder for the tree image (default: the runs folder)")
     demo.add_argument("--plan", choices=["model", "fixed"], help="detective: who designs the steps (default: "
                       "model — the root model, which a constrained model does through the engine's case route "

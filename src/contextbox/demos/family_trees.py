@@ -3,18 +3,20 @@
 A fixed pipeline (the output says so: no root model designs it), run through the engine so it is
 recorded, budgeted and replayable like any run:
 
-1. **select** (plain Python over the whole novel): sentences with a kinship word (father, wife,
-   cousin, …) that name a member of the four families — the families' surnames, and the first names
-   the novel writes before those surnames ("Ilya Rostov", "Anatole Kuragin") — ranked by how many
-   such names they hold and whether they use a possessive ("Prince Vasili's daughter"); ``--limit``
-   (default 300) sentences are kept;
-2. **extract** (L4, the engine's typed ``llm_map``): ``--per-call`` (default 25) sentences per
-   sub-call, each answered with a JSON array of ``{person, relation, of}`` triples, constrained by a
-   JSON Schema where the sub-model supports it (the embedded model does);
-3. **merge** (plain Python): names that refer to one person become one — accents, titles and
+1. **select** (plain Python over the whole novel, :mod:`.family_pairs`): the sentences with a kinship
+   word (father, wife, cousin, …) and, in each, the pairs of people it names — one of them of the four
+   families, the family word between them or just after, not someone else's ("his mother") — each
+   written as a cloze: ``"[Prince Vasili]'s son, [Hippolyte], had come" — Hippolyte is Prince Vasili's
+   ___?``;
+2. **label** (L4, the engine's typed ``llm_map`` with ``choices``: the family words and ``none``;
+   ``--per-call`` records per sub-call, default 1: the embedded model labels one cloze at a time far
+   better than a batch — at 8 a call it answered ``none`` for 78 of 80);
+3. **merge and vote** (plain Python): names that refer to one person become one — accents, titles and
    patronymics dropped, Russian/English variants folded (Andrei → Andrew), feminine surnames folded
-   (Bolkonskaya → Bolkonski), a first name alone joined to the one full name it is most often part
-   of (Prince Andrew → Andrew Bolkonski);
+   (Bolkonskaya → Bolkonski), a first name alone joined to its family in the novel (Prince Andrew →
+   Andrew Bolkonski); each two people keep the relation most of their sentences give (a tie keeps
+   none); a label that contradicts a person's sex (most of their labels and titles) or a parent or
+   sibling with another family's surname is dropped as a misreading;
 4. **print** the trees as text and draw them into an SVG (matplotlib, the ``demos`` extra) next to
    the run; score the printed edges against a hand-checked list of relations
    (``data/family_relations.json``): recall over that list, precision over the printed edges
@@ -36,42 +38,22 @@ from pathlib import Path
 from typing import Any
 
 from .common import Check, Outcome, find_text, fixed_plan, make_rlm, report, sub_spec
+from .family_pairs import CHOICES, KIN_WORDS, Pair, candidate_pairs, vote
+from .family_pairs import PROMPT as PAIR_PROMPT
 
 GOLD = Path(__file__).with_name("data") / "family_relations.json"
 FAMILIES = ["Bolkonski", "Rostov", "Bezukhov", "Kuragin"]
-DEFAULT_LIMIT = 300
-DEFAULT_PER_CALL = 25
-KIN = ["father", "mother", "son", "daughter", "husband", "wife", "brother", "sister", "cousin", "niece", "nephew",
-       "uncle", "aunt"]
-#: one relation per sentence, "none" where it states none: a small model under constrained decoding
-#: answers an empty list for every sentence when it may (tried: 20 of 20 empty), so each sentence must
-#: get a relation or an explicit "none"; one per sentence is enough, the novel states each relation often.
-#: No maxLength on the names: bounded repetitions make llama.cpp grammars slow (a 12-sentence call with
-#: them did not finish in 15 minutes on the loaded 2-core machine); grounding drops junk names instead
-SCHEMA: dict[str, Any] = {
-    "type": "object", "additionalProperties": False, "required": ["person", "relation", "of"],
-    "properties": {"person": {"type": "string"}, "relation": {"type": "string", "enum": [*KIN, "none"]},
-                   "of": {"type": "string"}}}
-PROMPT = ("Each record is a sentence from the novel War and Peace. Give the family relation the sentence states "
-          "between two named people, as {\"person\": A, \"relation\": R, \"of\": B}, meaning A is the R of B: "
-          "\"Prince Vasili's daughter Helene\" gives {\"person\": \"Helene\", \"relation\": \"daughter\", "
-          "\"of\": \"Prince Vasili\"}. Copy both names from the sentence, with their titles. When the sentence "
-          "states no relation between two named people (his wife, her son without a name), answer "
-          "{\"person\": \"\", \"relation\": \"none\", \"of\": \"\"}.")
-QUESTION = "Which family relations do these sentences of War and Peace state? (fixed pipeline: select, extract, merge)"
+#: most pairs of people asked about (the whole novel gives about 600)
+DEFAULT_LIMIT = 1000
+DEFAULT_PER_CALL = 1
+QUESTION = "Which family relations does War and Peace state? (fixed pipeline: select pairs, label, merge and vote)"
 
 _KIN_RE = re.compile(r"\b(?:father|mother|sons?|daughters?|wife|husband|brothers?|sisters?|cousins?|nieces?|"
                      r"nephews?|uncle|aunt|children|married|marry|marriage|ward)\b")
-_POSSESSIVE = re.compile(r"\b[A-Z][a-z]+'s? (?:father|mother|sons?|daughters?|wife|husband|brothers?|sisters?|"
-                         r"cousins?|niece|nephew)\b|\b(?:father|mother|son|daughter|wife|husband|brother|sister|"
-                         r"cousin|niece|nephew) of (?:the )?(?:old )?(?:Prince |Princess |Count |Countess )?[A-Z]")
-#: how the novel names the heads of its noble houses without a name ("the countess", "the old prince")
-_TITLE_ALONE = r"|\bthe (?:old |young |little )?(?:count|countess|prince|princess)\b"
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"']?\s+(?=[\"'A-Z])")
 TITLES = {"prince", "princess", "count", "countess", "old", "young", "little", "the", "mr", "mrs", "madame",
           "mademoiselle", "mlle", "monsieur", "general", "colonel", "captain", "lieutenant", "dr", "doctor", "lord",
           "lady", "baron", "baroness", "sir", "cadet", "ensign", "major", "senior", "junior", "elder", "younger"}
-PRONOUNS = {"his", "her", "their", "my", "your", "its", "our", "he", "she", "him", "they", "them", "whose", "who"}
 #: Russian spellings and diminutives folded to the translation's English forms (names, not the plot)
 VARIANTS = {"andrei": "andrew", "andrey": "andrew", "andre": "andrew", "andrusha": "andrew", "nikolai": "nicholas",
             "nikolay": "nicholas", "nicolas": "nicholas", "kolya": "nicholas", "pyotr": "peter", "petr": "peter",
@@ -135,23 +117,6 @@ def family_roster(text: str) -> dict[str, str]:
     return roster
 
 
-def select_sentences(text: str, limit: int, roster: dict[str, str] | None = None) -> list[str]:
-    """The ``limit`` sentences most likely to state a relation within the four families."""
-    roster = family_roster(text) if roster is None else roster
-    who = re.compile(r"\b(?:" + "|".join([f"{f[:-1] if f.endswith('i') else f}\\w*" for f in FAMILIES]
-                                         + sorted(map(re.escape, roster))) + r")\b" + _TITLE_ALONE)
-    scored = []
-    for i, s in enumerate(_prepared(text)[1]):
-        if len(s) > 400 or not _KIN_RE.search(s):
-            continue
-        names = set(who.findall(s))
-        if names:
-            scored.append((-(len(names) + (2 if _POSSESSIVE.search(s) else 0)), i, s))
-    scored.sort()
-    keep = sorted(scored[:limit], key=lambda x: x[1])  # back in the novel's order
-    return [s for _, _, s in keep]
-
-
 # ---------------------------------------------------------------------- 3. merging names
 def name_tokens(name: str) -> tuple[list[str], list[str]]:
     """(name words, title words) of a mention: folded, lower case, variants and feminine surnames folded."""
@@ -168,11 +133,6 @@ def name_tokens(name: str) -> tuple[list[str], list[str]]:
                 break
         names.append(w)
     return names, titles
-
-
-def is_person(name: str) -> bool:
-    words = set(re.findall(r"[a-z]+", fold(name).lower()))
-    return bool(name.strip()) and not words & PRONOUNS and len(name) <= 60
 
 
 @dataclass
@@ -193,6 +153,9 @@ class Merger:
         if len(names) >= 2:
             return (names[0], names[-1])
         if len(names) == 1:
+            patronymic = [w for w in re.findall(r"[a-z]+", fold(name).lower()) if _PATRONYMIC.search(w)]
+            if patronymic and names[0] not in self.surnames:  # "Marya Dmitrievna" is not Princess Mary
+                return (names[0], patronymic[0])
             return (names[0],) if names[0] not in self.surnames else (" ".join(titles[-1:]), names[0])
         return (" ".join(titles),) if titles else ()
 
@@ -219,10 +182,10 @@ class Merger:
             by_first.setdefault(k[0], k)  # the roster's family first, then the most mentioned
         canon: dict[str, tuple[str, ...]] = {}
         for m, k in keys.items():
-            if len(k) == 1 and k[0] in by_first:
-                k = by_first[k[0]]
-            elif len(k) == 1 and k[0] in roster:
+            if len(k) == 1 and k[0] in roster:  # the family the novel writes this first name with
                 k = (k[0], roster[k[0]])
+            elif len(k) == 1 and k[0] in by_first:
+                k = by_first[k[0]]
             canon[m] = k
         spellings: dict[tuple[str, ...], Counter[str]] = defaultdict(Counter)
         for m, k in canon.items():
@@ -264,26 +227,6 @@ def edge_of(person: str, relation: str, other: str) -> Edge | None:
         return None
     a, b = sorted((person, other))
     return (kind, a, b)
-
-
-def build_edges(triples: list[dict[str, Any]], roster: dict[str, str] | None = None
-                ) -> tuple[set[Edge], dict[str, str], Counter[Edge]]:
-    """Merged edges (with how many sentences support each) and the mention → person map."""
-    merger = Merger(roster=roster or {})
-    ok = [t for t in triples if isinstance(t, dict) and is_person(str(t.get("person", "")))
-          and is_person(str(t.get("of", ""))) and t.get("relation") in KIN]
-    for t in ok:
-        merger.add(str(t["person"]))
-        merger.add(str(t["of"]))
-    names = merger.resolve()
-    support: Counter[Edge] = Counter()
-    for t in ok:
-        a, b = names.get(str(t["person"]).strip()), names.get(str(t["of"]).strip())
-        if a and b:
-            e = edge_of(a, str(t["relation"]), b)
-            if e is not None:
-                support[e] += 1
-    return set(support), names, support
 
 
 # ---------------------------------------------------------------------- trees
@@ -480,34 +423,12 @@ def score_edges(edges: set[Edge], gold: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- reading the map's answers back
-def grounded_triples(values: list[Any], texts: list[str]) -> list[dict[str, Any]]:
-    """The triples the sub-model gave (one per sentence, or a list), without "none" and without names
-    the sentence does not hold (a word of each name must occur in its sentence): no invented people."""
-    out = []
-    for v, sentence in zip(values, texts, strict=True):
-        words = set(re.findall(r"[a-z]+", fold(sentence).lower()))
-        for t in v if isinstance(v, list) else [v]:
-            if not isinstance(t, dict) or t.get("relation") not in KIN:
-                continue
-            if all(_in_sentence(str(t.get(k, "")), words) for k in ("person", "of")):
-                out.append(t)
-    return out
-
-
-def _in_sentence(name: str, words: set[str]) -> bool:
-    """A word of the name (other than a title) is in the sentence; a title alone ("the countess") must be
-    there whole."""
-    name_words = set(re.findall(r"[a-z]+", fold(name).lower()))
-    core = name_words - TITLES
-    return bool(core & words) if core else bool(name_words) and name_words <= words
-
-
-def map_values(events: list[Any], n: int) -> list[Any]:
-    """Each sentence's triples, from the run's ``sub_call`` events (the map keeps the better of two
+def map_values(events: list[Any], n: int, spec: Any = None) -> list[Any]:
+    """Each record's answer, from the run's ``sub_call`` events (the map keeps the better of two
     attempts per call; so does this)."""
     from ..typed_map import AnswerSpec, check_answer
 
-    spec = AnswerSpec(schema=SCHEMA)
+    spec = spec or AnswerSpec(choices=CHOICES)
     best: dict[tuple[int, int], Any] = {}
     for e in events:
         d = e.data
@@ -521,6 +442,62 @@ def map_values(events: list[Any], n: int) -> list[Any]:
     for (a, b), got in best.items():
         values[a:b] = got.values
     return values
+
+
+GENDER = {w: g for g, ws in (("m", ("father", "son", "husband", "brother", "uncle", "nephew")),
+                              ("f", ("mother", "daughter", "wife", "sister", "aunt", "niece"))) for w in ws}
+
+
+def genders(pairs: list[Pair], labels: list[Any], names: dict[str, str]) -> dict[str, str]:
+    """Each person's sex by most of the words given for them ("son", "wife", …; a title too: "Princess
+    Mary", "the countess"): a label that contradicts it ("Anatole is … wife") is a misreading."""
+    votes: dict[str, Counter[str]] = defaultdict(Counter)
+    for p, label in zip(pairs, labels, strict=True):
+        b = names.get(p.b.strip())
+        if b and label in GENDER:
+            votes[b][GENDER[label]] += 1
+    for mention, person in names.items():
+        t = set(re.findall(r"[a-z]+", mention.lower()))
+        if t & {"princess", "countess", "madame", "mademoiselle", "lady", "baroness"}:
+            votes[person]["f"] += 2
+        elif t & {"prince", "count", "monsieur", "baron", "lord", "sir"}:
+            votes[person]["m"] += 2
+    return {p: c.most_common(1)[0][0] for p, c in votes.items() if len(set(c.values())) > 1 or len(c) == 1}
+
+
+def pair_edges(pairs: list[Pair], labels: list[Any], roster: dict[str, str] | None = None,
+               min_support: int = 1) -> tuple[set[Edge], dict[str, str], Counter[Edge]]:
+    """The labelled pairs → merged, voted edges (:func:`family_pairs.vote`), with each edge's support and
+    the mention → person map."""
+    merger = Merger(roster=roster or {})
+    for p in pairs:
+        merger.add(p.a)
+        merger.add(p.b)
+    names = merger.resolve()
+    sex = genders(pairs, labels, names)
+    roster_fam = {VARIANTS.get(f.lower(), f.lower()): fam for f, fam in (roster or {}).items()}
+
+    def house(person: str) -> str | None:  # the surname, else the family the first name is written with
+        words = name_tokens(person)[0]
+        return family_of(person) or (roster_fam.get(words[0]) if len(words) == 1 else None)
+
+    votes: list[Edge] = []
+    for p, label in zip(pairs, labels, strict=True):
+        a, b = names.get(p.a.strip()), names.get(p.b.strip())
+        if label not in KIN_WORDS or not a or not b:
+            continue
+        if GENDER.get(str(label), sex.get(b)) != sex.get(b, GENDER.get(str(label))):
+            continue  # "Anatole is … wife": the label contradicts what the other sentences say of b
+        e = edge_of(b, str(label), a)
+        if e is None:
+            continue
+        if e[0] in ("parent", "sibling") and None is not house(a) != house(b) is not None \
+                and all(sex.get(p) == "m" for p in e[2 if e[0] == "parent" else 1:]):
+            continue  # a father's son (or two brothers) with two of the families' names: a misreading
+            # (a married daughter may carry her husband's name: Helene Kuragina is Countess Bezukhova)
+        votes.append(e)
+    edges, support = vote(votes, min_support)
+    return edges, names, support
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -538,23 +515,25 @@ def run_demo(args: argparse.Namespace) -> int:
     text = path.read_text(encoding="utf-8", errors="replace")
     t0 = time.monotonic()
     roster = family_roster(text)
-    chosen = select_sentences(text, limit, roster)
+    folded, sents = _prepared(text)
+    pairs = candidate_pairs(list(sents), folded, roster, _KIN_RE, limit)
     select_s = time.monotonic() - t0
-    plan = [{"op": "set", "name": "sentences", "value": chosen},
-            {"op": "llm_map", "prompt": PROMPT, "on": "sentences", "schema": SCHEMA, "per_call": per_call,
-             "store": "triples"},
-            {"op": "final", "answer": f"extracted relations from {len(chosen)} sentences"}]
-    calls = -(-len(chosen) // per_call)
+    plan = [{"op": "set", "name": "pairs", "value": [p.record() for p in pairs]},
+            {"op": "llm_map", "prompt": PAIR_PROMPT, "on": "pairs", "choices": CHOICES, "per_call": per_call,
+             "store": "labels"},
+            {"op": "final", "answer": f"labelled {len(pairs)} pairs of people"}]
+    calls = -(-len(pairs) // per_call)
     rlm = make_rlm(args, levels="l1,l4", root=fixed_plan(plan), sub_model=sub_spec(args), aids=False,
                    limits={"record_chars": 1_000_000, "max_iterations": 5})
-    print(f"family-trees: {path} ({len(text):,} characters); {len(chosen)} relation sentences selected in "
-          f"{select_s:.1f}s; {calls} sub-call(s) of up to {per_call} to {rlm.sub.name}", file=sys.stderr)
+    print(f"family-trees: {path} ({len(text):,} characters); {len(pairs)} pairs of people in "
+          f"{len({p.sentence for p in pairs})} relation sentences found in {select_s:.1f}s; {calls} sub-call(s) "
+          f"of up to {per_call} to {rlm.sub.name}", file=sys.stderr)
     from ..context import Context
+    from ..typed_map import AnswerSpec
 
     res = rlm.run(QUESTION, Context.from_documents([("war_and_peace.txt", text)]))
-    values = map_values(res.events, len(chosen))
-    triples = grounded_triples(values, chosen)
-    edges, names, support = build_edges(triples, roster)
+    values = map_values(res.events, len(pairs), AnswerSpec(choices=CHOICES))
+    edges, names, support = pair_edges(pairs, values, roster)
     trees = render_trees(edges)
     out_dir = Path(args.out).expanduser() if args.out else rlm.config.runs_dir / "family-trees"
     image = draw_trees(edges, out_dir / f"{res.run_id}.svg")
@@ -564,8 +543,9 @@ def run_demo(args: argparse.Namespace) -> int:
     lines = [trees, "",
              f"image: {image}" if image else "image: not drawn (matplotlib is missing: pip install "
                                              "'contextbox[demos]')",
-             f"sentences: {len(chosen)} selected, {len(chosen) - failed} answered, {failed} failed; triples: "
-             f"{len(triples)}; people after merging: {len(set(names.values()))}; edges: {len(edges)} "
+             f"pairs of people: {len(pairs)} asked, {len(pairs) - failed} answered, {failed} failed; labelled "
+             f"related: {sum(v in KIN_WORDS for v in values)}; people after merging: {len(set(names.values()))}; "
+             f"edges kept by the vote (≥ 2 sentences, no tie): {len(edges)} "
              f"({sc['scored_edges']} between people of the hand-checked list, {sc['unscored_edges']} others)"]
     if sc["missed"]:
         lines.append("missed: " + "; ".join(f"{k} {a} → {b}" for k, a, b in sc["missed"][:12]))
@@ -576,13 +556,14 @@ def run_demo(args: argparse.Namespace) -> int:
                     1.0 if sc["recall"] >= 0.6 else sc["recall"] / 0.6),
               Check("edge precision", "≥ 0.8", f"{sc['precision']:.2f} ({sc['right_edges']}/{sc['scored_edges']} "
                     "printed edges)", 1.0 if sc["precision"] >= 0.8 else sc["precision"] / 0.8)]
-    plan_text = (f"fixed pipeline (select {len(chosen)} sentences in Python, typed llm_map {per_call} per call, "
-                 f"merge names in Python); sub-model: {rlm.sub.name}")
+    plan_text = (f"fixed pipeline (find {len(pairs)} pairs of people in relation sentences in Python, typed "
+                 f"llm_map (choices) {per_call} per call, merge names and vote in Python); sub-model: {rlm.sub.name}")
     out = Outcome("family-trees", checks, [res], len(text), plan_text, f"root {rlm.root.name}, sub {rlm.sub.name}",
                   None, elapsed, lines,
                   data={"precision": sc["precision"], "recall": sc["recall"], "image": str(image) if image else None,
-                        "edges": sorted(edges), "sentences": len(chosen), "triples": len(triples),
-                        "failed_sentences": failed, "select_s": round(select_s, 2), "missed": sc["missed"],
+                        "edges": sorted(edges), "pairs": len(pairs), "sentences": len({p.sentence for p in pairs}),
+                        "related": sum(v in KIN_WORDS for v in values),
+                        "failed_pairs": failed, "select_s": round(select_s, 2), "missed": sc["missed"],
                         "wrong": sc["wrong"], "support": {" ".join(e): n for e, n in support.items()}})
     out.lines.append(f"selection scanned 100% of the novel in Python; the root model read none of it "
                      f"(status {res.status})")
