@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Typed ``llm_map`` on the embedded local model: records classified per second, and accuracy.
 
-    .venv/bin/python bench/bench_typed_map.py                      # 200 TREC questions, per_call 25
-    .venv/bin/python bench/bench_typed_map.py --records 100 --per-call 10
+    .venv/bin/python bench/bench_typed_map.py                      # 200 TREC questions, labels scored
+    .venv/bin/python bench/bench_typed_map.py --no-scored --records 100 --per-call 10   # decoded, 10 a call
 
 The records are TREC questions (``../shared/data/trec/TREC_10.label``, a seeded sample);
 the choices are the six coarse labels (description, entity, human, numeric, location,
@@ -97,6 +97,9 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--worked", action=argparse.BooleanOptionalAction, default=True,
                     help="a worked example of the whole answer format in the instruction")
+    ap.add_argument("--scored", action=argparse.BooleanOptionalAction, default=True,
+                    help="labels by the model's calibrated probabilities ([delegation] choice_scoring, the "
+                         "default); --no-scored: decoded answers, --per-call records a call")
     ap.add_argument("--out", default=str(HERE / "out" / "bench_typed_map.json"))
     args = ap.parse_args()
 
@@ -113,6 +116,7 @@ def main() -> int:
 
     cfg = Config()
     cfg.delegation.max_concurrency = 1
+    cfg.delegation.choice_scoring = args.scored
     rlm = RLM(model=ScriptedProvider([]), sub_model=sub, levels="l1,l4", config=cfg, store=None)
     run = _Run(rlm, "bench", Context.from_value("-"), "bench", None)
     run.session.variables["questions"] = questions
@@ -123,14 +127,16 @@ def main() -> int:
     elapsed, cpu = time.monotonic() - t0, _cpu() - cpu0
     table = run.session.variables["labels"]
     got = table.column("label")
-    events = [e.data for e in run._drain() if e.type == "sub_call"]
+    drained = [e.data for e in run._drain() if e.type == "sub_call"]
+    events = [e for e in drained if "records" in e]  # without the scored map's three calibration calls
     correct = sum(g == t for g, t in zip(got, truth, strict=True))
     failed = sum(g is None for g in got)
     recs = [e["records"] for e in events]
     lat = [e["latency_s"] for e in events]
     confusion = Counter(f"{t}->{g}" for g, t in zip(got, truth, strict=True) if g != t)
     summary = {
-        "records": len(questions), "per_call": args.per_call, "threads": args.threads, "shots": args.shots,
+        "records": len(questions), "per_call": 1 if args.scored else args.per_call, "scored": args.scored,
+        "calibration_calls": len(drained) - len(events), "threads": args.threads, "shots": args.shots,
         "worked_example": args.worked, "sub_calls": len(events), "elapsed_s": round(elapsed, 2),
         "records_per_s": round(len(questions) / elapsed, 3), "cpu_s": round(cpu, 1),
         # CPU seconds / threads: what the wall time would be if the threads never waited for a core
@@ -152,7 +158,7 @@ def main() -> int:
     print("| records | per_call | sub-calls | wall s | records/s (target ≥ 2) | CPU s | records/s by CPU time "
           "| records/s, fastest call | accuracy | failed |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    print(f"| {len(questions)} | {args.per_call} | {len(events)} | {elapsed:.1f} | {summary['records_per_s']:.2f} "
+    print(f"| {len(questions)} | {summary['per_call']}{' (scored)' if args.scored else ''} | {len(events)} | {elapsed:.1f} | {summary['records_per_s']:.2f} "
           f"| {cpu:.0f} | {summary['records_per_s_cpu_estimate']:.2f} | {summary['records_per_s_best_call']} "
           f"| {summary['accuracy']:.1%} | {failed} |")
     print(f"(by CPU time: records / (CPU seconds / {args.threads} threads); the wall time also counts waiting for "

@@ -242,3 +242,28 @@ def test_real_model_prompt_too_long_is_context_window_error() -> None:
     p = LocalProvider(path, context_tokens=128)
     with pytest.raises(ContextWindowError, match="context window of 128"):
         p.complete([{"role": "user", "content": "word " * 400}], max_tokens=8)
+
+
+@pytest.mark.local_model
+def test_real_model_scores_labels_by_probability_and_calibrates() -> None:
+    """``choice_scores``: the label with the highest log-probability at the answer's start, one token read,
+    and a prior (what the model gives each label for nothing) divided out — a label the prior favours
+    enormously loses to the other."""
+    _real_model_or_fail()
+    from contextbox.providers.base import resolve
+
+    p = resolve("local")
+    labels = ["person", "place"]
+    assert p.can_score(labels) and not p.can_score(["red-one", "red-two"])  # "red" starts both
+    msgs = [{"role": "user", "content": "Does this question ask for a person or a place? 'Where is Milan?' "
+                                        "Reply with a JSON array holding one label: person or place."}]
+    raw = p.complete(msgs, choice_scores={"choices": labels, "raw": True})
+    scores = json.loads(raw.text)
+    assert set(scores) == set(labels) and all(v < 0 for v in scores.values())
+    assert scores["place"] > scores["person"] and raw.output_tokens == 1 and raw.input_tokens > 20
+    assert json.loads(p.complete(msgs, choice_scores={"choices": labels}).text) == ["place"]
+    lean = {"person": -50.0, "place": 0.0}  # a prior that says the model always answers "place"
+    assert json.loads(p.complete(msgs, choice_scores={"choices": labels, "prior": lean}).text) == ["person"]
+    again = json.loads(p.complete(msgs, choice_scores={"choices": labels, "raw": True}).text)
+    # the reused prefix gives the same answer (llama.cpp is not bit-exact across batch shapes: close)
+    assert again == pytest.approx(scores, abs=0.25) and max(again, key=again.get) == "place"

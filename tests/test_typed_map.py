@@ -494,6 +494,11 @@ def test_the_question_s_label_definitions_reach_every_sub_call_and_bookkeeping_d
     spec = AnswerSpec.parse(["a", "b"])
     assert with_definitions("How many records are labelled 'a'?", spec, None).startswith("Give each record")
     assert with_definitions("Is the review positive?", spec, None) == "Is the review positive?"
+    # a task that tells the labels apart keeps that; only its aggregate question goes
+    told = "Label each review: a (praise, thanks), b (a complaint)."
+    assert with_definitions(told + " How many reviews are labelled 'a'?", spec, None) == told
+    assert with_definitions(told + "\n- a: counts of praise words\n- b: the rest", spec, None) == \
+        told + "\n- a: counts of praise words\n- b: the rest"  # "counts" in a definition is no question
     assert with_definitions("T", spec, "No labels named here.") == "T"
     assert with_definitions("T", spec, None) == "T"
     t = Table({"text2": ["x"], "doc": ["f.txt"], "line": [3]})

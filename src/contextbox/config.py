@@ -105,6 +105,9 @@ class DelegationSettings:
     max_sub_calls: int | None = 1000  # per run, children included; "none" = unlimited
     chunk_size: int = 20000  # llm_map's default chunk size in characters
     engine: str = "local"  # "ray": sub-model calls of batches and maps run on Ray workers (contextbox[ray])
+    #: a typed map with choices on a sub-model that can score labels (the local model): each record's
+    #: label by the model's calibrated probabilities, one record a call (providers/choice_scores.py)
+    choice_scoring: bool = True
 
 
 @dataclass

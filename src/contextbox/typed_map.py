@@ -321,10 +321,16 @@ def with_definitions(task: str, spec: AnswerSpec, question: str | None) -> str:
         return task
     from .aids_table import aggregate_question
 
-    if aggregate_question(task) or any(f"'{c}'" in task or f'"{c}"' in task for c in spec.choices):
+    def asks_aggregate(sent: str) -> bool:
+        return sent.rstrip().endswith("?") and (
+            aggregate_question(sent) or any(f"'{c}'" in sent or f'"{c}"' in sent for c in spec.choices))
+
+    kept = [sent for sent in _SENTENCE_END.split(task) if sent.strip() and not asks_aggregate(sent)]
+    if len(kept) < len([sent for sent in _SENTENCE_END.split(task) if sent.strip()]):
         # "how many instances should be labelled 'numeric'?" as the map's prompt makes a small sub-model
-        # answer 'numeric' for every record: each record gets a neutral labelling task instead
-        task = "Give each record the one label that fits it best."
+        # answer 'numeric' for every record: that question goes; what else the task says (how the labels
+        # are told apart) stays, and a task that was only the question becomes a neutral labelling task
+        task = " ".join(k.strip() for k in kept) if kept else "Give each record the one label that fits it best."
     if not question:
         return task
     defs = []
@@ -428,11 +434,27 @@ class MapResult:
     stop: RunStopped | None = None
     elapsed_s: float = 0.0
     per_call: int = 0
+    scored: bool = False  # labels chosen by calibrated probabilities (scores_labels)
     failed_calls: list[tuple[int, int, str]] = field(default_factory=list)  # (first record, last, reason)
 
     @property
     def ok(self) -> int:
         return sum(e is None for e in self.errors)
+
+
+def scores_labels(d: Delegation, spec: AnswerSpec) -> bool:
+    """Whether this map's labels are chosen by the sub-model's calibrated probabilities: a map with
+    ``choices``, ``[delegation] choice_scoring`` on, and a sub-model that can score these labels."""
+    if spec.choices is None or not getattr(d.settings, "choice_scoring", True):
+        return False
+    sub = d.sub
+    if not getattr(sub, "supports_choice_scores", False):
+        return False
+    try:
+        return bool(sub.can_score(list(spec.choices)))
+    except Exception:  # noqa: BLE001 - a model that cannot say decodes as before
+        log.debug("choice scoring unavailable", exc_info=True)
+        return False
 
 
 def plan_calls(n: int, per_call: int, op: str = "llm_map") -> int:
@@ -457,6 +479,9 @@ def run_map(d: Delegation, task: str, texts: list[str], spec: AnswerSpec, per_ca
     n = len(texts)
     if n == 0:
         raise CommandError(f"{op}: nothing to map over (no records)")
+    scored = scores_labels(d, spec)
+    if scored:
+        per_call = 1  # one record a forward pass: the label is read from the answer's first token
     calls = plan_calls(n, per_call, op)
     head = instruction(task, spec)
     groups = [(s, min(s + per_call, n)) for s in range(0, n, per_call)]
@@ -464,9 +489,19 @@ def run_map(d: Delegation, task: str, texts: list[str], spec: AnswerSpec, per_ca
     for p in prompts:  # refuse the whole map before any call is made
         preflight(d.sub, p)
     d.check_fanout(len(prompts), op)  # and one larger than the sub-calls left
-    res = MapResult([None] * n, [None] * n, calls, per_call=per_call)
+    res = MapResult([None] * n, [None] * n, calls, per_call=per_call, scored=scored)
     bid = f"m{next(d._batches)}"
     counts = {"sent": 0, "retried": 0}
+    base: dict[str, Any] = {}
+    if scored:  # the model's lean toward each label, from records with no content, divided out below
+        from .providers.choice_scores import CONTENT_FREE, mean_prior
+
+        prior = []
+        for i, blank in enumerate(CONTENT_FREE):
+            text = d.query(head + records_block([blank]), tag={"op": op, "batch": bid, "calibration": i},
+                           choice_scores={"choices": spec.choices, "raw": True}, max_tokens=1)
+            prior.append({c: float(v) for c, v in json.loads(text).items()})
+        base = {"choice_scores": {"choices": spec.choices, "prior": mean_prior(prior)}}
     lock = threading.Lock()
 
     def count(key: str) -> None:
@@ -477,7 +512,7 @@ def run_map(d: Delegation, task: str, texts: list[str], spec: AnswerSpec, per_ca
         a, b = groups[k]
         m = b - a
         opts: dict[str, Any] = {"response_schema": spec.array_schema(m), "schema_name": "answers",
-                                "max_tokens": spec.max_tokens(m), "temperature": 0.0}
+                                "max_tokens": spec.max_tokens(m), "temperature": 0.0, **base}
         best: Checked | None = None
         for attempt in (1, 2):
             prompt = prompts[k] if best is None else prompts[k] + retry_note(best.reason or "", m)
@@ -535,7 +570,8 @@ def summary(res: MapResult, spec: AnswerSpec, table: Table, concurrency: int, op
     n = len(res.values)
     done = "labelled" if spec.kind == "choices" else "valid"
     extra = f"; {res.retried} retried" if res.retried else ""
-    lines = [f"{op}: {n:,} records in {res.calls:,} sub-calls ({res.per_call} per call{extra}), "
+    how = "1 per call, labels by calibrated probability" if res.scored else f"{res.per_call} per call"
+    lines = [f"{op}: {n:,} records in {res.calls:,} sub-calls ({how}{extra}), "
              f"{res.ok:,} {done}, {n - res.ok:,} failed ({res.elapsed_s:.1f}s, up to {concurrency} at once)"]
     if spec.choices is not None:
         counts = Counter(v for v in res.values if v is not None)

@@ -206,10 +206,40 @@ class LocalProvider:
 
     #: the engine passes ``response_schema`` (constrained decoding) to providers that say so
     supports_schema = True
+    #: and ``choice_scores`` (a label chosen by the model's probabilities: providers/choice_scores.py)
+    supports_choice_scores = True
+
+    def can_score(self, choices: list[str]) -> bool:
+        """Whether ``choice_scores`` works for these labels (each starts with its own token)."""
+        from .choice_scores import first_tokens, prompt_text
+
+        self.load()
+        assert self._loaded is not None
+        llama = self._loaded.llama
+        return first_tokens(llama, choices) is not None and prompt_text(llama, [{"role": "user", "content": ""}]) \
+            is not None
+
+    def _scored(self, messages: list[dict[str, Any]], spec: dict[str, Any]) -> Completion:
+        """``choice_scores={"choices": [...], "prior": {...} | None, "raw": bool}``: the answer ``["label"]``
+        with the highest calibrated score, or (``raw``) the scores themselves as a JSON object."""
+        import json
+
+        from .choice_scores import label_logprobs, pick
+
+        assert self._loaded is not None
+        with self._loaded.lock:
+            try:
+                scores, n_in = label_logprobs(self._loaded.llama, messages, list(spec["choices"]))
+            except (ValueError, RuntimeError) as e:
+                raise ProviderError(f"local model scoring failed: {e}") from None
+        text = json.dumps(scores) if spec.get("raw") else json.dumps([pick(scores, spec.get("prior"))])
+        return Completion(text=text, input_tokens=n_in, output_tokens=1, model=self.name, finish_reason="stop")
 
     def complete(self, messages: list[dict[str, Any]], **opts: Any) -> Completion:
         self.load()
         assert self._loaded is not None
+        if opts.get("choice_scores"):
+            return self._scored(messages, opts["choice_scores"])
         kwargs: dict[str, Any] = {
             "messages": messages,
             "max_tokens": int(opts.get("max_tokens") or DEFAULT_MAX_TOKENS),

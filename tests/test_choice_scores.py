@@ -1,0 +1,106 @@
+"""A typed map whose labels the sub-model scores (``[delegation] choice_scoring``): the protocol between
+``run_map`` and a provider that can score labels — three content-free calls first, their mean the prior,
+then one scored call per record — at the provider seam, plus the arithmetic of calibration. The real
+model's scoring is tested in tests/test_local_model.py (``local_model``)."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+from helpers import cmd
+
+from contextbox import RLM, Config, Context
+from contextbox.delegation import DelegationExecutor
+from contextbox.engine import _Run
+from contextbox.executors import Action
+from contextbox.providers import ScriptedProvider
+from contextbox.providers.choice_scores import CONTENT_FREE, mean_prior, pick
+from contextbox.types import Completion
+
+LABELS = ["cat", "dog"]
+
+
+class ScoringSub:
+    """A sub-model that scores labels: "dog" is likelier for every record (a lean: 0.9 for no content),
+    "cat" likelier than that lean for records that mention a cat; it keeps every call's options."""
+
+    name = "scoring/sub"
+    context_window = None
+    supports_choice_scores = True
+
+    def __init__(self, scorable: bool = True) -> None:
+        self.scorable, self.calls = scorable, []
+
+    def can_score(self, choices: list[str]) -> bool:
+        return self.scorable
+
+    def complete(self, messages: list[dict[str, Any]], **opts: Any) -> Completion:
+        prompt = messages[-1]["content"]
+        self.calls.append((prompt, opts))
+        spec = opts.get("choice_scores")
+        record = prompt.split("[1] ", 1)[1].split("\n", 1)[0] if "[1] " in prompt else ""
+        if spec is None:  # decoded: a batch answer of the right length
+            n = int(prompt.rsplit("exactly ", 1)[1].split(" ", 1)[0])
+            return Completion(json.dumps(["dog"] * n), 10, 5, model=self.name)
+        cat = 0.1 if record in CONTENT_FREE else 0.3 if "cat" in record else 0.05
+        scores = {"cat": math.log(cat), "dog": math.log(1 - cat)}
+        text = json.dumps(scores) if spec.get("raw") else json.dumps([pick(scores, spec.get("prior"))])
+        return Completion(text, 10, 1, model=self.name)
+
+
+def run_map(sub: Any, records: list[str], choice_scoring: bool = True, **args: Any) -> tuple[_Run, Any]:
+    config = Config()
+    config.delegation.max_concurrency = 1
+    config.delegation.choice_scoring = choice_scoring
+    rlm = RLM(model=ScriptedProvider([]), sub_model=sub, levels="l1,l4", config=config)
+    run = _Run(rlm, "q?", Context.from_value("-"), "t", None)
+    run.session.variables["r"] = records
+    out = DelegationExecutor(run.session).run(Action("command", "l4", "llm_map", {
+        "op": "llm_map", "on": "r", "prompt": "Which animal is it about?", "choices": LABELS, "store": "m", **args}))
+    return run, out
+
+
+def test_a_scored_map_calibrates_first_then_scores_each_record() -> None:
+    sub = ScoringSub()
+    records = ["a cat sleeps", "a dog barks", "the cat again", "birds"]
+    run, out = run_map(sub, records, per_call=10)
+    assert run.session.variables["m"].column("label") == ["cat", "dog", "cat", "dog"]  # raw argmax: all "dog"
+    blanks = sub.calls[: len(CONTENT_FREE)]
+    assert [p.split("[1] ", 1)[1].split("\n", 1)[0] for p, _ in blanks] == list(CONTENT_FREE)
+    assert all(o["choice_scores"] == {"choices": LABELS, "raw": True} for _, o in blanks)
+    scored = sub.calls[len(CONTENT_FREE):]
+    assert len(scored) == len(records)  # one record a call, whatever per_call said
+    prior = scored[0][1]["choice_scores"]["prior"]
+    assert prior == pytest.approx({"cat": math.log(0.1), "dog": math.log(0.9)})
+    assert "1 per call, labels by calibrated probability" in out.text and "4 labelled" in out.text
+    sub_calls = [e.data for e in run._drain() if e.type == "sub_call"]
+    assert sum("records" in e for e in sub_calls) == 4 and sum("calibration" in e for e in sub_calls) == 3
+
+
+def test_without_scoring_the_map_decodes_in_batches() -> None:
+    for sub, on in ((ScoringSub(), False), (ScoringSub(scorable=False), True)):
+        run, out = run_map(sub, ["a cat", "a dog", "cat"], choice_scoring=on, per_call=2)
+        assert len(sub.calls) == 2 and not any("choice_scores" in o for _, o in sub.calls)
+        assert run.session.variables["m"].column("label") == ["dog", "dog", "dog"]
+        assert "2 per call" in out.text
+
+
+def test_a_scored_map_runs_inside_a_whole_run() -> None:
+    sub = ScoringSub()
+    rlm = RLM(model=ScriptedProvider([cmd("set", name="r", value=["cat!", "dog"]),
+                                      cmd("llm_map", on="r", prompt="Animal?", choices=LABELS, store="m"),
+                                      cmd("final_var", name="m")]),
+              sub_model=sub, levels="l1,l4", config=Config())
+    res = rlm.run("Label the animals", "-")
+    assert res.status == "answered" and "cat" in res.answer and len(sub.calls) == 3 + 2
+
+
+def test_calibration_divides_out_the_lean() -> None:
+    prior = mean_prior([{"a": math.log(0.8), "b": math.log(0.2)}, {"a": math.log(0.6), "b": math.log(0.4)}])
+    assert prior == pytest.approx({"a": math.log(0.7), "b": math.log(0.3)})
+    assert pick({"a": math.log(0.6), "b": math.log(0.4)}, None) == "a"
+    assert pick({"a": math.log(0.6), "b": math.log(0.4)}, prior) == "b"  # 0.6/0.7 < 0.4/0.3
+    assert pick({"a": 0.0, "b": 0.0}, None) == "a"  # a tie: the earlier label
