@@ -99,7 +99,7 @@ def main() -> int:
                     help="a worked example of the whole answer format in the instruction")
     ap.add_argument("--scored", action=argparse.BooleanOptionalAction, default=True,
                     help="labels by the model's calibrated probabilities ([delegation] choice_scoring, the "
-                         "default); --no-scored: decoded answers, --per-call records a call")
+                         "default; each record scored on its own); --no-scored: decoded answers")
     ap.add_argument("--out", default=str(HERE / "out" / "bench_typed_map.json"))
     args = ap.parse_args()
 
@@ -128,14 +128,14 @@ def main() -> int:
     table = run.session.variables["labels"]
     got = table.column("label")
     drained = [e.data for e in run._drain() if e.type == "sub_call"]
-    events = [e for e in drained if "records" in e]  # without the scored map's three calibration calls
+    events = [e for e in drained if "records" in e]  # without the scored map's calibration call
     correct = sum(g == t for g, t in zip(got, truth, strict=True))
     failed = sum(g is None for g in got)
     recs = [e["records"] for e in events]
     lat = [e["latency_s"] for e in events]
     confusion = Counter(f"{t}->{g}" for g, t in zip(got, truth, strict=True) if g != t)
     summary = {
-        "records": len(questions), "per_call": 1 if args.scored else args.per_call, "scored": args.scored,
+        "records": len(questions), "per_call": args.per_call, "scored": args.scored,
         "calibration_calls": len(drained) - len(events), "threads": args.threads, "shots": args.shots,
         "worked_example": args.worked, "sub_calls": len(events), "elapsed_s": round(elapsed, 2),
         "records_per_s": round(len(questions) / elapsed, 3), "cpu_s": round(cpu, 1),

@@ -7,6 +7,7 @@ prompts they get (in process, and over the loopback OpenAI server); the ranking 
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -18,11 +19,12 @@ from hypothesis import strategies as st
 from contextbox import RLM, Config, Context
 from contextbox.bench.detective import CLUES, detective
 from contextbox.case_file import hours, passages, people
-from contextbox.case_route import FACTS_SCHEMA, build, rank
+from contextbox.case_route import FACT_QUESTIONS, FACTS_SCHEMA, build, rank
 from contextbox.demos import detective as det
 from contextbox.demos.common import data_file
 from contextbox.providers import ScriptedProvider
 from contextbox.providers.base import ProviderConfig
+from contextbox.providers.choice_scores import pick
 from contextbox.providers.openai_compat import OpenAIProvider
 from contextbox.table import Table
 from contextbox.types import Completion
@@ -402,3 +404,54 @@ def test_suspects_named_by_the_model_are_matched_to_the_people_of_the_file():
     out = next(e.data["output"] for e in res.events if e.type == "action_end")
     listed = re.findall(r"^- (.+?): ", out, re.M)
     assert listed == ["Colonel Arthur Pemberton", "Eleanor Ashford"] and "victim Lord Edward Ashford" in out
+
+
+class _ScoringReader:
+    """A sub-model that can score labels: decoded, it states nothing useful (everyone's alibi confirmed,
+    nothing else); scored, it answers each yes/no question the way :func:`reader` reads the dossier, and
+    leans to "no" by the same amount for every question (the calibration records show it)."""
+
+    name = "scoring/reader"
+    context_window = None
+    supports_choice_scores = True
+
+    def __init__(self) -> None:
+        self.scored: list[str] = []
+
+    def can_score(self, choices: list[str]) -> bool:
+        return choices == ["yes", "no"]
+
+    def complete(self, messages: list[dict[str, Any]], **opts: Any) -> Completion:
+        spec = opts.get("choice_scores")
+        if spec is None:
+            facts = {"where_they_were": "?", "alibi_confirmed": True, "alibi_broken": False, "at_scene": False,
+                     "motive": False, "matches_evidence": False, "evidence": "none"}
+            return Completion(json.dumps([facts]), 1, 1, model=self.name)
+        out = []
+        for one in spec["prompts"]:
+            self.scored.append(one)
+            rec, question = _record(one).split("Question about this suspect:", 1)
+            if "Suspect:" not in rec:  # a calibration record: no passages
+                p_yes = 0.2
+            else:
+                facts = json.loads(reader(one.split("Question about this suspect:", 1)[0]))[0]
+                key = next(k for k, q in FACT_QUESTIONS.items() if q == question.split("\n", 1)[0].strip())
+                p_yes = 0.3 if facts[key] else 0.1  # below 0.5 either way: only calibration tells them apart
+            scores = {"yes": math.log(p_yes), "no": math.log(1 - p_yes)}
+            out.append(scores if spec.get("raw") else pick(scores, spec.get("prior")))
+        return Completion(json.dumps(out), 1, len(out), model=self.name)
+
+
+def test_a_sub_model_that_scores_answers_each_fact_as_a_calibrated_yes_or_no():
+    t = _cases(1, 3)[0]
+    sub = _ScoringReader()
+    res, _ = _run(ROUTE + [cmd("final", answer=t.gold, thought="t")], t.question, t.context, sub)
+    ranking = next(e.data["output"] for e in res.events if e.type == "action_end" and
+                   e.data["output"].startswith("weigh:"))
+    assert ranking.splitlines()[1].startswith(f"1. {t.gold}:") and res.answer == t.gold
+    n = len([ln for ln in ranking.splitlines() if re.match(r"\d+\. ", ln)])
+    assert len(sub.scored) == len(FACT_QUESTIONS) * (3 + n)  # per fact: three calibration calls, one per suspect
+    assert "alibi confirmed" not in ranking.split("\n", 2)[1]  # the decoded "confirmed for everyone" is overruled
+    calibration = [p for p in sub.scored if "Suspect:" not in _record(p)]
+    assert {_record(p).split("Question about this suspect:")[1].strip().split("\n")[0] for p in calibration} == \
+        set(FACT_QUESTIONS.values())

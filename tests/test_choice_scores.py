@@ -41,14 +41,17 @@ class ScoringSub:
         prompt = messages[-1]["content"]
         self.calls.append((prompt, opts))
         spec = opts.get("choice_scores")
-        record = prompt.split("[1] ", 1)[1].split("\n", 1)[0] if "[1] " in prompt else ""
         if spec is None:  # decoded: a batch answer of the right length
             n = int(prompt.rsplit("exactly ", 1)[1].split(" ", 1)[0])
             return Completion(json.dumps(["dog"] * n), 10, 5, model=self.name)
-        cat = 0.1 if record in CONTENT_FREE else 0.3 if "cat" in record else 0.05
-        scores = {"cat": math.log(cat), "dog": math.log(1 - cat)}
-        text = json.dumps(scores) if spec.get("raw") else json.dumps([pick(scores, spec.get("prior"))])
-        return Completion(text, 10, 1, model=self.name)
+        out = []
+        for one in spec["prompts"]:  # each record on its own
+            assert one.count("\n[") == 1 and "Records (1):" in one
+            record = one.split("[1] ", 1)[1].split("\n", 1)[0]
+            cat = 0.1 if record in CONTENT_FREE else 0.3 if "cat" in record else 0.05
+            scores = {"cat": math.log(cat), "dog": math.log(1 - cat)}
+            out.append(scores if spec.get("raw") else pick(scores, spec.get("prior")))
+        return Completion(json.dumps(out), 10, len(out), model=self.name)
 
 
 def run_map(sub: Any, records: list[str], choice_scoring: bool = True, **args: Any) -> tuple[_Run, Any]:
@@ -65,19 +68,19 @@ def run_map(sub: Any, records: list[str], choice_scoring: bool = True, **args: A
 
 def test_a_scored_map_calibrates_first_then_scores_each_record() -> None:
     sub = ScoringSub()
-    records = ["a cat sleeps", "a dog barks", "the cat again", "birds"]
-    run, out = run_map(sub, records, per_call=10)
-    assert run.session.variables["m"].column("label") == ["cat", "dog", "cat", "dog"]  # raw argmax: all "dog"
-    blanks = sub.calls[: len(CONTENT_FREE)]
-    assert [p.split("[1] ", 1)[1].split("\n", 1)[0] for p, _ in blanks] == list(CONTENT_FREE)
-    assert all(o["choice_scores"] == {"choices": LABELS, "raw": True} for _, o in blanks)
-    scored = sub.calls[len(CONTENT_FREE):]
-    assert len(scored) == len(records)  # one record a call, whatever per_call said
-    prior = scored[0][1]["choice_scores"]["prior"]
-    assert prior == pytest.approx({"cat": math.log(0.1), "dog": math.log(0.9)})
-    assert "1 per call, labels by calibrated probability" in out.text and "4 labelled" in out.text
+    records = ["a cat sleeps", "a dog barks", "the cat again", "birds", "cat five"]
+    run, out = run_map(sub, records, per_call=2)
+    assert run.session.variables["m"].column("label") == ["cat", "dog", "cat", "dog", "cat"]  # raw: all "dog"
+    (blank_prompt, blank_opts), *scored = sub.calls
+    spec = blank_opts["choice_scores"]
+    assert spec["raw"] and [p.split("[1] ", 1)[1].split("\n", 1)[0] for p in spec["prompts"]] == list(CONTENT_FREE)
+    assert len(scored) == 3  # per_call 2: as many sub-calls as a decoded map, each record scored alone
+    assert [len(o["choice_scores"]["prompts"]) for _, o in scored] == [2, 2, 1]
+    assert scored[0][1]["choice_scores"]["prior"] == pytest.approx({"cat": math.log(0.1), "dog": math.log(0.9)})
+    assert "[2] a dog barks" in scored[0][0]  # the call's own prompt (recorded) holds its records as usual
+    assert "2 per call, labels by calibrated probability" in out.text and "5 labelled" in out.text
     sub_calls = [e.data for e in run._drain() if e.type == "sub_call"]
-    assert sum("records" in e for e in sub_calls) == 4 and sum("calibration" in e for e in sub_calls) == 3
+    assert sum("records" in e for e in sub_calls) == 3 and sum("calibration" in e for e in sub_calls) == 1
 
 
 def test_without_scoring_the_map_decodes_in_batches() -> None:
@@ -95,7 +98,7 @@ def test_a_scored_map_runs_inside_a_whole_run() -> None:
                                       cmd("final_var", name="m")]),
               sub_model=sub, levels="l1,l4", config=Config())
     res = rlm.run("Label the animals", "-")
-    assert res.status == "answered" and "cat" in res.answer and len(sub.calls) == 3 + 2
+    assert res.status == "answered" and "cat" in res.answer and len(sub.calls) == 1 + 1
 
 
 def test_calibration_divides_out_the_lean() -> None:

@@ -258,12 +258,15 @@ def test_real_model_scores_labels_by_probability_and_calibrates() -> None:
     msgs = [{"role": "user", "content": "Does this question ask for a person or a place? 'Where is Milan?' "
                                         "Reply with a JSON array holding one label: person or place."}]
     raw = p.complete(msgs, choice_scores={"choices": labels, "raw": True})
-    scores = json.loads(raw.text)
+    (scores,) = json.loads(raw.text)
     assert set(scores) == set(labels) and all(v < 0 for v in scores.values())
     assert scores["place"] > scores["person"] and raw.output_tokens == 1 and raw.input_tokens > 20
     assert json.loads(p.complete(msgs, choice_scores={"choices": labels}).text) == ["place"]
     lean = {"person": -50.0, "place": 0.0}  # a prior that says the model always answers "place"
     assert json.loads(p.complete(msgs, choice_scores={"choices": labels, "prior": lean}).text) == ["person"]
-    again = json.loads(p.complete(msgs, choice_scores={"choices": labels, "raw": True}).text)
-    # the reused prefix gives the same answer (llama.cpp is not bit-exact across batch shapes: close)
+    who = msgs[0]["content"].replace("Where is Milan?", "Who wrote Hamlet?")
+    both = p.complete(msgs, choice_scores={"choices": labels, "raw": True, "prompts": [who, msgs[0]["content"]]})
+    first, again = json.loads(both.text)  # several prompts in one call: each scored on its own
+    assert first["person"] > first["place"] and both.output_tokens == 2
+    # the same prompt again, its prefix reused: the same answer (llama.cpp is not bit-exact across batch shapes)
     assert again == pytest.approx(scores, abs=0.25) and max(again, key=again.get) == "place"

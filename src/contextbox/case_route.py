@@ -207,8 +207,13 @@ def examine(executor: Any, cmd: dict[str, Any]) -> ActionOutput:
     evidence = s.variables.get("case_evidence") or "(none found)"
     task = TASK.format(question=s.services.get("question") or "Who did it?", evidence=evidence)
     spec = AnswerSpec(schema=FACTS_SCHEMA)
-    res = run_map(executor.d, task, [str(t) for t in table.cols["text"]], spec, 1, op="examine")
+    dossiers = [str(t) for t in table.cols["text"]]
+    res = run_map(executor.d, task, dossiers, spec, 1, op="examine")
     facts = result_table(table, spec, res)
+    scored = scored_facts(executor.d, task, dossiers)
+    for key, values in scored.items():  # the model's calibrated yes/no where it can score them
+        facts = facts.with_column(key, [v if v is not None else old for v, old in zip(values, facts.cols[key],
+                                                                                        strict=True)])
     facts = Table({k: v for k, v in facts.cols.items() if k != "text"})  # the dossiers stay in the suspects table
     text = summary(res, spec, facts, executor.d.concurrency, op="examine")
     text += '\nnext: {"op": "weigh"} ranks the suspects by these facts.'
@@ -216,6 +221,46 @@ def examine(executor: Any, cmd: dict[str, Any]) -> ActionOutput:
         text += f"\nstopped: {res.stop} — the finished answers are kept"
         executor.d._note_stop(res.stop)
     return executor._finish(cmd, text, facts, cmd.get("store") or "facts", error=res.ok == 0)
+
+
+#: each true/false fact as a yes/no question after the dossier, for a sub-model that scores labels
+FACT_QUESTIONS: dict[str, str] = {
+    "alibi_confirmed": "Does another person say they were with this suspect the whole time of the crime?",
+    "alibi_broken": "Does a witness or a fact contradict where this suspect says they were (someone in the place "
+                    "they name was alone there, or they were seen elsewhere or near the scene)?",
+    "at_scene": "Was this suspect at or near the scene of the crime around its time?",
+    "motive": "Did this suspect have a reason to harm the victim (money, inheritance, debt, blackmail, a secret, "
+              "a quarrel)?",
+    "matches_evidence": "Does a physical trace of the crime fit this suspect (a size, a colour, a brand, a limp, a "
+                        "poison they could get)?",
+}
+YES_NO = ["yes", "no"]
+
+
+def scored_facts(d: Any, task: str, dossiers: list[str]) -> dict[str, list[bool | None]]:
+    """The true/false facts again, each a yes/no question the sub-model *scores* (calibrated on the same
+    question about no passages: "N/A"), when it can (:func:`typed_map.scores_labels`); {} otherwise.
+
+    Decoded inside one JSON object, the 1.5B model marked nearly every suspect "alibi confirmed" and
+    none "matches the evidence"; asked one question at a time and read by probability, its lean toward
+    "yes" or "no" for that question is divided out."""
+    from .typed_map import AnswerSpec, run_map, scores_labels
+
+    spec = AnswerSpec(choices=YES_NO)
+    if not scores_labels(d, spec):
+        return {}
+    head = task.split("\nFor the suspect, state these facts", 1)[0]
+    tail = "The question: " + task.split("The question: ", 1)[1] if "The question: " in task else ""
+    ask = f"{head}\nAnswer the question after the record: yes only when the passages or the evidence show it.\n\n{tail}"
+    out: dict[str, list[bool | None]] = {}
+    for key, question in FACT_QUESTIONS.items():
+        q = f"\n\nQuestion about this suspect: {question}"
+        res = run_map(d, ask, [t + q for t in dossiers], spec, 1, op="examine",
+                      content_free=[f"N/A{q}", q.strip(), f"?{q}"])
+        out[key] = [None if v is None else v == "yes" for v in res.values]
+        if res.stop is not None:
+            break
+    return out
 
 
 # ---------------------------------------------------------------------- weigh

@@ -470,8 +470,9 @@ def plan_calls(n: int, per_call: int, op: str = "llm_map") -> int:
 
 
 def run_map(d: Delegation, task: str, texts: list[str], spec: AnswerSpec, per_call: int,
-            op: str = "llm_map") -> MapResult:
-    """Classify/extract ``texts`` with the sub-model, ``per_call`` records a call, concurrently."""
+            op: str = "llm_map", content_free: Sequence[str] | None = None) -> MapResult:
+    """Classify/extract ``texts`` with the sub-model, ``per_call`` records a call, concurrently.
+    ``content_free``: the records with no content that calibrate a scored map (default: "N/A", "", "?")."""
     from .delegation import preflight, run_batch
 
     if not isinstance(task, str) or not task.strip():
@@ -480,8 +481,6 @@ def run_map(d: Delegation, task: str, texts: list[str], spec: AnswerSpec, per_ca
     if n == 0:
         raise CommandError(f"{op}: nothing to map over (no records)")
     scored = scores_labels(d, spec)
-    if scored:
-        per_call = 1  # one record a forward pass: the label is read from the answer's first token
     calls = plan_calls(n, per_call, op)
     head = instruction(task, spec)
     groups = [(s, min(s + per_call, n)) for s in range(0, n, per_call)]
@@ -496,11 +495,10 @@ def run_map(d: Delegation, task: str, texts: list[str], spec: AnswerSpec, per_ca
     if scored:  # the model's lean toward each label, from records with no content, divided out below
         from .providers.choice_scores import CONTENT_FREE, mean_prior
 
-        prior = []
-        for i, blank in enumerate(CONTENT_FREE):
-            text = d.query(head + records_block([blank]), tag={"op": op, "batch": bid, "calibration": i},
-                           choice_scores={"choices": spec.choices, "raw": True}, max_tokens=1)
-            prior.append({c: float(v) for c, v in json.loads(text).items()})
+        blanks = [head + records_block([blank]) for blank in content_free or CONTENT_FREE]
+        text = d.query(blanks[0], tag={"op": op, "batch": bid, "calibration": len(blanks)},
+                       choice_scores={"choices": spec.choices, "raw": True, "prompts": blanks}, max_tokens=1)
+        prior = [{c: float(v) for c, v in one.items()} for one in json.loads(text)]
         base = {"choice_scores": {"choices": spec.choices, "prior": mean_prior(prior)}}
     lock = threading.Lock()
 
@@ -512,7 +510,10 @@ def run_map(d: Delegation, task: str, texts: list[str], spec: AnswerSpec, per_ca
         a, b = groups[k]
         m = b - a
         opts: dict[str, Any] = {"response_schema": spec.array_schema(m), "schema_name": "answers",
-                                "max_tokens": spec.max_tokens(m), "temperature": 0.0, **base}
+                                "max_tokens": spec.max_tokens(m), "temperature": 0.0}
+        if base:  # scored: each record of the call on its own, as if it were the only one
+            opts["choice_scores"] = {**base["choice_scores"],
+                                     "prompts": [head + records_block([t]) for t in texts[a:b]]}
         best: Checked | None = None
         for attempt in (1, 2):
             prompt = prompts[k] if best is None else prompts[k] + retry_note(best.reason or "", m)
@@ -570,7 +571,7 @@ def summary(res: MapResult, spec: AnswerSpec, table: Table, concurrency: int, op
     n = len(res.values)
     done = "labelled" if spec.kind == "choices" else "valid"
     extra = f"; {res.retried} retried" if res.retried else ""
-    how = "1 per call, labels by calibrated probability" if res.scored else f"{res.per_call} per call"
+    how = f"{res.per_call} per call" + (", labels by calibrated probability" if res.scored else "")
     lines = [f"{op}: {n:,} records in {res.calls:,} sub-calls ({how}{extra}), "
              f"{res.ok:,} {done}, {n - res.ok:,} failed ({res.elapsed_s:.1f}s, up to {concurrency} at once)"]
     if spec.choices is not None:

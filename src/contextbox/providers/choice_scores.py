@@ -8,7 +8,9 @@ the probability of each label's first token at the answer position instead, and 
 the probability the model gives each label for a content-free record ("N/A", "", "?") —
 *contextual calibration* (Zhao et al., "Calibrate Before Use", ICML 2021) — removes most of
 that lean: 72.5 % right with label counts close to the truth (description 23, human 16), and
-one forward pass per record instead of a decoded answer (``bench/bench_typed_map.py --scored``).
+one forward pass per record instead of a decoded answer (``bench/bench_typed_map.py``). A sub-call of a
+scored map carries its records' single-record prompts in ``choice_scores["prompts"]``: the provider
+scores each on its own and answers the array of labels, so a map makes as many sub-calls as decoded.
 
 :func:`label_logprobs` is the mechanism (one evaluation of the prompt plus ``["``, reusing the
 evaluated prefix like llama-cpp-python's own calls do); :func:`pick` the choice. It applies

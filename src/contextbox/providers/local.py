@@ -220,20 +220,28 @@ class LocalProvider:
             is not None
 
     def _scored(self, messages: list[dict[str, Any]], spec: dict[str, Any]) -> Completion:
-        """``choice_scores={"choices": [...], "prior": {...} | None, "raw": bool}``: the answer ``["label"]``
-        with the highest calibrated score, or (``raw``) the scores themselves as a JSON object."""
+        """``choice_scores={"choices": [...], "prior": {...} | None, "raw": bool, "prompts": [...] | None}``:
+        each of ``prompts`` (else the messages' last one) scored on its own, as a user message; the answer
+        is a JSON array of the labels with the highest calibrated score, or (``raw``) of the scores."""
         import json
 
         from .choice_scores import label_logprobs, pick
 
         assert self._loaded is not None
+        prompts = spec.get("prompts") or [messages[-1]["content"]]
+        out: list[Any] = []
+        n_in = 0
         with self._loaded.lock:
-            try:
-                scores, n_in = label_logprobs(self._loaded.llama, messages, list(spec["choices"]))
-            except (ValueError, RuntimeError) as e:
-                raise ProviderError(f"local model scoring failed: {e}") from None
-        text = json.dumps(scores) if spec.get("raw") else json.dumps([pick(scores, spec.get("prior"))])
-        return Completion(text=text, input_tokens=n_in, output_tokens=1, model=self.name, finish_reason="stop")
+            for p in prompts:
+                try:
+                    scores, n = label_logprobs(self._loaded.llama, [{"role": "user", "content": p}],
+                                               list(spec["choices"]))
+                except (ValueError, RuntimeError) as e:
+                    raise ProviderError(f"local model scoring failed: {e}") from None
+                n_in += n
+                out.append(scores if spec.get("raw") else pick(scores, spec.get("prior")))
+        return Completion(text=json.dumps(out), input_tokens=n_in, output_tokens=len(out), model=self.name,
+                          finish_reason="stop")
 
     def complete(self, messages: list[dict[str, Any]], **opts: Any) -> Completion:
         self.load()
