@@ -304,3 +304,25 @@ def test_a_pair_list_too_long_to_type_under_a_grammar_is_answered_from_the_varia
         for b in o["response_schema"]["anyOf"]:
             if b["properties"]["op"]["const"] == "final":
                 assert b["properties"]["answer"]["maxLength"] <= FINAL_MAX_CHARS
+
+
+def test_the_embedded_model_gets_room_to_write_a_long_pair_list():
+    """28 pairs of 5-digit ids are ~450 tokens for a model that reads digits one by one: once the engine
+    holds them, a local root's reply may be that long (it hit its 384-token limit three times in a row)."""
+    from contextbox.aids_table import REPLY_OVERHEAD_TOKENS, answer_tokens
+
+    users = [11626, 31345, 32931, 66322, 76225, 85353, 88487, 94834]
+    lines = [f"user: {u} || level: ERROR || msg: x" for u in users] + ["user: 10000 || level: INFO || msg: y"] * 3
+    question = "List every pair of user ids that both have at least 1 ERROR line, one pair per line."
+    for name, local in (("local:follower", True), ("follower", False)):
+        root = SchemaFollower()
+        root.name = name
+        res = RLM(model=root, config=Config(), levels="l1").run(question, Context.from_value("\n".join(lines)))
+        assert len(answer_pairs(res.answer)) == 28, res.answer
+        tokens = [o.get("max_tokens") for o in root.options]
+        if local:
+            assert tokens[0] == Config().local.max_tokens == 384  # before the pairs: the default
+            assert tokens[-1] == answer_tokens(res.answer) + REPLY_OVERHEAD_TOKENS > 384 + 60
+        else:
+            assert set(tokens) == {None}  # an API model's reply length is its own
+    assert answer_tokens("(11626, 31345)") == 10 + 2  # digits one by one, the rest two characters a token

@@ -25,6 +25,15 @@ PAIRS = "pairs"
 #: the longest answer a constrained ``final`` offers (llama.cpp's grammar refuses much longer strings);
 #: a longer pair list is answered with ``final_var``
 FINAL_MAX_CHARS = 1000
+#: the thought and the JSON around a final answer, in tokens
+REPLY_OVERHEAD_TOKENS = 160
+
+
+def answer_tokens(text: str) -> int:
+    """At most about how many tokens a small model's tokenizer makes of ``text``: one per digit (Qwen2.5
+    splits numbers into digits), one per two other characters."""
+    digits = sum(c.isdigit() for c in text)
+    return digits + (len(text) - digits + 1) // 2
 #: the longest ``final`` answer after a restated sentence went back for "answer with the X only"
 SHORT_ANSWER_CHARS = 40
 #: questions whose answer aggregates many lines: counts, rankings, frequencies, statistics, pairs
@@ -289,6 +298,15 @@ class TableRoute:
 
     def _pairs_text_len(self) -> int:
         return sum(len(a) + len(b) + 5 for a, b in self.last_pairs or [])
+
+    def reply_tokens(self) -> int | None:
+        """Room the next reply needs when its answer may be a long text the engine already has (the pair
+        list, the ranking): a small model writes each digit as a token, and 28 pairs of 5-digit ids (~440
+        tokens) ran past the embedded model's 384-token reply three times in a row. None: the default."""
+        texts = ["\n".join(f"({a}, {b})" for a, b in self.last_pairs or []) if self.pairs_made else "",
+                 self.ranking_answer or ""]
+        need = max(answer_tokens(t) for t in texts)
+        return need + REPLY_OVERHEAD_TOKENS if need else None
 
     def pairs_result(self, action: Any) -> None:
         """Keep the engine's pairs (the answer check compares a final answer's pairs with them)."""

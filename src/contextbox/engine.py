@@ -510,6 +510,8 @@ class _Run:
             elif it == 1 and constrained and self.aids.table_route:
                 yield self._event("aid", {"aid": "table_route", "iteration": it, "message":
                                           "a count/rank question over structured lines: tables first"})
+            if rlm.is_local:  # room for a long answer the engine already holds (a pair list, a ranking)
+                opts["max_tokens"] = max(rlm.config.local.max_tokens, self.aids.reply_tokens() or 0)
             yield from self._compact(messages, opts)
             # the call's worst case is held before it is sent (BudgetExceeded if it cannot be covered)
             hold = self.budget.reserve(rlm.root.name, messages, opts.get("max_tokens"), what="the root call",
