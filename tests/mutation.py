@@ -30,6 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = ROOT / "build" / "mutation"  # --scratch DIR keeps one module's run apart from another's
 
+#: files outside src/ and tests/ that tests read (test_host_safety.py checks what README.md says)
+ALSO_COPY = ["README.md"]
+
 #: the tests that exercise each module (a narrowed run uses these; the full run uses the whole selection)
 TESTS_FOR: dict[str, list[str]] = {
     "engine.py": ["tests/test_engine.py", "tests/test_limits_wiring.py", "tests/test_level_policy.py"],
@@ -50,7 +53,7 @@ def configured() -> dict:
 
 
 def mutmut_section(only: list[str], tests: list[str], base: dict) -> str:
-    cfg = {**base, "only_mutate": only, "pytest_add_cli_args_test_selection": tests}
+    cfg = {**base, "only_mutate": only, "pytest_add_cli_args_test_selection": tests, "also_copy": ALSO_COPY}
 
     def val(v: object) -> str:
         return json.dumps(v)  # TOML accepts JSON strings, numbers, booleans and arrays of them
@@ -80,6 +83,9 @@ def prepare(only: list[str], tests: list[str], fresh: bool, overrides: dict | No
         shutil.rmtree(SCRATCH / name, ignore_errors=True)
         shutil.copytree(ROOT / name, SCRATCH / name,
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", ".hypothesis"))
+    for name in ALSO_COPY:  # files some tests read beside the code (mutmut copies them into mutants/)
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, SCRATCH / name)
     text = (ROOT / "pyproject.toml").read_text()
     text = re.sub(r"(?ms)^\[tool\.mutmut\]\n.*?(?=^\[|\Z)", "", text)
     (SCRATCH / "pyproject.toml").write_text(text.rstrip() + "\n\n" + mutmut_section(only, tests, {**configured(), **(overrides or {})}))

@@ -392,3 +392,86 @@ def test_self_loop_rules():
 def test_paths_given_as_pathlike_roots(tmp_path):
     (tmp_path / "a.txt").write_text("a")
     assert resolve_path("a.txt", check_roots([Path(tmp_path)])) == tmp_path / "a.txt"
+
+
+# ----------------------------------------------------------------------------- what the first run of
+# `tests/mutation.py --modules server/security.py` (fourth session) found untested
+def test_a_cookie_token_may_hold_equals_signs():
+    app = App()
+    mw = AuthMiddleware(app, "YWJj==")  # a base64 token, sent in the cookie as it is
+    assert call(mw, scope(headers={"cookie": f"other=1; {COOKIE}=YWJj=="}))[0] == 200 and app.calls == 1
+    assert call(mw, scope(headers={"cookie": f"{COOKIE}=YWJj="}))[0] == 401
+
+
+def test_names_that_only_contain_a_loopback_name_are_not_loopback():
+    assert not is_loopback("Xlocalhost") and not is_loopback("127.0.0.1X") and not is_loopback("X[::1]X")
+
+
+def test_a_bound_name_is_taken_as_it_is(tmp_path):
+    mw = HostMiddleware(App(), bind_host="Xbox", port=8765, allowed_hosts=[], token=None)
+    assert mw.allowed("xbox", 8765) and not mw.allowed("box", 8765)
+
+
+def test_the_bind_refusal_says_how_to_give_a_token():
+    with pytest.raises(UsageError) as info:
+        check_bind("10.1.1.1", None)
+    assert str(info.value) == ("serving on 10.1.1.1 (not a loopback address) needs a token: pass --token T, "
+                               "set $CONTEXTBOX_TOKEN or [server] token (or bind 127.0.0.1)")
+
+
+@pytest.mark.parametrize("mw_of", [
+    lambda app: HostMiddleware(app, bind_host="127.0.0.1", port=8765, allowed_hosts=[], token=None),
+    lambda app: BodyLimitMiddleware(app, 10),
+])
+def test_lifespan_messages_reach_the_app(mw_of):
+    got: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        got.append(await receive())
+        await send({"type": "lifespan.startup.complete"})
+
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "lifespan.startup"}
+
+    async def send(m: Any) -> None:
+        sent.append(m)
+
+    asyncio.run(mw_of(app)({"type": "lifespan"}, receive, send))
+    assert got == [{"type": "lifespan.startup"}] and sent == [{"type": "lifespan.startup.complete"}]
+
+
+def test_a_path_of_exactly_eighty_characters_is_shown_whole(tmp_path):
+    raw = "n" * 80
+    assert http_error(resolve_path, raw, [tmp_path]) == (404, f"context_path {raw!r} not found under the server's roots")
+    raw = "n" * 81
+    assert http_error(resolve_path, raw, [tmp_path])[1] == (f"context_path {'n' * 80 + '…'!r} not found under the "
+                                                            "server's roots")
+
+
+def test_a_symlink_loop_cannot_be_resolved(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    code, msg = http_error(resolve_path, "a/x.txt", [tmp_path])
+    assert code in (400, 404)
+    if code == 400:  # Python 3.11-3.12: Path.resolve raises on a loop; 3.13 returns the path unresolved
+        assert msg == "context_path 'a/x.txt' cannot be resolved"
+
+
+def test_a_relative_path_outside_one_root_is_looked_for_under_the_next(tmp_path):
+    deep, top = tmp_path / "x" / "deep", tmp_path / "top"
+    deep.mkdir(parents=True)
+    top.mkdir()
+    (top / "doc.txt").write_text("d")
+    # under deep, "../top/doc.txt" is x/top/doc.txt, outside both roots; under top it is top/doc.txt
+    assert resolve_path("../top/doc.txt", [deep, top]) == top / "doc.txt"
+
+
+def test_a_provider_whose_name_starts_with_local_can_loop_back():
+    mine = [ProviderConfig("localai", base_url="http://127.0.0.1:8765/v1")]
+    assert self_loop("localai/m", mine, "127.0.0.1", 8765) == "http://127.0.0.1:8765/v1"
+
+
+def test_a_model_name_may_hold_slashes():
+    assert self_loop("llamacpp/org/model.gguf", [], "127.0.0.1", 8080) == "http://127.0.0.1:8080/v1"

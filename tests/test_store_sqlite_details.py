@@ -412,7 +412,7 @@ def test_export_pages_through_long_runs(store):
 
 # ----------------------------------------------------------------------------- the tee store
 def test_tee_needs_a_store():
-    with pytest.raises(ValueError, match="at least one store"):
+    with pytest.raises(ValueError, match="^TeeRunStore needs at least one store$"):
         TeeRunStore()
 
 
@@ -437,7 +437,7 @@ def test_tee_keeps_writing_the_other_store_when_one_fails(tmp_path, caplog, exc)
     with caplog.at_level(logging.ERROR, logger="contextbox"), pytest.raises(OSError, match=str(exc)):
         tee.append(ev("r", 0, "warning", {"x": 1}))
     assert [e.data for e in js.events("r")] == [{"x": 1}]
-    assert f"run log write failed (Broken): {exc}" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [f"run log write failed (Broken): {exc}"]
     tee.close()
     assert broken.closed
 
@@ -506,3 +506,94 @@ def test_tee_lists_runs_merged_newest_first_up_to_the_limit(tmp_path):
     assert [r["run_id"] for r in tee.list_runs(limit=2)] == ["d", "c"]
     assert tee.list_runs()[1]["question"] == "c"
     tee.close()
+
+
+# ----------------------------------------------------------------------------- what the first run of
+# `tests/mutation.py --modules store_sqlite.py` (fourth session) found untested
+def test_a_live_process_whose_name_holds_a_parenthesis_is_alive():
+    # /proc/PID/stat is "PID (NAME) STATE ...": NAME may hold ") Z", so the state follows the *last* ")"
+    code = ("import ctypes, sys, time; ctypes.CDLL(None).prctl(15, b'x) Z y', 0, 0, 0); "
+            "print('named', flush=True); time.sleep(30)")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "named"
+        assert ") Z y)" in Path(f"/proc/{p.pid}/stat").read_text()
+        assert _alive(p.pid) is True
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_empty_levels_and_meta_are_stored_as_unknown(store):
+    store.create_run("r", levels=[], meta={})
+    row = store.get_run("r")
+    assert row["levels"] is None and row["meta"] is None
+
+
+def test_finishing_a_run_that_never_started_counts_from_its_creation(store):
+    store.create_run("q")  # queued, never started
+    store._w.execute("UPDATE runs SET created=? WHERE run_id='q'", (time.time() - 100.5,))
+    end = store.finish_run("q", "interrupted", "gone")
+    assert abs(end.data["elapsed_s"] - 100.5) < 0.4  # not from now, not rounded to whole seconds
+    store.append(ev("s", 0, "run_start", {"question": "q"}, ts=time.time()))
+    assert 0 <= store.finish_run("s", "crashed", "x").data["elapsed_s"] < 0.9  # just started: under a second
+
+
+def test_marking_runs_interrupted_logs_their_ids(store, caplog):
+    for rid in ("r1", "r2"):
+        store.create_run(rid, status="running")
+    store._w.execute("UPDATE runs SET pid=NULL")
+    with caplog.at_level(logging.WARNING, logger="contextbox"):
+        assert sorted(store.mark_interrupted()) == ["r1", "r2"]
+    msgs = [r.getMessage() for r in caplog.records]
+    assert msgs in (["marked 2 run(s) interrupted: r1, r2"], ["marked 2 run(s) interrupted: r2, r1"])
+
+
+def test_list_runs_shows_fifty_by_default(tmp_path):
+    sq = SqliteRunStore(tmp_path / "runs.sqlite")
+    tee = TeeRunStore(sq)
+    try:
+        for i in range(51):
+            sq.create_run(f"r{i:02}")
+        assert len(sq.list_runs()) == 50 and len(tee.list_runs()) == 50
+        assert len(sq.list_runs(limit=51)) == 51
+    finally:
+        tee.close()
+
+
+def test_export_keeps_non_ascii_text_as_the_jsonl_log_does(tmp_path):
+    sq, js = SqliteRunStore(tmp_path / "runs.sqlite"), JsonlRunStore(tmp_path)
+    tee = TeeRunStore(sq, js)
+    try:
+        tee.append(ev("r", 0, "warning", {"text": "Ærø — 東京"}))
+        (line,) = list(sq.export_jsonl("r"))
+        assert "Ærø — 東京" in line and json.loads(line)["data"] == {"text": "Ærø — 東京"}
+        assert list(tee.export_jsonl("r")) == [line]
+    finally:
+        tee.close()
+
+
+def test_tee_finish_run_gives_every_store_the_status_and_reason(tmp_path):
+    sq, js = SqliteRunStore(tmp_path / "runs.sqlite"), JsonlRunStore(tmp_path)
+    tee = TeeRunStore(sq, js)
+    try:
+        tee.append(ev("r", 0, "run_start", {"question": "q"}))
+        tee.finish_run("r", "crashed", "boom")
+        for s in (sq, js):
+            end = s.events("r")[-1]
+            assert (end.type, end.data["status"], end.data["reason"]) == ("run_end", "crashed", "boom")
+    finally:
+        tee.close()
+
+
+def test_tee_events_of_an_unknown_run_name_the_first_store_that_was_asked(tmp_path):
+    sq, js = SqliteRunStore(tmp_path / "db" / "runs.sqlite"), JsonlRunStore(tmp_path / "logs")
+    tee = TeeRunStore(sq, js)
+    try:
+        with pytest.raises(UsageError, match=r"^no run 'nope' in .*db/runs\.sqlite; see 'rlm runs list'$"):
+            tee.events("nope")
+        sq.create_run("empty")  # known, but without events: no store has them
+        with pytest.raises(UsageError, match=r"^no run 'empty' in .*db; see 'rlm runs list'$"):
+            TeeRunStore(sq).events("empty")
+    finally:
+        tee.close()

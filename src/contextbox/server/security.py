@@ -369,7 +369,7 @@ def self_loop(spec: str | None, providers: list[Any], host: str, port: int) -> s
     every model call back to the server itself."""
     from ..providers.base import BUILTIN_PROVIDERS
 
-    if not spec or "/" not in spec or spec.startswith(("scripted:", "local")):
+    if not spec or "/" not in spec or spec.startswith(("scripted:", "local:")):  # a file, not a provider
         return None
     name = spec.split("/", 1)[0]
     configured = [p for p in providers if p.name == name] or (
