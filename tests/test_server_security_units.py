@@ -75,6 +75,8 @@ def call(mw: Any, sc: dict[str, Any], chunks: list[bytes] | None = None) -> tupl
         sent.append(m)
 
     asyncio.run(mw(sc, receive, send))
+    # an ASGI response: one start message, then body messages
+    assert [m["type"] for m in sent] == ["http.response.start"] + ["http.response.body"] * (len(sent) - 1)
     start = sent[0]
     body = b"".join(m.get("body", b"") for m in sent[1:])
     return start["status"], dict(start.get("headers") or []), body
@@ -120,7 +122,8 @@ def test_with_a_token_only_health_is_open():
     mw = AuthMiddleware(app, "s3cret")
     status, headers, body = call(mw, scope("/runs"))
     assert status == 401 and app.calls == 0 and headers[b"www-authenticate"] == b"Bearer"
-    assert json.loads(body)["detail"].startswith("authentication required: send 'Authorization: Bearer TOKEN'")
+    assert json.loads(body)["detail"] == ("authentication required: send 'Authorization: Bearer TOKEN' (the token "
+                                          "given to 'rlm serve --token'); in a browser, open /visualize?token=TOKEN once")
     _, _, body = call(mw, scope("/v1/models"))
     assert json.loads(body)["error"]["code"] == "unauthorized"
     assert call(mw, scope("/health"))[0] == 200
@@ -475,3 +478,10 @@ def test_a_provider_whose_name_starts_with_local_can_loop_back():
 
 def test_a_model_name_may_hold_slashes():
     assert self_loop("llamacpp/org/model.gguf", [], "127.0.0.1", 8080) == "http://127.0.0.1:8080/v1"
+
+
+def test_a_scope_without_a_query_string_gets_the_login_page():
+    sc = scope("/visualize")
+    del sc["query_string"]
+    status, _, body = call(AuthMiddleware(App(), "tok"), sc)
+    assert status == 401 and body == LOGIN_PAGE
