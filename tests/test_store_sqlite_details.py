@@ -70,11 +70,11 @@ def test_private_dir_and_file_refuse_what_is_in_the_way(tmp_path):
     blocker.write_text("x")
     with pytest.raises(UsageError, match=r"^the run log: .*file is not a directory$"):
         private_dir(blocker, "the run log")
-    with pytest.raises(UsageError, match=r"^the run log: cannot create the directory .*blocker"):
+    with pytest.raises(UsageError, match=r"^the run log: cannot create the directory .*blocker: Not a directory$"):
         private_dir(blocker / "blocker", "the run log")
     with pytest.raises(UsageError, match=r"^the run store: .* is a directory, not a database file$"):
         private_file(tmp_path, "the run store")
-    with pytest.raises(UsageError, match=r"^the run store: cannot open .*: "):
+    with pytest.raises(UsageError, match=r"^the run store: cannot open .*: No such file or directory$"):
         private_file(tmp_path / "missing" / "db", "the run store")
 
 
@@ -118,7 +118,7 @@ def test_default_store_picks_the_database(tmp_path):
 def test_a_closed_store_says_so(tmp_path):
     s = SqliteRunStore(tmp_path / "r.sqlite")
     s.close()
-    with pytest.raises(RuntimeError, match="the run store is closed"):
+    with pytest.raises(RuntimeError, match="^the run store is closed$"):
         s.events("x")
 
 
@@ -215,7 +215,7 @@ def test_create_run_records_the_request_and_is_not_overwritten(store):
 
 
 def test_an_event_without_a_run_id_is_refused(store):
-    with pytest.raises(UsageError, match="an event without a run id cannot be stored"):
+    with pytest.raises(UsageError, match="^an event without a run id cannot be stored$"):
         store.append(Event("warning", {}))
 
 
@@ -229,10 +229,12 @@ def test_a_failed_append_stores_nothing_and_leaves_the_store_usable(store):
 
 
 def test_a_duplicate_event_is_logged(store, caplog):
-    store.append(ev("r", 0, "warning", {"a": 1}))
     with caplog.at_level(logging.WARNING, logger="contextbox"):
+        store.append(ev("r", 0, "warning", {"a": 1}))
+        store.append(ev("r", 1, "warning", {"a": 1}))
+        assert caplog.records == []  # a new event: nothing to say
         store.append(ev("r", 0, "warning", {"a": 2}))
-    assert "run r: event seq 0 stored already; the duplicate is ignored" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == ["run r: event seq 0 stored already; the duplicate is ignored"]
     assert store.events("r")[0].data == {"a": 1}
 
 
@@ -597,3 +599,52 @@ def test_tee_events_of_an_unknown_run_name_the_first_store_that_was_asked(tmp_pa
             TeeRunStore(sq).events("empty")
     finally:
         tee.close()
+
+
+def test_the_store_names_itself_when_its_path_is_unusable(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UsageError, match=r"^the run store: .*file is not a directory$"):
+        SqliteRunStore(tmp_path / "file" / "runs.sqlite")
+    (tmp_path / "dir.sqlite").mkdir()
+    with pytest.raises(UsageError, match=r"^the run store: .*dir\.sqlite is a directory, not a database file$"):
+        SqliteRunStore(tmp_path / "dir.sqlite")
+
+
+def test_connections_wait_thirty_seconds_by_default(store):
+    assert store._r().execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+
+
+def test_reads_in_one_thread_reuse_one_connection(store):
+    store.append(ev("r", 0, "warning"))
+    store.events("r")
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        store.events("r")
+        store.get_run("r")
+    assert len(os.listdir("/proc/self/fd")) - before <= 2  # no descriptor (connection) per read
+
+
+def test_event_data_that_is_not_json_is_stored_as_text(store):
+    store.append(ev("r", 0, "warning", {"path": Path("/x/y"), "n": 1}))
+    store.create_run("q", meta={"file": Path("/a/b")})
+    assert store.events("r")[0].data == {"path": "/x/y", "n": 1}
+    assert store.get_run("q")["meta"] == {"file": "/a/b"}
+
+
+def test_migrating_an_old_store_is_logged(tmp_path, caplog):
+    path = tmp_path / "runs.sqlite"
+    with sqlite3.connect(path) as c:
+        c.executescript(OLD_SCHEMA)
+    with caplog.at_level(logging.INFO, logger="contextbox"):
+        SqliteRunStore(path).close()
+    assert [r.getMessage() for r in caplog.records] == [f"run store {path}: usage.cost_usd may now be NULL "
+                                                        "(unknown price)"]
+
+
+def test_run_id_prefixes_with_backslashes_and_percent_signs(store):
+    for rid in ("a\\b-1", "a\\c-2", "ab-3", "50%-4", "50abc-5"):
+        store.create_run(rid)
+    assert store.resolve_id("a\\b") == "a\\b-1"
+    with pytest.raises(UsageError, match="is ambiguous"):
+        store.resolve_id("a\\")
+    assert store.resolve_id("50%") == "50%-4"  # "%" is no wildcard: 50abc-5 does not match
