@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -216,8 +217,12 @@ def main() -> int:
         prepare(only, tests, args.fresh, overrides)
         print(f"mutating {len(only)} module(s) with tests {' '.join(tests)} in {SCRATCH}"
               + (f" ({len(names)} survivors of {base})" if names else ""), flush=True)
+        env = dict(os.environ)
+        data = ROOT.parent / "shared" / "data"  # the tests look for ../shared/data beside the repo: not the scratch's
+        if not env.get("CONTEXTBOX_DATA") and data.is_dir():
+            env["CONTEXTBOX_DATA"] = str(data)
         rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *names],
-                            cwd=SCRATCH).returncode
+                            cwd=SCRATCH, env=env).returncode
         if rc not in (0, 1):
             print(f"mutation: mutmut exited {rc}", file=sys.stderr)
             return rc

@@ -485,3 +485,9 @@ def test_a_scope_without_a_query_string_gets_the_login_page():
     del sc["query_string"]
     status, _, body = call(AuthMiddleware(App(), "tok"), sc)
     assert status == 401 and body == LOGIN_PAGE
+
+
+def test_the_bound_name_of_a_self_loop_is_taken_as_it_is():
+    mine = [ProviderConfig("me", base_url="http://xbox:8080/v1")]
+    assert self_loop("me/m", mine, "Xbox", 8080) == "http://xbox:8080/v1"
+    assert self_loop("me/m", [ProviderConfig("me", base_url="http://box:8080/v1")], "Xbox", 8080) is None
