@@ -86,3 +86,138 @@ def test_clip_says_how_much_was_cut(limit):
     assert engine.clip(text, limit) == "x" * limit + f"… [{1234 - limit:,} more characters]"
     assert engine.clip("abc", 3) == "abc" and engine.clip("abcd", 3) == "abc… [1 more characters]"
     assert engine.clip("abc", -2) == "… [3 more characters]"
+
+
+# ------------------------------------------------------------------ what an action records
+class Cell:
+    """A code level without a sandbox: ``out`` says what each run of a cell returns."""
+
+    out: object = None
+    seen: list = []
+
+    def __init__(self, session):
+        pass
+
+    def run(self, action):
+        from contextbox.executors import ActionOutput
+
+        Cell.seen.append(action.args.get("code"))
+        out = Cell.out(action) if callable(Cell.out) else Cell.out
+        if isinstance(out, Exception):
+            raise out
+        return out or ActionOutput("ran")
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def cell(monkeypatch):
+    monkeypatch.setattr(engine, "executor_factory", lambda level: Cell)
+    Cell.out, Cell.seen = None, []
+    return Cell
+
+
+def code(src: str) -> str:
+    return f"```repl\n{src}\n```"
+
+
+def test_action_start_and_end_carry_the_action_and_its_outcome(cell):
+    res, _ = run(["[" + cmd("find", text="secret") + ", " + cmd("count", text="The") + "]", code("x = 1"),
+                  cmd("final", answer="ZEBRA-42")], TEXT, levels="l1,l2")
+    starts = [e.data for e in res.events if e.type == "action_start"]
+    assert starts[0] == {"iteration": 1, "index": 0, "level": "l1", "op": "find",
+                         "args": {"op": "find", "text": "secret"}}
+    assert starts[1]["index"] == 1 and starts[1]["args"] == {"op": "count", "text": "The"}
+    assert starts[2] == {"iteration": 2, "index": 0, "level": "l2", "op": "code", "code": "x = 1\n"}
+    ends = [e.data for e in res.events if e.type == "action_end"]
+    assert {k: ends[0][k] for k in ("iteration", "index", "level", "op", "error", "hits")} == {
+        "iteration": 1, "index": 0, "level": "l1", "op": "find", "error": False, "hits": 1}
+    assert ends[0]["read"] and "final" not in ends[0] and ends[0]["elapsed_s"] >= 0
+    assert ends[2]["output"] == "ran" and ends[2]["read"] == []
+    assert ends[3]["final"] == "ZEBRA-42"
+
+
+def test_code_that_names_the_context_is_taken_to_read_all_of_it(cell):
+    from contextbox.executors import ActionOutput
+
+    Cell.out = lambda a: ActionOutput("ok", meta={"read": [[3, 9]]} if "mine" in a.args["code"] else {})
+    res, _ = run([code("print(len(context))"), code("context_x = 1\nprint(x.context)"), code("mine(context)"),
+                  cmd("final", answer="x")], TEXT, levels="l1,l2")
+    reads = [e.data["read"] for e in res.events if e.type == "action_end"]
+    assert reads[:3] == [[[0, len(TEXT)]], [], [[3, 9]]]  # its own ranges win
+
+
+def test_several_actions_of_one_reply_are_numbered_in_the_feedback(cell):
+    _, rlm = run([cmd("find", text="secret") + "\n" + code("x = 1"), cmd("find", text="weather"),
+                  cmd("final", answer="x")], TEXT, levels="l1,l2")
+    first, second = fed_back(rlm)[:2]
+    assert first.startswith("[1] find →\n") and "\n\n[2] l2 code →\nran" in first
+    assert second.startswith("find →\n")
+
+
+def test_a_command_error_from_a_code_level_is_an_error_output(cell):
+    from contextbox.errors import CommandError
+
+    Cell.out = CommandError("no such thing")
+    res, rlm = run([code("a"), code("b"), code("c")], TEXT, levels="l1,l2", max_consecutive_errors=3)
+    ends = [e.data for e in res.events if e.type == "action_end"]
+    assert [(d["output"], d["error"]) for d in ends] == [("error: no such thing", True)] * 3
+    assert res.status == "failed"
+
+
+def test_an_answer_from_any_level_is_bounded_by_max_answer_chars(cell):
+    from contextbox.executors import ActionOutput
+
+    Cell.out = lambda a: ActionOutput("done", final="y" * int(a.args["code"]))
+    res, _ = run([code("11"), code("10")], TEXT, levels="l1,l2", max_answer_chars=10)
+    ends = [e.data for e in res.events if e.type == "action_end"]
+    assert ends[0]["error"] is True and "final" not in ends[0]
+    assert ends[0]["output"] == ("error: the answer holds 11 characters, over the limit of 10 ([limits] "
+                                 "max_answer_chars); answer with the result itself, not the data it came from")
+    assert res.status == "answered" and res.answer == "y" * 10  # at the limit: accepted
+
+
+# ------------------------------------------------------------------ the run's entry points
+def test_run_ids_are_a_timestamp_and_six_hex_digits():
+    import re
+
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", engine.new_run_id())
+
+
+@pytest.mark.parametrize("question", ["", "   \n", 5, None])
+def test_an_empty_or_non_text_question_is_a_usage_error(question):
+    from contextbox import RLM, Config
+    from contextbox.errors import UsageError
+    from contextbox.providers import ScriptedProvider
+
+    rlm = RLM(model=ScriptedProvider([]), config=Config(), store=None)
+    with pytest.raises(UsageError) as info:
+        rlm.stream(question, TEXT)
+    assert str(info.value) == "the question is empty"
+
+
+def test_run_takes_plain_text_an_answer_type_and_a_run_id():
+    from contextbox import RLM, Config
+    from contextbox.providers import ScriptedProvider
+
+    p = ScriptedProvider([cmd("find", text="secret"), cmd("final", answer="42")])
+    rlm = RLM(model=p, config=Config(), store=None)
+    stream = rlm.stream("q?", TEXT, run_id="my-run", answer_type=int)
+    assert stream.result is None  # nothing yet: the run has not been read
+    events = list(stream)
+    assert stream.result.parsed == 42 and stream.result.run_id == "my-run"
+    assert "ZEBRA-42" in next(e for e in events if e.type == "action_end").data["output"]  # the text was the context
+    res = RLM(model=ScriptedProvider([cmd("final", answer="1")]), config=Config(), store=None).run(
+        "q?", TEXT, run_id="other")
+    assert res.run_id == "other"
+
+
+def test_each_call_s_usage_names_its_model_and_depth():
+    res, rlm = run([cmd("find", text="secret"), cmd("final", answer="x")], TEXT)
+    assert [(u.model, u.depth) for u in res.usage.calls] == [(rlm.root.name, 0)] * 2
+
+
+def test_a_run_out_of_turns_offers_its_last_prose_cut_to_2000_characters():
+    res, _ = run([cmd("find", text="secret"), "prose " * 1000], TEXT, max_iterations=2)
+    assert res.status == "max_iterations" and res.answer == ("prose " * 1000).strip()[:2000]
