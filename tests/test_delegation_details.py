@@ -141,3 +141,100 @@ def test_sent_ranges_examples_and_mismatched_lists():
     assert sent_ranges(["ab", "cd"], [False, True]) == [[2, 4]]
     with pytest.raises(ValueError):
         sent_ranges(["ab", "cd"], [True])
+
+
+# ---------------------------------------------------------------------- rlm_query's context
+def end_of(res, op):
+    return next(e.data for e in events(res, "action_end") if e.data["op"] == op)
+
+
+@pytest.mark.parametrize("args,given", [
+    ({"start": 4, "end": 11}, TEXT[4:11]), ({"end": 11}, TEXT[:11]), ({"start": 30}, TEXT[30:]),
+])
+def test_rlm_query_with_start_or_end_gives_the_child_that_slice(args, given):
+    sub = FnSub(lambda p: "ok")
+    res, _ = l4_run([cmd("rlm_query", prompt="p?", **args), cmd("final", answer="x")], sub, cfg=flat)
+    assert sub.prompts == [f"p?\n\n{given}"]
+    a = args.get("start", 0)
+    assert end_of(res, "rlm_query")["read"] == [[a, a + len(given)]]
+    (call,) = events(res, "sub_call")
+    assert call.data["op"] == "rlm_query" and call.data["degraded"] is True
+
+
+@pytest.mark.parametrize("bound", [{"start": 1}, {"end": 5}])
+def test_rlm_query_takes_on_or_a_slice_not_both(bound):
+    sub = FnSub()
+    res, _ = l4_run([cmd("set", name="v", value="x"), cmd("rlm_query", prompt="p?", on="v", **bound),
+                     cmd("final", answer="x")], sub, cfg=flat)
+    end = end_of(res, "rlm_query")
+    assert end["error"] is True and end["output"] == "error: rlm_query takes either 'on' or 'start'/'end', not both"
+    assert sub.prompts == []
+
+
+def test_rlm_query_on_a_variable_gives_the_child_its_text():
+    sub = FnSub(lambda p: "ok")
+    l4_run([cmd("set", name="d", value={"k": [1, 2]}), cmd("set", name="s", value="plain words"),
+            cmd("set", name="parts", value=["a", "bb", "ccc"]),
+            cmd("rlm_query", prompt="p?", on="d"), cmd("rlm_query", prompt="p?", on="s"),
+            cmd("rlm_query", prompt="p?", on="parts[1]"), cmd("final", answer="x")], sub, cfg=flat)
+    assert sub.prompts == ['p?\n\n{"k": [1, 2]}', "p?\n\nplain words", "p?\n\nbb"]
+
+
+def test_rlm_query_whose_sub_call_fails_is_an_error_output():
+    def boom(p):
+        raise ProviderUnavailable("sub down")
+
+    res, _ = l4_run([cmd("rlm_query", prompt="p?"), cmd("final", answer="x")], FnSub(boom), cfg=flat)
+    end = end_of(res, "rlm_query")
+    assert end["error"] is True and end["output"] == "error: the sub-model call failed: sub down"
+    assert res.status == "answered"
+
+
+def test_llm_query_on_an_item_of_a_list_variable():
+    sub = FnSub(lambda p: "ok")
+    l4_run([cmd("set", name="parts", value=["a", "bb[x]", "ccc"]), cmd("llm_query", prompt="x", on="parts[1]"),
+            cmd("final", answer="x")], sub)
+    assert sub.prompts == ["x\n\nbb[x]"]
+
+
+# ---------------------------------------------------------------------- llm_map's chunk size
+def test_llm_map_over_a_list_variable_cuts_nothing():
+    sub = FnSub(lambda p: "ok")
+    res, _ = l4_run([cmd("set", name="parts", value=["a" * 50, "b"]), cmd("llm_map", prompt="x", on="parts"),
+                     cmd("final", answer="x")], sub)
+    assert "cut(s)" not in action_outputs(res, "llm_map")[0] and len(sub.prompts) == 2
+
+
+def test_llm_map_default_chunks_fill_three_quarters_of_the_sub_window_less_the_prompt():
+    sub = FnSub(lambda p: "ok", window=1000)  # 1000 tokens ≈ 4000 characters; three quarters: 3000
+    prompt = "p" * 100
+    l4_run([cmd("llm_map", prompt=prompt), cmd("final", answer="x")], sub, context="abcdefghi\n" * 2000)
+    sizes = [len(p.split("]\n", 1)[1]) for p in sub.prompts]
+    assert max(sizes) <= 3000 - len(prompt) and max(sizes) > 3000 - len(prompt) - 10
+
+
+# ---------------------------------------------------------------------- a typed map's reads
+def test_a_typed_map_over_the_context_reads_all_of_it_when_any_record_is_labelled():
+    import json
+
+    from test_typed_map import RECORD
+
+    good = FnSub(lambda p: json.dumps(["a"] * len(RECORD.findall(p))))
+    ctx = "line one\nline two\nline three\n"
+    res, _ = l4_run([cmd("llm_map", prompt="Label?", choices=["a", "b"]), cmd("set", name="v", value=["x", "y"]),
+                     cmd("llm_map", prompt="Label?", on="v", choices=["a", "b"]), cmd("final", answer="x")],
+                    good, context=ctx)
+    ends = [e.data for e in events(res, "action_end") if e.data["op"] == "llm_map"]
+    assert [(d["error"], d["read"]) for d in ends] == [(False, [[0, len(ctx)]]), (False, [])]
+    bad = FnSub(lambda p: "no labels here")
+    res, _ = l4_run([cmd("llm_map", prompt="Label?", choices=["a", "b"]), cmd("final", answer="x")], bad,
+                    context=ctx)
+    (end,) = [e.data for e in events(res, "action_end") if e.data["op"] == "llm_map"]
+    assert end["error"] is True and end["read"] == []  # nothing labelled: nothing counts as read
+
+
+def test_a_typed_map_refuses_chunk_size():
+    res, _ = l4_run([cmd("llm_map", prompt="Label?", choices=["a", "b"], chunk_size=10), cmd("final", answer="x")],
+                    FnSub())
+    assert action_outputs(res, "llm_map")[0] == ("error: llm_map 'chunk_size' is for an untyped map; a typed map "
+                                                 "takes 'per_call' (records per sub-call)")
