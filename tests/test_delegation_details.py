@@ -238,3 +238,10 @@ def test_a_typed_map_refuses_chunk_size():
                     FnSub())
     assert action_outputs(res, "llm_map")[0] == ("error: llm_map 'chunk_size' is for an untyped map; a typed map "
                                                  "takes 'per_call' (records per sub-call)")
+
+
+def test_rlm_query_stores_its_answer_when_asked():
+    sub = FnSub(lambda p: "the kid's answer")
+    res, _ = l4_run([cmd("rlm_query", prompt="p?", store="kid"), cmd("final_var", name="kid")], sub, cfg=flat)
+    assert res.answer == "the kid's answer"
+    assert action_outputs(res, "rlm_query")[0] == "the kid's answer\n(stored in 'kid')"
