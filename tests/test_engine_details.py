@@ -221,3 +221,52 @@ def test_each_call_s_usage_names_its_model_and_depth():
 def test_a_run_out_of_turns_offers_its_last_prose_cut_to_2000_characters():
     res, _ = run([cmd("find", text="secret"), "prose " * 1000], TEXT, max_iterations=2)
     assert res.status == "max_iterations" and res.answer == ("prose " * 1000).strip()[:2000]
+
+
+# ------------------------------------------------------------------ what an executor is given
+def test_a_code_executor_gets_the_run_s_session_limits_and_services(monkeypatch):
+    import time
+
+    from contextbox import RLM, Config
+    from contextbox.providers import ScriptedProvider
+
+    sessions = []
+
+    class Watch(Cell):
+        def __init__(self, session):
+            sessions.append(session)
+
+    monkeypatch.setattr(engine, "executor_factory", lambda level: Watch)
+    Cell.out = None
+    cfg = Config()
+    cfg.code.max_output_chars, cfg.code.l2_memory_mb, cfg.code.l2_time_limit_s = 1234, 77, 3.5
+    cfg.code.l3_memory_mb, cfg.code.l3_time_limit_s = 88, 4.5
+    rlm = RLM(model=ScriptedProvider([code("x"), cmd("final", answer="x")]), config=cfg, levels="l1,l2",
+              limits={"timeout_s": 100, "max_output_chars": 999}, store=None)
+    res = rlm.run("the question?", TEXT, run_id="rid")
+    (s,) = sessions
+    assert (s.run_id, s.levels, s.path, s.depth, s.limits.max_output_chars) == ("rid", ("l1", "l2"), "0", 0, 999)
+    assert s.context.text == TEXT and s.sub_query is None  # no L4: code cells get a clear refusal instead
+    sv = s.services
+    assert {k: sv[k] for k in ("max_code_output_chars", "l2_memory_mb", "l2_time_limit_s", "l3_memory_mb",
+                               "l3_time_limit_s", "question")} == {
+        "max_code_output_chars": 1234, "l2_memory_mb": 77, "l2_time_limit_s": 3.5, "l3_memory_mb": 88,
+        "l3_time_limit_s": 4.5, "question": "the question?"}
+    assert sv["rlm"] is rlm and callable(sv["forward_event"]) and callable(sv["record_usage"])
+    assert 90 < sv["deadline"] - time.monotonic() <= 100
+    assert res.status == "answered"
+
+
+def test_a_local_root_model_gets_the_local_output_cap():
+    from contextbox import RLM, Config
+    from contextbox.providers import ScriptedProvider
+
+    cfg = Config()
+    cfg.local.max_output_chars = 321
+    rlm = RLM(model=ScriptedProvider([cmd("final", answer="x")], name="local"), config=cfg, store=None)
+    assert engine._Run(rlm, "q?", engine.Context.from_value(TEXT), "r", None).limits.max_output_chars == 321
+    rlm = RLM(model=ScriptedProvider([cmd("final", answer="x")], name="local"), config=cfg, store=None,
+              limits={"max_output_chars": 5000})  # an explicit limit stays
+    assert engine._Run(rlm, "q?", engine.Context.from_value(TEXT), "r", None).limits.max_output_chars == 5000
+    rlm = RLM(model=ScriptedProvider([cmd("final", answer="x")]), config=cfg, store=None)  # not local
+    assert engine._Run(rlm, "q?", engine.Context.from_value(TEXT), "r", None).limits.max_output_chars != 321
