@@ -245,3 +245,38 @@ def test_rlm_query_stores_its_answer_when_asked():
     res, _ = l4_run([cmd("rlm_query", prompt="p?", store="kid"), cmd("final_var", name="kid")], sub, cfg=flat)
     assert res.answer == "the kid's answer"
     assert action_outputs(res, "rlm_query")[0] == "the kid's answer\n(stored in 'kid')"
+
+
+# ---------------------------------------------------------------------- llm_map's chunks and reads
+def test_llm_map_numbers_its_chunks_and_records_the_ranges_it_sent():
+    sub = FnSub(lambda p: "ok")
+    ctx = "aaaa\nbbbb\ncccc\n"
+    res, _ = l4_run([cmd("llm_map", prompt="x", chunk_size=5), cmd("set", name="v", value="dddd\neeee\n"),
+                     cmd("llm_map", prompt="y", on="v", chunk_size=5), cmd("final", answer="x")], sub, context=ctx)
+    assert sorted(p for p in sub.prompts if p.startswith("x")) == [
+        "x\n\n[chunk 1 of 3]\naaaa\n", "x\n\n[chunk 2 of 3]\nbbbb\n", "x\n\n[chunk 3 of 3]\ncccc\n"]
+    ends = [e.data for e in events(res, "action_end") if e.data["op"] == "llm_map"]
+    assert ends[0]["read"] == [[0, len(ctx)]] and ends[1]["read"] == []  # a variable is not the context
+    progress = [e.data for e in events(res, "batch_progress")]
+    assert {d["op"] for d in progress} == {"llm_map"}
+
+
+def test_llm_map_says_how_many_lines_it_cut():
+    sub = FnSub(lambda p: "ok")
+    res, _ = l4_run([cmd("llm_map", prompt="x", chunk_size=4), cmd("final", answer="x")], sub,
+                    context="abcdefghij\nxy\n")
+    out = action_outputs(res, "llm_map")[0]
+    assert out.startswith("llm_map: ") and "chunk(s) of ≤ 4 characters, ending on line boundaries (2 cut(s) inside " \
+                                               "lines longer than the chunk size)" in out
+
+
+@pytest.mark.parametrize("args,context,message", [
+    ({"field": "f"}, TEXT, "llm_map 'field' is for a typed map: give 'choices' (labels) or 'schema' too"),
+    ({}, "", "llm_map: nothing to map over (the text is empty)"),
+    ({"chunk_size": 1}, "x" * 2001, "llm_map: 2,001 chunks would make 2,001 sub-calls (at most 2,000); "
+                                    "raise chunk_size"),
+])
+def test_llm_map_refusals(args, context, message):
+    sub = FnSub()
+    res, _ = l4_run([cmd("llm_map", prompt="x", **args), cmd("final", answer="x")], sub, context=context)
+    assert action_outputs(res, "llm_map")[0] == f"error: {message}" and sub.prompts == []
