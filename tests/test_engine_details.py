@@ -41,7 +41,8 @@ def test_a_level_this_installation_lacks_is_refused(monkeypatch):
     assert [e.data for e in refused] == [{"iteration": k, "index": 0, "level": "l2", "op": "code", "message": msg}
                                          for k in (1, 2, 3)]
     assert not any(e.type == "action_start" for e in res.events)
-    assert fed_back(rlm)[0].endswith(msg) and res.status == "failed"  # each refusal is an error
+    assert fed_back(rlm)[0].endswith(msg)
+    assert res.reason == "3 consecutive replies without a valid action"  # each refusal is an error
 
 
 def test_the_executor_of_a_code_level_comes_from_the_factory_by_its_level(monkeypatch):
@@ -133,7 +134,7 @@ def test_action_start_and_end_carry_the_action_and_its_outcome(cell):
     ends = [e.data for e in res.events if e.type == "action_end"]
     assert {k: ends[0][k] for k in ("iteration", "index", "level", "op", "error", "hits")} == {
         "iteration": 1, "index": 0, "level": "l1", "op": "find", "error": False, "hits": 1}
-    assert ends[0]["read"] and "final" not in ends[0] and ends[0]["elapsed_s"] >= 0
+    assert ends[0]["read"] and "final" not in ends[0] and 0 <= ends[0]["elapsed_s"] < 60
     assert ends[2]["output"] == "ran" and ends[2]["read"] == []
     assert ends[3]["final"] == "ZEBRA-42"
 
