@@ -107,3 +107,18 @@ def test_calibration_divides_out_the_lean() -> None:
     assert pick({"a": math.log(0.6), "b": math.log(0.4)}, None) == "a"
     assert pick({"a": math.log(0.6), "b": math.log(0.4)}, prior) == "b"  # 0.6/0.7 < 0.4/0.3
     assert pick({"a": 0.0, "b": 0.0}, None) == "a"  # a tie: the earlier label
+
+
+def test_a_calibration_answer_that_is_not_scores_leaves_the_labels_uncalibrated() -> None:
+    class Garbled(ScoringSub):
+        def complete(self, messages: list[dict[str, Any]], **opts: Any) -> Completion:
+            if opts.get("choice_scores", {}).get("raw"):
+                self.calls.append((messages[-1]["content"], opts))
+                return Completion("not json", 1, 1, model=self.name)
+            return super().complete(messages, **opts)
+
+    sub = Garbled()
+    run, out = run_map(sub, ["a cat", "a dog"], per_call=2)
+    assert sub.calls[1][1]["choice_scores"]["prior"] is None
+    assert run.session.variables["m"].column("label") == ["dog", "dog"]  # the raw argmax: "dog" leans everywhere
+    assert "2 labelled" in out.text

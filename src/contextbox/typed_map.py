@@ -325,8 +325,9 @@ def with_definitions(task: str, spec: AnswerSpec, question: str | None) -> str:
         return sent.rstrip().endswith("?") and (
             aggregate_question(sent) or any(f"'{c}'" in sent or f'"{c}"' in sent for c in spec.choices))
 
-    kept = [sent for sent in _SENTENCE_END.split(task) if sent.strip() and not asks_aggregate(sent)]
-    if len(kept) < len([sent for sent in _SENTENCE_END.split(task) if sent.strip()]):
+    sentences = [sent for sent in _SENTENCE_END.split(task) if sent.strip()]
+    kept = [sent for sent in sentences if not asks_aggregate(sent)]
+    if len(kept) < len(sentences):
         # "how many instances should be labelled 'numeric'?" as the map's prompt makes a small sub-model
         # answer 'numeric' for every record: that question goes; what else the task says (how the labels
         # are told apart) stays, and a task that was only the question becomes a neutral labelling task
@@ -498,8 +499,13 @@ def run_map(d: Delegation, task: str, texts: list[str], spec: AnswerSpec, per_ca
         blanks = [head + records_block([blank]) for blank in content_free or CONTENT_FREE]
         text = d.query(blanks[0], tag={"op": op, "batch": bid, "calibration": len(blanks)},
                        choice_scores={"choices": spec.choices, "raw": True, "prompts": blanks}, max_tokens=1)
-        prior = [{c: float(v) for c, v in one.items()} for one in json.loads(text)]
-        base = {"choice_scores": {"choices": spec.choices, "prior": mean_prior(prior)}}
+        try:
+            prior: dict[str, float] | None = mean_prior(
+                [{c: float(v) for c, v in one.items()} for one in json.loads(text)])
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError):  # no usable scores: uncalibrated
+            log.warning("%s: the calibration answer was not label scores; labels by raw probability", op)
+            prior = None
+        base = {"choice_scores": {"choices": spec.choices, "prior": prior}}
     lock = threading.Lock()
 
     def count(key: str) -> None:
