@@ -72,3 +72,40 @@ def test_paraphrase_needle_answers_are_checked_by_their_facts():
         assert not mod.right(question, k), (k, question)  # the question alone is no answer
     assert mod.right("She kept 43 canaries, each named after a saint.", 2)
     assert not mod.right("She kept 43 canaries.", 2)
+
+
+def _bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def test_multihop_answers_need_the_facts_not_the_question():
+    mod = _bench_module("bench_multihop")
+    mod.check_paraphrase()  # no question shares a 4-word phrase with a fact
+    for k, (_, question, keys, _) in enumerate(mod.QUESTIONS):
+        assert not mod.right(question, k), (k, question)
+        assert mod.right(" ".join(alts[0] for alts in keys), k)
+    # a two-hop answer needs the second fact's name, not the first's
+    assert mod.right("Captain Oskar Thalberg", 5) and not mod.right("the brig Halcyon", 5)
+    # every letter of a several-documents question must be named ("letter 18" spelt with a space too)
+    assert mod.right("letter_04.txt, letter 18 and letter_36.txt", 3)
+    assert not mod.right("letter_04.txt and letter_36.txt", 3)
+
+
+def test_multihop_letters_hold_each_fact_in_its_letter(war_and_peace):
+    from contextbox import Context
+    from contextbox.search import search
+
+    mod = _bench_module("bench_multihop")
+    letters = mod.make_letters(war_and_peace.read_text(encoding="utf-8"))
+    assert len(letters) == mod.N_LETTERS
+    for n, fact in mod.FACTS:
+        holders = [name for name, text in letters.items() if fact in text]
+        assert holders == [f"letter_{n:02d}.txt"], fact
+    ctx = Context.from_documents(sorted(letters.items()))
+    # the two-hop question's first fact is the top ranked passage, in its own letter
+    hits = search(ctx, mod.QUESTIONS[5][1], k=5, unit="paragraph")
+    assert "brig Halcyon" in hits[0]["text"] and hits[0]["doc"] == "letter_12.txt"

@@ -289,6 +289,10 @@ class RunAids(TableRoute):
 
     def _search_hints(self, action: Action, out: ActionOutput, iteration: int) -> None:
         aids = self.settings
+        if action.op == "search" and out.hits and not action.args.get("on") \
+                and getattr(aids, "linked_passages", False):
+            self._linked(action, out, iteration)
+            return
         if out.hits is None or action.op not in ("find", "regex", "count"):
             return
         if out.hits == 0 and action.op == "find" and getattr(aids, "ranked_fallback", False) \
@@ -310,6 +314,23 @@ class RunAids(TableRoute):
                     "a rarer word, or a regex that includes nearby words. To count or rank, use the table ops.")
             out.text += hint
             self._fire("too_many_hits", iteration, hint.strip(), hits=out.hits)
+
+    def _linked(self, action: Action, out: ActionOutput, iteration: int) -> None:
+        """Under a search's hits, the passages that share hit 1's rare words (a question's second hop)."""
+        from .search import linked_passages, render_linked
+
+        hits = out.meta.get("ranked")
+        if not isinstance(hits, list) or not hits:
+            return
+        unit = str(action.args.get("unit") or "line")
+        links, linked = linked_passages(self.context, hits, str(action.args.get("query", "")), unit)
+        text = render_linked(links, linked, self.context)
+        if not text:
+            return
+        out.text += "\n" + text
+        self.seen.append(text)
+        out.meta.setdefault("read", []).extend([h["offset"], h["end"]] for h in linked)
+        self._fire("linked_passages", iteration, text.split("\n", 1)[0], hits=len(linked))
 
     def _asked_stats(self, out: ActionOutput, iteration: int) -> None:
         """Repeat the statistics the question names on one line, so a small model copies the right ones."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import math
 import re
 import sys
 import threading
@@ -472,6 +473,37 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     return pos[np.lexsort((pos, -scores[pos]))[:k]]
 
 
+#: candidates (BM25's best) re-ranked by how much of the query's weight each matches
+RERANK = 100
+
+
+def _coord_top(idx: _Index, ids: list[int], scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The ``k`` best units as (unit, score): BM25 times the share of the query's IDF weight the unit matches.
+
+    BM25's length normalisation lets a short line holding two common query words ("reins and started
+    of his own accord") outrank the one line holding the query's rarest word ("Dr. Lindqvist wrote …");
+    weighing each candidate by the IDF share of the query terms it contains (the idea of Lucene's
+    classic ``coord`` factor, weighted) puts the passage that matches most of the question first."""
+    import numpy as np
+
+    cand = _top(scores, max(k, RERANK))
+    if len(ids) < 2 or len(cand) < 2:
+        return [(int(i), float(scores[i])) for i in cand[:k]]
+    mat = idx.bm25.scores
+    n = len(idx)
+    have = np.zeros(len(cand), dtype=np.float64)
+    total = 0.0
+    for t in dict.fromkeys(ids):
+        units = mat["indices"][mat["indptr"][t]: mat["indptr"][t + 1]]
+        df = len(units)
+        idf = math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+        total += idf
+        have += idf * np.isin(cand, units)
+    final = scores[cand] * (have / total if total > 0 else 1.0)
+    order = np.lexsort((cand, -final))[:k]
+    return [(int(cand[j]), float(final[j])) for j in order if final[j] > 0]
+
+
 def _best_line(text: str, start: int, end: int, wanted: set[str]) -> tuple[int, str]:
     """(line number within the unit, line) of the unit's line sharing most query words; first wins.
 
@@ -514,10 +546,10 @@ def search(source: Context | str, query: str, k: int = 10, unit: str = "line") -
     scores = idx.bm25.get_scores_from_ids(ids)
     text, wanted = idx.text, set(toks)
     hits = []
-    for i in _top(scores, k).tolist():
+    for i, score in _coord_top(idx, ids, scores, k):
         s, e = int(idx.starts[i]), int(idx.ends[i])
         h: dict[str, Any] = {"doc": idx.paths[int(idx.doc_of[i])], "line": int(idx.lines[i]), "offset": s,
-                             "end": e, "score": round(float(scores[i]), 4),
+                             "end": e, "score": round(score, 4),
                              "text": _cut(text[s : min(e, s + PASSAGE_CHARS + 1)], PASSAGE_CHARS)}
         if unit != "line":
             n, ln = _best_line(text, s, e, wanted)
@@ -568,6 +600,84 @@ def render(hits: list[dict[str, Any]], source: Context | str, query: str, unit: 
     return "\n".join([head, *body, tail])
 
 
+#: a word of hit 1 links to other passages when it is this rare: in at most this many units ...
+LINK_MAX_DF = 3
+#: ... or in at most this share of them (for two or more such words together)
+LINK_SHARE = 1 / 300
+
+
+def _idf(n: int, df: int) -> float:
+    return math.log(1.0 + (n - df + 0.5) / (df + 0.5))
+
+
+def linked_passages(source: Context | str, hits: list[dict[str, Any]], query: str, unit: str = "line",
+                    n: int = 2) -> tuple[list[str], list[dict[str, Any]]]:
+    """The second hop of a question: passages not among ``hits`` that share rare words with hit 1.
+
+    "Who captained the ship that carried the letters to Memel?" ranks "… aboard the brig Halcyon"
+    first; the answer ("Captain Thalberg commanded the Halcyon …") shares no rare word with the
+    question, only with that hit. Words of hit 1 that the query lacks and that few units hold
+    (at most :data:`LINK_SHARE` of them) are looked up; a passage qualifies when the rare words it
+    shares weigh at least one word held by :data:`LINK_MAX_DF` units (one name, or two rarer common
+    words: "the cook's dog"). Returns (the linking words as written in hit 1, up to ``n`` hits)."""
+    import numpy as np
+
+    if not hits:
+        return [], []
+    idx = get_index(source, unit)
+    if idx.bm25 is None:
+        return [], []
+    mat, total = idx.bm25.scores, len(idx)
+    asked = set(query_tokens(query))
+    top = hits[0]["text"]
+    written: dict[str, str] = {}
+    for w in _WORD.findall(top):
+        for t in _word_tokens(w):
+            if t not in asked:
+                written.setdefault(t, w)
+    max_df = max(LINK_MAX_DF, int(total * LINK_SHARE))
+    weight: dict[int, float] = {}
+    words: dict[int, str] = {}
+    for tok, w in written.items():
+        for t in idx.bm25.get_tokens_ids([tok]):
+            df = int(mat["indptr"][t + 1] - mat["indptr"][t])
+            if 1 < df <= max_df:  # held by hit 1 alone: it links nothing
+                weight[t], words[t] = _idf(total, df), w
+    if not weight:
+        return [], []
+    shown = {h["offset"] for h in hits}
+    got: dict[int, float] = {}
+    used: dict[int, set[int]] = {}
+    for t, wt in weight.items():
+        for u in mat["indices"][mat["indptr"][t]: mat["indptr"][t + 1]].tolist():
+            if int(idx.starts[u]) not in shown:
+                got[u] = got.get(u, 0.0) + wt
+                used.setdefault(u, set()).add(t)
+    need = _idf(total, LINK_MAX_DF) - 1e-9
+    best = sorted((u for u, g in got.items() if g >= need), key=lambda u: (-got[u], u))[:n]
+    out: list[dict[str, Any]] = []
+    for u in best:
+        st, e = int(idx.starts[u]), int(idx.ends[u])
+        out.append({"doc": idx.paths[int(idx.doc_of[u])], "line": int(idx.lines[u]), "offset": st, "end": e,
+                    "score": round(float(got[u]), 4),
+                    "text": _cut(idx.text[st: min(e, st + PASSAGE_CHARS + 1)], PASSAGE_CHARS),
+                    "links": [words[t] for t in sorted(used[u], key=lambda t: -weight[t])]})
+    del np
+    linking = list(dict.fromkeys(w for h in out for w in h["links"]))
+    return linking, out
+
+
+def render_linked(links: list[str], linked: list[dict[str, Any]], source: Context | str,
+                  width: int = SHOW_CHARS) -> str:
+    """The linked passages under a search's hits ("" when there are none)."""
+    if not linked:
+        return ""
+    show_doc = _show_docs(source)
+    head = f"linked passages (they share rare words with hit 1: {', '.join(links)}):"
+    body = [f"- {render_hit({k: v for k, v in h.items() if k != 'links'}, show_doc, width)}" for h in linked]
+    return "\n".join([head, *body])
+
+
 def closest_passages(context: Context | str, text: str, k: int = 3) -> str:
     """For a ``find`` of several words that had no literal hit: the ``k`` closest lines by ranked search.
 
@@ -601,7 +711,7 @@ def _op_search(ex: CommandExecutor, cmd: dict[str, Any]) -> ActionOutput:
         width = max(MIN_SHOW_CHARS, width - per_line - 1)
         out = render(hits, source, cmd["query"], unit, width)
     read = [[h["offset"], min(h["end"], h["offset"] + width)] for h in hits] if ctx is not None else []
-    return ActionOutput(out, hits=len(hits), meta={"value": hits, "read": read})
+    return ActionOutput(out, hits=len(hits), meta={"value": hits, "read": read, "ranked": hits})
 
 
 register_op(

@@ -122,7 +122,8 @@ def make_rlm(args: Any, *, levels: str | None = None, root: Any = None, sub_mode
     if not aids:
         config.aids = Aids(repetition=False, zero_hits=False, too_many_hits=0, grounding=False, first_turn=False,
                            stall_turns=0, cut_answer=False, capped_count=False, verify_restated=False,
-                           table_route=False, compact=False, ranked_fallback=False, case_route=False)
+                           table_route=False, compact=False, ranked_fallback=False, case_route=False,
+                           linked_passages=False)
     lv = getattr(args, "levels", None) or levels
     return RLM(model=root, sub_model=sub_model, config=config, levels=lv, limits=limits,
                store=_store(config, getattr(args, "runs_dir", None)))
