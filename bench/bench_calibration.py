@@ -3,12 +3,14 @@
 
     .venv/bin/python bench/bench_calibration.py --set trec           # 120 TREC test questions
     .venv/bin/python bench/bench_calibration.py --set oolong-pairs   # the 330 instances of oolong-pairs task 2
+    .venv/bin/python bench/bench_calibration.py --from bench/out/bench_calibration.json  # re-analyse saved scores
 
 Each record is scored once (``providers/choice_scores.py``: the log-probability of each label's first
 token at the answer's start, the typed map's own prompt); the three ways of picking a label are then
 compared on the same scores: the raw argmax, the default (divided by the mean probability for the
-content-free records "N/A", "", "?"), and the mean over the records themselves. Prints accuracy and
-the label counts against the truth: counts are what aggregation questions score.
+content-free records "N/A", "", "?"), and the mean over the records themselves, each also damped
+(the prior times alpha < 1). Prints accuracy, the count error and the label counts against the truth:
+counts are what aggregation questions score. The scores are saved, so ``--from`` re-analyses them.
 """
 
 from __future__ import annotations
@@ -53,6 +55,32 @@ def oolong_pairs_set(task: int) -> tuple[list[str], list[str], list[str], str]:
                                                                    AnswerSpec(choices=labels), t.question)
 
 
+def damped(prior: dict[str, float], alpha: float) -> dict[str, float]:
+    """The prior raised to the power ``alpha`` (0: no calibration, 1: the full prior)."""
+    return {c: alpha * v for c, v in prior.items()}
+
+
+def report(out: dict, labels: list[str], scores: list[dict[str, float]], blank: list[dict[str, float]],
+           truth: list[str]) -> None:
+    """Accuracy, count error (half the summed |count - true count| over the records: the share of
+    records that would have to change label for every count to be right) and counts, per prior."""
+    true_counts = Counter(truth)
+    print("| prior | accuracy | count error | label counts |\n|---|---|---|---|")
+    rows = [("none (raw argmax)", None)]
+    for alpha in (0.5, 0.75, 1.0):
+        rows.append((f"content-free^{alpha:g}" + (" (default)" if alpha == 1.0 else ""),
+                     damped(mean_prior(blank), alpha)))
+    for alpha in (0.5, 1.0):
+        rows.append((f"batch mean^{alpha:g}", damped(mean_prior(scores), alpha)))
+    for name, prior in rows:
+        got = [pick(s, prior) for s in scores]
+        acc = sum(g == t for g, t in zip(got, truth, strict=True)) / len(truth)
+        counts = Counter(got)
+        err = sum(abs(counts[lab] - true_counts[lab]) for lab in labels) / (2 * len(truth))
+        out[name] = {"accuracy": round(acc, 4), "count_error": round(err, 4), "counts": dict(counts)}
+        print(f"| {name} | {acc:.1%} | {err:.1%} | {', '.join(f'{lab} {counts[lab]}' for lab in labels)} |")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--set", choices=["trec", "oolong-pairs"], default="trec")
@@ -60,7 +88,14 @@ def main() -> int:
     ap.add_argument("--task", type=int, default=2, help="oolong-pairs: which task's instances (seed 0)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(HERE / "out" / "bench_calibration.json"))
+    ap.add_argument("--from", dest="saved", help="re-analyse the scores saved by an earlier run (no model)")
     args = ap.parse_args()
+    if args.saved:
+        old = json.loads(Path(args.saved).read_text())
+        labels = list(old["scores"][0])
+        print(f"{old['set']}: {old['records']} records (saved scores); truth {old['truth']}")
+        report(old, labels, old["scores"], old["blank"], old["truth_labels"])
+        return 0
     recs, truth, labels, task = trec_set(args.records) if args.set == "trec" else oolong_pairs_set(args.task)
     p = resolve("local", local={"n_threads": args.threads}).load()  # type: ignore[attr-defined]
     llama = p._loaded.llama
@@ -75,14 +110,8 @@ def main() -> int:
     elapsed = time.monotonic() - t0
     out = {"set": args.set, "records": len(recs), "truth": dict(Counter(truth)), "seconds": round(elapsed, 1)}
     print(f"{args.set}: {len(recs)} records scored in {elapsed:.0f}s; truth {dict(Counter(truth).most_common())}")
-    print("| prior | accuracy | label counts |\n|---|---|---|")
-    for name, prior in (("none (raw argmax)", None), ("content-free (default)", mean_prior(blank)),
-                        ("batch mean", mean_prior(scores))):
-        got = [pick(s, prior) for s in scores]
-        acc = sum(g == t for g, t in zip(got, truth, strict=True)) / len(truth)
-        counts = Counter(got)
-        out[name] = {"accuracy": round(acc, 4), "counts": dict(counts)}
-        print(f"| {name} | {acc:.1%} | {', '.join(f'{lab} {counts[lab]}' for lab in labels)} |")
+    out["scores"], out["blank"], out["truth_labels"] = scores, blank, truth
+    report(out, labels, scores, blank, truth)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     return 0
