@@ -55,11 +55,6 @@ def oolong_pairs_set(task: int) -> tuple[list[str], list[str], list[str], str]:
                                                                    AnswerSpec(choices=labels), t.question)
 
 
-def damped(prior: dict[str, float], alpha: float) -> dict[str, float]:
-    """The prior raised to the power ``alpha`` (0: no calibration, 1: the full prior)."""
-    return {c: alpha * v for c, v in prior.items()}
-
-
 def report(out: dict, labels: list[str], scores: list[dict[str, float]], blank: list[dict[str, float]],
            truth: list[str]) -> None:
     """Accuracy, count error (half the summed |count - true count| over the records: the share of
@@ -68,10 +63,10 @@ def report(out: dict, labels: list[str], scores: list[dict[str, float]], blank: 
     print("| prior | accuracy | count error | label counts |\n|---|---|---|---|")
     rows = [("none (raw argmax)", None)]
     for alpha in (0.5, 0.75, 1.0):
-        rows.append((f"content-free^{alpha:g}" + (" (default)" if alpha == 1.0 else ""),
-                     damped(mean_prior(blank), alpha)))
+        rows.append((f"content-free^{alpha:g}" + (" (default: [delegation] calibration)" if alpha == 0.5 else ""),
+                     mean_prior(blank, alpha)))
     for alpha in (0.5, 1.0):
-        rows.append((f"batch mean^{alpha:g}", damped(mean_prior(scores), alpha)))
+        rows.append((f"batch mean^{alpha:g}", mean_prior(scores, alpha)))
     for name, prior in rows:
         got = [pick(s, prior) for s in scores]
         acc = sum(g == t for g, t in zip(got, truth, strict=True)) / len(truth)

@@ -15,6 +15,7 @@ from helpers import cmd
 from contextbox import RLM, Config, Context
 from contextbox.delegation import DelegationExecutor
 from contextbox.engine import _Run
+from contextbox.errors import ConfigError
 from contextbox.executors import Action
 from contextbox.providers import ScriptedProvider
 from contextbox.providers.choice_scores import CONTENT_FREE, mean_prior, pick
@@ -48,16 +49,19 @@ class ScoringSub:
         for one in spec["prompts"]:  # each record on its own
             assert one.count("\n[") == 1 and "Records (1):" in one
             record = one.split("[1] ", 1)[1].split("\n", 1)[0]
-            cat = 0.1 if record in CONTENT_FREE else 0.3 if "cat" in record else 0.05
+            cat = 0.1 if record in CONTENT_FREE else 0.3 if "cat" in record else 0.2 if "kit" in record else 0.05
             scores = {"cat": math.log(cat), "dog": math.log(1 - cat)}
             out.append(scores if spec.get("raw") else pick(scores, spec.get("prior")))
         return Completion(json.dumps(out), 10, len(out), model=self.name)
 
 
-def run_map(sub: Any, records: list[str], choice_scoring: bool = True, **args: Any) -> tuple[_Run, Any]:
+def run_map(sub: Any, records: list[str], choice_scoring: bool = True, calibration: float | None = None,
+            **args: Any) -> tuple[_Run, Any]:
     config = Config()
     config.delegation.max_concurrency = 1
     config.delegation.choice_scoring = choice_scoring
+    if calibration is not None:
+        config.delegation.calibration = calibration
     rlm = RLM(model=ScriptedProvider([]), sub_model=sub, levels="l1,l4", config=config)
     run = _Run(rlm, "q?", Context.from_value("-"), "t", None)
     run.session.variables["r"] = records
@@ -76,11 +80,32 @@ def test_a_scored_map_calibrates_first_then_scores_each_record() -> None:
     assert spec["raw"] and [p.split("[1] ", 1)[1].split("\n", 1)[0] for p in spec["prompts"]] == list(CONTENT_FREE)
     assert len(scored) == 3  # per_call 2: as many sub-calls as a decoded map, each record scored alone
     assert [len(o["choice_scores"]["prompts"]) for _, o in scored] == [2, 2, 1]
-    assert scored[0][1]["choice_scores"]["prior"] == pytest.approx({"cat": math.log(0.1), "dog": math.log(0.9)})
+    # the default strength 0.5: the square root of the content-free lean is divided out
+    assert scored[0][1]["choice_scores"]["prior"] == pytest.approx({"cat": 0.5 * math.log(0.1),
+                                                                     "dog": 0.5 * math.log(0.9)})
     assert "[2] a dog barks" in scored[0][0]  # the call's own prompt (recorded) holds its records as usual
     assert "2 per call, labels by calibrated probability" in out.text and "5 labelled" in out.text
     sub_calls = [e.data for e in run._drain() if e.type == "sub_call"]
     assert sum("records" in e for e in sub_calls) == 3 and sum("calibration" in e for e in sub_calls) == 1
+
+
+@pytest.mark.parametrize(("strength", "labels"), [(0.0, ["dog", "dog"]), (0.5, ["cat", "dog"]),
+                                                  (1.0, ["cat", "cat"])])
+def test_calibration_strength_sets_how_much_of_the_lean_is_divided_out(strength: float, labels: list[str]) -> None:
+    # P(cat): "a cat" 0.3, "a kitten" 0.2, content-free 0.1 — raw, both "dog"; the whole prior, both "cat"
+    run, _ = run_map(ScoringSub(), ["a cat", "a kitten"], calibration=strength, per_call=2)
+    assert run.session.variables["m"].column("label") == labels
+
+
+def test_calibration_strength_is_checked(tmp_path: Any) -> None:
+    assert Config().delegation.calibration == 0.5
+    p = tmp_path / "c.toml"
+    p.write_text("[delegation]\ncalibration = 1\n")
+    assert Config.load(p).delegation.calibration == 1.0
+    for bad in ("1.5", "-0.1"):
+        p.write_text(f"[delegation]\ncalibration = {bad}\n")
+        with pytest.raises(ConfigError, match=r"\[delegation\] calibration must be"):
+            Config.load(p)
 
 
 def test_without_scoring_the_map_decodes_in_batches() -> None:
@@ -104,6 +129,8 @@ def test_a_scored_map_runs_inside_a_whole_run() -> None:
 def test_calibration_divides_out_the_lean() -> None:
     prior = mean_prior([{"a": math.log(0.8), "b": math.log(0.2)}, {"a": math.log(0.6), "b": math.log(0.4)}])
     assert prior == pytest.approx({"a": math.log(0.7), "b": math.log(0.3)})
+    half = mean_prior([{"a": math.log(0.8), "b": math.log(0.2)}, {"a": math.log(0.6), "b": math.log(0.4)}], 0.5)
+    assert half == pytest.approx({"a": 0.5 * math.log(0.7), "b": 0.5 * math.log(0.3)})
     assert pick({"a": math.log(0.6), "b": math.log(0.4)}, None) == "a"
     assert pick({"a": math.log(0.6), "b": math.log(0.4)}, prior) == "b"  # 0.6/0.7 < 0.4/0.3
     assert pick({"a": 0.0, "b": 0.0}, None) == "a"  # a tie: the earlier label

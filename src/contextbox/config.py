@@ -109,6 +109,9 @@ class DelegationSettings:
     #: a typed map with choices on a sub-model that can score labels (the local model): each record's
     #: label by the model's calibrated probabilities, one record a call (providers/choice_scores.py)
     choice_scoring: bool = True
+    #: how much of the content-free prior a scored label divides out: 0 = raw probabilities, 1 = the whole
+    #: prior (Zhao et al.); 0.5 beat both on TREC and oolong-pairs records (bench/bench_calibration.py)
+    calibration: float = 0.5
 
 
 @dataclass
@@ -311,7 +314,7 @@ _RANGES: list[tuple[Any, ...]] = [
     ("limits", "max_host_hits", 1, False), ("limits", "max_answer_chars", 1, False),
     ("delegation", "max_sub_calls", 0, False),
     ("delegation", "max_depth", 0, False), ("delegation", "max_concurrency", 1, False),
-    ("delegation", "chunk_size", 1, False),
+    ("delegation", "chunk_size", 1, False), ("delegation", "calibration", 0, False, 1),
     ("code", "max_output_chars", 1, False), ("code", "l2_memory_mb", 1, False), ("code", "l2_time_limit_s", 0, True),
     ("code", "l3_memory_mb", 1, False), ("code", "l3_time_limit_s", 0, True),
     ("server", "port", 1, False, 65535), ("server", "max_upload_mb", 0, True),

@@ -499,9 +499,10 @@ def run_map(d: Delegation, task: str, texts: list[str], spec: AnswerSpec, per_ca
         blanks = [head + records_block([blank]) for blank in content_free or CONTENT_FREE]
         text = d.query(blanks[0], tag={"op": op, "batch": bid, "calibration": len(blanks)},
                        choice_scores={"choices": spec.choices, "raw": True, "prompts": blanks}, max_tokens=1)
+        strength = float(getattr(d.settings, "calibration", 1.0))
         try:
             prior: dict[str, float] | None = mean_prior(
-                [{c: float(v) for c, v in one.items()} for one in json.loads(text)])
+                [{c: float(v) for c, v in one.items()} for one in json.loads(text)], strength)
         except (ValueError, TypeError, AttributeError, KeyError, IndexError):  # no usable scores: uncalibrated
             log.warning("%s: the calibration answer was not label scores; labels by raw probability", op)
             prior = None

@@ -85,6 +85,7 @@ def pick(scores: dict[str, float], prior: dict[str, float] | None) -> str:
     return max(labels, key=lambda c: (scores[c] - (prior or {}).get(c, 0.0), -labels.index(c)))
 
 
-def mean_prior(scores: list[dict[str, float]]) -> dict[str, float]:
-    """The content-free records' label log-probabilities, averaged as probabilities."""
-    return {c: math.log(sum(math.exp(s[c]) for s in scores) / len(scores)) for c in scores[0]}
+def mean_prior(scores: list[dict[str, float]], strength: float = 1.0) -> dict[str, float]:
+    """The content-free records' label log-probabilities, averaged as probabilities, times ``strength``
+    (the prior raised to that power: 1 divides the whole lean out, 0.5 its square root, 0 none of it)."""
+    return {c: strength * math.log(sum(math.exp(s[c]) for s in scores) / len(scores)) for c in scores[0]}
