@@ -119,6 +119,40 @@ def test_direct_shrinks_on_context_window_error(tmp_path):
     assert len(small.sizes) >= 2 and small.sizes[-1] <= 25_000 and rec["cut"]
 
 
+def test_direct_cuts_in_proportion_to_the_overflow_the_window_error_reports(tmp_path):
+    """A log takes ~2 characters a token, not 4: the cut follows the token count llama.cpp reports."""
+    from contextbox.bench.runner import cut_factor
+
+    class Dense:
+        name, context_window = "dense", 10_000
+
+        def __init__(self):
+            self.sizes = []
+
+        def complete(self, messages, **opts):
+            n = len(messages[-1]["content"])
+            self.sizes.append(n)
+            tokens = n // 2  # two characters a token
+            if tokens > 10_000:
+                raise ContextWindowError(f"the prompt does not fit (Requested tokens ({tokens}) exceed context "
+                                         "window of 10000)")
+            return Completion("42", tokens, 1)
+
+    runner = Runner(BenchOptions(["oolong"], out=tmp_path, model="scripted:/dev/null", data=DATA()))
+    dense = Dense()
+
+    class Fake:
+        root = dense
+
+    runner._rlm = Fake()
+    task = generate("oolong", 1, 0, [128000], DATA())[0]
+    rec = runner.run_direct(task)
+    assert rec["status"] == "answered" and len(dense.sizes) == 2  # one proportional cut is enough
+    assert 0.85 * 20_000 <= dense.sizes[-1] <= 20_000  # and keeps most of what fits
+    assert cut_factor("Requested tokens (20000) exceed context window of 10000", 10_000, 0) == 0.475
+    assert cut_factor("too long", 10_000, 0) == 0.8
+
+
 def test_cut_context():
     assert cut_context("x" * 100, 1000, 10) == "x" * 100
     assert len(cut_context("x" * 10_000, 1000, 500)) == 2000

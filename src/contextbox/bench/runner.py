@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import random
+import re
 import shlex
 import signal
 import sys
@@ -50,6 +51,23 @@ CHARS_PER_TOKEN = 4.0
 DIRECT_SYSTEM = "You answer questions about a document. Reply with the answer only, no explanation."
 RESULTS = "results.jsonl"
 DIRECT_WINDOWS = ("start", "random")
+
+
+#: how often the direct baseline cuts its window further after a context-window error
+CUT_ATTEMPTS = 6
+_OVER = re.compile(r"tokens \((\d+)\) exceed context window of (\d+)")
+
+
+def cut_factor(message: str, window: int, reserve: int) -> float:
+    """How much of the kept text to keep after a window error: in proportion to the overflow when the error
+    says how many tokens the prompt had (llama.cpp: "Requested tokens (N) exceed context window of W"), with
+    a 5 % margin; else 0.8. (Digits and punctuation — logs — take more tokens per character than prose.)"""
+    m = _OVER.search(message)
+    if m:
+        asked, win = int(m.group(1)), int(m.group(2))
+        if asked > 0:
+            return max(0.05, min(0.95, (win - reserve) / asked * 0.95))
+    return 0.8
 
 
 @dataclass
@@ -220,7 +238,7 @@ class Runner:
         a, b = window_span(task.context, char_budget(window, reserve), self.opts.direct_window, rng)
         t = time.monotonic()
         status, reason, completion = "answered", None, None
-        for _attempt in range(4):
+        for _attempt in range(CUT_ATTEMPTS):
             text = task.context[a:b]
             msgs = [{"role": "system", "content": DIRECT_SYSTEM},
                     {"role": "user", "content": f"Document:\n{text}\n\nQuestion: {task.question}\nAnswer:"}]
@@ -231,13 +249,13 @@ class Runner:
                                                timeout=self.opts.timeout_s)
                 break
             except ContextWindowError as e:
-                b = a + int((b - a) * 0.8)
+                b = a + int((b - a) * cut_factor(str(e), window, reserve))
                 log.info("bench: direct prompt too long (%s); cutting to %d chars", e, b - a)
             except ProviderError as e:
                 status, reason = "failed", f"{type(e).__name__}: {e}"
                 break
         else:
-            status, reason = "failed", "the context did not fit the window after 4 cuts"
+            status, reason = "failed", f"the context did not fit the window after {CUT_ATTEMPTS} cuts"
         elapsed = time.monotonic() - t
         tin = completion.input_tokens if completion else 0
         tout = completion.output_tokens if completion else 0

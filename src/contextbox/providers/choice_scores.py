@@ -14,7 +14,8 @@ scores each on its own and answers the array of labels, so a map makes as many s
 
 :func:`label_logprobs` is the mechanism (one evaluation of the prompt plus ``["``, reusing the
 evaluated prefix like llama-cpp-python's own calls do); :func:`pick` the choice. It applies
-when every label starts with its own token; otherwise the caller decodes as before.
+when no label's tokens begin another's; labels sharing first tokens ("nephew", "niece") take one
+more single-token step to tell apart.
 """
 
 from __future__ import annotations
@@ -29,13 +30,17 @@ ANSWER_PREFIX = '["'
 CONTENT_FREE = ("N/A", "", "?")
 
 
-def first_tokens(llama: Any, choices: Sequence[str]) -> list[int] | None:
-    """The first token of each label as it follows ``["``; None when two labels share one."""
-    ids = [llama.tokenize(c.encode("utf-8"), add_bos=False, special=False)[:1] for c in choices]
-    if any(len(t) != 1 for t in ids):
+def label_tokens(llama: Any, choices: Sequence[str]) -> list[list[int]] | None:
+    """Each label's tokens as it follows ``["``; None when one label's tokens begin another's (or equal them),
+    or a label has none: no probability of a first differing token tells those apart."""
+    ids = [list(llama.tokenize(c.encode("utf-8"), add_bos=False, special=False)) for c in choices]
+    if any(not t for t in ids):
         return None
-    out = [t[0] for t in ids]
-    return out if len(set(out)) == len(out) else None
+    for i, a in enumerate(ids):
+        for j, b in enumerate(ids):
+            if i != j and len(a) <= len(b) and b[: len(a)] == a:
+                return None
+    return ids
 
 
 def prompt_text(llama: Any, messages: list[dict[str, Any]]) -> str | None:
@@ -55,14 +60,25 @@ def prompt_text(llama: Any, messages: list[dict[str, Any]]) -> str | None:
     return None if named is None else named(messages=messages).prompt
 
 
-def label_logprobs(llama: Any, messages: list[dict[str, Any]], choices: Sequence[str]) -> tuple[dict[str, float], int]:
-    """``({label: log-probability of its first token}, prompt tokens)`` at the answer's start."""
+def _logits(llama: Any) -> Any:
     import numpy as np
 
-    ids = first_tokens(llama, choices)
+    logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).astype(np.float64)
+    top = float(logits.max())
+    return logits - (top + math.log(float(np.exp(logits - top).sum())))  # log-softmax
+
+
+def label_logprobs(llama: Any, messages: list[dict[str, Any]], choices: Sequence[str]) -> tuple[dict[str, float], int]:
+    """``({label: log-probability}, prompt tokens)`` at the answer's start.
+
+    A label's log-probability is that of its tokens up to the first one no other label shares: one
+    forward pass when every label starts with its own token ("father", "son", …); labels sharing a first
+    token ("nephew" and "niece" both start with "n") cost one more single-token step each level down.
+    The tokens after that are taken as given (the label is decided by then)."""
+    ids = label_tokens(llama, choices)
     text = prompt_text(llama, messages)
     if ids is None or text is None:
-        raise ValueError("these labels cannot be scored by their first token")
+        raise ValueError("these labels cannot be scored by their tokens (one begins another)")
     tokens = llama.tokenize((text + ANSWER_PREFIX).encode("utf-8"), special=True)
     done = llama.input_ids  # what the model has evaluated: keep the common prefix (the map's instruction)
     common = 0
@@ -73,10 +89,24 @@ def label_logprobs(llama: Any, messages: list[dict[str, Any]], choices: Sequence
     common = min(common, len(tokens) - 1)  # at least one token to evaluate: its logits are the answer's
     llama.n_tokens = common
     llama.eval(tokens[common:])
-    logits = np.ctypeslib.as_array(llama._ctx.get_logits(), shape=(llama.n_vocab(),)).astype(np.float64)
-    top = float(logits.max())
-    log_z = top + math.log(float(np.exp(logits - top).sum()))
-    return {c: float(logits[i]) - log_z for c, i in zip(choices, ids, strict=True)}, len(tokens)
+    out: dict[str, float] = {}
+    base = len(tokens)
+
+    def walk(depth: int, members: list[int], logp: Any, acc: float) -> None:
+        groups: dict[int, list[int]] = {}
+        for m in members:
+            groups.setdefault(ids[m][depth], []).append(m)
+        for tok, group in groups.items():
+            lp = acc + float(logp[tok])
+            if len(group) == 1:
+                out[choices[group[0]]] = lp
+                continue
+            llama.n_tokens = base + depth  # the shared path so far, then this token
+            llama.eval([tok])
+            walk(depth + 1, group, _logits(llama), lp)
+
+    walk(0, list(range(len(choices))), _logits(llama), 0.0)
+    return {c: out[c] for c in choices}, len(tokens)
 
 
 def pick(scores: dict[str, float], prior: dict[str, float] | None) -> str:

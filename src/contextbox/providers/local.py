@@ -210,13 +210,13 @@ class LocalProvider:
     supports_choice_scores = True
 
     def can_score(self, choices: list[str]) -> bool:
-        """Whether ``choice_scores`` works for these labels (each starts with its own token)."""
-        from .choice_scores import first_tokens, prompt_text
+        """Whether ``choice_scores`` works for these labels (no label's tokens begin another's)."""
+        from .choice_scores import label_tokens, prompt_text
 
         self.load()
         assert self._loaded is not None
         llama = self._loaded.llama
-        return first_tokens(llama, choices) is not None and prompt_text(llama, [{"role": "user", "content": ""}]) \
+        return label_tokens(llama, choices) is not None and prompt_text(llama, [{"role": "user", "content": ""}]) \
             is not None
 
     def _scored(self, messages: list[dict[str, Any]], spec: dict[str, Any]) -> Completion:
