@@ -92,6 +92,17 @@ def test_scripted_model_with_direct_baseline(tmp_path):
     assert not recs[0]["dry_run"] and recs[0]["model"].startswith("scripted:")
 
 
+def _direct_on_128k(tmp_path, provider):
+    """The direct baseline's record for a 128k oolong task with ``provider`` as the model."""
+    runner = Runner(BenchOptions(["oolong"], out=tmp_path, model="scripted:/dev/null", data=DATA()))
+
+    class Fake:
+        root = provider
+
+    runner._rlm = Fake()
+    return runner.run_direct(generate("oolong", 1, 0, [128000], DATA())[0])
+
+
 def test_direct_shrinks_on_context_window_error(tmp_path):
     class Small:
         name, context_window = "small", 10_000
@@ -106,15 +117,8 @@ def test_direct_shrinks_on_context_window_error(tmp_path):
                 raise ContextWindowError("too long")
             return Completion("42", n // 4, 1)
 
-    runner = Runner(BenchOptions(["oolong"], out=tmp_path, model="scripted:/dev/null", data=DATA()))
     small = Small()
-
-    class Fake:
-        root = small
-
-    runner._rlm = Fake()
-    task = generate("oolong", 1, 0, [128000], DATA())[0]
-    rec = runner.run_direct(task)
+    rec = _direct_on_128k(tmp_path, small)
     assert rec["status"] == "answered" and rec["answer"] == "42"
     assert len(small.sizes) >= 2 and small.sizes[-1] <= 25_000 and rec["cut"]
 
@@ -138,15 +142,8 @@ def test_direct_cuts_in_proportion_to_the_overflow_the_window_error_reports(tmp_
                                          "window of 10000)")
             return Completion("42", tokens, 1)
 
-    runner = Runner(BenchOptions(["oolong"], out=tmp_path, model="scripted:/dev/null", data=DATA()))
     dense = Dense()
-
-    class Fake:
-        root = dense
-
-    runner._rlm = Fake()
-    task = generate("oolong", 1, 0, [128000], DATA())[0]
-    rec = runner.run_direct(task)
+    rec = _direct_on_128k(tmp_path, dense)
     assert rec["status"] == "answered" and len(dense.sizes) == 2  # one proportional cut is enough
     assert 0.85 * 20_000 <= dense.sizes[-1] <= 20_000  # and keeps most of what fits
     assert cut_factor("Requested tokens (20000) exceed context window of 10000", 10_000, 0) == 0.475
