@@ -21,13 +21,16 @@ defines it.
 * **rpm** — ``rpm = 600`` on Ray: 250 tasks (750 calls); the most calls the fake server saw in any
   60 s window [≤ 630, within 5 %], and that the 601st call had to wait for the window to move.
 
-Prints a Markdown table and writes ``bench/out/bench_batch.json``.
+Prints a Markdown table (with the CPU seconds the batch took: this process, which holds the fake
+server, and the Ray actors; a figure that depends far less on the machine's load than wall time)
+and writes ``bench/out/bench_batch.json``. ``bench/profile_batch.py`` splits the local CPU by thread.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -71,6 +74,12 @@ def in_flight(srv: FakeLLMServer, t0: float, wall: float) -> dict[str, float]:
     return {"mean_in_flight": busy / wall if wall else 0.0}
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process of this machine has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def max_in_window(times: list[float], window: float = 60.0) -> int:
     times = sorted(times)
     best, j = 0, 0
@@ -105,15 +114,17 @@ def main() -> int:
             lex = LocalExecutor(config, None, a.concurrency)
             lex.prepare(tasks)  # the engine's start: the model's SDK imported, its client built
             start = time.monotonic() - t0
-            t0 = time.monotonic()
+            t0, c0 = time.monotonic(), time.process_time()
             st = BatchRunner(tasks, tmp / "local.jsonl", lex).run()
             wall = time.monotonic() - t0
+            cpu = time.process_time() - c0
             ok = st.statuses.get("answered", 0)
             results["local"] = {"wall_s": wall, "start_s": start, "answered": ok, "calls": srv.request_count,
+                                "cpu_s": cpu, "cpu_ms_per_run": 1000 * cpu / a.tasks,
                                 "max_in_flight": srv.max_in_flight, "ratio": ideal_s / wall,
                                 "ratio_with_start": ideal_s / (wall + start), **in_flight(srv, t0, wall)}
             rows.append(("local --workers 32", start, wall, ok, srv.request_count, srv.max_in_flight,
-                         results["local"]["mean_in_flight"], ideal_s / wall, ideal_s / (wall + start)))
+                         results["local"]["mean_in_flight"], ideal_s / wall, ideal_s / (wall + start), cpu, None))
             srv.reset()
         if parts & {"ray", "rpm"}:
             import ray
@@ -130,16 +141,22 @@ def main() -> int:
             ex = ray_engine.RayExecutor(config, None, a.concurrency, actors=2)
             ex.prepare(tasks)  # actors up, the model loaded in each (their start is not the batch's)
             start = time.monotonic() - t0
-            t0 = time.monotonic()
+            pids = [i["pid"] for i in ex.actor_info()]
+            a0 = sum(proc_cpu(p) for p in pids)
+            t0, c0 = time.monotonic(), time.process_time()
             st = BatchRunner(tasks, tmp / "ray.jsonl", ex).run()
             wall = time.monotonic() - t0
+            cpu = time.process_time() - c0
+            actors_cpu = sum(proc_cpu(p) for p in pids) - a0
             ex.close()
             ok = st.statuses.get("answered", 0)
             results["ray"] = {"wall_s": wall, "start_s": start, "answered": ok, "calls": srv.request_count,
+                              "cpu_s": cpu, "actors_cpu_s": actors_cpu,
+                              "cpu_ms_per_run": 1000 * (cpu + actors_cpu) / a.tasks,
                               "max_in_flight": srv.max_in_flight, "ratio": ideal_s / wall,
                               "ratio_with_start": ideal_s / (wall + start), **in_flight(srv, t0, wall)}
             rows.append(("ray (2 actors) --workers 32", start, wall, ok, srv.request_count, srv.max_in_flight,
-                         results["ray"]["mean_in_flight"], ideal_s / wall, ideal_s / (wall + start)))
+                         results["ray"]["mean_in_flight"], ideal_s / wall, ideal_s / (wall + start), cpu, actors_cpu))
             srv.reset()
         if "rpm" in parts:
             config, tasks = setup(tmp, srv.base_url, a.rpm_tasks, max_concurrency=a.concurrency, rpm=a.rpm)
@@ -158,10 +175,14 @@ def main() -> int:
     print(f"\n{a.tasks} tasks × {a.iterations} calls, server latency {a.latency:g} s, max_concurrency "
           f"{a.concurrency}: ideal {ideal_s:.2f} s\n")
     print("| engine | start s | wall s | answered | calls | max calls at once | mean calls at once | share of ideal | "
-          "with the start |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, start, wall, ok, n, peak, mean, ratio, ratio_all in rows:
-        print(f"| {name} | {start:.2f} | {wall:.2f} | {ok} | {n} | {peak} | {mean:.1f} | {ratio:.2f} | {ratio_all:.2f} |")
+          "with the start | CPU s: this process (+ Ray actors) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, start, wall, ok, n, peak, mean, ratio, ratio_all, cpu, actors in rows:
+        cpus = f"{cpu:.2f}" + (f" + {actors:.2f}" if actors is not None else "")
+        print(f"| {name} | {start:.2f} | {wall:.2f} | {ok} | {n} | {peak} | {mean:.1f} | {ratio:.2f} | {ratio_all:.2f} "
+              f"| {cpus} |")
+    print("\nCPU: of the batch's wall time; this process holds the fake server (its threads) and, locally, the runs; "
+          "Ray's own daemons are not counted")
     if "ray_start_s" in results:
         print(f"\nRay cluster start: {results['ray_start_s']:.1f} s (not in the Ray wall time)")
     if "rpm" in results:

@@ -104,10 +104,13 @@ def structured(context: Context, sample: int = 60) -> bool:
     if len(lines) < 5:
         return False
     typed = 0
+    seen: dict[str, bool] = {}  # a short text (or a long line) is sampled at many points of one line
     for line in lines:
-        row = parse_line(line)
-        cols = [k for k in row if not k.startswith(("word", "message", "number"))]
-        typed += len(cols) >= 2
+        is_typed = seen.get(line)
+        if is_typed is None:
+            row = parse_line(line)
+            is_typed = seen[line] = len([k for k in row if not k.startswith(("word", "message", "number"))]) >= 2
+        typed += is_typed
     return typed >= 0.7 * len(lines)
 
 

@@ -180,6 +180,7 @@ class SqliteRunStore:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._closed = False
+        self._rows: set[str] = set()  # runs with a row, that have not ended (their next event skips the insert)
         try:
             self._w = self._connect()
             with self._lock:
@@ -263,8 +264,9 @@ class SqliteRunStore:
             w = self._w
             w.execute("BEGIN IMMEDIATE")
             try:
-                w.execute("INSERT OR IGNORE INTO runs (run_id, status, created, pid) VALUES (?, 'running', ?, ?)",
-                          (rid, event.ts, os.getpid()))
+                if rid not in self._rows:  # a run's row, once written here, stays (no need to ask again)
+                    w.execute("INSERT OR IGNORE INTO runs (run_id, status, created, pid) VALUES (?, 'running', ?, ?)",
+                              (rid, event.ts, os.getpid()))
                 cur = w.execute("INSERT OR IGNORE INTO events (run_id, seq, type, path, ts, data) VALUES (?,?,?,?,?,?)",
                                 (rid, event.seq, event.type, event.path, event.ts, _dumps(d)))
                 if cur.rowcount == 0:
@@ -276,6 +278,10 @@ class SqliteRunStore:
             except BaseException:
                 w.execute("ROLLBACK")
                 raise
+            if event.type == "run_end" and event.path == "0":
+                self._rows.discard(rid)
+            else:
+                self._rows.add(rid)
 
     @staticmethod
     def _usage_row(w: sqlite3.Connection, ev: Event) -> None:

@@ -32,6 +32,26 @@ EVENT_TYPES = (
 STATUSES = ("answered", "max_iterations", "budget_exceeded", "timeout", "cancelled", "failed")
 
 
+_ATOMS = (str, int, float, bool, type(None))
+
+
+def _plain(v: Any) -> Any:
+    """``v`` copied as :func:`dataclasses.asdict` copies a field's value."""
+    t = type(v)
+    if t in _ATOMS:
+        return v
+    if t is dict:
+        return {_plain(k): _plain(x) for k, x in v.items()}
+    if t is list:
+        return [_plain(x) for x in v]
+    return asdict(_Box(v))["v"]  # anything else (tuples, dataclasses, other objects): asdict's own rules
+
+
+@dataclass
+class _Box:
+    v: Any
+
+
 @dataclass
 class Event:
     """One thing that happened in a run. ``data`` is JSON-serialisable.
@@ -48,7 +68,11 @@ class Event:
     path: str = "0"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The event as a dict, ``data`` copied as :func:`dataclasses.asdict` would (nested dicts,
+        lists and tuples copied, dataclasses turned into dicts) without its per-value deep copies:
+        every event of every run goes through here (run logs, Ray, the server)."""
+        return {"type": self.type, "data": _plain(self.data), "run_id": self.run_id, "seq": self.seq, "ts": self.ts,
+                "path": self.path}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Event:
