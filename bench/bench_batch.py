@@ -21,8 +21,12 @@ defines it.
 * **rpm** — ``rpm = 600`` on Ray: 250 tasks (750 calls); the most calls the fake server saw in any
   60 s window [≤ 630, within 5 %], and that the 601st call had to wait for the window to move.
 
-Prints a Markdown table (with the CPU seconds the batch took: this process, which holds the fake
-server, and the Ray actors; a figure that depends far less on the machine's load than wall time)
+The fake server runs in this process (``--server thread``, the default) or in a process of its own
+(``--server process``: as a real endpoint, it does not share the batch's interpreter lock; its CPU
+is on the same 2 cores and is reported apart).
+
+Prints a Markdown table (with the CPU seconds the batch took: this process, the fake server's and
+the Ray actors'; figures that depend far less on the machine's load than wall time)
 and writes ``bench/out/bench_batch.json``. ``bench/profile_batch.py`` splits the local CPU by thread.
 """
 
@@ -67,7 +71,70 @@ def setup(tmp: Path, base_url: str, n: int, **limits: Any) -> tuple[Config, list
     return Config.load(cfg, runs_dir=str(tmp / "runs")), load_tasks(tasks)
 
 
-def in_flight(srv: FakeLLMServer, t0: float, wall: float) -> dict[str, float]:
+def _serve(conn: Any, iterations: int, latency: float) -> None:
+    """The fake server in a process of its own, answering ``stats``/``reset``/``stop`` on ``conn``."""
+    with FakeLLMServer(replies=turns(iterations), latency=latency) as srv:
+        conn.send(srv.base_url)
+        while True:
+            cmd = conn.recv()
+            if cmd == "stats":
+                conn.send((srv.request_count, srv.max_in_flight, list(srv.arrivals)))
+            elif cmd == "reset":
+                srv.reset()
+                conn.send(None)
+            else:
+                return
+
+
+class ServerProcess:
+    """The fake server run by another process of this machine (``--server process``), as a real
+    endpoint would be: its CPU still counts on the machine's cores, but its threads do not share
+    the batch's interpreter lock. Arrival times are ``time.monotonic()``, one clock for all
+    processes (Linux ``CLOCK_MONOTONIC``)."""
+
+    def __init__(self, iterations: int, latency: float) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")  # before any thread of this process starts
+        self._conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child, iterations, latency), daemon=True)
+        self.latency = latency
+
+    def __enter__(self) -> ServerProcess:
+        self.proc.start()
+        self.base_url = self._conn.recv()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._conn.send("stop")
+        self.proc.join(10)
+        self.pid = self.proc.pid
+
+    def _stats(self) -> tuple[int, int, list[float]]:
+        self._conn.send("stats")
+        return self._conn.recv()
+
+    @property
+    def request_count(self) -> int:
+        return self._stats()[0]
+
+    @property
+    def max_in_flight(self) -> int:
+        return self._stats()[1]
+
+    @property
+    def arrivals(self) -> list[float]:
+        return self._stats()[2]
+
+    def reset(self) -> None:
+        self._conn.send("reset")
+        self._conn.recv()
+
+    def cpu(self) -> float:
+        return proc_cpu(self.proc.pid)
+
+
+def in_flight(srv: Any, t0: float, wall: float) -> dict[str, float]:
     """The mean number of calls at once at the server over the batch's wall time (each call is
     answered after ``latency``): 32 all the time would be the ideal."""
     busy = len(srv.arrivals) * srv.latency
@@ -99,6 +166,8 @@ def main() -> int:
     ap.add_argument("--rpm", type=int, default=600)
     ap.add_argument("--rpm-tasks", type=int, default=250)
     ap.add_argument("--parts", default="local,ray,rpm")
+    ap.add_argument("--server", choices=["process", "thread"], default="thread",
+                    help="the fake server in this process (default) or in a process of its own, as a real endpoint")
     a = ap.parse_args()
     parts = set(a.parts.split(","))
     results: dict[str, Any] = {"tasks": a.tasks, "latency_s": a.latency, "max_concurrency": a.concurrency,
@@ -107,24 +176,28 @@ def main() -> int:
     ideal_s = calls * a.latency / a.concurrency
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="bench-batch-"))
-    with FakeLLMServer(replies=turns(a.iterations), latency=a.latency) as srv:
+    server: Any = (ServerProcess(a.iterations, a.latency) if a.server == "process"
+                   else FakeLLMServer(replies=turns(a.iterations), latency=a.latency))
+    results["server"] = a.server
+    with server as srv:
+        server_cpu = getattr(srv, "cpu", lambda: 0.0)  # a server in this process: in its CPU
         if "local" in parts:
             config, tasks = setup(tmp, srv.base_url, a.tasks, max_concurrency=a.concurrency)
             t0 = time.monotonic()
             lex = LocalExecutor(config, None, a.concurrency)
             lex.prepare(tasks)  # the engine's start: the model's SDK imported, its client built
             start = time.monotonic() - t0
-            t0, c0 = time.monotonic(), time.process_time()
+            t0, c0, s0 = time.monotonic(), time.process_time(), server_cpu()
             st = BatchRunner(tasks, tmp / "local.jsonl", lex).run()
             wall = time.monotonic() - t0
-            cpu = time.process_time() - c0
+            cpu, srv_cpu = time.process_time() - c0, server_cpu() - s0
             ok = st.statuses.get("answered", 0)
             results["local"] = {"wall_s": wall, "start_s": start, "answered": ok, "calls": srv.request_count,
-                                "cpu_s": cpu, "cpu_ms_per_run": 1000 * cpu / a.tasks,
+                                "cpu_s": cpu, "server_cpu_s": srv_cpu, "cpu_ms_per_run": 1000 * cpu / a.tasks,
                                 "max_in_flight": srv.max_in_flight, "ratio": ideal_s / wall,
                                 "ratio_with_start": ideal_s / (wall + start), **in_flight(srv, t0, wall)}
             rows.append(("local --workers 32", start, wall, ok, srv.request_count, srv.max_in_flight,
-                         results["local"]["mean_in_flight"], ideal_s / wall, ideal_s / (wall + start), cpu, None))
+                         results["local"]["mean_in_flight"], ideal_s / wall, ideal_s / (wall + start), cpu, srv_cpu, None))
             srv.reset()
         if parts & {"ray", "rpm"}:
             import ray
@@ -143,20 +216,20 @@ def main() -> int:
             start = time.monotonic() - t0
             pids = [i["pid"] for i in ex.actor_info()]
             a0 = sum(proc_cpu(p) for p in pids)
-            t0, c0 = time.monotonic(), time.process_time()
+            t0, c0, s0 = time.monotonic(), time.process_time(), server_cpu()
             st = BatchRunner(tasks, tmp / "ray.jsonl", ex).run()
             wall = time.monotonic() - t0
-            cpu = time.process_time() - c0
+            cpu, srv_cpu = time.process_time() - c0, server_cpu() - s0
             actors_cpu = sum(proc_cpu(p) for p in pids) - a0
             ex.close()
             ok = st.statuses.get("answered", 0)
             results["ray"] = {"wall_s": wall, "start_s": start, "answered": ok, "calls": srv.request_count,
-                              "cpu_s": cpu, "actors_cpu_s": actors_cpu,
+                              "cpu_s": cpu, "server_cpu_s": srv_cpu, "actors_cpu_s": actors_cpu,
                               "cpu_ms_per_run": 1000 * (cpu + actors_cpu) / a.tasks,
                               "max_in_flight": srv.max_in_flight, "ratio": ideal_s / wall,
                               "ratio_with_start": ideal_s / (wall + start), **in_flight(srv, t0, wall)}
             rows.append(("ray (2 actors) --workers 32", start, wall, ok, srv.request_count, srv.max_in_flight,
-                         results["ray"]["mean_in_flight"], ideal_s / wall, ideal_s / (wall + start), cpu, actors_cpu))
+                         results["ray"]["mean_in_flight"], ideal_s / wall, ideal_s / (wall + start), cpu, srv_cpu, actors_cpu))
             srv.reset()
         if "rpm" in parts:
             config, tasks = setup(tmp, srv.base_url, a.rpm_tasks, max_concurrency=a.concurrency, rpm=a.rpm)
@@ -175,14 +248,14 @@ def main() -> int:
     print(f"\n{a.tasks} tasks × {a.iterations} calls, server latency {a.latency:g} s, max_concurrency "
           f"{a.concurrency}: ideal {ideal_s:.2f} s\n")
     print("| engine | start s | wall s | answered | calls | max calls at once | mean calls at once | share of ideal | "
-          "with the start | CPU s: this process (+ Ray actors) |")
+          "with the start | CPU s: this process + the fake server's (+ Ray actors) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, start, wall, ok, n, peak, mean, ratio, ratio_all, cpu, actors in rows:
-        cpus = f"{cpu:.2f}" + (f" + {actors:.2f}" if actors is not None else "")
+    for name, start, wall, ok, n, peak, mean, ratio, ratio_all, cpu, srv_cpu, actors in rows:
+        cpus = f"{cpu:.2f} + {srv_cpu:.2f}" + (f" + {actors:.2f}" if actors is not None else "")
         print(f"| {name} | {start:.2f} | {wall:.2f} | {ok} | {n} | {peak} | {mean:.1f} | {ratio:.2f} | {ratio_all:.2f} "
               f"| {cpus} |")
-    print("\nCPU: of the batch's wall time; this process holds the fake server (its threads) and, locally, the runs; "
-          "Ray's own daemons are not counted")
+    print(f"\nCPU over the batch's wall time; the fake server {'in its own process' if a.server == 'process' else 'in this process (its CPU is in the first figure)'}; locally this process "
+          "runs the runs; Ray's own daemons are not counted")
     if "ray_start_s" in results:
         print(f"\nRay cluster start: {results['ray_start_s']:.1f} s (not in the Ray wall time)")
     if "rpm" in results:
