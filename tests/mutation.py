@@ -191,6 +191,10 @@ def main() -> int:
                     help="mutmut's timeout_multiplier (a mutant whose tests run longer than (their time + "
                          "timeout_constant) x this counts as a timeout); raise it on a loaded machine, where slow "
                          "is not hung")
+    ap.add_argument("--isolation", choices=("fork", "forkserver"), default=None,
+                    help="mutmut's process_isolation: 'forkserver' forks each mutant's worker from a process that "
+                         "only collected the tests, not from mutmut's own (which ran them all for its stats, "
+                         "leaving sandbox threads behind); the sandbox, native and server tests need it")
     ap.add_argument("--min-rate", type=float, default=0.0, help="exit 1 when the kill rate is below this")
     args = ap.parse_args()
     if args.scratch:
@@ -223,7 +227,9 @@ def main() -> int:
             done = {k for codes in verdicts(SCRATCH).values() for k, v in codes.items()
                     if status_by_exit_code[v] in ("killed", "survived", "no tests")}
             names = [n for n in names if n not in done]
-        overrides = {"timeout_multiplier": args.timeout_multiplier} if args.timeout_multiplier else {}
+        overrides: dict = {"timeout_multiplier": args.timeout_multiplier} if args.timeout_multiplier else {}
+        if args.isolation:
+            overrides["process_isolation"] = args.isolation
         prepare(only, tests, args.fresh, overrides)
         print(f"mutating {len(only)} module(s) with tests {' '.join(tests)} in {SCRATCH}"
               + (f" ({len(names)} survivors of {base})" if names else ""), flush=True)

@@ -77,7 +77,9 @@ def test_a_skipped_repeat_is_an_action_end_marked_skipped():
     assert skipped.data["skipped"] is True and "skipped" not in ends[0].data
     assert {k: skipped.data[k] for k in ("iteration", "index", "level", "op")} == {
         "iteration": 2, "index": 0, "level": "l1", "op": "find"}
-    assert skipped.data["output"] in fed_back(rlm)[1] and "already ran this exact action" in skipped.data["output"]
+    assert skipped.data["output"] in fed_back(rlm)[1]
+    assert skipped.data["output"] == ("note: you already ran this exact action at iteration 1; its output is above "
+                                      "and it was not run again.")
     assert skipped.data["error"] is True
 
 
@@ -271,3 +273,224 @@ def test_a_local_root_model_gets_the_local_output_cap():
     assert engine._Run(rlm, "q?", engine.Context.from_value(TEXT), "r", None).limits.max_output_chars == 5000
     rlm = RLM(model=ScriptedProvider([cmd("final", answer="x")]), config=cfg, store=None)  # not local
     assert engine._Run(rlm, "q?", engine.Context.from_value(TEXT), "r", None).limits.max_output_chars != 321
+
+
+# ------------------------------------------------------------------ sub-model calls and provider callbacks
+class Sub:
+    """A sub-model with fixed token counts that reports a retry and a failover through the engine's callbacks,
+    as the real providers do (``on_retry(attempt, delay, err)``, ``on_failover(src, dst, err)``)."""
+
+    name = "fn/sub"
+    context_window = None
+
+    def __init__(self, answer="the sub answer", callbacks=False):
+        self.answer, self.callbacks, self.calls = answer, callbacks, []
+
+    def complete(self, messages, **opts):
+        self.calls.append((messages, opts))
+        if self.callbacks:
+            opts["on_retry"](2, 0.12345, RuntimeError("busy"))
+            opts["on_failover"]("a/x", "b/y", RuntimeError("down"))
+        from contextbox.types import Completion
+
+        return Completion(self.answer, 7, 3, model=self.name)
+
+
+def l4(replies, sub, **limits):
+    from contextbox import RLM, Config
+    from contextbox.providers import ScriptedProvider
+
+    cfg = Config()
+    cfg.aids.first_turn = False
+    cfg.prices["fn/sub"] = (100.0, 200.0)  # USD per million tokens
+    cfg.prices["scripted"] = (0.0, 0.0)
+    rlm = RLM(model=ScriptedProvider(replies), sub_model=sub, levels="l1,l4", config=cfg,
+              limits=limits or None, store=None)
+    return rlm.run("q?", TEXT), rlm
+
+
+def test_a_sub_call_is_recorded_as_an_event_and_in_the_usage():
+    sub = Sub()
+    res, _ = l4([cmd("llm_query", prompt="Summarise the weather"), cmd("final", answer="x")], sub,
+                timeout_s=100)
+    (messages, opts), = sub.calls
+    assert messages == [{"role": "user", "content": "Summarise the weather"}]
+    assert 0 < opts["timeout"] <= 100  # what is left of the run's time
+    (ev,) = [e for e in res.events if e.type == "sub_call"]
+    d = dict(ev.data)
+    assert 0 <= d.pop("latency_s") < 60
+    assert d == {"model": "fn/sub", "input_tokens": 7, "output_tokens": 3, "cost_usd": pytest.approx(0.0013),
+                 "endpoint": "fn/sub", "prompt": "Summarise the weather", "answer": "the sub answer",
+                 "role": "sub", "op": "llm_query"}
+    subs = [u for u in res.usage.calls if u.role == "sub"]
+    assert [(u.model, u.input_tokens, u.output_tokens, u.depth) for u in subs] == [("fn/sub", 7, 3, 0)]
+    assert subs[0].cost_usd == pytest.approx(0.0013)
+    assert "the sub answer" in [e.data["output"] for e in res.events if e.type == "action_end"][0]
+
+
+def test_a_sub_call_event_clips_prompt_and_answer_to_record_chars():
+    res, _ = l4([cmd("llm_query", prompt="P" * 30), cmd("final", answer="x")], Sub("A" * 25), record_chars=10)
+    (ev,) = [e for e in res.events if e.type == "sub_call"]
+    assert ev.data["prompt"] == "P" * 10 + "… [20 more characters]"
+    assert ev.data["answer"] == "A" * 10 + "… [15 more characters]"
+
+
+def test_retries_and_failovers_of_a_sub_call_are_events_with_its_tag():
+    res, _ = l4([cmd("llm_query", prompt="hello"), cmd("final", answer="x")], Sub(callbacks=True))
+    retry = [e.data for e in res.events if e.type == "retry"]
+    failover = [e.data for e in res.events if e.type == "failover"]
+    assert retry == [{"attempt": 2, "delay_s": 0.123, "error": "busy", "role": "sub", "op": "llm_query"}]
+    assert failover == [{"from": "a/x", "to": "b/y", "error": "down", "message": "failover a/x -> b/y after: down",
+                         "role": "sub", "op": "llm_query"}]
+
+
+def test_retries_and_failovers_of_the_root_model_are_events_of_role_root():
+    from contextbox.providers import ScriptedProvider
+
+    class Flaky(ScriptedProvider):
+        def complete(self, messages, **opts):
+            opts["on_retry"](1, 2.5, RuntimeError("rate limited"))
+            opts["on_failover"]("p/one", "p/two", RuntimeError("gone"))
+            return super().complete(messages, **opts)
+
+    from contextbox import RLM, Config
+
+    cfg = Config()
+    cfg.aids.first_turn = False  # one call: the final answer
+    rlm = RLM(model=Flaky([cmd("final", answer="x")]), config=cfg, store=None)
+    res = rlm.run("q?", TEXT)
+    assert [e.data for e in res.events if e.type == "retry"] == [
+        {"attempt": 1, "delay_s": 2.5, "error": "rate limited", "role": "root"}]
+    assert [e.data for e in res.events if e.type == "failover"] == [
+        {"from": "p/one", "to": "p/two", "error": "gone", "message": "failover p/one -> p/two after: gone",
+         "role": "root"}]
+    types = [e.type for e in res.events]
+    assert types.index("retry") < types.index("lm_response")  # recorded while the call runs
+
+
+# ------------------------------------------------------------------ a run's identity, its log and its stops
+def test_a_session_keeps_the_id_it_was_given_and_its_runs_say_so():
+    from contextbox import RLM, Config
+    from contextbox.providers import ScriptedProvider
+
+    rlm = RLM(model=ScriptedProvider([cmd("find", text="secret"), cmd("final", answer="x")]), config=Config(),
+              store=None)
+    s = rlm.session(TEXT, session_id="s-mine")
+    assert s.session_id == "s-mine"
+    res = s.ask("q?")
+    assert res.events[0].data["session_id"] == "s-mine" and res.events[0].data["turn"] == 1
+
+
+def test_a_child_run_s_events_carry_its_path_and_its_calls_its_depth():
+    from contextbox import RLM, Config
+    from contextbox.providers import ScriptedProvider
+
+    rlm = RLM(model=ScriptedProvider([cmd("find", text="secret"), cmd("final", answer="x")]), config=Config(),
+              store=None, depth=2, path="0.1.3")
+    sunk = []
+    rlm.usage_sink = sunk.append  # a child run reports each call to its parent
+    res = rlm.run("q?", TEXT)
+    assert {e.path for e in res.events} == {"0.1.3"}
+    assert [u.depth for u in res.usage.calls] == [2, 2]
+    assert sunk == res.usage.calls and all(u is not None for u in sunk)
+
+
+def test_a_run_log_that_cannot_be_written_does_not_stop_the_run(caplog):
+    from contextbox import RLM, Config
+    from contextbox.providers import ScriptedProvider
+
+    class Full:
+        def append(self, ev):
+            raise OSError("No space left on device")
+
+    rlm = RLM(model=ScriptedProvider([cmd("find", text="secret"), cmd("final", answer="x")]), config=Config(),
+              store=Full())
+    with caplog.at_level("ERROR", logger="contextbox"):
+        res = rlm.run("q?", TEXT)
+    assert res.status == "answered" and res.answer == "x"
+    assert "run log write failed: No space left on device" in [r.getMessage() for r in caplog.records]
+
+
+def test_a_cancelled_or_timed_out_run_says_why():
+    import threading
+
+    from contextbox import RLM, Config
+    from contextbox.providers import ScriptedProvider
+
+    cancel = threading.Event()
+    cancel.set()
+    res = RLM(model=ScriptedProvider([cmd("final", answer="x")]), config=Config(), store=None).run(
+        "q?", TEXT, cancel=cancel)
+    assert (res.status, res.reason) == ("cancelled", "cancelled")
+    rlm = RLM(model=ScriptedProvider([cmd("final", answer="x")]), config=Config(), store=None,
+              limits={"timeout_s": 0.25})
+    rlm.root.complete = lambda *a, **k: __import__("time").sleep(3)  # a model that does not answer in time
+    res = rlm.run("q?", TEXT)
+    assert (res.status, res.reason) == ("timeout", "the run took longer than timeout_s=0.25")
+
+
+def test_a_code_cell_runs_beside_the_loop_so_the_run_s_time_limit_still_holds(cell):
+    import time
+
+    Cell.out = lambda a: time.sleep(3)
+    t = time.monotonic()
+    res, _ = run([code("slow()"), cmd("final", answer="x")], TEXT, levels="l1,l2", timeout_s=0.3)
+    assert res.status == "timeout" and time.monotonic() - t < 2.5
+
+
+def test_an_action_s_elapsed_time_is_measured_in_seconds(cell):
+    import time
+
+    from contextbox.executors import ActionOutput
+
+    Cell.out = lambda a: time.sleep(0.2) or ActionOutput("ok")
+    res, _ = run([code("nap()"), cmd("final", answer="x")], TEXT, levels="l1,l2")
+    (first, _final) = [e.data for e in res.events if e.type == "action_end"]
+    assert 0.2 <= first["elapsed_s"] < 3.5
+
+
+def test_a_run_without_a_time_limit_waits_on_its_model_without_a_deadline():
+    from contextbox import RLM, Config
+    from contextbox.providers import ScriptedProvider
+
+    rlm = RLM(model=ScriptedProvider([cmd("find", text="secret"), cmd("final", answer="x")]), config=Config(),
+              store=None, limits={"timeout_s": float("inf")})
+    res = rlm.run("q?", TEXT)
+    assert (res.status, res.answer) == ("answered", "x")
+    assert [o["timeout"] for o in rlm.root.options] == [None, None]
+    rlm = RLM(model=ScriptedProvider([cmd("final", answer="x")]), config=Config(), store=None,
+              limits={"timeout_s": 50})
+    rlm.run("q?", TEXT)
+    assert 40 < rlm.root.options[0]["timeout"] <= 50
+
+
+def test_a_process_whose_run_timed_out_on_a_hung_model_still_exits(tmp_path):
+    """The model call runs in a daemon thread: a script is not held open by a call that never returns."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import contextbox
+    from contextbox import RLM, Config
+    from contextbox.providers import ScriptedProvider
+
+    src = ("import time\n"
+           "from contextbox import RLM, Config\n"
+           "from contextbox.providers import ScriptedProvider\n"
+           "class Hung(ScriptedProvider):\n"
+           "    def complete(self, messages, **opts):\n"
+           "        time.sleep(SLEEP)\n"
+           "rlm = RLM(model=Hung([]), config=Config(), store=None, limits={'timeout_s': 0.3})\n"
+           "status = rlm.run('q?', 'some text').status\n")
+    here = {"RLM": RLM, "Config": Config, "ScriptedProvider": ScriptedProvider}
+    exec(src.replace("SLEEP", "2"), here)  # the same run here first (a short hang)
+    assert here["status"] == "timeout"
+    script = tmp_path / "hung.py"
+    script.write_text(src.replace("SLEEP", "60") + "print(status)\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(contextbox.__file__).parents[1])}
+    t = time.monotonic()
+    p = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=50)
+    assert p.stdout.strip() == "timeout", p.stderr[-2000:]
+    assert time.monotonic() - t < 30  # not the model's 60 s
