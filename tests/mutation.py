@@ -152,6 +152,47 @@ def not_killed(scratch: Path) -> list[str]:
                   if status_by_exit_code[code] in ("survived", "no tests"))
 
 
+def untested(scratch: Path) -> list[str]:
+    """The mutants an earlier run never reached (stopped before the end)."""
+    return sorted(name for codes in verdicts(scratch).values() for name, code in codes.items() if code is None)
+
+
+def sampled_estimate(base: Path) -> None:
+    """With ``--sample``: the kill rate over every mutant, from two strata. A: the mutants the earlier run
+    decided (every one of them counted, with this run's verdict where it tested them again); B: those it
+    never reached, of which this run tested a random sample. Estimate = (killed in A + |B| x the sample's
+    kill rate) / (|A| + |B|), with a 95 % Wilson interval for the sample's rate carried through."""
+    import math
+
+    from mutmut.stats import status_by_exit_code
+
+    old, mine = verdicts(base), merged(base)
+    a_den = a_kill = b_all = b_den = b_kill = 0
+    for rel, codes in mine.items():
+        for name, code in codes.items():
+            st = status_by_exit_code[code]
+            in_a = old.get(rel, {}).get(name) is not None
+            b_all += not in_a
+            if st not in ("killed", "timeout", "survived", "no tests"):
+                continue
+            kill = st in ("killed", "timeout")
+            if in_a:
+                a_den, a_kill = a_den + 1, a_kill + kill
+            else:
+                b_den, b_kill = b_den + 1, b_kill + kill
+    if not b_all or not b_den:
+        return
+    p, n, z = b_kill / b_den, b_den, 1.96
+    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    total = a_den + b_all
+    est = [(a_kill + b_all * q) / total for q in (p, mid - half, mid + half)]
+    print(f"\nstratified estimate: A (decided by the earlier run) {a_kill}/{a_den} killed; B (not reached: "
+          f"{b_all}) sample {b_kill}/{b_den} killed ({100 * p:.1f}%)")
+    print(f"kill rate over all {total} mutants: {100 * est[0]:.1f}% (95% interval {100 * est[1]:.1f}%–"
+          f"{100 * est[2]:.1f}%)")
+
+
 def report(base: Path | None = None) -> float | None:
     per, survivors = tally(base)
     tot = {k: sum(c[k] for c in per.values()) for k in ("killed", "survived", "no tests", "timeout", "other")}
@@ -195,6 +236,10 @@ def main() -> int:
                     help="mutmut's process_isolation: 'forkserver' forks each mutant's worker from a process that "
                          "only collected the tests, not from mutmut's own (which ran them all for its stats, "
                          "leaving sandbox threads behind); the sandbox, native and server tests need it")
+    ap.add_argument("--sample", type=int, default=0,
+                    help="with --survivors-of: also test this many mutants, drawn at random, of those the earlier "
+                         "run never reached (it was stopped); the report adds a stratified estimate over all")
+    ap.add_argument("--seed", type=int, default=19, help="the seed of --sample's draw")
     ap.add_argument("--min-rate", type=float, default=0.0, help="exit 1 when the kill rate is below this")
     args = ap.parse_args()
     if args.scratch:
@@ -218,6 +263,11 @@ def main() -> int:
             only = cfg["only_mutate"]
             tests = args.tests.split() or cfg["pytest_add_cli_args_test_selection"]
         names = (not_killed(base) + args.also.split()) if base is not None else []
+        if base is not None and args.sample:  # a random sample of what the earlier run never reached
+            import random
+
+            pool = untested(base)
+            names += sorted(random.Random(args.seed).sample(pool, min(args.sample, len(pool))))
         if base is not None and not names:
             print(f"mutation: the run in {base} left no survivors", file=sys.stderr)
             return report(base) is None
@@ -243,6 +293,8 @@ def main() -> int:
             print(f"mutation: mutmut exited {rc}", file=sys.stderr)
             return rc
     rate = report(base)
+    if base is not None:
+        sampled_estimate(base)
     return 1 if rate is None or rate < args.min_rate else 0
 
 

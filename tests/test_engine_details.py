@@ -494,3 +494,74 @@ def test_a_process_whose_run_timed_out_on_a_hung_model_still_exits(tmp_path):
     p = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=50)
     assert p.stdout.strip() == "timeout", p.stderr[-2000:]
     assert time.monotonic() - t < 30  # not the model's 60 s
+
+
+# ------------------------------------------------------------------ model specs, the rlms shape, forwarded events
+def test_model_specs_given_as_text_are_resolved_with_the_config(tmp_path, monkeypatch):
+    import json
+
+    import contextbox.providers.local as local
+    from contextbox import RLM, Config
+    from contextbox.providers.base import ProviderConfig
+
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps([cmd("find", text="secret"), cmd("final", answer="ZEBRA-42")]))
+    rlm = RLM(model=f"scripted:{script}", config=Config(), store=None)
+    assert rlm.root.name == f"scripted:{script}" and rlm.run("q?", TEXT).answer == "ZEBRA-42"
+    cfg = Config()
+    cfg.providers.append(ProviderConfig("mine", "openai", base_url="http://127.0.0.1:9/v1"))
+    rlm = RLM(model="mine/m1", config=cfg, store=None)  # only a configured provider knows the name "mine"
+    assert rlm.root.name == "mine/m1" and rlm.sub.name == "mine/m1"
+    monkeypatch.setattr(local, "_import_llama", lambda: None)  # built lazily: no model is loaded here
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"")
+    cfg = Config()
+    cfg.local.model_path, cfg.local.context_tokens, cfg.local.threads = str(gguf), 1234, 3
+    root = RLM(model="local", config=cfg, store=None).root
+    assert (root.name, root.model_path, root.context_window, root.n_threads) == (f"local:{gguf}", gguf, 1234, 3)
+
+
+def test_completion_runs_the_prompt_over_the_given_context_with_the_run_options():
+    import asyncio
+
+    from contextbox import RLM, Config
+    from contextbox.providers import ScriptedProvider
+
+    def rlm():
+        return RLM(model=ScriptedProvider([cmd("find", text="secret"), cmd("final", answer="ZEBRA-42")]),
+                   config=Config(), store=None)
+
+    for c in (rlm().completion(TEXT, root_prompt="Which code?", run_id="r-1"),
+              asyncio.run(rlm().acompletion(TEXT, root_prompt="Which code?", run_id="r-1"))):
+        assert (c.response, c.root_model, c.prompt, c.run_id) == ("ZEBRA-42", "scripted", TEXT, "r-1")
+        start = c.result.events[0].data
+        assert start["question"] == "Which code?" and start["context"]["chars"] == len(TEXT)
+        assert "ZEBRA-42" in next(e for e in c.result.events if e.type == "action_end").data["output"]
+    c = asyncio.run(rlm().acompletion(TEXT))
+    assert c.result.events[0].data["question"] == engine.DEFAULT_ROOT_PROMPT
+
+
+def test_events_a_code_level_forwards_or_emits_while_closing_are_in_the_stream(monkeypatch):
+    from contextbox.types import Event
+
+    class Forwarding(Cell):
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, action):
+            from contextbox.executors import ActionOutput
+
+            self.session.services["forward_event"](Event("sub_call", {"model": "child"}, path="0.4"))
+            return ActionOutput("ran")
+
+        def close(self):
+            self.session.emit("warning", {"message": "worker gone", "level": "l2"})
+
+    monkeypatch.setattr(engine, "executor_factory", lambda level: Forwarding)
+    res, _ = run([code("x"), cmd("final", answer="x")], TEXT, levels="l1,l2")
+    (fwd,) = [e for e in res.events if e.type == "sub_call"]
+    assert (fwd.data, fwd.path) == ({"model": "child"}, "0.4")
+    types = [e.type for e in res.events]
+    assert types.index("sub_call") < types.index("final")
+    warn = [e for e in res.events if e.type == "warning"]
+    assert [e.data for e in warn] == [{"message": "worker gone", "level": "l2"}] and types[-1] == "run_end"
