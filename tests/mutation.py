@@ -157,7 +157,7 @@ def untested(scratch: Path) -> list[str]:
     return sorted(name for codes in verdicts(scratch).values() for name, code in codes.items() if code is None)
 
 
-def sampled_estimate(base: Path) -> None:
+def sampled_estimate(base: Path | None) -> None:
     """With ``--sample``: the kill rate over every mutant, from two strata. A: the mutants the earlier run
     decided (every one of them counted, with this run's verdict where it tested them again); B: those it
     never reached, of which this run tested a random sample. Estimate = (killed in A + |B| x the sample's
@@ -166,7 +166,7 @@ def sampled_estimate(base: Path) -> None:
 
     from mutmut.stats import status_by_exit_code
 
-    old, mine = verdicts(base), merged(base)
+    old, mine = (verdicts(base) if base is not None else {}), merged(base)
     a_den = a_kill = b_all = b_den = b_kill = 0
     for rel, codes in mine.items():
         for name, code in codes.items():
@@ -187,10 +187,43 @@ def sampled_estimate(base: Path) -> None:
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     total = a_den + b_all
     est = [(a_kill + b_all * q) / total for q in (p, mid - half, mid + half)]
+    if base is None:
+        print(f"\nsample: {b_kill}/{b_den} killed of {b_all} mutants; kill rate {100 * p:.1f}% (95% interval "
+              f"{100 * (mid - half):.1f}%–{100 * (mid + half):.1f}%)")
+        return
     print(f"\nstratified estimate: A (decided by the earlier run) {a_kill}/{a_den} killed; B (not reached: "
           f"{b_all}) sample {b_kill}/{b_den} killed ({100 * p:.1f}%)")
     print(f"kill rate over all {total} mutants: {100 * est[0]:.1f}% (95% interval {100 * est[1]:.1f}%–"
           f"{100 * est[2]:.1f}%)")
+
+
+def recheck_timeouts(scratch: Path, wall_s: float) -> None:
+    """Test each mutant mutmut marked as timed out again, in a fresh process of its own (``python -m pytest``
+    on its covering tests, ``MUTANT_UNDER_TEST`` set, no fork): on a loaded machine a slow run of a harmless
+    mutant passes mutmut's wall-clock limit, and a forked worker can hang where a fresh process does not
+    (pydantic-monty). The verdict (killed, survived, or a timeout again after ``wall_s``) replaces mutmut's."""
+    from mutmut.stats import status_by_exit_code
+
+    stats = json.loads((scratch / "mutants" / "mutmut-stats.json").read_text())
+    cover = stats["tests_by_mangled_function_name"]
+    extra = configured().get("pytest_add_cli_args", [])
+    env = {**os.environ, "PYTHONPATH": str(scratch / "mutants" / "src")}
+    for meta in sorted((scratch / "mutants").rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        codes = data.get("exit_code_by_key", {})
+        for name, code in list(codes.items()):
+            if status_by_exit_code[code] != "timeout":
+                continue
+            tests = sorted(cover.get(name.partition("__mutmut_")[0], []), key=lambda t: stats["duration_by_test"].get(t, 0))
+            try:
+                rc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", *extra, *tests], cwd=scratch / "mutants",
+                                    env={**env, "MUTANT_UNDER_TEST": name}, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, timeout=wall_s).returncode
+            except subprocess.TimeoutExpired:
+                rc = 36  # mutmut's code for a timeout
+            print(f"recheck {name}: {status_by_exit_code[rc]}", flush=True)
+            codes[name] = rc
+            meta.write_text(json.dumps(data))
 
 
 def report(base: Path | None = None) -> float | None:
@@ -235,11 +268,16 @@ def main() -> int:
     ap.add_argument("--isolation", choices=("fork", "forkserver"), default=None,
                     help="mutmut's process_isolation: 'forkserver' forks each mutant's worker from a process that "
                          "only collected the tests, not from mutmut's own (which ran them all for its stats, "
-                         "leaving sandbox threads behind); the sandbox, native and server tests need it")
+                         "leaving sandbox threads behind), and which imports nothing of the tests: forking after "
+                         "pydantic-monty was imported hangs some sandbox tests; the sandbox tests need it")
     ap.add_argument("--sample", type=int, default=0,
                     help="with --survivors-of: also test this many mutants, drawn at random, of those the earlier "
-                         "run never reached (it was stopped); the report adds a stratified estimate over all")
+                         "run never reached (it was stopped); the report adds a stratified estimate over all. "
+                         "Alone: test only a random sample of this many of the module's mutants")
     ap.add_argument("--seed", type=int, default=19, help="the seed of --sample's draw")
+    ap.add_argument("--recheck-timeouts", type=float, default=0, metavar="SECONDS",
+                    help="after the run, test every timed-out mutant again in a fresh process with this wall-clock "
+                         "limit (a slow harmless mutant on a loaded machine is not a hung one)")
     ap.add_argument("--min-rate", type=float, default=0.0, help="exit 1 when the kill rate is below this")
     args = ap.parse_args()
     if args.scratch:
@@ -280,20 +318,34 @@ def main() -> int:
         overrides: dict = {"timeout_multiplier": args.timeout_multiplier} if args.timeout_multiplier else {}
         if args.isolation:
             overrides["process_isolation"] = args.isolation
-        prepare(only, tests, args.fresh, overrides)
-        print(f"mutating {len(only)} module(s) with tests {' '.join(tests)} in {SCRATCH}"
-              + (f" ({len(names)} survivors of {base})" if names else ""), flush=True)
+            if args.isolation == "forkserver":  # the server imports nothing of the tests (nor pydantic-monty)
+                overrides["forkserver_warmup"] = "none"
         env = dict(os.environ)
         data = ROOT.parent / "shared" / "data"  # the tests look for ../shared/data beside the repo: not the scratch's
         if not env.get("CONTEXTBOX_DATA") and data.is_dir():
             env["CONTEXTBOX_DATA"] = str(data)
+        prepare(only, tests, args.fresh, overrides)
+        if base is None and args.sample:  # mutate and collect the tests' coverage, then draw the sample
+            subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "1", "nothing__mutmut_0"],
+                           cwd=SCRATCH, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            import random
+
+            pool = untested(SCRATCH)
+            if not pool:
+                print("mutation: no mutants were generated (or the tests' first run failed)", file=sys.stderr)
+                return 2
+            names = sorted(random.Random(args.seed).sample(pool, min(args.sample, len(pool))))
+        print(f"mutating {len(only)} module(s) with tests {' '.join(tests)} in {SCRATCH}"
+              + (f" ({len(names)} of the mutants: survivors of {base} and those --also/--sample add)" if base else f" (a random sample of {len(names)} mutants)" if names else ""), flush=True)
         rc = subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children), *names],
                             cwd=SCRATCH, env=env).returncode
         if rc not in (0, 1):
             print(f"mutation: mutmut exited {rc}", file=sys.stderr)
             return rc
+    if args.recheck_timeouts:
+        recheck_timeouts(SCRATCH, args.recheck_timeouts)
     rate = report(base)
-    if base is not None:
+    if base is not None or args.sample:
         sampled_estimate(base)
     return 1 if rate is None or rate < args.min_rate else 0
 
