@@ -112,6 +112,23 @@ def verdicts(scratch: Path) -> dict[str, dict[str, int | None]]:
     return out
 
 
+def chained(scratch: Path) -> dict[str, dict[str, int | None]]:
+    """The verdicts of the run in ``scratch`` over those of the run it re-tested (its ``--survivors-of``,
+    recorded in ``base.txt``), and so on back to the first run of the chain."""
+    mine = verdicts(scratch)
+    link = scratch / "base.txt"
+    if not link.is_file():
+        return mine
+    old = chained(Path(link.read_text().strip()))
+    return {rel: {k: v if v is not None else old.get(rel, {}).get(k) for k, v in codes.items()}
+            for rel, codes in mine.items()}
+
+
+def first_run(scratch: Path) -> Path:
+    link = scratch / "base.txt"
+    return first_run(Path(link.read_text().strip())) if link.is_file() else scratch
+
+
 def merged(base: Path | None) -> dict[str, dict[str, int | None]]:
     """This run's verdicts over those of ``base`` (a run whose survivors this one tested again): a mutant
     this run did not test keeps its verdict from ``base``; one that no longer exists (its code was removed)
@@ -119,7 +136,7 @@ def merged(base: Path | None) -> dict[str, dict[str, int | None]]:
     mine = verdicts(SCRATCH)
     if base is None:
         return mine
-    old = verdicts(base)
+    old = chained(base)
     return {rel: {k: v if v is not None else old.get(rel, {}).get(k) for k, v in codes.items()}
             for rel, codes in mine.items()}
 
@@ -148,13 +165,13 @@ def not_killed(scratch: Path) -> list[str]:
     """The survivors and the untested mutants of an earlier run (``--survivors-of``)."""
     from mutmut.stats import status_by_exit_code
 
-    return sorted(name for codes in verdicts(scratch).values() for name, code in codes.items()
+    return sorted(name for codes in chained(scratch).values() for name, code in codes.items()
                   if status_by_exit_code[code] in ("survived", "no tests"))
 
 
 def untested(scratch: Path) -> list[str]:
     """The mutants an earlier run never reached (stopped before the end)."""
-    return sorted(name for codes in verdicts(scratch).values() for name, code in codes.items() if code is None)
+    return sorted(name for codes in chained(scratch).values() for name, code in codes.items() if code is None)
 
 
 def sampled_estimate(base: Path | None) -> None:
@@ -166,7 +183,7 @@ def sampled_estimate(base: Path | None) -> None:
 
     from mutmut.stats import status_by_exit_code
 
-    old, mine = (verdicts(base) if base is not None else {}), merged(base)
+    old, mine = (verdicts(first_run(base)) if base is not None else {}), merged(base)
     a_den = a_kill = b_all = b_den = b_kill = 0
     for rel, codes in mine.items():
         for name, code in codes.items():
@@ -304,8 +321,10 @@ def main() -> int:
         if base is not None and args.sample:  # a random sample of what the earlier run never reached
             import random
 
-            pool = untested(base)
-            names += sorted(random.Random(args.seed).sample(pool, min(args.sample, len(pool))))
+            pool = untested(first_run(base))  # the same draw along a chain of re-tests (same seed)
+            decided = chained(base)
+            names += sorted(n for n in random.Random(args.seed).sample(pool, min(args.sample, len(pool)))
+                            if all(codes.get(n) is None for codes in decided.values()))
         if base is not None and not names:
             print(f"mutation: the run in {base} left no survivors", file=sys.stderr)
             return report(base) is None
@@ -325,6 +344,9 @@ def main() -> int:
         if not env.get("CONTEXTBOX_DATA") and data.is_dir():
             env["CONTEXTBOX_DATA"] = str(data)
         prepare(only, tests, args.fresh, overrides)
+        (SCRATCH / "base.txt").unlink(missing_ok=True)
+        if base is not None:  # a chain of re-tests merges back to its first run
+            (SCRATCH / "base.txt").write_text(str(base))
         if base is None and args.sample:  # mutate and collect the tests' coverage, then draw the sample
             subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "1", "nothing__mutmut_0"],
                            cwd=SCRATCH, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
