@@ -577,3 +577,26 @@ def test_what_a_sub_call_really_used_counts_against_the_run_s_token_limit():
     assert res.status == "budget_exceeded" and res.reason.startswith("max_total_tokens=20000 exceeded (")
     assert int(res.reason.split("(")[1].split()[0].replace(",", "")) > 20_000  # the sub-call's 19,010 counted
 
+
+
+def test_run_start_states_the_run_and_a_failed_run_ends_with_a_fatal_error_event():
+    from contextbox import RLM, Config
+    from contextbox.providers import ScriptedProvider
+
+    rlm = RLM(model=ScriptedProvider([cmd("find", text="secret")]), sub_model=ScriptedProvider([], name="other"),
+              config=Config(), store=None, levels="l1,l4", limits={"max_iterations": 3})
+    res = rlm.run("Which code?", TEXT, answer_type=int)
+    start = res.events[0]
+    assert start.type == "run_start" and start.seq == 0 and start.path == "0"
+    d = start.data
+    assert (d["question"], d["model"], d["sub_model"], d["levels"], d["depth"]) == (
+        "Which code?", "scripted", "other", ["l1", "l4"], 0)
+    assert d["limits"]["max_iterations"] == 3 and d["context"]["chars"] == len(TEXT)
+    assert "head" not in d["context"] and "tail" not in d["context"]  # the text itself is not repeated
+    assert d["answer_type"] == "int" and d["answer_schema"] == {"type": "integer"}
+    assert "session_id" not in d
+    assert res.status == "failed" and res.reason.startswith("ScriptExhausted: ")
+    err, end = res.events[-2], res.events[-1]
+    assert (err.type, err.data) == ("error", {"message": res.reason, "fatal": True, "status": "failed"})
+    assert end.type == "run_end" and end.data["status"] == "failed" and end.data["answer"] is None
+    assert [e.seq for e in res.events] == list(range(len(res.events)))
