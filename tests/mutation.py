@@ -313,6 +313,8 @@ def main() -> int:
                     help="with --survivors-of: also test this many mutants, drawn at random, of those the earlier "
                          "run never reached (it was stopped); the report adds a stratified estimate over all. "
                          "Alone: test only a random sample of this many of the module's mutants")
+    ap.add_argument("--sample-only", action="store_true",
+                    help="with --survivors-of and --sample: test only the sample, not the earlier run's survivors")
     ap.add_argument("--seed", type=int, default=19, help="the seed of --sample's draw")
     ap.add_argument("--recheck-timeouts", type=float, default=0, metavar="SECONDS",
                     help="after the run, test every timed-out mutant again in a fresh process with this wall-clock "
@@ -339,7 +341,7 @@ def main() -> int:
         else:
             only = cfg["only_mutate"]
             tests = args.tests.split() or cfg["pytest_add_cli_args_test_selection"]
-        names = (not_killed(base) + args.also.split()) if base is not None else []
+        names = ((not_killed(base) if not args.sample_only else []) + args.also.split()) if base is not None else []
         if base is not None and args.sample:  # a random sample of what the earlier run never reached
             import random
 
