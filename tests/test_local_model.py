@@ -254,7 +254,8 @@ def test_real_model_scores_labels_by_probability_and_calibrates() -> None:
 
     p = resolve("local")
     labels = ["person", "place"]
-    assert p.can_score(labels) and not p.can_score(["red-one", "red-two"])  # "red" starts both
+    assert p.can_score(labels) and not p.can_score(["red", "red-two"])  # "red" begins "red-two"
+    assert p.can_score(["red-one", "red-two"])  # a shared first token: told apart one step down
     msgs = [{"role": "user", "content": "Does this question ask for a person or a place? 'Where is Milan?' "
                                         "Reply with a JSON array holding one label: person or place."}]
     raw = p.complete(msgs, choice_scores={"choices": labels, "raw": True})
