@@ -125,17 +125,17 @@ def test_two_moderately_rare_words_together_link_but_one_does_not() -> None:
 
 def test_the_aid_shows_linked_passages_under_a_search_and_can_be_turned_off(tmp_path: Any) -> None:
     script = [cmd("search", query=QUESTION, k=3), cmd("final", answer="Thalberg")]
-    res, _ = run(script, context=_letters())
+    on = Config()
+    on.aids.linked_passages = True
+    res, _ = run(script, context=_letters(), config=on)
     out = outputs(res)[0]
     assert "\nlinked passages (they share rare words with hit 1: Kronstadt, Halcyon):\n" in out
     assert "letter_14.txt" in out and "Thalberg" in out
     fired = [e for e in res.events if e.type == "aid" and e.data.get("aid") == "linked_passages"]
     assert len(fired) == 1
-    off = Config()
-    off.aids.linked_passages = False
-    res, _ = run(script, context=_letters(), config=off)
+    res, _ = run(script, context=_letters())  # off by default
     assert "linked passages" not in outputs(res)[0] and "Thalberg" not in outputs(res)[0]
-    assert Aids().linked_passages is True
+    assert Aids().linked_passages is False
     p = tmp_path / "c.toml"
-    p.write_text("[aids]\nlinked_passages = false\n")
-    assert Config.load(p).aids.linked_passages is False
+    p.write_text("[aids]\nlinked_passages = true\n")
+    assert Config.load(p).aids.linked_passages is True
