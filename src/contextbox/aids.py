@@ -12,8 +12,9 @@ answer is sent back once when it appears nowhere in what the model read (``groun
 inside a longer token of the text (``cut_answer``), counts the hits a capped list showed
 instead of the total (``capped_count``), or only restates a sentence it found
 (``verify_restated``: one verification turn). At the end of a turn (:meth:`RunAids.end_turn`):
-a repeat bans that op for the next turn; a second repeat, or ``stall_turns`` turns without a
-new action, leave only ``final`` — the loop ends. The table route (which ops a turn may use for a
+a repeat bans that op for the next turn; a second repeat, ``stall_turns`` turns without a
+new action, or ``hit_turns`` turns after a search whose hit 1 holds the question (the answer is on
+screen) leave only ``final`` — the loop ends. The table route (which ops a turn may use for a
 counting question over structured lines, the column choice, the arguments the question fixes) is
 :mod:`contextbox.aids_table`.
 """
@@ -149,6 +150,8 @@ class RunAids(TableRoute):
         self.capped: list[_Capped] = []
         self.repeats = 0
         self.stall = 0
+        #: the iteration by which the answer must come: a search's hit 1 held the question (``hit_turns``)
+        self.hit_due: int | None = None
         self.steer = Steer()  # constraints in force for the coming turn
         self._turn_repeat: str | None = None
         self._turn_new = False
@@ -254,6 +257,9 @@ class RunAids(TableRoute):
             self._turn_new = True
         if action.op == "search":
             self.searched = True
+            if self.hit_due is None and getattr(self.settings, "hit_turns", 0) and self._hit_holds(action, out):
+                self.hit_due = iteration + self.settings.hit_turns
+                self._fire("hit_turns", iteration, f"hit 1 holds the question: answer by iteration {self.hit_due}")
         if action.op in AGGREGATING:
             self.aggregated = True
             if action.op in ("count_by", "top", "word_counts"):  # the ranking the answer should give in full
@@ -314,6 +320,15 @@ class RunAids(TableRoute):
                     "a rarer word, or a regex that includes nearby words. To count or rank, use the table ops.")
             out.text += hint
             self._fire("too_many_hits", iteration, hint.strip(), hits=out.hits)
+
+    def _hit_holds(self, action: Action, out: ActionOutput) -> bool:
+        """Whether a whole-context search's hit 1 holds the run's question (:func:`search.hit_holds_question`)."""
+        from .search import hit_holds_question
+
+        hits = out.meta.get("ranked")
+        if action.args.get("on") or not isinstance(hits, list) or not hits:
+            return False
+        return hit_holds_question(self.context, hits, self.question, str(action.args.get("unit") or "line"))
 
     def _linked(self, action: Action, out: ActionOutput, iteration: int) -> None:
         """Under a search's hits, the passages that share hit 1's rare words (a question's second hop)."""
@@ -532,8 +547,10 @@ class RunAids(TableRoute):
         if self.steer.only is not None:  # it still has not answered: the restriction holds
             return self.steer
         stalled = aids.stall_turns and self.stall >= aids.stall_turns
-        if (repeated and self.repeats >= 2) or stalled:
-            why = "you repeated an action" if repeated else f"{self.stall} turns brought nothing new"
+        due = self.hit_due is not None and iteration + 1 >= self.hit_due
+        if (repeated and self.repeats >= 2) or stalled or due:
+            why = ("you repeated an action" if repeated else f"{self.stall} turns brought nothing new" if stalled
+                   else "a search found the passage that holds the question; it is above")
             msg = (f"You must answer now ({why}): reply with the final command, using what you found above. "
                    + ("Only final is allowed on your next turn." if constrained else ""))
             self.steer = Steer(only=FINAL_ONLY, message=msg.strip())

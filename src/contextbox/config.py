@@ -49,6 +49,7 @@ class Aids:
     grounding: bool | str = "auto"
     first_turn: bool = True
     stall_turns: int = 3  # turns without a new action before the model must answer; 0 = off
+    hit_turns: int = 2  # a search whose hit 1 holds the question: answer within this many turns; 0 = off
     cut_answer: bool = True  # an answer ending inside a longer token of the text is sent back once
     capped_count: bool = True  # a count answered from a capped hit list is told the exact total
     verify_restated: bool = True  # an answer that only restates a found sentence gets one check turn
@@ -320,7 +321,7 @@ _RANGES: list[tuple[Any, ...]] = [
     ("server", "port", 1, False, 65535), ("server", "max_upload_mb", 0, True),
     ("server", "max_concurrent_runs", 1, False),
     ("local", "context_tokens", 256, False), ("local", "max_tokens", 1, False), ("local", "threads", 1, False),
-    ("local", "max_output_chars", 1, False), ("aids", "too_many_hits", 0, False), ("aids", "stall_turns", 0, False),
+    ("local", "max_output_chars", 1, False), ("aids", "too_many_hits", 0, False), ("aids", "stall_turns", 0, False), ("aids", "hit_turns", 0, False),
     (None, "preview_chars", 0, False), (None, "regex_timeout_s", 0, True), ("server", "max_queued_runs", 0, False),
     ("context", "max_files", 1, False), ("context", "max_mb", 0, True),
 ]

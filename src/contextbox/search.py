@@ -600,6 +600,40 @@ def render(hits: list[dict[str, Any]], source: Context | str, query: str, unit: 
     return "\n".join([head, *body, tail])
 
 
+#: hit 1 holds a question when it has at least this share of the question's IDF weight ...
+HOLDS_SHARE = 0.6
+#: ... and scores at least this many times hit 2
+HOLDS_RATIO = 2.0
+
+
+def question_share(source: Context | str, text: str, question: str, unit: str = "line") -> float:
+    """The share of ``question``'s IDF weight (its words the text holds) that ``text`` holds."""
+    idx = get_index(source, unit)
+    if idx.bm25 is None:
+        return 0.0
+    mat, total = idx.bm25.scores, len(idx)
+    held = {t for w in _WORD.findall(text) for t in _word_tokens(w)}
+    have = weight = 0.0
+    for tok in query_tokens(question):
+        for t in idx.bm25.get_tokens_ids([tok]):
+            idf = _idf(total, int(mat["indptr"][t + 1] - mat["indptr"][t]))
+            weight += idf
+            have += idf if tok in held else 0.0
+    return have / weight if weight > 0 else 0.0
+
+
+def hit_holds_question(source: Context | str, hits: list[dict[str, Any]], question: str, unit: str = "line") -> bool:
+    """Whether a search's hit 1 is the passage a literal question asks about: it holds most of the
+    question's weight (:data:`HOLDS_SHARE`) and far outscores hit 2 (:data:`HOLDS_RATIO`). "What is the
+    secret password to the old library?" → "The secret password to the old library is AMBER-2500." (8.7
+    against 1.4); a paraphrased question sharing no rare word with its answer does not qualify."""
+    if not hits:
+        return False
+    if len(hits) > 1 and hits[0]["score"] < HOLDS_RATIO * hits[1]["score"]:
+        return False
+    return question_share(source, str(hits[0]["text"]), question, unit) >= HOLDS_SHARE
+
+
 #: a word of hit 1 links to other passages when it is this rare: in at most this many units ...
 LINK_MAX_DF = 3
 #: ... or in at most this share of them (for two or more such words together)
