@@ -451,4 +451,32 @@ def test_a_restated_sentence_for_an_answer_only_question_leaves_a_short_final():
                           cmd("final", answer="MARBLE-8629", thought="t")], text, question, constrained=True)
         assert "verify_restated" in _aids(res)
         final = next(b for b in p.options[2]["response_schema"]["anyOf"] if b["properties"]["op"]["const"] == "final")
-        assert (final["properties"]["answer"].get("maxLength") == 40) is short
+        # "only": the answer is the span of the sentence the question does not hold
+        assert (final["properties"]["answer"].get("enum") == ["MARBLE-8629"]) is short
+        assert (final["properties"]["answer"].get("maxLength") == 400) is not short
+        assert res.answer == "MARBLE-8629"
+
+
+def test_the_spans_a_question_does_not_hold():
+    from contextbox.aids import new_spans
+
+    q = "What is the secret password to the old library? Answer with the password only."
+    assert new_spans("The secret password to the old library is AMBER-2500.", q) == ["AMBER-2500"]
+    assert new_spans("The ship's cook was named Ivan Petrov of Kiev.", "What was the ship's cook named?") == \
+        ["Ivan Petrov of Kiev"]
+    assert new_spans("Dr. Lindqvist treated the colonel on the brig.", "Who treated the colonel?") == \
+        ["Dr. Lindqvist", "brig"]
+    assert new_spans("The secret password to the old library", q) == []  # nothing new: no span
+    many = "alpha password beta password gamma password delta password eps password zeta password eta"
+    assert new_spans(many, q) == []  # too many spans to offer: the answer stays free (short)
+
+
+def test_a_restated_sentence_with_no_new_span_keeps_a_short_free_answer():
+    text = "filler line\n" * 50 + "The secret password to the old library\n" + "filler line\n" * 50
+    question = "What is the secret password to the old library? Answer with the password only."
+    sentence = "The secret password to the old library"
+    res, _, p = _run([cmd("search", query=question, thought="t"), cmd("final", answer=sentence, thought="t"),
+                      cmd("final", answer="unknown", thought="t")], text, question, constrained=True)
+    assert "verify_restated" in _aids(res)
+    final = next(b for b in p.options[2]["response_schema"]["anyOf"] if b["properties"]["op"]["const"] == "final")
+    assert final["properties"]["answer"].get("maxLength") == 40 and "enum" not in final["properties"]["answer"]

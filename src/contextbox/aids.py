@@ -56,6 +56,33 @@ _CODE_EXT = frozenset(".py .pyi .js .jsx .ts .tsx .go .rs .java .kt .c .h .cc .c
                       ".sh .lua .m .r .jl .ex .exs .clj .hs .ml".split())
 
 
+_SPAN_TOKEN = re.compile(r"[\w][\w\-./:']*[\w]|[\w]")
+_GLUE = frozenset("a an the is was are were be been of to in on at by for and or as it its this that with from".split())
+
+
+def new_spans(sentence: str, question: str, most: int = 5) -> list[str]:
+    """The runs of ``sentence``'s words that ``question`` does not hold, glue words trimmed off their ends:
+    "The secret password to the old library is AMBER-2500." asked "What is the secret password to the old
+    library?" → ["AMBER-2500"]. Empty when there are none or more than ``most``."""
+    asked = {w.casefold() for w in _SPAN_TOKEN.findall(question)}
+    runs: list[list[re.Match[str]]] = [[]]
+    for m in _SPAN_TOKEN.finditer(sentence):
+        if m.group().casefold() in asked:
+            runs.append([])
+        else:
+            runs[-1].append(m)
+    out: list[str] = []
+    for run in runs:
+        while run and run[0].group().casefold() in _GLUE:
+            run.pop(0)
+        while run and run[-1].group().casefold() in _GLUE:
+            run.pop()
+        span = sentence[run[0].start():run[-1].end()] if run else ""
+        if span and span not in out:
+            out.append(span)
+    return out if len(out) <= most else []
+
+
 def code_context(context: Context) -> bool:
     """Whether most of the context's documents are source files (by extension)."""
     import os.path
@@ -131,6 +158,7 @@ class RunAids(TableRoute):
         self.last_counts: list[tuple[str, str]] | None = None  # (value, count) of the last count_by/top
         self.ranking_answer: str | None = None  # the exact ranking a sent-back answer must give
         self.short_answer = False  # "... the password only": a restated sentence goes back, then final is short
+        self.short_spans: list[str] = []  # ... and one of these spans of the sentence, when it has any
         #: a pairs question ("every pair of users who both have at least K rows labelled X"): the route
         #: labels, filters the condition's rows, runs ``pairs``, then answers (``[aids] pairs_route``)
         from .pairs_hints import pairs_question
@@ -428,8 +456,10 @@ class RunAids(TableRoute):
                    "you found. If it answers the question, send the final command again with just the answer; "
                    "if not, send the command that looks up what is still missing.")
             self.steer = Steer(verify=True, message="")
-            # "answer with the password only": the verification turn's final cannot hold the sentence again
+            # "answer with the password only": the verification turn's final cannot hold the sentence again;
+            # it is one of the sentence's spans the question does not hold ("AMBER-2500") when there are any
             self.short_answer = _ONLY_Q.search(self.question) is not None
+            self.short_spans = new_spans(answer, self.question) if self.short_answer else []
             self._fire("verify_restated", iteration, msg)
             return msg
         return None

@@ -125,6 +125,7 @@ class TableRoute:
     searched: bool
     ranking_answer: str | None
     short_answer: bool
+    short_spans: list[str]
     pairs_ask: Any  # a pairs_hints.PairsQuestion, or None
     pairs_made: str | None
     last_pairs: list[tuple[str, str]] | None
@@ -247,7 +248,9 @@ class TableRoute:
         if self.code_question:  # "which function ...": a search hit should show the whole definition
             out["search"] = {"unit": {"const": "paragraph"}}
         if self.short_answer:  # a restated sentence went back for "the X only": the answer is a short value
-            out["final"] = {"answer": {"type": "string", "minLength": 1, "maxLength": SHORT_ANSWER_CHARS}}
+            spans = self.short_spans
+            out["final"] = {"answer": {"enum": list(spans)} if spans else
+                            {"type": "string", "minLength": 1, "maxLength": SHORT_ANSWER_CHARS}}
         if not (self.table_route or self.searched) and getattr(self.settings, "question_search", True):
             # a small model shortens the question to two words ("Vyazemtsev debt", "config.py") and a short
             # line with the common one outranks the passage; ranked on all the question's words it comes first
