@@ -245,8 +245,8 @@ class Runner:
             try:
                 if self.opts.dry_run:
                     provider = ScriptedProvider([dry_run_direct_reply(task, (a, b))], name=DRY_RUN_MODEL)
-                completion = provider.complete(msgs, max_tokens=answer_tokens, temperature=0.0,
-                                               timeout=self.opts.timeout_s)
+                completion = interruptible(lambda msgs=msgs, provider=provider: provider.complete(
+                    msgs, max_tokens=answer_tokens, temperature=0.0, timeout=self.opts.timeout_s))
                 break
             except ContextWindowError as e:
                 b = a + int((b - a) * cut_factor(str(e), window, reserve))
@@ -423,6 +423,29 @@ class Runner:
             "direct_window": self.opts.direct_window, "rlms_endpoint": self.rlms_endpoint,
         })
         path.write_text(json.dumps(meta, indent=2, default=str))
+
+
+def interruptible(fn: Callable[[], Any], poll_s: float = 0.2) -> Any:
+    """``fn()`` in a daemon thread, waited for from this one: a Ctrl-C or SIGTERM handler then runs at once,
+    even while ``fn`` is inside one long C call (llama.cpp does not come back to Python until its whole reply
+    is written, so a signal to a main thread inside it waited minutes). Off the main thread: ``fn()``."""
+    if threading.current_thread() is not threading.main_thread():
+        return fn()
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=work, name="contextbox-direct-call", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(poll_s)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 @contextlib.contextmanager

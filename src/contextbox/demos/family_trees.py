@@ -552,7 +552,7 @@ def run_demo(args: argparse.Namespace) -> int:
                                              "'contextbox[demos]')",
              f"pairs of people: {len(pairs)} asked, {len(pairs) - failed} answered, {failed} failed; labelled "
              f"related: {sum(v in KIN_WORDS for v in values)}; people after merging: {len(set(names.values()))}; "
-             f"edges kept by the vote (≥ 2 sentences, no tie): {len(edges)} "
+             f"edges kept by the vote (each pair of people: the relation most of its sentences give, no tie): {len(edges)} "
              f"({sc['scored_edges']} between people of the hand-checked list, {sc['unscored_edges']} others)"]
     if sc["missed"]:
         lines.append("missed: " + "; ".join(f"{k} {a} → {b}" for k, a, b in sc["missed"][:12]))
