@@ -60,7 +60,7 @@ class Aids:
     compact: bool = True  # compact old turns before the history outgrows the root model's window
     ranked_fallback: bool = True  # a find of several words with no hit shows the closest passages
     code_search: bool = True  # "which function ..." over source files: searches rank paragraphs (definitions)
-    linked_passages: bool = False  # under a search's hits: passages sharing hit 1's rare words (2nd hop); off: needles 2 -> 4.5 iterations
+    linked_passages: bool = False  # under a search's hits: passages sharing hit 1's rare words (2nd hop); off: the model searched the linked word
     question_search: bool = True  # a question's first ranked search uses all of its words (not a 2-word guess)
     case_route: bool = True  # "who killed ...?" over a case file: suspects -> examine (L4) -> weigh -> final
 
