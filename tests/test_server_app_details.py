@@ -116,3 +116,155 @@ async def test_events_without_follow_stop_at_the_stored_ones_and_say_how_to_reco
             "events"]
         r = await c.get(f"/v1/runs/{rid}/events", headers={"Last-Event-ID": ""})  # empty: from the start
         assert parse_sse(r.text) == ev
+
+
+# ---------------------------------------------------------------------- queued runs across a restart
+async def run_start_context(c, rid: str) -> dict[str, Any]:
+    ev = parse_sse((await c.get(f"/v1/runs/{rid}/events?follow=false")).text)
+    assert ev[0]["type"] == "run_start"
+    return ev[0]["data"]["context"]
+
+
+REQUESTS: dict[str, dict[str, Any]] = {  # a run's context, each way a client can give it
+    "context": {"json": {"context": CONTEXT}},
+    "context_path": {"json": {"context_path": "doc.txt"}},
+    "sample": {"json": {"sample": "large-logs"}},
+    "file": {"files": {"file": ("notes.txt", (CONTEXT + "more\n").encode())}},
+}
+
+
+async def post_run(c, env, how: dict[str, Any], **extra: Any):
+    if "json" in how:
+        return await c.post("/v1/runs", json={"question": "what is the key?", "model": env["model"], **how["json"],
+                                              **extra})
+    return await c.post("/v1/runs", data={"question": "what is the key?", "model": env["model"], **extra},
+                        files=how["files"])
+
+
+async def test_queued_runs_of_every_context_kind_start_again_after_a_restart_with_the_same_context(env):
+    """A run queued behind a busy server survives the server's end: the next app on the same store
+    starts it on the context the client gave, rebuilt the way it was given."""
+    from fakeserver import FakeLLMServer
+    from server_helpers import fake_config, slow_finds
+
+    with FakeLLMServer(slow_finds(1000), latency=0.1) as srv:
+        fake_config(env, srv)
+        direct: dict[str, Any] = {}
+        async with client(make_app(env)) as c:  # each at once: the context its run sees
+            for kind, how in REQUESTS.items():
+                r = await post_run(c, env, how)
+                assert r.status_code == 202, (kind, r.text)
+                assert (await wait_done(c, r.json()["id"]))["status"] == "answered"
+                direct[kind] = await run_start_context(c, r.json()["id"])
+        assert direct["file"]["document_sizes"][0]["path"] == "notes.txt"
+        busy = make_app(env, max_concurrent_runs=1)
+        queued: dict[str, str] = {}
+        async with client(busy) as c:
+            r = await c.post("/v1/runs", json={"question": "q", "context": CONTEXT, "model": "fake/m",
+                                               "limits": {"max_iterations": 500}})
+            blocker = r.json()["id"]
+            for i, (kind, how) in enumerate(REQUESTS.items(), start=1):
+                r = await post_run(c, env, how)
+                assert r.status_code == 202 and r.json()["position"] == i, (kind, r.text)
+                queued[kind] = r.json()["id"]
+            view = (await c.get(f"/v1/runs/{queued['sample']}")).json()
+            assert (view["status"], view["position"], view["active"]) == ("queued", 3, True)
+            assert view["timings"]["started"] is None and view["timings"]["queued_s"] is None
+            h = (await c.get("/health")).json()
+            assert (h["active_runs"], h["queued_runs"], h["max_concurrent_runs"]) == (1, len(REQUESTS), 1)
+        busy.state.manager.shutdown(10)  # the blocker is cancelled; the queued runs stay in the store
+        async with client(make_app(env)) as c:
+            assert (await wait_done(c, blocker))["status"] == "cancelled"
+            for kind, rid in queued.items():
+                run = await wait_done(c, rid)
+                assert (run["status"], run["answer"]) == ("answered", "42"), (kind, run)
+                assert run["meta"]["context_source"] == kind
+                assert await run_start_context(c, rid) == direct[kind], kind
+
+
+# ---------------------------------------------------------------------- bounds and messages
+async def test_query_bounds_and_the_messages_of_refusals(env):
+    (env["root"] / "empty").mkdir()
+    async with client(make_app(env, max_upload_mb=0.01)) as c:
+        for q in ("limit=0", "limit=501", "offset=-1"):
+            assert (await c.get(f"/v1/runs?{q}")).status_code == 422, q
+        page = (await c.get("/v1/runs?limit=500&offset=0")).json()
+        assert (page["limit"], page["total"], page["runs"], page["next_offset"]) == (500, 0, [], None)
+        r = await c.post("/v1/runs", json={"question": "q", "context_path": "doc.txt", "model": env["model"]})
+        rid = r.json()["id"]
+        run = await wait_done(c, rid)
+        assert run["meta"] == {"context_source": "context_path", "context_path": str(env["root"] / "doc.txt")}
+        (row,) = (await c.get("/v1/runs")).json()["runs"]
+        assert row["id"] == row["run_id"] == rid
+        assert (await c.get(f"/v1/runs/{rid}/events?after=-2")).status_code == 422
+        r = await c.get(f"/v1/runs/{rid}/events", headers={"Last-Event-ID": "x"})
+        assert r.json()["detail"] == "Last-Event-ID must be an event seq (an integer), got 'x'"
+        r = await c.post(f"/v1/runs/{rid}/cancel")
+        assert (r.status_code, r.json()["detail"]) == (409, f"run {rid} is not in progress (status: answered)")
+        r = await c.post("/v1/runs", json={"question": "q", "context_path": "empty", "model": env["model"]})
+        assert (r.status_code, r.json()["detail"]) == (  # the context's own error, as the model's CLI says it
+            400, f"directory {env['root'] / 'empty'} holds no files matching the include/exclude globs, .gitignore "
+                 "and .rlmignore")
+
+        async def chunks():  # no Content-Length: the limit is found while the app reads
+            for _ in range(5):
+                yield b"z" * 5000
+
+        r = await c.post("/v1/runs", content=chunks(), headers={"Content-Type": "application/json"})
+        assert (r.status_code, r.json()["detail"]) == (
+            413, "request body too large: the limit is 0.01 MB (server.max_upload_mb in the config)")
+        r = await c.post("/v1/runs", content=b"{" + b" " * 9_980 + b"}", headers={"Content-Type": "application/json"})
+        assert r.status_code == 422  # under the limit: read, and refused for what it says (no question)
+        page = await c.get("/visualize")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+
+
+async def test_a_multipart_form_takes_one_file_twenty_fields_and_its_limits(env):
+    async with client(make_app(env)) as c:
+        r = await c.post("/v1/runs", data={"question": "key?", "model": env["model"], "limits": '{"max_iterations": 1}'},
+                         files={"file": ("a.txt", CONTEXT.encode())})
+        run = await wait_done(c, r.json()["id"])
+        assert (run["status"], run["iterations"]) == ("max_iterations", 1)  # the form's limits hold
+        r = await c.post("/v1/runs", data={"question": "key?", "model": env["model"]},
+                         files=[("file", ("a.txt", b"one")), ("file", ("b.txt", b"two"))])
+        assert r.status_code == 400 and "files" in r.json()["detail"].lower()
+        extra = {f"x{i}": "v" for i in range(18)}  # with question and model: 20 fields
+        r = await c.post("/v1/runs", data={"question": "key?", "model": env["model"], **extra},
+                         files={"file": ("a.txt", CONTEXT.encode())})
+        assert r.status_code == 202, r.text
+        await wait_done(c, r.json()["id"])
+        r = await c.post("/v1/runs", data={"question": "key?", "model": env["model"], **extra, "x18": "v"},
+                         files={"file": ("a.txt", CONTEXT.encode())})
+        assert r.status_code == 400 and "fields" in r.json()["detail"].lower()
+
+
+async def test_the_server_section_of_the_config_applies_when_no_argument_overrides_it(env):
+    env["config"].server.token = "from-config"
+    env["config"].server.max_concurrent_runs = 3
+    async with client(make_app(env), token="from-config") as c:
+        h = (await c.get("/health")).json()
+        assert (h["auth"], h["max_concurrent_runs"]) == (True, 3)
+    async with client(make_app(env)) as c:
+        assert (await c.get("/v1/runs")).status_code == 401
+    async with client(make_app(env, token="", max_concurrent_runs=2)) as c:  # an argument wins
+        h = (await c.get("/health")).json()
+        assert (h["auth"], h["max_concurrent_runs"]) == (False, 2)
+
+
+def test_a_bad_server_config_is_refused_when_the_app_is_built(env):
+    from contextbox.errors import ConfigError, UsageError
+
+    env["config"].server.allowed_hosts = ["not a host/"]
+    with pytest.raises(ConfigError, match="allowed_hosts"):
+        make_app(env)
+    env["config"].server.allowed_hosts = ["test"]
+    from contextbox.providers.base import ProviderConfig
+
+    port = env["config"].server.port
+    env["config"].providers = [ProviderConfig("me", "openai", f"http://127.0.0.1:{port}/v1", None)]
+    env["config"].sub_model = "me/m"
+    with pytest.raises(UsageError, match="sub_model 'me/m' would call this server itself"):
+        make_app(env)
+    env["config"].sub_model, env["config"].model = None, "me/m"
+    with pytest.raises(UsageError, match="model 'me/m' would call this server itself"):
+        make_app(env)
