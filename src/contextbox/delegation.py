@@ -88,6 +88,8 @@ MAX_MAP_ITEMS = 2000
 DEFAULT_STORE = "answers"
 #: a running batch reports its progress at most this often (and once at its start and end)
 PROGRESS_INTERVAL_S = 0.25
+#: how a batch slot whose call was never sent (a stop or cancel came first) begins
+NOT_RUN = "error: not run"
 _STOPS = {"budget_exceeded": BudgetExceeded, "timeout": RunTimeout, "cancelled": RunCancelled}
 
 
@@ -200,7 +202,7 @@ def run_batch(n: int, fn: Callable[[int], str], limit: int, *, cancel: threading
     def slot(i: int) -> None:
         if halt.is_set() or (cancel is not None and cancel.is_set()):
             why = stopped[0] if stopped else "cancelled"
-            answers[i] = f"error: not run: {why}"
+            answers[i] = f"{NOT_RUN}: {why}"
             return
         try:
             answers[i] = fn(i)
@@ -209,7 +211,7 @@ def run_batch(n: int, fn: Callable[[int], str], limit: int, *, cancel: threading
             if not stopped:
                 stopped.append(e)
             halt.set()
-            answers[i] = f"error: not run: {e}"
+            answers[i] = f"{NOT_RUN}: {e}"
         except ContextboxError as e:
             answers[i] = f"error: {e}"
         except Exception as e:  # a bug: the slot says so, the batch goes on
@@ -530,7 +532,9 @@ class DelegationExecutor:
             what += f" ({cuts:,} cut(s) inside lines longer than the chunk size)"
         out = self._batch_output("llm_map", res, what, cmd)
         if not cmd.get("on"):  # the chunks are the context's text, in order: what the sub-calls were given
-            out.meta["read"] = sent_ranges(items, [ok or bool(a) for a, ok in zip(res.answers, res.ok, strict=True)])
+            # a failed call was sent (its error says why); a slot a stop or cancel reached first was not
+            out.meta["read"] = sent_ranges(items, [ok or not a.startswith(NOT_RUN)
+                                                   for a, ok in zip(res.answers, res.ok, strict=True)])
         return out
 
     def _typed_map(self, cmd: dict[str, Any]) -> ActionOutput:
