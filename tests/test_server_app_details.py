@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from server_helpers import CONTEXT, client, close_apps, make_app, parse_sse, server_env, wait_done
+from server_helpers import CONTEXT, client, close_apps, make_app, parse_sse, server_env, wait_done, write_script
+
+from contextbox.server import create_app
 
 pytestmark = pytest.mark.anyio
 
@@ -268,3 +270,67 @@ def test_a_bad_server_config_is_refused_when_the_app_is_built(env):
     env["config"].sub_model, env["config"].model = None, "me/m"
     with pytest.raises(UsageError, match="model 'me/m' would call this server itself"):
         make_app(env)
+
+
+# ---------------------------------------------------------------------- how the app is built and ended
+async def test_without_a_config_the_app_loads_the_one_the_environment_names(env, monkeypatch, tmp_path):
+    conf = tmp_path / "served.toml"
+    conf.write_text(f'[server]\ntoken = "from-file"\nroots = ["{env["root"]}"]\nallowed_hosts = ["test"]\n'
+                    f'db = "{tmp_path / "served.sqlite"}"\n')
+    monkeypatch.setenv("CONTEXTBOX_CONFIG", str(conf))
+    app = create_app()
+    env.setdefault("apps", []).append(app)
+    async with client(app, token="from-file") as c:
+        assert (await c.get("/health")).json()["auth"] is True
+        r = await c.post("/v1/runs", json={"question": "q", "context_path": "doc.txt", "model": env["model"]})
+        assert r.status_code == 202, r.text
+        assert (await wait_done(c, r.json()["id"]))["answer"] == "42"
+    assert (tmp_path / "served.sqlite").is_file()
+
+
+async def test_the_roots_argument_replaces_the_configured_roots(env, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "o.txt").write_text(CONTEXT)
+    async with client(make_app(env, roots=[str(other)])) as c:
+        post = {"question": "q", "model": f"scripted:{write_script(other / 's.json')}"}
+        assert (await c.post("/v1/runs", json=post | {"context_path": str(env["root"] / "doc.txt")})).status_code == 403
+        r = await c.post("/v1/runs", json=post | {"context_path": "o.txt"})
+        assert r.status_code == 202, r.text
+        await wait_done(c, r.json()["id"])
+
+
+async def test_the_upload_limit_is_max_upload_mb_million_bytes(env):
+    async with client(make_app(env, max_upload_mb=1)) as c:
+        for size, status in ((1_000_001, 413), (1_000_000, 202)):
+            body = b'{"question": "q", "model": "' + env["model"].encode() + b'", "context": "'
+            body += b"x" * (size - len(body) - 2) + b'"}'
+            assert len(body) == size
+            r = await c.post("/v1/runs", content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == status, (size, r.text[:200])
+            if status == 202:
+                await wait_done(c, r.json()["id"])
+
+
+async def test_the_app_s_end_cancels_its_runs_and_closes_only_a_store_it_opened(env):
+    from fakeserver import FakeLLMServer
+    from server_helpers import fake_config, slow_finds
+
+    from contextbox.store_sqlite import SqliteRunStore
+
+    with FakeLLMServer(slow_finds(1000), latency=0.05) as srv:
+        fake_config(env, srv)
+        app = create_app(env["config"])
+        async with app.router.lifespan_context(app), client(app) as c:
+            rid = (await c.post("/v1/runs", json={"question": "q", "context": CONTEXT, "model": "fake/m",
+                                                  "limits": {"max_iterations": 500}})).json()["id"]
+            assert (await c.get(f"/v1/runs/{rid}")).json()["status"] in ("queued", "running")
+        with pytest.raises(RuntimeError, match="closed"):
+            app.state.store.get_run(rid)
+        given = SqliteRunStore(env["tmp"] / "given.sqlite")
+        app = create_app(env["config"], store=given)
+        async with app.router.lifespan_context(app), client(app) as c:
+            rid = (await c.post("/v1/runs", json={"question": "q", "context": CONTEXT, "model": "fake/m",
+                                                  "limits": {"max_iterations": 500}})).json()["id"]
+        assert given.get_run(rid)["status"] == "cancelled"  # still open: the caller closes it
+        given.close()
