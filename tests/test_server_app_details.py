@@ -334,3 +334,13 @@ async def test_the_app_s_end_cancels_its_runs_and_closes_only_a_store_it_opened(
                                                   "limits": {"max_iterations": 500}})).json()["id"]
         assert given.get_run(rid)["status"] == "cancelled"  # still open: the caller closes it
         given.close()
+
+
+async def test_the_openapi_document_names_the_api_its_version_and_how_to_authenticate(env):
+    from contextbox import __version__
+
+    async with client(make_app(env)) as c:
+        info = (await c.get("/openapi.json")).json()["info"]
+    assert (info["title"], info["version"]) == ("contextbox", __version__)
+    assert info["description"] == ("Recursive Language Models over contexts far larger than a model's window. With a "
+                                   "token set, send `Authorization: Bearer TOKEN` on every request but /health.")
