@@ -60,6 +60,7 @@ TESTS_FOR: dict[str, list[str]] = {
                        "test_cancel_does_not_wait_for_a_host_call", "test_run_timeout_does_not_wait_for_a_host_call"))],
     "native.py": ["tests/test_code_levels.py", "tests/test_l3_guard.py"],
     "delegation.py": ["tests/test_delegation.py", "tests/test_typed_map.py", "tests/test_delegation_details.py",
+                      "tests/test_delegation_batches.py",
                       *(f"--deselect=tests/{t}" for t in (
                           "test_delegation.py::test_real_code_cell_batches_concurrently_in_a_run[l2]",
                           "test_delegation.py::test_real_code_cell_batches_concurrently_in_a_run[l3]",
