@@ -325,6 +325,8 @@ async def test_the_app_s_end_cancels_its_runs_and_closes_only_a_store_it_opened(
             rid = (await c.post("/v1/runs", json={"question": "q", "context": CONTEXT, "model": "fake/m",
                                                   "limits": {"max_iterations": 500}})).json()["id"]
             assert (await c.get(f"/v1/runs/{rid}")).json()["status"] in ("queued", "running")
+            r = await c.post(f"/v1/runs/{rid}/cancel")
+            assert (r.status_code, r.json()) == (202, {"id": rid, "status": "cancelling"})
         with pytest.raises(RuntimeError, match="closed"):
             app.state.store.get_run(rid)
         given = SqliteRunStore(env["tmp"] / "given.sqlite")
@@ -344,3 +346,19 @@ async def test_the_openapi_document_names_the_api_its_version_and_how_to_authent
     assert (info["title"], info["version"]) == ("contextbox", __version__)
     assert info["description"] == ("Recursive Language Models over contexts far larger than a model's window. With a "
                                    "token set, send `Authorization: Bearer TOKEN` on every request but /health.")
+
+
+async def test_the_sub_model_is_checked_and_used_like_the_model_and_a_blank_form_question_is_missing(env, tmp_path):
+    sub = write_script(env["root"] / "sub.json")
+    outside = write_script(tmp_path / "outside.json")
+    async with client(make_app(env)) as c:
+        body = {"question": "café?", "context": CONTEXT, "model": env["model"]}
+        r = await c.post("/v1/runs", json=body | {"sub_model": f"scripted:{outside}"})
+        assert r.status_code == 403, r.text  # a scripted file outside the roots, as for the model
+        r = await c.post("/v1/runs", json=body | {"sub_model": f"scripted:{sub}"})
+        run = await wait_done(c, r.json()["id"])
+        assert (run["model"], run["sub_model"]) == (env["model"], f"scripted:{sub}")
+        sse = (await c.get(f"/v1/runs/{run['id']}/events?follow=false")).text
+        assert '"question": "café?"' in sse  # UTF-8 on the wire, not \\u escapes
+        r = await c.post("/v1/runs", data={"question": "", "model": env["model"]}, files={"file": ("a.txt", b"x")})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["question"]  # an empty field is absent
