@@ -421,3 +421,26 @@ def test_the_executor_uses_the_run_s_delegation_or_installs_one():
     bare = session(lambda p, **o: "x")
     ex = DelegationExecutor(bare)
     assert isinstance(ex.d, Delegation) and bare.services["delegation"] is ex.d
+
+
+def test_a_child_spends_from_its_parent_s_ledger_with_its_models_and_levels():
+    from contextbox import RLM
+    from contextbox.types import Completion
+
+    class Root:  # the root's calls are dear, the child's cheap; the child only searches
+        name, context_window = "r/root", None
+        finds = 0
+
+        def complete(self, messages, **opts):
+            if "kid?" in messages[1]["content"].split("\n", 1)[0]:
+                self.finds += 1
+                return Completion(cmd("find", text=f"x{self.finds}"), 990, 10, model=self.name)
+            return Completion(cmd("rlm_query", prompt="kid?"), 19_990, 10, model=self.name)
+
+    res = RLM(model=Root(), sub_model=FnSub(name="s/sub"), levels="l1,l4", config=config(),
+              limits={"max_total_tokens": 30_000, "reserve_output_tokens": 100, "max_iterations": 100}).run("q", TEXT)
+    assert res.status == "budget_exceeded" and res.reason.startswith("child run 0.0: ")
+    total = res.usage.total.total_tokens
+    assert 25_000 <= total <= 31_000  # one ledger: the child had what the root left (10,000), not 30,000
+    kid = next(e.data for e in res.events if e.type == "run_start" and e.path == "0.0")
+    assert (kid["model"], kid["sub_model"], kid["levels"], kid["depth"]) == ("r/root", "s/sub", ["l1", "l4"], 1)
