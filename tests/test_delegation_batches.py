@@ -191,6 +191,9 @@ def test_install_gives_the_session_the_services_and_wraps_its_sub_query():
     assert s.sub_query("one") == "A:one" and d.counter.used == 3
     assert all(k in s.services for k in ("rlm_query", "rlm_query_batched", "llm_map"))
     assert install(session(None)) is None
+    bare = session(None)
+    with pytest.raises(CommandError, match="^sub-model calls are not available in this run$"):
+        DelegationExecutor(bare).d.query("hi")  # the executor still has a Delegation, one that says why
 
 
 def test_query_refuses_what_it_cannot_send():
@@ -277,6 +280,8 @@ def test_a_child_gets_no_time_when_the_run_has_none_left():
     s.services["deadline"] = time.monotonic() - 0.01
     with pytest.raises(RunTimeout, match="^the run took longer than timeout_s=5$"):
         Delegation(s)._remaining_limits()
+    s.services["deadline"] = time.monotonic() + 0.5  # a little time is still time
+    assert 0 < Delegation(s)._remaining_limits().timeout_s <= 0.5
     s.services["deadline"] = time.monotonic() + 100
     left = Delegation(s)._remaining_limits()
     assert 99 < left.timeout_s <= 100 and left.max_output_chars == s.limits.max_output_chars
@@ -446,3 +451,90 @@ def test_a_child_spends_from_its_parent_s_ledger_with_its_models_and_levels():
     assert 25_000 <= total <= 31_000  # one ledger: the child had what the root left (10,000), not 30,000
     kid = next(e.data for e in res.events if e.type == "run_start" and e.path == "0.0")
     assert (kid["model"], kid["sub_model"], kid["levels"], kid["depth"]) == ("r/root", "s/sub", ["l1", "l4"], 1)
+
+
+# ---------------------------------------------------------------------- the code levels' services
+def test_code_cells_get_child_runs_and_typed_maps_through_the_services(monkeypatch):
+    """What ``rlm_query``, ``rlm_query_batched`` and ``llm_map`` do for a code cell (here a stand-in cell
+    executor, so no sandbox starts; the services are the real ones the engine installs)."""
+    import json
+
+    from test_typed_map import RECORD
+
+    import contextbox.engine as engine
+    from contextbox import RLM
+    from contextbox.executors import ActionOutput
+    from contextbox.providers import ScriptedProvider
+
+    class Cell:
+        level = "l2"
+
+        def __init__(self, s):
+            self.s = s
+
+        def run(self, action):
+            sv = self.s.services
+            out = {"one": sv["rlm_query"]("who?", "ctx one"),
+                   "many": sv["rlm_query_batched"](["a?", 2], "ctx two"),
+                   "labels": sv["llm_map"]("Label?", ["red apple", "green pear"], choices=["fruit", "veg"])}
+            return ActionOutput(json.dumps(out))
+
+        def close(self):
+            pass
+
+    real = engine.executor_factory
+    monkeypatch.setattr(engine, "executor_factory", lambda level: Cell if level == "l2" else real(level))
+
+    def answer(p):
+        if "Label?" in p:
+            return json.dumps(["fruit"] * len(RECORD.findall(p)))
+        return "A:" + p
+
+    sub = FnSub(answer)
+    res = RLM(model=ScriptedProvider(["```repl\nx\n```", cmd("final", answer="done")]), sub_model=sub,
+              levels="l1,l2,l4", config=config(max_depth=0)).run("q", TEXT)  # children degrade to sub-calls
+    out = json.loads(next(e.data["output"] for e in res.events if e.type == "action_end"))
+    assert out == {"one": "A:who?\n\nctx one", "many": ["A:a?\n\nctx two", "A:2\n\nctx two"],
+                   "labels": ["fruit", "fruit"]}
+
+
+def test_a_child_counts_its_sub_calls_in_its_parent_s_limit():
+    from test_delegation import rlm_script_provider
+
+    from contextbox import RLM
+
+    flows = {"top?": [cmd("llm_query", prompt="p0"), cmd("rlm_query", prompt="kid?"), cmd("final", answer="top")],
+             "kid?": [cmd("llm_query", prompt=f"k{i}") for i in range(1, 5)] + [cmd("final", answer="kid")]}
+    sub = FnSub(lambda p: "ok")
+    res = RLM(model=rlm_script_provider(flows), sub_model=sub, levels="l1,l4",
+              config=config(max_sub_calls=3)).run("top?", TEXT)
+    assert sub.prompts == ["p0", "k1", "k2"]  # the tree's three, not three more for the child
+    assert res.status == "budget_exceeded" and "max_sub_calls=3" in res.reason
+
+
+def test_a_typed_map_stopped_mid_way_keeps_its_summary_and_says_it_stopped():
+    import json
+
+    from contextbox import RLM
+    from contextbox.budget import estimate_prompt_tokens
+    from contextbox.providers import ScriptedProvider
+
+    def models(used: int = 1):
+        root = ScriptedProvider([
+            {"text": cmd("set", name="rows", value=[f"row {i}" for i in range(10)]), "input_tokens": 10,
+             "output_tokens": 10},
+            {"text": cmd("llm_map", prompt="Label?", on="rows", choices=["a", "b"], per_call=1),
+             "input_tokens": 10, "output_tokens": 10}, cmd("final", answer="never")])
+        return root, FnSub(lambda p: json.dumps(["a"]), tokens=(used, 0))
+
+    probe, _ = models()
+    RLM(model=probe, sub_model=FnSub(), levels="l1,l4", config=config()).run("q", TEXT)
+    budget = 20 + estimate_prompt_tokens(probe.requests[1]) + 50  # what the root's second call holds
+    root, sub = models((budget - 40) // 4 + 1)  # the fourth sub-call goes over
+    res = RLM(model=root, sub_model=sub, levels="l1,l4", config=config(max_concurrency=1, choice_scoring=False),
+              limits={"max_total_tokens": budget, "reserve_output_tokens": 50}).run("q", TEXT)
+    assert res.status == "budget_exceeded"
+    out = action_outputs(res, "llm_map")[0]
+    assert out.startswith("llm_map: 10 records in ") and "\nstopped: " in out
+    assert out.count("\nstopped: ") == 1 and "the finished answers are kept" in out
+    assert 0 < len(sub.prompts) < 10

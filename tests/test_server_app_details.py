@@ -362,3 +362,37 @@ async def test_the_sub_model_is_checked_and_used_like_the_model_and_a_blank_form
         assert '"question": "café?"' in sse  # UTF-8 on the wire, not \\u escapes
         r = await c.post("/v1/runs", data={"question": "", "model": env["model"]}, files={"file": ("a.txt", b"x")})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["question"]  # an empty field is absent
+
+
+# ---------------------------------------------------------------------- following a run's events
+async def test_following_a_finished_run_from_its_last_event_ends_at_once(env):
+    import asyncio
+
+    async with client(make_app(env)) as c:
+        rid = (await c.post("/v1/runs", json={"question": "q", "context": CONTEXT, "model": env["model"]})).json()["id"]
+        n = (await wait_done(c, rid))["events"]
+        r = await asyncio.wait_for(c.get(f"/v1/runs/{rid}/events", headers={"Last-Event-ID": str(n - 1)}), 10)
+        assert r.text == "retry: 2000\n\n"  # nothing after the run_end, and nothing more will come
+
+
+async def test_a_run_another_process_writes_is_followed_until_its_end(env):
+    """A run in the server's store that this server does not run (an ``rlm run`` with the same store):
+    the stream polls the store, as no notifier wakes it, and ends with the run's end."""
+    import asyncio
+
+    from contextbox.store_sqlite import SqliteRunStore, default_db_path
+
+    app = make_app(env)
+    other = SqliteRunStore(default_db_path(env["config"].runs_dir))  # another writer of the same file
+    try:
+        other.create_run("cli-run", question="q", status="running")
+        async with client(app) as c:
+            follower = asyncio.create_task(c.get("/v1/runs/cli-run/events"))
+            await asyncio.sleep(1.5)
+            assert not follower.done()  # the run is not over: the stream waits for it
+            other.finish_run("cli-run", "failed", "the CLI run crashed")
+            r = await asyncio.wait_for(follower, 15)
+        ev = parse_sse(r.text)
+        assert [e["type"] for e in ev] == ["error", "run_end"] and ev[-1]["data"]["status"] == "failed"
+    finally:
+        other.close()
