@@ -166,7 +166,7 @@ def create_app(config: Config | None = None, *, store: SqliteRunStore | None = N
         return PlainTextResponse(samples_mod.sample_text(name))
 
     # ------------------------------------------------------------------ runs
-    async def start_run(req: RunRequest, upload: tuple[str, bytes] | None, source: str = "api") -> str:
+    async def start_run(req: RunRequest, upload: tuple[str, bytes] | None) -> str:
         given = [k for k in ("context", "context_path", "sample") if getattr(req, k) is not None]
         if upload is not None:
             given.append("file")
@@ -197,11 +197,10 @@ def create_app(config: Config | None = None, *, store: SqliteRunStore | None = N
             spec = {"kind": "path", "path": str(path)}
         try:
             return await run_in_threadpool(manager.start, req.question, ctx, model=model, sub_model=sub_model,
-                                           levels=req.levels, limits=req.limits, source=source, meta=meta,
+                                           levels=req.levels, limits=req.limits, source="api", meta=meta,
                                            context_spec=spec)
         except UsageError as e:
             raise HTTPException(400, str(e)) from None
-    app.state.start_run = start_run
 
     @app.post("/v1/runs", tags=["runs"], status_code=202, response_model=RunCreated, openapi_extra={
         "requestBody": {"required": True, "content": {
@@ -326,8 +325,6 @@ def create_app(config: Config | None = None, *, store: SqliteRunStore | None = N
                     if idle >= 15.0:
                         idle = 0.0
                         yield ": keepalive\n\n"
-
-    app.state.sse_stream = sse_stream
 
     from .chat import add_chat_routes
 
