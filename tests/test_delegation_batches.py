@@ -261,8 +261,11 @@ def test_progress_is_reported_a_few_times_a_second_not_per_call():
     assert dones[0] == 0 and dones[-1] == 12 and dones == sorted(dones)
     assert 3 <= len(prog) <= 2 + elapsed / 0.25 + 1 and len(prog) < 13  # start, one every 0.25 s, end
     s = session(lambda p, **o: "x")
-    Delegation(s).batch(["a"] * 50)  # fast: the start and the end
-    assert [p["done"] for t, p in s.services["events"] if t == "batch_progress"] == [0, 50]
+    t0 = time.monotonic()
+    Delegation(s).batch(["a"] * 50)  # fast: the start and the end (and one more a quarter second)
+    elapsed = time.monotonic() - t0
+    dones = [p["done"] for t, p in s.services["events"] if t == "batch_progress"]
+    assert dones[0] == 0 and dones[-1] == 50 and len(dones) <= 2 + elapsed / 0.25 + 1 and len(dones) < 51
 
 
 def test_a_child_needs_a_prompt_and_an_engine():
