@@ -381,6 +381,7 @@ async def test_a_run_another_process_writes_is_followed_until_its_end(env):
     import asyncio
 
     from contextbox.store_sqlite import SqliteRunStore, default_db_path
+    from contextbox.types import Event
 
     app = make_app(env)
     other = SqliteRunStore(default_db_path(env["config"].runs_dir))  # another writer of the same file
@@ -390,9 +391,12 @@ async def test_a_run_another_process_writes_is_followed_until_its_end(env):
             follower = asyncio.create_task(c.get("/v1/runs/cli-run/events"))
             await asyncio.sleep(1.5)
             assert not follower.done()  # the run is not over: the stream waits for it
+            other.append(Event("status", {"note": "still going"}, run_id="cli-run", seq=other.next_seq("cli-run")))
+            await asyncio.sleep(1.5)  # read, then waited for more
+            assert not follower.done()
             other.finish_run("cli-run", "failed", "the CLI run crashed")
             r = await asyncio.wait_for(follower, 15)
         ev = parse_sse(r.text)
-        assert [e["type"] for e in ev] == ["error", "run_end"] and ev[-1]["data"]["status"] == "failed"
+        assert [e["type"] for e in ev] == ["status", "error", "run_end"] and ev[-1]["data"]["status"] == "failed"
     finally:
         other.close()
