@@ -120,7 +120,7 @@ def test_at_most_limit_calls_run_at_once_on_threads_named_for_the_batch():
         return str(i)
 
     r = run_batch(12, fn, 3, name="sub-b7")
-    assert r.answers == [str(i) for i in range(12)]
+    assert r.answers == [str(i) for i in range(12)] and 0.1 <= r.elapsed_s < 10  # four rounds of 0.03 s
     assert 2 <= state["max"] <= 3 and all(t.startswith("sub-b7") for t in state["threads"])
     for limit in (0, 1):  # one at a time, on the caller's thread
         state.update(now=0, max=0, threads=set())
@@ -176,6 +176,11 @@ def test_preflight_refuses_only_a_prompt_over_the_window_and_says_what_fits():
         "smaller variable/slice.")
     with pytest.raises(CommandError, match='"chunk_size" of at most 1,000 characters'):
         preflight(FnSub(window=10), "x" * 100)  # never advise less than 1,000
+    class Nameless:
+        context_window = 10
+
+    with pytest.raises(CommandError, match="^sub-prompt too large: .* the sub-model \\? has a 10-token window"):
+        preflight(Nameless(), "x" * 100)
     preflight(FnSub(window=0), "x" * 100_000)  # an unknown window: no check
     preflight(None, "x" * 100_000)
 
@@ -450,6 +455,8 @@ def test_a_child_spends_from_its_parent_s_ledger_with_its_models_and_levels():
     res = RLM(model=Root(), sub_model=FnSub(name="s/sub"), levels="l1,l4", config=config(),
               limits={"max_total_tokens": 30_000, "reserve_output_tokens": 100, "max_iterations": 100}).run("q", TEXT)
     assert res.status == "budget_exceeded" and res.reason.startswith("child run 0.0: ")
+    (end,) = [e.data for e in res.events if e.type == "action_end" and e.path == "0"]
+    assert end["error"] is True and end["output"] == f"error: the child run stopped: {res.reason}"
     total = res.usage.total.total_tokens
     assert 25_000 <= total <= 31_000  # one ledger: the child had what the root left (10,000), not 30,000
     kid = next(e.data for e in res.events if e.type == "run_start" and e.path == "0.0")
@@ -541,3 +548,18 @@ def test_a_typed_map_stopped_mid_way_keeps_its_summary_and_says_it_stopped():
     assert out.startswith("llm_map: 10 records in ") and "\nstopped: " in out
     assert out.count("\nstopped: ") == 1 and "the finished answers are kept" in out
     assert 0 < len(sub.prompts) < 10
+
+
+def test_a_map_chunk_whose_call_failed_was_still_read():
+    from contextbox.errors import ProviderUnavailable
+
+    def fn(p):
+        if "line 1" in p:
+            raise ProviderUnavailable("HTTP 500")
+        return "ok"
+
+    ctx = "".join(f"line {i}\n" for i in range(3))
+    res, _ = l4_run([cmd("llm_map", prompt="x", chunk_size=7), cmd("final", answer="x")], FnSub(fn), context=ctx)
+    end = next(e.data for e in res.events if e.type == "action_end" and e.data["op"] == "llm_map")
+    assert "3 chunk(s)" in end["output"] and "2 answered, 1 failed" in end["output"]
+    assert end["read"] == [[0, len(ctx)]]  # the failed call was sent: its chunk was read
