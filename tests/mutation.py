@@ -67,8 +67,11 @@ TESTS_FOR: dict[str, list[str]] = {
                           "test_delegation.py::test_sub_calls_from_code_need_l4",
                           "test_typed_map.py::test_llm_map_in_a_code_cell_returns_values_with_none_for_failures[l2]",
                           "test_typed_map.py::test_llm_map_in_a_code_cell_returns_values_with_none_for_failures[l3]",
-                          # a timing bound: a loaded machine fails it with or without a mutant
-                          "test_delegation.py::test_llm_map_over_war_and_peace_near_ideal_time"))],
+                          # timing bounds: a loaded machine fails them with or without a mutant
+                          "test_delegation.py::test_llm_map_over_war_and_peace_near_ideal_time",
+                          "test_delegation.py::test_child_timeout_is_the_parents_remaining_time",
+                          "test_delegation.py::test_timeout_mid_batch_stops_new_calls",
+                          "test_delegation.py::test_batched_results_keep_input_order_and_run_concurrently"))],
     # the ASGI tests of test_server.py (the live-uvicorn, 50-run, restart and `rlm serve` ones are slow)
     "server/app.py": ["tests/test_server.py", "tests/test_server_app_details.py",
                       *(f"--deselect=tests/test_server.py::{t}" for t in (
