@@ -635,3 +635,55 @@ def test_a_run_s_aids_know_its_turns_and_the_preview_the_model_saw():
               store=None)
     assert rlm.run("q?", TEXT).iterations == 2
 
+
+
+def test_a_follow_up_question_may_answer_from_what_earlier_questions_kept():
+    rlm = rlm_of([cmd("find", text="secret"), cmd("set", name="code", value="ZEBRA-42"), cmd("final", answer="x"),
+                  cmd("final", answer="ZEBRA-42")])
+    with rlm.session(TEXT) as s:
+        s.ask("Which code?")
+        second = s.ask("And again?")
+    assert (second.status, second.answer, second.iterations) == ("answered", "ZEBRA-42", 1)
+    rlm = rlm_of([cmd("find", text="secret"), cmd("final", answer="x"), cmd("final", answer="ZEBRA-42"),
+                  cmd("find", text="secret"), cmd("final", answer="ZEBRA-42")])
+    with rlm.session(TEXT) as s:
+        s.ask("Which code?")
+        second = s.ask("And again?")  # nothing kept: it must look first
+    assert (second.status, second.iterations) == ("answered", 3)
+    assert [a["aid"] for a in events(second, "aid")][:1] == ["first_turn"]
+
+
+def test_a_sub_call_holds_the_reply_tokens_it_asks_for_before_it_is_sent(monkeypatch):
+    asked: list[dict] = []
+
+    class Sub:
+        name, context_window = "fn/x", None
+
+        def complete(self, messages, **opts):
+            asked.append(opts)
+            return Completion("pong", 1, 1, model=self.name)
+
+    class Caller:
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, action):
+            n = int(action.args["code"])
+            return ActionOutput(self.session.sub_query("ping", max_tokens=n))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(engine, "executor_factory", lambda level: Caller)
+
+    def go(n):
+        asked.clear()
+        rlm = RLM(model=ScriptedProvider([f"```repl\n{n}\n```", cmd("final", answer="x")]), sub_model=Sub(),
+                  config=Config(), levels="l1,l2,l4", store=None, limits={"max_total_tokens": 20_000})
+        return rlm.run("q?", TEXT)
+
+    res = go(500)
+    assert res.status == "answered" and [o["max_tokens"] for o in asked] == [500]
+    res = go(50_000)  # its worst case cannot be covered: refused before it is sent
+    assert res.status == "budget_exceeded" and asked == []
+    assert res.reason.startswith("max_total_tokens=20,000: a sub-call (fn/x) needs up to 50,")
