@@ -9,6 +9,7 @@ what the event stream says. None starts a sandbox or a worker (they run inside m
 from __future__ import annotations
 
 import sys
+import time
 
 import pytest
 from helpers import cmd, fed_back, run
@@ -156,6 +157,7 @@ def test_each_request_event_describes_what_the_model_was_sent():
 def test_each_response_event_states_the_reply_its_tokens_cost_and_endpoint():
     class Served(ScriptedProvider):
         def complete(self, messages, **opts):
+            time.sleep(0.02)
             c = super().complete(messages, **opts)
             c.endpoint = "pool#1@http://127.0.0.1:9/v1" if len(self.requests) == 1 else None
             return c
@@ -168,7 +170,8 @@ def test_each_response_event_states_the_reply_its_tokens_cost_and_endpoint():
     res = rlm.run("q?", TEXT)
     got = events(res, "lm_response")
     for d in got:
-        assert 0 <= d.pop("latency_s") < 5
+        latency = d.pop("latency_s")
+        assert 0.02 <= latency < 4 and round(latency, 4) == latency  # seconds, to 0.1 ms
     assert got == [
         {"iteration": 1, "text": replies[0]["text"], "input_tokens": 1000, "output_tokens": 10,
          "cost_usd": pytest.approx(0.00102), "estimated": False, "model": "scripted",
@@ -292,8 +295,9 @@ def test_a_failed_code_cell_stops_the_cells_after_it_but_a_failed_command_does_n
     monkeypatch.setattr(engine, "executor_factory", lambda level: Cell)
     two_cells = "```repl\nbad\n```\n\n```repl\ngood\n```"
     two_cmds = "[" + cmd("get", name="nope") + ", " + cmd("find", text="secret") + "]"
-    res, _ = run([two_cells, two_cmds, cmd("final", answer="x")], TEXT, levels="l1,l2")
-    assert seen == ["bad"]
+    good_cells = "```repl\none\n```\n\n```repl\ntwo\n```"
+    res, _ = run([two_cells, two_cmds, good_cells, cmd("final", answer="x")], TEXT, levels="l1,l2")
+    assert seen == ["bad", "one", "two"]
     ends = [(d["iteration"], d["op"], d["error"]) for d in events(res, "action_end")]
     assert ends[:3] == [(1, "code", True), (2, "get", True), (2, "find", False)]
 
@@ -528,10 +532,12 @@ def test_a_cost_limit_needs_the_sub_model_s_price_only_when_sub_calls_are_allowe
 def test_a_child_run_spends_from_its_parent_s_ledger():
     from contextbox.budget import Budget
 
-    ledger = Budget(max_total_tokens=50_000, max_cost_usd=None)
-    rlm = RLM(model=ScriptedProvider([cmd("find", text="secret"), cmd("final", answer="x")]), config=Config(),
-              store=None, budget=ledger, limits={"max_total_tokens": 10**9})
-    assert rlm.limits.max_total_tokens == 50_000 and rlm.limits.max_cost_usd is None
+    ledger = Budget(max_total_tokens=50_000, max_cost_usd=0.5)
+    cfg = Config()
+    cfg.prices["scripted"] = (0.0, 0.0)
+    rlm = RLM(model=ScriptedProvider([cmd("find", text="secret"), cmd("final", answer="x")]), config=cfg,
+              store=None, budget=ledger, limits={"max_total_tokens": 10**9, "max_cost_usd": 9})
+    assert (rlm.limits.max_total_tokens, rlm.limits.max_cost_usd) == (50_000, 0.5)
     res = rlm.run("q?", TEXT)
     t = res.usage.total
     assert ledger.spent_tokens == t.input_tokens + t.output_tokens > 0
@@ -687,3 +693,52 @@ def test_a_sub_call_holds_the_reply_tokens_it_asks_for_before_it_is_sent(monkeyp
     res = go(50_000)  # its worst case cannot be covered: refused before it is sent
     assert res.status == "budget_exceeded" and asked == []
     assert res.reason.startswith("max_total_tokens=20,000: a sub-call (fn/x) needs up to 50,")
+
+
+def test_a_root_call_that_cannot_be_covered_is_refused_before_it_is_sent():
+    rlm = rlm_of([cmd("find", text="secret"), cmd("final", answer="x")], limits={"max_total_tokens": 500})
+    res = rlm.run("q?", TEXT)
+    assert res.status == "budget_exceeded" and rlm.root.requests == []
+    assert res.reason.startswith("max_total_tokens=500: the root call (scripted) needs up to ")
+
+
+def test_a_bug_in_an_action_fails_the_run_with_an_internal_error(monkeypatch):
+    class Broken:
+        def __init__(self, session):
+            pass
+
+        def run(self, action):
+            raise RuntimeError("boom")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(engine, "executor_factory", lambda level: Broken)
+    res, _ = run(["```repl\nx\n```"], TEXT, levels="l1,l2")
+    assert (res.status, res.reason) == ("failed", "internal error: RuntimeError: boom")
+    assert events(res, "error")[-1] == {"message": res.reason, "fatal": True, "status": "failed"}
+
+
+LOG = "".join(f"2024-03-01 08:00:{i % 60:02d} ERROR 10.0.0.{i % 9} GET /x 500 {i}ms "
+              f"{'QuotaExceeded' if i % 3 else 'DiskFull'} \"m\"\n" for i in range(300))
+
+
+def test_a_count_question_over_a_log_steers_a_small_model_through_tables():
+    replies = [cmd("extract", store="t"), cmd("count_by", on="t", field="name"), cmd("final", answer="QuotaExceeded")]
+    p = ScriptedProvider(replies, constrained=True)
+    res = RLM(model=p, config=Config(), store=None).run("Which error type occurs most often?", LOG)
+    assert res.answer == "QuotaExceeded"
+    kinds = [(e.type, e.data.get("iteration")) for e in res.events]
+    route = {"aid": "table_route", "iteration": 1,
+             "message": "a count/rank question over structured lines: tables first"}
+    assert [a for a in events(res, "aid") if a["aid"] == "table_route"] == [route]
+    assert kinds.index(("aid", 1)) == kinds.index(("lm_request", 1)) - 1  # said as the turn starts
+    schemas = [o["response_schema"] for o in p.options]
+    assert ops(schemas[0]) == ["extract"] and "find" not in ops(schemas[1])
+    count_by = next(b for b in schemas[1]["anyOf"] if b["properties"]["op"]["const"] == "count_by")
+    assert count_by["properties"]["field"] == {"enum": ["name"]}  # the column the question is about
+    choice = [a for a in events(res, "aid") if a["aid"] == "column_choice"]
+    assert choice == [{"aid": "column_choice", "iteration": 2, "message": "count_by on: name", "fields": ["name"],
+                       "op": "count_by"}]
+    at = next(i for i, e in enumerate(res.events) if e.type == "aid" and e.data["aid"] == "column_choice")
+    assert res.events[at - 1].type == "lm_request" and res.events[at + 1].type == "lm_response"
