@@ -364,14 +364,16 @@ def test_a_constrained_model_must_answer_after_repeating_itself():
 ROWS = "\n".join(f"row {i:04d} " + "x" * 90 for i in range(400)) + "\n"
 
 
-def _compacting(window, n_small=2, *, tokens=0, config=None):
-    """A run whose first action reads 40 long rows, then ``n_small`` finds of one row each, then answers;
-    every reply reports ``tokens`` input tokens."""
-    replies = [cmd("lines", start=0, end=40)] + [cmd("find", text=f"row {k:04d} ") for k in range(100, 100 + n_small)]
-    replies.append(cmd("final", answer="row 0005"))
+def _compacting(window, n_small=2, *, tokens=0, config=None, replies=None, name="scripted"):
+    """A run whose first action reads 40 long rows, then ``n_small`` finds of one row each, then answers
+    (or runs ``replies``); every reply reports ``tokens`` input tokens."""
+    if replies is None:
+        replies = [cmd("lines", start=0, end=40)] + [cmd("find", text=f"row {k:04d} ")
+                                                     for k in range(100, 100 + n_small)]
+    replies = [*replies, cmd("final", answer="row 0005")]
     script = [{"text": r, "input_tokens": tokens, "output_tokens": 5} for r in replies]
-    p = ScriptedProvider(script, context_window=window)
-    res = RLM(model=p, config=config or Config(), store=None).run("Which row?", ROWS)
+    p = ScriptedProvider(script, context_window=window, name=name)
+    res = RLM(model=p, config=config or Config(), store=None, levels="l1").run("Which row?", ROWS)
     assert res.status == "answered", res.reason
     return res, p.requests
 
@@ -407,6 +409,34 @@ def test_history_is_compacted_once_it_reaches_80_percent_of_the_window():
     assert ev["chars_after"] == sum(len(m["content"]) for m in sent) < ev["chars_before"]
     res, reqs = _compacting(w + 1)  # a token more room: not yet
     assert events(res, "compacted") == [] and reqs == plain
+
+
+def test_a_local_model_s_window_keeps_room_for_its_own_reply_length():
+    cfg = Config()
+    cfg.local.max_tokens = 500
+    _, plain = _compacting(None, name="local", config=cfg)
+    w = _widest(_need(plain[3]), reply_tokens=500)
+    res, reqs = _compacting(w, name="local", config=cfg)
+    assert [(e["iteration"], e["messages"]) for e in events(res, "compacted")] == [(4, 1)]
+    res, reqs = _compacting(w + 1, name="local", config=cfg)
+    assert events(res, "compacted") == [] and reqs == plain
+
+
+def test_older_turns_go_first_and_the_one_before_the_newest_only_when_that_is_not_enough():
+    replies = [cmd("find", text="row 000"), cmd("lines", start=100, end=140), cmd("lines", start=200, end=240)]
+    _, plain = _compacting(None, replies=replies)
+    before = plain[3]
+    summary = prompts.summarize_output(before[3]["content"])
+    assert len(summary) < len(before[3]["content"]) - 30  # the first turn's hits shrink to one line
+    after_oldest = [*before[:3], {"role": "user", "content": summary}, *before[4:]]
+    w = _widest(_need(after_oldest))  # compacting the oldest turn is not quite enough
+    assert 0.8 * (w - 1280) > _need(plain[2])  # and the third request fitted
+    res, reqs = _compacting(w, replies=replies)
+    assert [(e["iteration"], e["messages"]) for e in events(res, "compacted")] == [(4, 2)]
+    assert reqs[3][5]["content"] == prompts.summarize_output(before[5]["content"]) and reqs[3][7] == before[7]
+    res, reqs = _compacting(w + 1, replies=replies)  # a token more room: the oldest turn is enough
+    assert [(e["iteration"], e["messages"]) for e in events(res, "compacted")] == [(4, 1)]
+    assert reqs[3] == after_oldest
 
 
 def test_compaction_counts_the_tokens_the_model_reported():
