@@ -772,3 +772,55 @@ def test_a_count_question_over_a_log_steers_a_small_model_through_tables():
                        "op": "count_by"}]
     at = next(i for i, e in enumerate(res.events) if e.type == "aid" and e.data["aid"] == "column_choice")
     assert res.events[at - 1].type == "lm_request" and res.events[at + 1].type == "lm_response"
+
+
+def test_the_price_of_a_configured_provider_s_model_sets_the_default_cost_limit():
+    from contextbox.budget import DEFAULT_MAX_COST_USD
+    from contextbox.providers.base import ProviderConfig
+
+    cfg = Config()
+    cfg.providers.append(ProviderConfig("mine", "openai", base_url="https://api.openai.com/v1"))
+    rlm = RLM(model=ScriptedProvider([], name="mine/gpt-4o-mini"), config=cfg, store=None)
+    assert rlm.limits.max_cost_usd == DEFAULT_MAX_COST_USD  # priced through the provider's endpoint
+    assert RLM(model=ScriptedProvider([], name="mine/gpt-4o-mini"), config=Config(), store=None
+               ).limits.max_cost_usd is None  # an unknown provider: an unknown price, no default limit
+
+
+def test_without_a_model_the_configured_one_answers(tmp_path):
+    import json
+
+    script = tmp_path / "root.json"
+    script.write_text(json.dumps([cmd("find", text="secret"), cmd("final", answer="from the config")]))
+    cfg = Config()
+    cfg.model = f"scripted:{script}"
+    rlm = RLM(config=cfg, store=None)
+    assert rlm.root.name == f"scripted:{script}" and rlm.run("q?", TEXT).answer == "from the config"
+
+
+def test_the_ray_engine_keeps_a_scripted_sub_model_in_this_process(tmp_path, caplog):
+    import json
+
+    script = tmp_path / "s.json"
+    script.write_text(json.dumps([cmd("find", text="secret"), cmd("final", answer="x")]))
+    spec = f"scripted:{script}"
+    cfg = Config()
+    cfg.delegation.engine = "ray"
+    said = 'engine = "ray": the sub-model {} runs in this process'
+    for kw, named in (({"model": spec}, spec), ({"model": ScriptedProvider([]), "sub_model": spec}, spec)):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="contextbox"):
+            rlm = RLM(config=cfg, store=None, **kw)
+        assert rlm.sub.name == named
+        assert [r.getMessage() for r in caplog.records if "ray" in r.getMessage()] == [
+            "[delegation] " + said.format(named) + " (only API models fan out to Ray)"]
+    cfg.model = spec
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="contextbox"):
+        RLM(config=cfg, store=None)
+    assert [r.getMessage() for r in caplog.records if "ray" in r.getMessage()] == [
+        "[delegation] " + said.format(spec) + " (only API models fan out to Ray)"]
+    for kw in ({"config": cfg, "sub_model": ScriptedProvider([])}, {"config": Config(), "model": spec}):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="contextbox"):
+            RLM(store=None, **kw)  # a sub-model object, or the local engine: no Ray
+        assert not [r for r in caplog.records if "ray" in r.getMessage()]
