@@ -824,3 +824,77 @@ def test_the_ray_engine_keeps_a_scripted_sub_model_in_this_process(tmp_path, cap
         with caplog.at_level("WARNING", logger="contextbox"):
             RLM(store=None, **kw)  # a sub-model object, or the local engine: no Ray
         assert not [r for r in caplog.records if "ray" in r.getMessage()]
+
+
+def test_a_session_s_next_question_makes_its_sub_calls_in_its_own_run():
+    class Sub:
+        name, context_window = "fn/x", None
+
+        def complete(self, messages, **opts):
+            return Completion("sub says " + messages[-1]["content"], 3, 2, model=self.name)
+
+    rlm = RLM(model=ScriptedProvider([cmd("llm_query", prompt="one"), cmd("final", answer="a"),
+                                      cmd("llm_query", prompt="two"), cmd("final", answer="b")]),
+              sub_model=Sub(), config=Config(), levels="l1,l4", store=None)
+    with rlm.session(TEXT) as s:
+        first, second = s.ask("q1?"), s.ask("q2?")
+    for res, prompt in ((first, "one"), (second, "two")):
+        assert [(d["prompt"], d["answer"]) for d in events(res, "sub_call")] == [(prompt, "sub says " + prompt)]
+        assert [u.model for u in res.usage.calls if u.role == "sub"] == ["fn/x"]
+        assert events(res, "action_end")[0]["output"].endswith("sub says " + prompt)
+
+
+def test_a_run_cancelled_before_its_first_turn_has_no_turns_and_no_answer():
+    import threading
+
+    cancel = threading.Event()
+    cancel.set()
+    rlm = rlm_of([cmd("final", answer="x")])
+    res = rlm.run("q?", TEXT, cancel=cancel)
+    assert (res.status, res.iterations, res.answer) == ("cancelled", 0, None)
+    assert rlm.root.requests == []
+
+
+def test_a_call_to_a_model_priced_through_its_provider_is_costed():
+    from contextbox.providers.base import ProviderConfig
+
+    cfg = Config()
+    cfg.providers.append(ProviderConfig("mine", "openai", base_url="https://api.openai.com/v1"))
+    script = [{"text": cmd("find", text="secret"), "input_tokens": 1000, "output_tokens": 10},
+              {"text": cmd("final", answer="x"), "input_tokens": 1000, "output_tokens": 10}]
+    res = RLM(model=ScriptedProvider(script, name="mine/gpt-4o-mini"), config=cfg, store=None).run("q?", TEXT)
+    costs = [d["cost_usd"] for d in events(res, "lm_response")]
+    assert len(costs) == 2 and all(c is not None and c > 0 for c in costs)
+
+
+def test_a_session_s_kept_code_level_works_for_the_next_question_s_run(monkeypatch):
+    import threading
+
+    seen: list[tuple] = []
+
+    class Cell:
+        def __init__(self, session):
+            self.session = session
+
+        def run(self, action):
+            s = self.session
+            seen.append((s.run_id, s.levels, s.config, s.cancel, s.limits.max_output_chars))
+            s.emit("warning", {"message": "from " + s.run_id})
+            return ActionOutput("ran")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(engine, "executor_factory", lambda level: Cell)
+    rlm = rlm_of(["```repl\nx\n```", cmd("final", answer="a"), "```repl\ny\n```", cmd("final", answer="b")],
+                 levels="l1,l2")
+    stops = [threading.Event(), threading.Event()]
+    with rlm.session(TEXT) as s:
+        r1 = s.ask("q1?", run_id="run-1", cancel=stops[0])
+        rlm.config, rlm.levels = Config(), ("l1", "l2", "l4")  # the next question runs with other settings
+        rlm.limits = rlm.limits.replace(max_output_chars=777)
+        r2 = s.ask("q2?", run_id="run-2", cancel=stops[1])
+    assert seen[1] == ("run-2", ("l1", "l2", "l4"), rlm.config, stops[1], 777)
+    assert seen[0][0] == "run-1" and seen[0][3] is stops[0]
+    assert [d["message"] for d in events(r1, "warning")] == ["from run-1"]
+    assert [d["message"] for d in events(r2, "warning")] == ["from run-2"]  # its events reach its own stream
