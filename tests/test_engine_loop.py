@@ -43,12 +43,14 @@ def ops(schema):
 
 # ------------------------------------------------------------------ the first message and the system prompt
 def test_the_first_message_states_the_question_and_the_context_then_asks_for_a_command():
-    _, rlm = run([cmd("find", text="secret"), cmd("final", answer="x")], TEXT, question="Which code?")
+    res, rlm = run([cmd("find", text="secret"), cmd("final", answer="x")], TEXT, question="Which code?")
     system, first = rlm.root.requests[0]
     assert system == {"role": "system", "content": prompts.system_prompt(("l1",), Config().code)}
     assert first["role"] == "user"
     assert first["content"].startswith("Question: Which code?\n\nThe context box:\n")
     assert "ZEBRA-42" in first["content"] and first["content"].endswith(ASK)  # a short context is shown whole
+    assert events(res, "aid") == []  # nothing to steer
+    assert [u.role for u in res.usage.calls] == ["root", "root"]
 
 
 def test_a_one_turn_run_is_told_in_its_first_message_that_it_is_its_last():
@@ -127,8 +129,9 @@ def test_a_who_did_it_question_with_sub_calls_is_told_of_the_case_route():
 
     q = "Who poisoned Lord Ashford?"
     rlm = rlm_of([cmd("find", text="brandy"), cmd("final", answer="x")], levels="l1,l4")
-    rlm.run(q, CASE)
+    res = rlm.run(q, CASE)
     assert rlm.root.requests[0][1]["content"].endswith(ASK + "\n\n" + HINT)
+    assert "case_route" not in [a["aid"] for a in events(res, "aid")]  # an API model is told, not steered
     rlm = rlm_of([cmd("find", text="brandy"), cmd("final", answer="x")], levels="l1")  # no L4: no route
     rlm.run(q, CASE)
     assert rlm.root.requests[0][1]["content"].endswith(ASK)
@@ -198,7 +201,7 @@ def test_a_local_root_model_is_asked_for_at_most_its_reply_tokens():
     p = ScriptedProvider([cmd("find", text="secret"), cmd("final", answer="ZEBRA-42")], name="local")
     res = RLM(model=p, config=cfg, store=None, levels="l1").run("q?", TEXT)
     assert res.status == "answered"
-    assert [o["max_tokens"] for o in p.options] == [321, 321]
+    assert [(sorted(o), o["max_tokens"]) for o in p.options] == [(["max_tokens", "timeout"], 321)] * 2
     p = ScriptedProvider([cmd("find", text="secret"), cmd("final", answer="x")])
     RLM(model=p, config=cfg, store=None).run("q?", TEXT)
     assert all("max_tokens" not in o for o in p.options)  # an API model: its own default
@@ -772,6 +775,10 @@ def test_a_count_question_over_a_log_steers_a_small_model_through_tables():
                        "op": "count_by"}]
     at = next(i for i, e in enumerate(res.events) if e.type == "aid" and e.data["aid"] == "column_choice")
     assert res.events[at - 1].type == "lm_request" and res.events[at + 1].type == "lm_response"
+    rlm = rlm_of(replies)  # an API model is not steered
+    res = rlm.run("Which error type occurs most often?", LOG)
+    assert res.answer == "QuotaExceeded" and "table_route" not in [a["aid"] for a in events(res, "aid")]
+    assert all("response_schema" not in o for o in rlm.root.options)
 
 
 def test_the_price_of_a_configured_provider_s_model_sets_the_default_cost_limit():
@@ -898,3 +905,51 @@ def test_a_session_s_kept_code_level_works_for_the_next_question_s_run(monkeypat
     assert seen[0][0] == "run-1" and seen[0][3] is stops[0]
     assert [d["message"] for d in events(r1, "warning")] == ["from run-1"]
     assert [d["message"] for d in events(r2, "warning")] == ["from run-2"]  # its events reach its own stream
+
+
+def test_a_local_root_call_holds_its_whole_reply_length_in_the_budget():
+    cfg = Config()
+    cfg.local.max_tokens = 50_000
+    p = ScriptedProvider([cmd("find", text="secret"), cmd("final", answer="ZEBRA-42")], name="local")
+    res = RLM(model=p, config=cfg, store=None, levels="l1", limits={"max_total_tokens": 20_000}).run("q?", TEXT)
+    assert res.status == "budget_exceeded" and p.requests == []
+    assert res.reason.startswith("max_total_tokens=20,000: the root call (local) needs up to 5")
+
+
+def test_a_model_that_does_not_say_it_can_follow_a_schema_gets_none():
+    class Plain:
+        name, context_window = "fn/plain", None
+
+        def __init__(self):
+            self.inner = ScriptedProvider([cmd("find", text="secret"), cmd("final", answer="x")])
+
+        def complete(self, messages, **opts):
+            return self.inner.complete(messages, **opts)
+
+    rlm = RLM(model=Plain(), config=Config(), store=None)
+    assert rlm.run("q?", TEXT).answer == "x"
+    assert all("response_schema" not in o for o in rlm.root.inner.options)
+
+
+def test_a_small_model_s_first_search_uses_the_whole_question():
+    p = ScriptedProvider([cmd("search", query="Which code?"), cmd("final", answer="ZEBRA-42")], constrained=True)
+    RLM(model=p, config=Config(), store=None).run("Which code?", TEXT)
+    search = next(b for b in p.options[0]["response_schema"]["anyOf"] if b["properties"]["op"]["const"] == "search")
+    assert search["properties"]["query"] == {"const": "Which code?"}
+
+
+SHIP = ("Manifest notes.\ncrate 705 was stowed aboard the Marigold in March.\nfiller line\n"
+        "The Marigold was bound for Lisbon with wool.\n")
+
+
+def test_a_restated_sentence_gets_one_turn_that_must_say_whether_it_answers():
+    import json
+
+    verify = json.dumps({"answers_question": False, "op": "find", "text": "Marigold was bound"})
+    p = ScriptedProvider([cmd("find", text="crate 705"), cmd("final", answer="crate 705 was stowed aboard the Marigold"),
+                          verify, cmd("final", answer="Lisbon")], constrained=True)
+    res = RLM(model=p, config=Config(), store=None).run("For which port was crate 705 bound?", SHIP)
+    assert res.answer == "Lisbon"
+    schemas = [o["response_schema"] for o in p.options]
+    assert all(b["required"][:2] == ["thought", "answers_question"] for b in schemas[2]["anyOf"])
+    assert "answers_question" not in json.dumps(schemas[3]) and "answers_question" not in json.dumps(schemas[1])
