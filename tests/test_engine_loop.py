@@ -683,6 +683,9 @@ def test_a_follow_up_question_may_answer_from_what_earlier_questions_kept():
         s.ask("Which code?")
         second = s.ask("And again?")
     assert (second.status, second.answer, second.iterations) == ("answered", "ZEBRA-42", 1)
+    first = rlm.root.requests[-1][1]["content"]
+    assert first.startswith("Question: And again?\n\nThe context box:\n")
+    assert first.endswith("the earlier answers may be out of date for this question.")  # the session's note
     rlm = rlm_of([cmd("find", text="secret"), cmd("final", answer="x"), cmd("final", answer="ZEBRA-42"),
                   cmd("find", text="secret"), cmd("final", answer="ZEBRA-42")])
     with rlm.session(TEXT) as s:
@@ -953,3 +956,85 @@ def test_a_restated_sentence_gets_one_turn_that_must_say_whether_it_answers():
     schemas = [o["response_schema"] for o in p.options]
     assert all(b["required"][:2] == ["thought", "answers_question"] for b in schemas[2]["anyOf"])
     assert "answers_question" not in json.dumps(schemas[3]) and "answers_question" not in json.dumps(schemas[1])
+
+
+def test_a_sub_call_s_latency_is_recorded_in_seconds():
+    class Slow:
+        name, context_window = "fn/slow", None
+
+        def complete(self, messages, **opts):
+            time.sleep(0.02)
+            return Completion("done", 1, 1, model=self.name)
+
+    rlm = RLM(model=ScriptedProvider([cmd("llm_query", prompt="p"), cmd("final", answer="x")]), sub_model=Slow(),
+              config=Config(), levels="l1,l4", store=None)
+    (call,) = events(rlm.run("q?", TEXT), "sub_call")
+    assert 0.02 <= call["latency_s"] < 4 and round(call["latency_s"], 4) == call["latency_s"]
+
+
+def test_model_calls_run_in_a_thread_named_for_the_run():
+    names: list[str] = []
+
+    class Named(ScriptedProvider):
+        def complete(self, messages, **opts):
+            import threading
+
+            names.append(threading.current_thread().name)
+            return super().complete(messages, **opts)
+
+    rlm = RLM(model=Named([cmd("find", text="secret"), cmd("final", answer="x")]), config=Config(), store=None)
+    rlm.run("q?", TEXT, run_id="r-named")
+    assert names == ["rlm-r-named"] * 2
+
+
+def test_a_call_late_in_the_run_is_given_only_the_time_left():
+    class Slow(ScriptedProvider):
+        def complete(self, messages, **opts):
+            if not self.requests:
+                time.sleep(3.3)
+            return super().complete(messages, **opts)
+
+    rlm = RLM(model=Slow([cmd("find", text="secret"), cmd("final", answer="x")]), config=Config(), store=None,
+              limits={"timeout_s": 4})
+    res = rlm.run("q?", TEXT)
+    if len(rlm.root.options) == 2:  # a starved machine may reach the deadline first: then it timed out
+        assert 0 < rlm.root.options[1]["timeout"] < 1.1
+    else:
+        assert res.status == "timeout"
+
+
+def test_a_contextbox_error_in_an_action_fails_the_run_with_its_message(monkeypatch):
+    from contextbox.errors import ConfigError
+
+    class Misconfigured:
+        def __init__(self, session):
+            pass
+
+        def run(self, action):
+            raise ConfigError("[code] l2_memory_mb must be at least 16")
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(engine, "executor_factory", lambda level: Misconfigured)
+    res, _ = run(["```repl\nx\n```"], TEXT, levels="l1,l2")
+    assert (res.status, res.reason) == ("failed", "[code] l2_memory_mb must be at least 16")
+
+
+def test_an_executor_that_fails_to_close_does_not_change_the_answer(monkeypatch, caplog):
+    class Sticky:
+        def __init__(self, session):
+            pass
+
+        def run(self, action):
+            return ActionOutput("ran")
+
+        def close(self):
+            raise OSError("worker already gone")
+
+    monkeypatch.setattr(engine, "executor_factory", lambda level: Sticky)
+    with caplog.at_level("ERROR", logger="contextbox"):
+        res, _ = run(["```repl\nx\n```", cmd("final", answer="x")], TEXT, levels="l1,l2")
+    assert (res.status, res.answer) == ("answered", "x")
+    (rec,) = [r for r in caplog.records if r.exc_info]
+    assert rec.getMessage() == "closing executor failed" and "worker already gone" in str(rec.exc_info[1])
