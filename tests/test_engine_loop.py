@@ -1038,3 +1038,21 @@ def test_an_executor_that_fails_to_close_does_not_change_the_answer(monkeypatch,
     assert (res.status, res.answer) == ("answered", "x")
     (rec,) = [r for r in caplog.records if r.exc_info]
     assert rec.getMessage() == "closing executor failed" and "worker already gone" in str(rec.exc_info[1])
+
+
+def test_a_repl_cell_goes_to_l3_when_l3_is_the_only_code_level(monkeypatch):
+    class Cell:
+        def __init__(self, session):
+            pass
+
+        def run(self, action):
+            return ActionOutput("ran at " + action.level)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(engine, "executor_factory", lambda level: Cell)
+    res, _ = run(["```repl\nx = 1\n```", cmd("final", answer="x")], TEXT, levels="l1,l3")
+    (start,) = [d for d in events(res, "action_start") if d["op"] == "code"]
+    assert start["level"] == "l3" and events(res, "action_end")[0]["output"] == "ran at l3"
+    assert events(res, "refused") == []
