@@ -41,7 +41,7 @@ TESTS_FOR: dict[str, list[str]] = {
     # the loop (`_Run._loop`, `events`, `_wait`, ...) is covered by every test of these three; the test_api
     # tests cover completion/arun/astream; test_session's code-cell and `rlm chat` (subprocess) tests are left out
     "engine.py": ["tests/test_engine.py", "tests/test_engine_details.py", "tests/test_engine_loop.py",
-                  "tests/test_session.py",
+                  "tests/test_engine_config.py", "tests/test_session.py",
                   *(f"--deselect=tests/test_session.py::{t}" for t in (
                       "test_code_namespace_persists_between_questions[l2]",
                       "test_code_namespace_persists_between_questions[l3]",
