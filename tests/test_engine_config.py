@@ -339,15 +339,17 @@ def test_a_session_s_next_question_makes_its_sub_calls_in_its_own_run():
         def complete(self, messages, **opts):
             return Completion("sub says " + messages[-1]["content"], 3, 2, model=self.name)
 
-    rlm = RLM(model=ScriptedProvider([cmd("llm_query", prompt="one"), cmd("final", answer="a"),
-                                      cmd("llm_query", prompt="two"), cmd("final", answer="b")]),
+    rlm = RLM(model=ScriptedProvider([cmd("find", text="secret"), cmd("llm_query", prompt="one"),
+                                      cmd("final", answer="a"), cmd("llm_query", prompt="two"),
+                                      cmd("final", answer="b")]),
               sub_model=Sub(), config=Config(), levels="l1,l4", store=None)
     with rlm.session(TEXT) as s:
         first, second = s.ask("q1?"), s.ask("q2?")
     for res, prompt in ((first, "one"), (second, "two")):
         assert [(d["prompt"], d["answer"]) for d in events(res, "sub_call")] == [(prompt, "sub says " + prompt)]
         assert [u.model for u in res.usage.calls if u.role == "sub"] == ["fn/x"]
-        assert events(res, "action_end")[0]["output"].endswith("sub says " + prompt)
+        assert [d["output"] for d in events(res, "action_end") if d["op"] == "llm_query"][0].endswith(
+            "sub says " + prompt)
 
 
 def test_a_call_to_a_model_priced_through_its_provider_is_costed():
@@ -407,3 +409,39 @@ def test_a_sub_call_s_latency_is_recorded_in_seconds():
               config=Config(), levels="l1,l4", store=None)
     (call,) = events(rlm.run("q?", TEXT), "sub_call")
     assert 0.02 <= call["latency_s"] < 4 and round(call["latency_s"], 4) == call["latency_s"]
+
+
+def test_a_child_run_s_code_level_knows_its_depth_and_a_sub_call_its_endpoint(monkeypatch):
+    depths: list[int] = []
+
+    class Watch:
+        def __init__(self, session):
+            depths.append(session.depth)
+
+        def run(self, action):
+            return ActionOutput("ran")
+
+        def close(self):
+            pass
+
+    class Sub:
+        name, context_window = "fn/x", None
+
+        def complete(self, messages, **opts):
+            return Completion("pong", 1, 1, model=self.name, endpoint="fn/x#2@http://127.0.0.1:9/v1")
+
+    real = engine.executor_factory
+    monkeypatch.setattr(engine, "executor_factory", lambda level: Watch if level == "l2" else real(level))
+    rlm = RLM(model=ScriptedProvider(["```repl\nx\n```", cmd("llm_query", prompt="p"), cmd("final", answer="x")]),
+              sub_model=Sub(), config=Config(), levels="l1,l2,l4", store=None, depth=2, path="0.3")
+    res = rlm.run("q?", TEXT)
+    assert depths == [2]
+    assert [d["endpoint"] for d in events(res, "sub_call")] == ["fn/x#2@http://127.0.0.1:9/v1"]
+
+
+def test_a_small_model_with_sub_calls_is_offered_them():
+    p = ScriptedProvider([cmd("find", text="secret"), cmd("final", answer="x")], constrained=True)
+    RLM(model=p, sub_model=ScriptedProvider([], name="sub"), config=Config(), levels="l1,l4", store=None).run(
+        "What is the code?", TEXT)
+    ops = [b["properties"]["op"]["const"] for b in p.options[1]["response_schema"]["anyOf"]]
+    assert "llm_query" in ops

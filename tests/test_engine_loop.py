@@ -247,7 +247,7 @@ def test_a_run_out_of_turns_says_how_many_it_had():
                  max_iterations=3)
     assert (res.status, res.reason, res.iterations) == ("max_iterations", "no final answer after 3 iterations", 3)
     assert res.answer is None  # its last reply was a command, not prose
-    assert events(res, "final") == []
+    assert events(res, "final") == [] and events(res, "error") == []  # out of turns is not a failure
 
 
 def test_a_repeated_action_is_told_to_change_then_to_answer():
@@ -479,7 +479,7 @@ def test_a_root_call_that_cannot_be_covered_is_refused_before_it_is_sent():
     assert res.reason.startswith("max_total_tokens=500: the root call (scripted) needs up to ")
 
 
-def test_a_bug_in_an_action_fails_the_run_with_an_internal_error(monkeypatch):
+def test_a_bug_in_an_action_fails_the_run_with_an_internal_error(monkeypatch, caplog):
     class Broken:
         def __init__(self, session):
             pass
@@ -491,8 +491,10 @@ def test_a_bug_in_an_action_fails_the_run_with_an_internal_error(monkeypatch):
             pass
 
     monkeypatch.setattr(engine, "executor_factory", lambda level: Broken)
-    res, _ = run(["```repl\nx\n```"], TEXT, levels="l1,l2")
+    with caplog.at_level("ERROR", logger="contextbox"):
+        res, _ = run(["```repl\nx\n```"], TEXT, levels="l1,l2")
     assert (res.status, res.reason) == ("failed", "internal error: RuntimeError: boom")
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == [f"run {res.run_id} failed"]  # with its trace
     assert events(res, "error")[-1] == {"message": res.reason, "fatal": True, "status": "failed"}
 
 
