@@ -411,12 +411,12 @@ def test_a_sub_call_s_latency_is_recorded_in_seconds():
     assert 0.02 <= call["latency_s"] < 4 and round(call["latency_s"], 4) == call["latency_s"]
 
 
-def test_a_child_run_s_code_level_knows_its_depth_and_a_sub_call_its_endpoint(monkeypatch):
-    depths: list[int] = []
+def test_a_child_run_s_code_level_knows_its_depth_and_path_and_a_sub_call_its_endpoint(monkeypatch):
+    depths: list[tuple[int, str]] = []
 
     class Watch:
         def __init__(self, session):
-            depths.append(session.depth)
+            depths.append((session.depth, session.path))
 
         def run(self, action):
             return ActionOutput("ran")
@@ -435,7 +435,7 @@ def test_a_child_run_s_code_level_knows_its_depth_and_a_sub_call_its_endpoint(mo
     rlm = RLM(model=ScriptedProvider(["```repl\nx\n```", cmd("llm_query", prompt="p"), cmd("final", answer="x")]),
               sub_model=Sub(), config=Config(), levels="l1,l2,l4", store=None, depth=2, path="0.3")
     res = rlm.run("q?", TEXT)
-    assert depths == [2]
+    assert depths == [(2, "0.3")]  # its children's paths start from it
     assert [d["endpoint"] for d in events(res, "sub_call")] == ["fn/x#2@http://127.0.0.1:9/v1"]
 
 
