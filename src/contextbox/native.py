@@ -75,6 +75,9 @@ WORKER = Path(__file__).with_name("_native_worker.py")
 _HDR = struct.Struct(">I")
 _MAX_FRAME = 64 << 20
 _MIB = 1 << 20
+#: how long close() waits for a running block before killing its worker, and then for the block to end
+_CLOSE_WAIT_S = 1.0
+_CLOSE_KILL_WAIT_S = 10.0
 #: what the worker may ask the host to run (worker name -> host function name)
 _HOST_CALLS = {
     n: n
@@ -165,13 +168,8 @@ class _Proc:
                 pass
         self.rfd = self.wfd = -1
 
-    def exit_reason(self) -> str:
-        code = self.popen.poll()
-        if code is None:
-            try:
-                code = self.popen.wait(timeout=1)
-            except subprocess.TimeoutExpired:
-                return "it stopped answering"
+    def exit_reason(self, code: int) -> str:
+        """Why the worker ended, from its exit ``code`` (negative: the signal that killed it)."""
         if code < 0:
             name = _signal_name(code)
             hint = {
@@ -308,7 +306,10 @@ class NativeExecutor:
         self.group.add(popen.pid)  # before the init message: the worker runs nothing until then
         self.group.kill_reason = None
         proc = _Proc(popen, h_r, h_w, self.group)
-        proc.send(self._init_message(uid))
+        try:
+            proc.send(self._init_message(uid))
+        except WorkerDied:  # it died at once: _wait_ready reports it, with the end of its stderr
+            pass
         return proc
 
     def _wait_ready(self, proc: _Proc) -> None:
@@ -405,7 +406,11 @@ class NativeExecutor:
                 note = self._replace(f"the worker failed to start ({e}{'; ' + tail if tail else ''})")
                 return ActionOutput(note, error=True)
             self.cells += 1
-            return self._run_cell(proc, code)
+            try:
+                return self._run_cell(proc, code)
+            finally:
+                if self._closed:  # closed while this block ran, and close() could not wait for it
+                    self._cleanup()
 
     def _run_cell(self, proc: _Proc, code: str) -> ActionOutput:
         oom_before = self.group.oom_kills()
@@ -418,9 +423,8 @@ class NativeExecutor:
                 out = self._exchange(proc, code)
         except WorkerDied as e:
             try:
-                proc.popen.wait(timeout=1)
-                reason = proc.exit_reason()
-            except subprocess.TimeoutExpired:
+                reason = proc.exit_reason(proc.popen.wait(timeout=1))
+            except subprocess.TimeoutExpired:  # alive but out of step (it closed its pipe, sent garbage)
                 reason = str(e)
             if self.group.kill_reason or self.group.oom_kills() > oom_before:
                 why = self.group.kill_reason or "its processes used more than the worker's memory limit"
@@ -496,7 +500,7 @@ class NativeExecutor:
         """Kill the worker and remove what the run left. A block still running (the run timed out or was
         cancelled) is not waited for: its worker is killed, which ends the block."""
         self._closed = True
-        if not self._lock.acquire(timeout=1.0):
+        if not self._lock.acquire(timeout=_CLOSE_WAIT_S):
             proc = self._proc
             if proc is not None:  # signals only: the running block reads EOF, gets WorkerDied and returns
                 self.group.kill_all()
@@ -504,22 +508,29 @@ class NativeExecutor:
                     proc.popen.kill()
                 except OSError:
                     pass
-            if not self._lock.acquire(timeout=10.0):
-                log.warning("L3: a block of run %s did not end after its worker was killed", self.session.run_id)
+            if not self._lock.acquire(timeout=_CLOSE_KILL_WAIT_S):
+                # e.g. waiting in a host call (a sub-model): the block cleans up when it returns (run())
+                log.warning("L3: a block of run %s did not end after its worker was killed; it cleans up when "
+                            "it does", self.session.run_id)
                 return
         try:
-            if not self._cleaned:
-                self._cleaned = True
-                if self._proc is not None:
-                    self._proc.kill()
-                    self._proc = None
-                self.group.close()
-                if self._lease is not None:
-                    self._lease.release()
-                shutil.rmtree(self.base, ignore_errors=True)
-                shutil.rmtree(self.workdir, ignore_errors=True)
+            self._cleanup()
         finally:
             self._lock.release()
+
+    def _cleanup(self) -> None:
+        """Kill the worker, remove the run's directories and cgroup, release the uid (with the lock held)."""
+        if self._cleaned:
+            return
+        self._cleaned = True
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc = None
+        self.group.close()
+        if self._lease is not None:
+            self._lease.release()
+        shutil.rmtree(self.base, ignore_errors=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def worker_pid(self) -> int | None:
         """The current worker's pid (tests and diagnostics)."""
