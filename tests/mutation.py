@@ -54,11 +54,17 @@ TESTS_FOR: dict[str, list[str]] = {
     "ops.py": ["tests/test_ops_properties.py", "tests/test_ops_edges.py", "tests/test_commands.py"],
     # sandbox and native: run with --isolation forkserver (docs/mutation.md); the timing-bound host-limit
     # tests and the subprocess probe are left out (a loaded machine fails them with or without a mutant)
+    # mutmut's stats step runs the whole selection once and gives up at its first failing test ("failed to
+    # collect stats. runner returned 1"): the 12M-piece split of test_l2_session_recovers_... took 76-94 s at
+    # load 13 and then met monty's request timeout (the worker killed, not the "protocol violation" it asserts),
+    # and the regex test asserts < 3 s of wall clock; test_sandbox_details.py loses a session the fast way
     "sandbox.py": ["tests/test_code_levels.py", "tests/test_limits_wiring.py", "tests/test_host_limits.py",
                    "tests/test_sandbox_details.py",
                    *(f"--deselect=tests/test_host_limits.py::{t}" for t in (
                        "test_the_probe_keeps_the_host_under_a_memory_ceiling_and_every_run_within_its_timeout",
-                       "test_cancel_does_not_wait_for_a_host_call", "test_run_timeout_does_not_wait_for_a_host_call"))],
+                       "test_cancel_does_not_wait_for_a_host_call", "test_run_timeout_does_not_wait_for_a_host_call",
+                       "test_l2_session_recovers_after_a_reply_too_large_for_it")),
+                   "--deselect=tests/test_limits_wiring.py::test_regex_timeout_setting_bounds_count_and_regex"],
     # the security suite is left out (60 hostile snippets per run of a survivor, 1 GB allocations among them);
     # test_native_details.py states the host's side of those outcomes; the 4 x 700 MB and user-namespace
     # tests of test_l3_guard.py are heavy and wall-clock-bound (a loaded machine fails them with or without

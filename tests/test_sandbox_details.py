@@ -7,12 +7,15 @@ states an outcome the model or the run sees, at the executor (no model, no engin
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from test_code_levels import make_session, run
 
+from contextbox.errors import CommandError
 from contextbox.executors import executor_factory
 from contextbox.types import Limits
 
@@ -48,3 +51,113 @@ def test_final_var_of_a_missing_variable_says_to_assign_it(l2: Any) -> None:
     out = run(l2, "FINAL_VAR('nope')")
     assert (out.final, out.error) == (None, True)
     assert out.text == "FINAL_VAR error: there is no variable named 'nope'; assign it first"
+
+
+def test_the_helpers_work_after_the_model_rebinds_the_builtins_they_use(l2: Any) -> None:
+    """Model code often names a variable `list` or `str`: FINAL, FINAL_VAR, SHOW_VARS and the helpers the
+    sandbox wraps keep working (they run in the same namespace as the model's code)."""
+    rebind = "list = find('hello')\nstr = 'x'\nlen = 0\nisinstance = None\ntype = 1\nlocals = 2\nValueError = 3"
+    assert not run(l2, rebind).error
+    out = run(l2, "print(count('hello'), find('world')[0]['offset'], lines(1, 2))")
+    assert (out.text, out.error) == ("2 6 ['second line hello']", False)
+    assert run(l2, "FINAL('ok')").final == "ok"
+    out = run(l2, "v = 'abcdefghij'\nFINAL_VAR('v')")
+    assert (out.final, out.error) == ("abcdefghij", False)
+    out = run(l2, "w = 'abcdefghijk'\nFINAL_VAR('w')")
+    assert (out.final, out.error) == (None, True) and "'w' holds 11 characters, over the limit of 10" in out.text
+    out = run(l2, "FINAL('abcdefghijk')")
+    assert out.error and out.text.endswith("ValueError: the answer holds 11 characters, over the limit of 10 "
+                                           "([limits] max_answer_chars); answer with the result itself, not the "
+                                           "data it came from")
+    out = run(l2, "SHOW_VARS()")
+    assert out.text == ("variables: ValueError: int, isinstance: NoneType, len: int, list: list, locals: int, str: str, "
+                        "type: int, v: str, w: str")
+
+
+def test_tracebacks_name_the_cells_by_number_also_after_a_restart(l2: Any) -> None:
+    assert not run(l2, "def f(x):\n    return 1 / x").error
+    out = run(l2, "y = 0\nf(y)")
+    assert out.text == ('Traceback (most recent call last):\n  File "<cell 2>", line 2, in <module>\n    f(y)\n'
+                        '    ~~~~\n  File "<cell 1>", line 2, in f\n    return 1 / x\n           ~~~~~\n'
+                        'ZeroDivisionError: division by zero')
+    assert "fresh sandbox" in run(l2, "while True:\n    pass").text  # cell 3: a new session
+    assert not run(l2, "def g(x):\n    return [][x]").error
+    out = run(l2, "g(1)")
+    assert '  File "<cell 5>", line 1, in <module>' in out.text and '  File "<cell 4>", line 2, in g' in out.text
+    out = run(l2, "find('')")  # an error in a helper's wrapper: named as the helpers, not as a cell
+    assert '  File "<cell 6>", line 1, in <module>' in out.text and '  File "<helpers>", line ' in out.text
+
+
+def test_a_restart_is_a_warning_event_and_the_model_is_told(l2: Any) -> None:
+    out = run(l2, "x = 1\nwhile True:\n    pass")
+    lines = out.text.split("\n")
+    assert lines[0].startswith("TimeoutError: feed time limit exceeded") and out.error
+    assert lines[1:] == ["[this block ran longer than the 2 s limit and was stopped; a fresh sandbox was started: "
+                         "variables from earlier blocks are lost, `context` and the helper functions are available "
+                         "again]"]
+    assert l2.session.services["_events"] == [("warning", {
+        "message": "L2 sandbox restarted: this block ran longer than the 2 s limit and was stopped", "level": "l2"})]
+    assert l2.restarts == 1 and "NameError" in run(l2, "print(x)").text
+
+
+def test_final_var_of_a_block_that_timed_out_is_lost_with_the_sandbox(l2: Any) -> None:
+    out = run(l2, "x = 5\nFINAL_VAR('x')\nwhile True:\n    pass")
+    assert (out.final, out.error) == (None, True)
+    assert out.text.split("\n")[-1] == "FINAL_VAR error: the variable 'x' was lost with the sandbox"
+
+
+def test_sleeping_in_the_sandbox_returns_at_once(l2: Any) -> None:
+    out = run(l2, "import time\ntime.sleep(1000)\nprint('woke')")  # the 2 s limit would stop a real sleep
+    assert (out.text, out.error) == ("woke", False)
+
+
+def test_a_single_document_context_is_a_str() -> None:
+    ex = executor_factory("l2")(make_session({"only.txt": "just one\n"}))  # type: ignore[misc]
+    try:
+        assert run(ex, "print(type(context).__name__, repr(context))").text == "str 'just one\\n'"
+    finally:
+        ex.close()
+
+
+def test_close_while_a_block_runs_starts_no_new_sandbox() -> None:
+    ex = executor_factory("l2")(make_session(l2_time_limit_s=3))  # type: ignore[misc]
+    got: list[Any] = []
+    t = threading.Thread(target=lambda: got.append(run(ex, "while True:\n    pass")))
+    t.start()
+    try:
+        deadline = time.monotonic() + 60
+        while ex._sess is None and time.monotonic() < deadline:  # the block has started
+            time.sleep(0.05)
+        ex.close()
+        t.join(60)
+        assert not t.is_alive()
+        assert got[0].error and got[0].text.split("\n")[-1] == "[this block ran longer than the 3 s limit and was stopped]"
+        assert ex.restarts == 0 and ex.session.services["_events"] == [] and ex._sess is None
+        with pytest.raises(CommandError, match="the L2 sandbox of this run is closed"):
+            run(ex, "print(1)")
+        ex.close()
+    finally:
+        t.join(60)
+
+
+def test_a_helper_reply_too_large_for_the_sandbox_restarts_it_and_says_why() -> None:
+    """A sub-model's reply of 256 MiB + 1 byte is more than monty's frame limit: the session is lost, the
+    model is told in one line (no traceback) and gets a fresh sandbox."""
+    s = make_session(l2_memory_mb=64)
+    s.sub_query = lambda p: "x" * ((256 << 20) + 1)
+    s.limits = Limits(max_answer_chars=1 << 40)
+    ex = executor_factory("l2")(s)  # type: ignore[misc]
+    try:
+        assert not run(ex, "keep = 1").error
+        out = run(ex, "r = llm_query('q')\nprint(len(r))")
+        first, note = out.text.split("\n")
+        assert out.error and first.startswith("error: ") and "Traceback" not in first
+        assert note == ("[the sandbox lost its session (a helper's reply too large for it, or a protocol error); a "
+                        "fresh sandbox was started: variables from earlier blocks are lost, `context` and the helper "
+                        "functions are available again]")
+        assert ex.restarts == 1 and [e[1]["message"] for e in s.services["_events"]] == [
+            "L2 sandbox restarted: the sandbox lost its session (a helper's reply too large for it, or a protocol "
+            "error)"]
+        assert "NameError" in run(ex, "print(keep)").text
+    finally:
+        ex.close()

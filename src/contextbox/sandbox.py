@@ -66,7 +66,8 @@ class Document:
 context = [Document(_cb_p, _cb_t) for _cb_p, _cb_t in _cb_docs]
 _cb_docs = None
 """
-_VARS_PROBE = "{_cb_k: type(_cb_v).__name__ for _cb_k, _cb_v in locals().items()}"
+#: run after a cell, with the builtins the helpers' prelude kept (the cell may have rebound `type`, `locals`)
+_VARS_PROBE = "{_cb_k: _cb_type(_cb_v).__name__ for _cb_k, _cb_v in _cb_locals().items()}"
 
 
 def _pool() -> Any:
@@ -155,6 +156,8 @@ class SandboxExecutor:
     def _restart(self, why: str) -> str:
         """Replace the session; returns the note for the model."""
         self._drop()
+        if self._closed:  # the run ended while this block ran: no new session
+            return f"[{why}]"
         self.restarts += 1
         self.session.emit("warning", {"message": f"L2 sandbox restarted: {why}", "level": "l2"})
         try:
@@ -248,14 +251,14 @@ class SandboxExecutor:
         if state.final_var:
             name = state.final_var
             try:
-                size = self._feed(f"len(str({name}))")  # measured in the sandbox: a huge value never crosses
+                size = self._feed(f"_cb_len(_cb_str({name}))")  # measured in the sandbox: a huge value never crosses
                 limit = max_answer_chars(self.session)
                 if isinstance(size, int) and size > limit:
                     notes.append(f"FINAL_VAR error: {name!r} holds {size:,} characters, over the limit of {limit:,} "
                                  "([limits] max_answer_chars); answer with the result itself")
                     state.notes.append("final_var_failed")
                     return None
-                value = self._feed(f"str({name})")
+                value = self._feed(f"_cb_str({name})")
                 final = value if isinstance(value, str) else str(value)
             except MontyError as e:
                 exc = _inner(e)
@@ -288,19 +291,23 @@ def guard_prelude(session: Session) -> str:
     same limits, after the copy (itself bounded by the sandbox's memory limit)."""
     max_in = int(getattr(session.limits, "max_host_input_chars", 0)) or 1 << 62
     max_answer = max_answer_chars(session)
+    # the builtins they use under names of their own: the model's code may rebind `list`, `str`, `len`, ...
     out = [f"""\
+_cb_str, _cb_len, _cb_list, _cb_isinstance, _cb_ValueError = str, len, list, isinstance, ValueError
+_cb_type, _cb_locals = type, locals
 def FINAL(answer):
-    _cb_a = answer if isinstance(answer, str) else str(answer)
-    if len(_cb_a) > {max_answer}:
-        raise ValueError('the answer holds ' + f'{{len(_cb_a):,}}' + ' characters, over the limit of {max_answer:,} '
-                         + '([limits] max_answer_chars); answer with the result itself, not the data it came from')
+    _cb_a = answer if _cb_isinstance(answer, _cb_str) else _cb_str(answer)
+    if _cb_len(_cb_a) > {max_answer}:
+        raise _cb_ValueError('the answer holds ' + f'{{_cb_len(_cb_a):,}}' + ' characters, over the limit of '
+                             + '{max_answer:,} ([limits] max_answer_chars); answer with the result itself, not the '
+                             + 'data it came from')
     _cb_FINAL(_cb_a)
 def _cb_measure(name, args, kwargs):
-    for _cb_v in list(args) + list(kwargs.values()):
-        if isinstance(_cb_v, str) and len(_cb_v) > {max_in}:
-            raise ValueError(name + ': an argument holds ' + f'{{len(_cb_v):,}}' + ' characters, over the limit of '
-                             + '{max_in:,} per call ([limits] max_host_input_chars); pass a smaller piece, '
-                             + 'or work on the context itself')
+    for _cb_v in _cb_list(args) + _cb_list(kwargs.values()):
+        if _cb_isinstance(_cb_v, _cb_str) and _cb_len(_cb_v) > {max_in}:
+            raise _cb_ValueError(name + ': an argument holds ' + f'{{_cb_len(_cb_v):,}}' + ' characters, over the '
+                                 + 'limit of {max_in:,} per call ([limits] max_host_input_chars); pass a smaller '
+                                 + 'piece, or work on the context itself')
 """]
     for name in GUARDED:
         out.append(f"def {name}(*args, **kwargs):\n    _cb_measure('{name}', args, kwargs)\n"
