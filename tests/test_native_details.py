@@ -48,7 +48,7 @@ def make_session(value: Any = "hello world\nsecond line hello\n", *, limits: Lim
 
 
 def run(ex: Any, code: str) -> ActionOutput:
-    return ex.run(Action(kind="code", level="l3", op="code", args={"code": code}, source=code))
+    return ex.run(Action(kind="code", level=ex.level, op="code", args={"code": code}, source=code))
 
 
 def warnings(ex: Any) -> list[str]:
@@ -624,3 +624,34 @@ def test_the_workers_of_two_runs_cannot_reach_each_other() -> None:
     finally:
         a.close()
         b.close()
+
+
+# ---------------------------------------------------------------------- the context in the worker
+def test_records_of_a_one_file_context_name_the_file_as_at_l2(tmp_path: Path) -> None:
+    f = tmp_path / "notes.txt"
+    f.write_text("a,1\nb,2\n")
+    rows = []
+    for level in ("l3", "l2"):
+        s = make_session()
+        s.context = Context.load(str(f))
+        ex = executor_factory(level)(s)  # type: ignore[misc]
+        try:
+            rows.append(run(ex, "print(records())").text)
+        finally:
+            ex.close()
+    assert rows[0] == rows[1] == repr([{"text": "a,1", "doc": str(f), "line": 0}, {"text": "b,2", "doc": str(f),
+                                                                                  "line": 1}])
+
+
+def test_a_single_document_context_is_a_str_and_several_are_documents() -> None:
+    ex = executor_factory("l3")(make_session({"only.txt": "just one\n"}))  # type: ignore[misc]
+    try:
+        assert run(ex, "print(type(context).__name__, repr(context))").text == "str 'just one\\n'"
+    finally:
+        ex.close()
+    ex = executor_factory("l3")(make_session({"a.txt": "one\n", "b.txt": "two\n"}))  # type: ignore[misc]
+    try:
+        assert run(ex, "print(context, context[1].text, Document.__name__)").text == (
+            "[Document(path='a.txt', chars=4), Document(path='b.txt', chars=4)] two\n Document")
+    finally:
+        ex.close()
