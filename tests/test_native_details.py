@@ -655,3 +655,19 @@ def test_a_single_document_context_is_a_str_and_several_are_documents() -> None:
             "[Document(path='a.txt', chars=4), Document(path='b.txt', chars=4)] two\n Document")
     finally:
         ex.close()
+
+
+def test_replacing_workers_leaves_no_pipe_or_file_open(l3: Any) -> None:
+    assert not run(l3, "x = 1").error
+    before = _fds()
+    for _ in range(3):
+        assert "fresh worker" in run(l3, "import os\nos._exit(1)").text
+        assert run(l3, "print(1)").text == "1"
+    assert _fds() == before
+
+
+def test_a_block_given_only_as_source_runs_that_source(l3: Any) -> None:
+    out = l3.run(Action(kind="code", level="l3", op="code", args={}, source="print(6 * 7)"))
+    assert (out.text, out.error) == ("42", False)
+    out = l3.run(Action(kind="code", level="l3", op="code", args={"code": None}, source="print(1)"))
+    assert (out.text, out.error) == ("(no output; print() what you want to see)", False)

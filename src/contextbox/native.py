@@ -108,7 +108,6 @@ class _Proc:
         self.popen, self.rfd, self.wfd, self.group = popen, rfd, wfd, group
         self.buf = bytearray()
         self.ready: dict[str, Any] | None = None
-        self.started = time.perf_counter()
 
     def send(self, msg: dict[str, Any]) -> None:
         data = json.dumps(msg, ensure_ascii=False).encode("utf-8", "surrogatepass")
@@ -220,7 +219,6 @@ class NativeExecutor:
         self._closed = False
         self._warned = False
         self.restarts = 0
-        self.cells = 0
         try:
             self._proc = self._spawn()
         except OSError as e:  # reported when the first cell runs
@@ -405,7 +403,6 @@ class NativeExecutor:
                 tail = self._stderr_tail()
                 note = self._replace(f"the worker failed to start ({e}{'; ' + tail if tail else ''})")
                 return ActionOutput(note, error=True)
-            self.cells += 1
             try:
                 return self._run_cell(proc, code)
             finally:
