@@ -161,3 +161,10 @@ def test_a_helper_reply_too_large_for_the_sandbox_restarts_it_and_says_why() -> 
         assert "NameError" in run(ex, "print(keep)").text
     finally:
         ex.close()
+
+
+def test_show_vars_beside_final_keeps_the_answer(l2: Any) -> None:
+    out = run(l2, "a = 1\nFINAL('done')\nSHOW_VARS()")
+    assert (out.final, out.error, out.text) == ("done", False, "variables: a: int")
+    out = run(l2, "SHOW_VARS()\nFINAL_VAR('a')")
+    assert (out.final, out.error, out.text) == ("1", False, "variables: a: int")
