@@ -168,3 +168,12 @@ def test_show_vars_beside_final_keeps_the_answer(l2: Any) -> None:
     assert (out.final, out.error, out.text) == ("done", False, "variables: a: int")
     out = run(l2, "SHOW_VARS()\nFINAL_VAR('a')")
     assert (out.final, out.error, out.text) == ("1", False, "variables: a: int")
+
+
+def test_show_vars_and_final_var_failing_in_the_sandbox_say_why(l2: Any) -> None:
+    """Only code that rebinds the prelude's own `_cb_` names can make the probes fail: the note says how."""
+    out = run(l2, "v = 1\n_cb_locals = None\nSHOW_VARS()")
+    assert (out.text, out.error) == ("SHOW_VARS failed: TypeError: 'NoneType' object is not callable", False)
+    out = run(l2, "_cb_str = None\nFINAL_VAR('v')")
+    assert (out.text, out.error, out.final) == ("FINAL_VAR error: TypeError: 'NoneType' object is not callable",
+                                                True, None)

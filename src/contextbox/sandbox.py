@@ -258,8 +258,7 @@ class SandboxExecutor:
                                  "([limits] max_answer_chars); answer with the result itself")
                     state.notes.append("final_var_failed")
                     return None
-                value = self._feed(f"_cb_str({name})")
-                final = value if isinstance(value, str) else str(value)
+                final = str(self._feed(f"_cb_str({name})"))
             except MontyError as e:
                 exc = _inner(e)
                 if isinstance(exc, NameError):
