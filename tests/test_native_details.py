@@ -320,8 +320,14 @@ def test_the_worker_gets_the_configured_limits() -> None:
         ex.close()
 
 
-def test_the_worker_limits_default_to_the_documented_values(l3: Any) -> None:
-    got, as_soft = _limits(l3)
+def test_the_worker_limits_default_to_the_documented_values() -> None:
+    s = Session(context=Context.from_value("abc"), limits=Limits(), levels=("l1", "l3"), run_id="d")
+    l3 = executor_factory("l3")(s)  # type: ignore[misc]
+    try:
+        assert l3.time_limit_s == 60.0  # the block's wall-clock limit (not waited for here)
+        got, as_soft = _limits(l3)
+    finally:
+        l3.close()
     cpu = _inf_ok(600, resource.RLIMIT_CPU)
     assert got[:4] == [(cpu, cpu + 5), (256, 256), (32, 32), (1 << 30, 1 << 30)]
     assert 1 << 30 < as_soft < 2 << 30

@@ -177,3 +177,17 @@ def test_show_vars_and_final_var_failing_in_the_sandbox_say_why(l2: Any) -> None
     out = run(l2, "_cb_str = None\nFINAL_VAR('v')")
     assert (out.text, out.error, out.final) == ("FINAL_VAR error: TypeError: 'NoneType' object is not callable",
                                                 True, None)
+
+
+def test_without_settings_a_block_gets_the_documented_defaults() -> None:
+    from contextbox.context import Context
+    from contextbox.executors import Session
+
+    s = Session(context=Context.from_value("abc"), limits=Limits(), levels=("l1", "l2"), run_id="d")
+    ex = executor_factory("l2")(s)  # type: ignore[misc]
+    try:
+        assert (ex.time_limit_s, ex.memory_mb) == (30.0, 512.0)
+        out = run(ex, "print(len(context))")
+        assert (out.text, out.error) == ("3", False)
+    finally:
+        ex.close()
