@@ -95,8 +95,9 @@ def test_the_model_is_told_how_its_worker_died_and_gets_a_fresh_one(l3: Any) -> 
         assert l3.worker_pid() != pid and _gone(pid)
         assert "NameError" in run(l3, "print(kept)").text  # the namespace went with the worker
     assert l3.restarts == len(cases)
-    assert warnings(l3)[-len(cases):] == [f"L3 worker replaced: the worker died while running this block: {r}"
-                                          for _, r in cases]
+    assert l3.session.services["_events"][-len(cases):] == [
+        ("warning", {"message": f"L3 worker replaced: the worker died while running this block: {r}", "level": "l3"})
+        for _, r in cases]
 
 
 def test_a_worker_killed_between_blocks_is_noticed_at_the_next_one(l3: Any) -> None:
@@ -449,9 +450,10 @@ def test_protections_turned_off_are_reported_once_as_warnings() -> None:
     try:
         assert not run(ex, "x = 1").error
         first = warnings(ex)
-        assert [w for w in first if "cgroup" not in w] == [
-            "L3 worker: network not isolated: not requested", "L3 worker: filesystem not sandboxed: not requested",
-            "L3 worker: unix sockets not blocked (seccomp: not requested)"]
+        assert [e for e in ex.session.services["_events"] if "cgroup" not in e[1]["message"]] == [
+            ("warning", {"message": m, "level": "l3"}) for m in (
+                "L3 worker: network not isolated: not requested", "L3 worker: filesystem not sandboxed: not requested",
+                "L3 worker: unix sockets not blocked (seccomp: not requested)")]
         run(ex, "import os\nos._exit(1)")  # a new worker: the same warnings are not repeated
         assert run(ex, "print(2)").text == "2"
         assert warnings(ex) == first + ["L3 worker replaced: the worker died while running this block: it exited "
@@ -478,6 +480,9 @@ def test_a_worker_without_a_private_uid_says_so(monkeypatch: pytest.MonkeyPatch)
         assert not run(ex, "x = 1").error
         assert "L3 worker: worker runs as the host's user: unchanged (0) (no private uid: no free L3 worker uid in " \
                "3000000-3000009)" in warnings(ex)
+        if "pids" not in ex.group.controllers:  # then the process limit is the host user's, and it says so
+            assert any("processes: RLIMIT_NPROC, which counts every process of the host's user" in w
+                       for w in warnings(ex))
     finally:
         ex.close()
 
