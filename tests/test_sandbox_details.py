@@ -191,3 +191,12 @@ def test_without_settings_a_block_gets_the_documented_defaults() -> None:
         assert (out.text, out.error) == ("3", False)
     finally:
         ex.close()
+
+
+def test_a_block_given_only_as_source_runs_that_source(l2: Any) -> None:
+    from contextbox.executors import Action
+
+    out = l2.run(Action(kind="code", level="l2", op="code", args={}, source="print(6 * 7)"))
+    assert (out.text, out.error) == ("42", False)
+    out = l2.run(Action(kind="code", level="l2", op="code", args={"code": None}, source="print(1)"))
+    assert (out.text, out.error) == ("(no output; print() what you want to see)", False)
