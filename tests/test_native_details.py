@@ -682,3 +682,19 @@ def test_a_block_given_only_as_source_runs_that_source(l3: Any) -> None:
     assert (out.text, out.error) == ("42", False)
     out = l3.run(Action(kind="code", level="l3", op="code", args={"code": None}, source="print(1)"))
     assert (out.text, out.error) == ("(no output; print() what you want to see)", False)
+
+
+def test_a_worker_that_stops_reading_is_replaced_at_the_next_block(l3: Any) -> None:
+    # the worker's end of the host's pipe is replaced by a pipe nobody writes to: it waits there, alive
+    assert not run(l3, PIPE + "r, keep_w = os.pipe()\nos.dup2(r, w.chan.rfd)").error
+    out = run(l3, "print(1)")
+    assert out.text == DIED + "cannot write to the worker: [Errno 32] Broken pipe" + FRESH
+    assert run(l3, "print(2)").text == "2"
+
+
+def test_lone_surrogates_cross_the_pipe_both_ways(l3: Any) -> None:
+    out = run(l3, "x = '\\udcff'\nprint(x, len(x))")  # a lone surrogate in the output
+    assert (out.text, out.error) == ("\udcff 1", False)
+    out = run(l3, "y = '\udcff'")  # and one in the code itself: the cell's own error, not the host's
+    assert out.error and "fresh worker" not in out.text
+    assert run(l3, "print(len(x))").text == "1"

@@ -7,6 +7,7 @@ states an outcome the model or the run sees, at the executor (no model, no engin
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -200,3 +201,38 @@ def test_a_block_given_only_as_source_runs_that_source(l2: Any) -> None:
     assert (out.text, out.error) == ("42", False)
     out = l2.run(Action(kind="code", level="l2", op="code", args={"code": None}, source="print(1)"))
     assert (out.text, out.error) == ("(no output; print() what you want to see)", False)
+
+
+def test_a_helper_argument_over_the_input_limit_is_refused_in_the_sandbox() -> None:
+    s = make_session()
+    s.limits = Limits(max_host_input_chars=10)
+    ex = executor_factory("l2")(s)  # type: ignore[misc]
+    try:
+        out = run(ex, "find('a', text='a' * 11)")
+        assert out.error and '  File "<helpers>", line ' in out.text  # refused before it crossed to the host
+        assert out.text.endswith("ValueError: find: an argument holds 11 characters, over the limit of 10 per call "
+                                 "([limits] max_host_input_chars); pass a smaller piece, or work on the context "
+                                 "itself")
+        assert run(ex, "print(len(find('a', text='a' * 10)))").text == "10"
+    finally:
+        ex.close()
+
+
+def test_a_session_given_up_ends_its_worker_process(l2: Any) -> None:
+    assert not run(l2, "x = 1").error
+    first = l2._sess.worker_pid
+    assert "fresh sandbox" in run(l2, "while True:\n    pass").text
+    second = l2._sess.worker_pid
+    l2.close()
+    for pid in (first, second):
+        deadline = time.monotonic() + 20
+        while os.path.exists(f"/proc/{pid}") and _state(pid) not in ("Z", "X") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{pid}") or _state(pid) in ("Z", "X"), f"monty worker {pid} still runs"
+
+
+def _state(pid: int) -> str:
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "X"
