@@ -412,6 +412,17 @@ def test_a_worker_whose_first_message_is_not_ready(tmp_path: Path, monkeypatch: 
         ex.close()
 
 
+def test_a_worker_that_never_becomes_ready_is_given_up_after_30_s(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_worker(tmp_path, monkeypatch, "time.sleep(600)")
+    ex = executor_factory("l3")(make_session())  # type: ignore[misc]
+    try:
+        out = run(ex, "print(1)")  # waits the start-up limit (30 s for a small context), not forever
+        assert out.text == "[the worker failed to start (the worker did not start in time)" + FRESH
+    finally:
+        ex.close()
+
+
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
