@@ -236,3 +236,30 @@ def _state(pid: int) -> str:
         return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return "X"
+
+
+def test_a_sandbox_that_cannot_start_is_an_error_the_model_reads_and_the_next_block_starts_afresh(monkeypatch) -> None:
+    """A real start failure: monty's pool checks a session out with a 1-byte memory limit, so feeding it the
+    context fails inside ``_start``. The block is an error output naming the cause (not an exception out of
+    the executor), nothing is left half-started, and once the pool is sound again the next block runs."""
+    import contextbox.sandbox as sb
+
+    real = sb._pool()
+
+    class TinyPool:
+        def checkout(self, limits: dict[str, Any], **kw: Any) -> Any:
+            return real.checkout(limits={**limits, "max_memory": 1}, **kw)
+
+    s = make_session()
+    ex = executor_factory("l2")(s)  # type: ignore[misc]
+    try:
+        monkeypatch.setattr(sb, "_pool", lambda: TinyPool())
+        out = run(ex, "x = 1\nprint(x)")
+        assert out.error
+        assert out.text.startswith("[the L2 sandbox could not start: ") and "memory limit exceeded" in out.text
+        assert ex._sess is None  # dropped, not kept half-started
+        monkeypatch.setattr(sb, "_pool", lambda: real)
+        again = run(ex, "x = 1\nprint(x)")
+        assert not again.error and again.text.strip() == "1"
+    finally:
+        ex.close()
