@@ -33,3 +33,20 @@ def fed_back(rlm: RLM) -> list[str]:
     """The user messages the scripted model received, in order (excluding the first)."""
     reqs = rlm.root.requests
     return [m["content"] for m in reqs[-1] if m["role"] == "user"][1:] if reqs else []
+
+
+class StubExecutor:
+    """A stand-in for a code level's executor (``engine.executor_factory`` returns its class): every block
+    answers ``"ran"``; a test subclasses it and overrides ``run`` (or ``close``) for what it checks."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def run(self, action: Any) -> Any:
+        from contextbox.executors import ActionOutput
+
+        return ActionOutput("ran")
+
+    def close(self) -> None:
+        pass
+

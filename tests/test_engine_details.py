@@ -9,7 +9,7 @@ No test here starts a sandbox (they run inside mutmut's forked workers).
 from __future__ import annotations
 
 import pytest
-from helpers import cmd, fed_back, run
+from helpers import StubExecutor, cmd, fed_back, run
 
 import contextbox.engine as engine
 from contextbox.executors import LEVEL_NAMES
@@ -48,21 +48,9 @@ def test_a_level_this_installation_lacks_is_refused(monkeypatch):
 def test_the_executor_of_a_code_level_comes_from_the_factory_by_its_level(monkeypatch):
     asked: list[str] = []
 
-    class Echo:
-        def __init__(self, session):
-            pass
-
-        def run(self, action):
-            from contextbox.executors import ActionOutput
-
-            return ActionOutput("ran")
-
-        def close(self):
-            pass
-
     def factory(level):
         asked.append(level)
-        return Echo
+        return StubExecutor
 
     monkeypatch.setattr(engine, "executor_factory", factory)
     res, _ = run([cmd("find", text="code"), CODE, CODE, cmd("final", answer="x")], TEXT, levels="l1,l2")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from helpers import cmd, fed_back, run
+from helpers import StubExecutor, cmd, fed_back, run
 
 import contextbox.engine as engine
 from contextbox import RLM, Config, prompts
@@ -87,17 +87,7 @@ def test_extra_system_instructions_reach_the_root_run_only():
 
 
 def test_the_system_prompt_states_the_configured_code_time_limits(monkeypatch):
-    class Cell:
-        def __init__(self, session):
-            pass
-
-        def run(self, action):
-            return ActionOutput("ran")
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(engine, "executor_factory", lambda level: Cell)
+    monkeypatch.setattr(engine, "executor_factory", lambda level: StubExecutor)
     cfg = Config()
     cfg.code.l2_time_limit_s = 7.5
     rlm = rlm_of([cmd("final", answer="x")], cfg, levels="l1,l2")
@@ -281,17 +271,11 @@ def test_the_last_turn_note_replaces_a_steering_message():
 def test_a_failed_code_cell_stops_the_cells_after_it_but_a_failed_command_does_not(monkeypatch):
     seen: list[str] = []
 
-    class Cell:
-        def __init__(self, session):
-            pass
-
+    class Cell(StubExecutor):
         def run(self, action):
             src = action.args["code"].strip()
             seen.append(src)
             return ActionOutput("boom", error=True) if src == "bad" else ActionOutput("ran " + src)
-
-        def close(self):
-            pass
 
     monkeypatch.setattr(engine, "executor_factory", lambda level: Cell)
     two_cells = "```repl\nbad\n```\n\n```repl\ngood\n```"
@@ -480,15 +464,9 @@ def test_a_root_call_that_cannot_be_covered_is_refused_before_it_is_sent():
 
 
 def test_a_bug_in_an_action_fails_the_run_with_an_internal_error(monkeypatch, caplog):
-    class Broken:
-        def __init__(self, session):
-            pass
-
+    class Broken(StubExecutor):
         def run(self, action):
             raise RuntimeError("boom")
-
-        def close(self):
-            pass
 
     monkeypatch.setattr(engine, "executor_factory", lambda level: Broken)
     with caplog.at_level("ERROR", logger="contextbox"):
@@ -620,15 +598,9 @@ def test_a_call_late_in_the_run_is_given_only_the_time_left():
 def test_a_contextbox_error_in_an_action_fails_the_run_with_its_message(monkeypatch):
     from contextbox.errors import ConfigError
 
-    class Misconfigured:
-        def __init__(self, session):
-            pass
-
+    class Misconfigured(StubExecutor):
         def run(self, action):
             raise ConfigError("[code] l2_memory_mb must be at least 16")
-
-        def close(self):
-            pass
 
     monkeypatch.setattr(engine, "executor_factory", lambda level: Misconfigured)
     res, _ = run(["```repl\nx\n```"], TEXT, levels="l1,l2")
@@ -636,13 +608,7 @@ def test_a_contextbox_error_in_an_action_fails_the_run_with_its_message(monkeypa
 
 
 def test_an_executor_that_fails_to_close_does_not_change_the_answer(monkeypatch, caplog):
-    class Sticky:
-        def __init__(self, session):
-            pass
-
-        def run(self, action):
-            return ActionOutput("ran")
-
+    class Sticky(StubExecutor):
         def close(self):
             raise OSError("worker already gone")
 
@@ -655,15 +621,9 @@ def test_an_executor_that_fails_to_close_does_not_change_the_answer(monkeypatch,
 
 
 def test_a_repl_cell_goes_to_l3_when_l3_is_the_only_code_level(monkeypatch):
-    class Cell:
-        def __init__(self, session):
-            pass
-
+    class Cell(StubExecutor):
         def run(self, action):
             return ActionOutput("ran at " + action.level)
-
-        def close(self):
-            pass
 
     monkeypatch.setattr(engine, "executor_factory", lambda level: Cell)
     res, _ = run(["```repl\nx = 1\n```", cmd("final", answer="x")], TEXT, levels="l1,l3")
