@@ -108,8 +108,68 @@ def test_final_var_of_a_block_that_timed_out_is_lost_with_the_sandbox(l2: Any) -
 
 
 def test_sleeping_in_the_sandbox_returns_at_once(l2: Any) -> None:
+    """A sleep returns at once: it neither holds a worker nor counts as work (monty's own default sleeps up to
+    10 s outside the block's time limit)."""
+    t0 = time.monotonic()
     out = run(l2, "import time\ntime.sleep(1000)\nprint('woke')")  # the 2 s limit would stop a real sleep
     assert (out.text, out.error) == ("woke", False)
+    assert time.monotonic() - t0 < 5
+
+
+def test_a_worker_over_its_memory_outside_the_interpreter_is_replaced_and_the_model_told(l2: Any) -> None:
+    """Many small allocations take the worker past its limit where monty cannot raise a MemoryError in the
+    cell: the worker is terminated. The block says so in one line, the sandbox is replaced (a warning event),
+    a FINAL_VAR of that block is lost with it, and the next block runs in the fresh sandbox."""
+    assert not run(l2, "keep = 1").error
+    out = run(l2, "x = 0\nFINAL_VAR('x')\nx = [[i] for i in range(10 ** 8)]")
+    assert (out.final, out.error) == (None, True)
+    assert out.text.split("\n") == [
+        "MemoryError: the worker exceeded its memory limit and was terminated",
+        "[the sandbox ran out of memory and was terminated; a fresh sandbox was started: variables from earlier "
+        "blocks are lost, `context` and the helper functions are available again]",
+        "FINAL_VAR error: the variable 'x' was lost with the sandbox"]
+    assert l2.restarts == 1 and l2.session.services["_events"] == [("warning", {
+        "message": "L2 sandbox restarted: the sandbox ran out of memory and was terminated", "level": "l2"})]
+    assert "NameError" in run(l2, "print(keep)").text
+    assert run(l2, "print(count('hello'))").text == "2"
+
+
+def test_a_worker_killed_under_a_block_is_replaced_and_the_block_says_only_that() -> None:
+    """The worker process dies while the block waits on the host (here: killed by the sub-model call): the
+    block's text is the one note (no traceback, no stray error text), and the next block has a sandbox."""
+    import signal
+
+    s = make_session()
+    ex = executor_factory("l2")(s)  # type: ignore[misc]
+
+    def kill_worker(prompt: str) -> str:
+        os.kill(ex._sess.worker_pid, signal.SIGKILL)
+        time.sleep(0.2)
+        return "too late"
+
+    s.sub_query = kill_worker
+    try:
+        out = run(ex, "r = llm_query('q')\nprint(r)")
+        assert out.error and out.text.startswith("[the sandbox worker died while running this block (")
+        assert len(out.text.split("\n")) == 1 and out.text.endswith(
+            "; a fresh sandbox was started: variables from earlier blocks are lost, `context` and the helper "
+            "functions are available again]")
+        assert ex.restarts == 1
+        assert run(ex, "print(count('hello'))").text == "2"
+    finally:
+        ex.close()
+
+
+def test_a_context_gets_memory_room_for_its_utf8_size_on_top_of_the_setting() -> None:
+    """``l2_memory_mb`` is the code's own room: the context (here 20 MB of 4-byte UTF-8 characters) is sent
+    on top of it, and a tiny setting still leaves monty its own working room."""
+    for text, memory_mb in (("tiny", 1), ("\U0001F600" * 5_000_000, 1)):
+        ex = executor_factory("l2")(make_session(text, l2_memory_mb=memory_mb))  # type: ignore[misc]
+        try:
+            out = run(ex, "print(len(context))")
+            assert (out.text, out.error) == (str(len(text)), False)
+        finally:
+            ex.close()
 
 
 def test_a_single_document_context_is_a_str() -> None:
@@ -263,3 +323,62 @@ def test_a_sandbox_that_cannot_start_is_an_error_the_model_reads_and_the_next_bl
         assert not again.error and again.text.strip() == "1"
     finally:
         ex.close()
+
+
+@pytest.fixture
+def fresh_pool(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The sandbox module with a pool of its own (the process-wide one is put back afterwards)."""
+    import contextbox.sandbox as sb
+
+    monkeypatch.setattr(sb, "_POOL", None)
+    try:
+        yield sb
+    finally:
+        sb._close_pool()
+
+
+def _start_all(executors: list[Any]) -> list[Any]:
+    """Run a block in each executor at once (each then holds its sandbox until closed)."""
+    outs: list[Any] = [None] * len(executors)
+
+    def go(i: int) -> None:
+        outs[i] = run(executors[i], "print(count('hello'))")
+
+    threads = [threading.Thread(target=go, args=(i,), daemon=True) for i in range(len(executors))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "a block waited for a sandbox past the checkout timeout"
+    return outs
+
+
+def test_more_concurrent_runs_than_cpus_each_get_a_sandbox(fresh_pool: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server runs many runs at once: the pool is not capped at the CPU count (monty's default)."""
+    monkeypatch.setattr(fresh_pool, "_CHECKOUT_TIMEOUT_S", 3.0)
+    n = min((os.cpu_count() or 1) + 1, fresh_pool._POOL_MAX)
+    executors = [executor_factory("l2")(make_session()) for _ in range(n)]  # type: ignore[misc]
+    try:
+        assert [(o.text, o.error) for o in _start_all(executors)] == [("2", False)] * n
+    finally:
+        for ex in executors:
+            ex.close()
+
+
+def test_a_run_that_finds_every_sandbox_busy_is_told_so_and_gets_one_once_free(
+        fresh_pool: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the pool's cap reached, a block waits the checkout timeout, then is an error output the model
+    reads (not an exception out of the executor); once a run ends and frees its sandbox, the next block runs."""
+    monkeypatch.setattr(fresh_pool, "_POOL_MAX", 1)
+    monkeypatch.setattr(fresh_pool, "_CHECKOUT_TIMEOUT_S", 1.0)
+    first, second = (executor_factory("l2")(make_session()) for _ in range(2))  # type: ignore[misc]
+    try:
+        assert run(first, "print(1)").text == "1"
+        busy = _start_all([second])[0]
+        assert busy.error and busy.text == ("[the L2 sandbox could not start: all 1 sandboxes of this process stayed "
+                                            "busy for 1 s; try again when fewer runs are going]")
+        first.close()
+        assert _start_all([second])[0].text == "2"
+    finally:
+        first.close()
+        second.close()

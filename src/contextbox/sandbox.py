@@ -51,6 +51,15 @@ Missing: files, network, subprocess; class inheritance, yield/generators, del, \
 textwrap, heapq, operator, enum, io, struct, pprint. A block may run for <L2_TIME_S> s at most."""
 
 _MIB = 1 << 20
+#: a session's memory limit is ``l2_memory_mb`` + twice the context's UTF-8 size (monty holds the string
+#: it is sent and a copy while it decodes it; measured: 20 MB of ASCII needs 24-40 MiB) + this, monty's own
+_ROOM_MIB = 16
+#: the pool's cap on live sandboxes (monty's default is the CPU count: a server's third concurrent run would
+#: wait for a free one) and how long a run waits for one before its block is told the sandbox could not start
+_POOL_MAX = 64
+_CHECKOUT_TIMEOUT_S = 60.0
+#: host calls a block may make: unbounded in effect (they are bounded by the block's time limit)
+_MAX_SUSPENSIONS = 10**12
 #: how long close() waits for a running block before leaving the session to it
 _CLOSE_WAIT_S = 1.0
 _POOL: Any = None
@@ -79,7 +88,8 @@ def _pool() -> Any:
                 from pydantic_monty import Monty
             except ImportError as e:  # pragma: no cover - the extra is a dependency
                 raise CommandError(f"the L2 sandbox needs pydantic-monty: {e}") from None
-            pool = Monty(min_processes=1, max_processes=64, max_checkouts_per_worker=1, checkout_timeout=60)
+            pool = Monty(min_processes=1, max_processes=_POOL_MAX, max_checkouts_per_worker=1,
+                         checkout_timeout=_CHECKOUT_TIMEOUT_S)
             pool.__enter__()
             _POOL = pool
             atexit.register(_close_pool)
@@ -101,6 +111,7 @@ class SandboxExecutor:
     """Runs ``code`` actions in one pydantic-monty session per run."""
 
     level = "l2"
+    _cell_names: dict[int, str]  # monty's feed number -> the name tracebacks show; set by ``_start``
 
     def __init__(self, session: Session):
         self.session = session
@@ -110,7 +121,6 @@ class SandboxExecutor:
         self.cap = output_cap(session)
         self._sess: Any = None
         self._feeds = 0  # monty names feeds <python-input-0>, <python-input-1>, ...
-        self._cell_names: dict[int, str] = {}
         self._cells = 0
         self._lock = threading.Lock()
         self._closed = False
@@ -124,9 +134,9 @@ class SandboxExecutor:
     def _start(self) -> None:
         """Check out a session and send it the context (once per session)."""
         limits = {
-            "max_memory": int(self.memory_mb * _MIB) + 2 * self._context_bytes() + 16 * _MIB,
+            "max_memory": int(self.memory_mb * _MIB) + 2 * self._context_bytes() + _ROOM_MIB * _MIB,
             "max_feed_duration_secs": self.time_limit_s,
-            "max_suspensions": 10**12,
+            "max_suspensions": _MAX_SUSPENSIONS,
         }
         sess = _pool().checkout(limits=limits, os_policy={"sleep": "zero"})
         sess.__enter__()
@@ -190,7 +200,12 @@ class SandboxExecutor:
             if self._sess is None:
                 try:
                     self._start()
-                except MontyError as e:
+                except TimeoutError:  # the pool's checkout timeout (not a MontyError)
+                    self._drop()
+                    return ActionOutput(f"[the L2 sandbox could not start: all {_POOL_MAX} sandboxes of this "
+                                        f"process stayed busy for {_CHECKOUT_TIMEOUT_S:g} s; try again when fewer "
+                                        "runs are going]", error=True)
+                except (MontyError, RuntimeError) as e:  # RuntimeError: the pool failed to spawn a worker
                     self._drop()
                     return ActionOutput(f"[the L2 sandbox could not start: {e}]", error=True)
             self._cells += 1
@@ -211,27 +226,25 @@ class SandboxExecutor:
             except MontyError as e:
                 exc = _inner(e)
                 error_text = shorten_traceback(rename_cells(_display(e), self._cell_names))
-                if _broken(e, exc) and not self._alive():
-                    # e.g. a helper's reply too large for the sandbox's decoder: the session is out of step
-                    alive = False
-                    error_text = f"error: {_first_line(error_text)}"
-                    notes.append(self._restart("the sandbox lost its session (a helper's reply too large for it, "
-                                               "or a protocol error)"))
-                elif isinstance(exc, TimeoutError):
+                if isinstance(exc, TimeoutError):
                     alive = False
                     notes.append(
                         self._restart(f"this block ran longer than the {self.time_limit_s:g} s limit and was stopped")
                     )
-                elif isinstance(exc, MemoryError) and not self._alive():
+                elif not self._alive():  # the cell's error took the session with it
                     alive = False
-                    notes.append(self._restart("the sandbox ran out of memory and was terminated"))
+                    if isinstance(exc, MemoryError):  # the worker went over its limit outside the interpreter
+                        notes.append(self._restart("the sandbox ran out of memory and was terminated"))
+                    else:  # e.g. a helper's reply too large for the sandbox's decoder: the session is out of step
+                        error_text = f"error: {_first_line(error_text)}"
+                        notes.append(self._restart("the sandbox lost its session (a helper's reply too large for "
+                                                   "it, or a protocol error)"))
             final = state.final
             if state.final_var or state.show_vars:
                 if alive:
                     final = self._resolve_answers(state, notes) or final
-                elif state.final_var:
+                elif state.final_var:  # the block already failed: the sandbox died with it
                     notes.append(f"FINAL_VAR error: the variable {state.final_var!r} was lost with the sandbox")
-                    state.notes.append("final_var_failed")
             failed = error_text is not None or "final_var_failed" in state.notes
             if self._closed:  # closed while this block ran (the run ended): drop the session now
                 self._drop()
@@ -288,7 +301,7 @@ def guard_prelude(session: Session) -> str:
     it crosses to the host (monty would copy it into the host's memory first). They call the host
     functions by their ``_cb_`` names, which check again: code that calls those directly is bounded by the
     same limits, after the copy (itself bounded by the sandbox's memory limit)."""
-    max_in = int(getattr(session.limits, "max_host_input_chars", 0)) or 1 << 62
+    max_in = int(session.limits.max_host_input_chars)
     max_answer = max_answer_chars(session)
     # the builtins they use under names of their own: the model's code may rebind `list`, `str`, `len`, ...
     out = [f"""\
@@ -318,12 +331,6 @@ def host_names(fns: dict[str, Any]) -> dict[str, Any]:
     """The host functions under the names the sandbox looks up: ``_cb_NAME`` for the wrapped ones."""
     wrapped = set(GUARDED) | {"FINAL"}
     return {("_cb_" + k if k in wrapped else k): v for k, v in fns.items()}
-
-
-def _broken(e: Exception, exc: BaseException | None) -> bool:
-    """Whether a MontyError may mean the session itself is unusable (not an exception of the cell's code)."""
-    return "protocol violation" in str(e) or "protocol violation" in _display(e) or (
-        exc is None or (isinstance(exc, RuntimeError) and type(exc) is RuntimeError))
 
 
 def _first_line(text: str) -> str:
