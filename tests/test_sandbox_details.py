@@ -8,6 +8,7 @@ states an outcome the model or the run sees, at the executor (no model, no engin
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -134,6 +135,22 @@ def test_a_worker_over_its_memory_outside_the_interpreter_is_replaced_and_the_mo
     assert run(l2, "print(count('hello'))").text == "2"
 
 
+def test_each_restart_is_counted(l2: Any) -> None:
+    for _ in range(2):
+        assert "fresh sandbox was started" in run(l2, "x = [[i] for i in range(10 ** 8)]").text
+    assert l2.restarts == 2 and len(l2.session.services["_events"]) == 2
+
+
+def test_final_var_whose_value_cannot_be_made_a_str_says_why(l2: Any) -> None:
+    out = run(l2, "class A:\n    def __str__(self):\n        raise ValueError('no str')\na = A()\nFINAL_VAR('a')")
+    assert (out.text, out.error, out.final) == ("FINAL_VAR error: ValueError: no str", True, None)
+
+
+def test_show_vars_that_cannot_list_the_namespace_says_why_and_is_no_error(l2: Any) -> None:
+    out = run(l2, "_cb_locals = 1\nSHOW_VARS()")  # the probe's own name, rebound by the cell
+    assert (out.text, out.error) == ("SHOW_VARS failed: TypeError: 'int' object is not callable", False)
+
+
 def test_a_worker_killed_under_a_block_is_replaced_and_the_block_says_only_that() -> None:
     """The worker process dies while the block waits on the host (here: killed by the sub-model call): the
     block's text is the one note (no traceback, no stray error text), and the next block has a sandbox."""
@@ -156,6 +173,18 @@ def test_a_worker_killed_under_a_block_is_replaced_and_the_block_says_only_that(
             "functions are available again]")
         assert ex.restarts == 1
         assert run(ex, "print(count('hello'))").text == "2"
+    finally:
+        ex.close()
+
+
+def test_the_memory_setting_still_bounds_the_code_beside_a_large_context() -> None:
+    """The room given for the context is not room for the code: with 20 MB of ASCII context and
+    ``l2_memory_mb = 1`` a 5 MB string fits, a 60 MB one is a MemoryError."""
+    ex = executor_factory("l2")(make_session("c" * 20_000_000, l2_memory_mb=1))  # type: ignore[misc]
+    try:
+        assert run(ex, "small = 'z' * 5_000_000\nprint(len(small))").text == "5000000"
+        out = run(ex, "big = 'y' * 60_000_000")
+        assert out.error and "MemoryError: memory limit exceeded" in out.text
     finally:
         ex.close()
 
@@ -212,7 +241,8 @@ def test_a_helper_reply_too_large_for_the_sandbox_restarts_it_and_says_why() -> 
         assert not run(ex, "keep = 1").error
         out = run(ex, "r = llm_query('q')\nprint(len(r))")
         first, note = out.text.split("\n")
-        assert out.error and first.startswith("error: ") and "Traceback" not in first
+        assert out.error and re.fullmatch(
+            r"error: RuntimeError: request frame of \d+ bytes exceeds the maximum of 268435456 bytes", first), first
         assert note == ("[the sandbox lost its session (a helper's reply too large for it, or a protocol error); a "
                         "fresh sandbox was started: variables from earlier blocks are lost, `context` and the helper "
                         "functions are available again]")
@@ -382,3 +412,40 @@ def test_a_run_that_finds_every_sandbox_busy_is_told_so_and_gets_one_once_free(
     finally:
         first.close()
         second.close()
+
+
+def _children() -> set[int]:
+    me = os.getpid()
+    pids: set[int] = set()
+    for task in os.listdir(f"/proc/{me}/task"):
+        with open(f"/proc/{me}/task/{task}/children") as f:
+            pids |= {int(p) for p in f.read().split()}
+    return {p for p in pids if _state(p) not in ("X", "Z")}
+
+
+def test_a_worker_serves_one_run_only(fresh_pool: Any) -> None:
+    """A run's worker (and whatever its code did to it) is never handed to the next run."""
+    first = executor_factory("l2")(make_session())  # type: ignore[misc]
+    assert run(first, "print(1)").text == "1"
+    pid = first._sess.worker_pid
+    first.close()
+    second = executor_factory("l2")(make_session())  # type: ignore[misc]
+    try:
+        assert run(second, "print(2)").text == "2"
+        assert second._sess.worker_pid != pid
+    finally:
+        second.close()
+
+
+def test_closing_the_pool_ends_its_workers(fresh_pool: Any) -> None:
+    others = _children()  # e.g. the process-wide pool's warm worker
+    ex = executor_factory("l2")(make_session())  # type: ignore[misc]
+    assert run(ex, "print(1)").text == "1"
+    ex.close()
+    workers = _children() - others
+    assert workers and fresh_pool._POOL is not None
+    fresh_pool._close_pool()
+    deadline = time.monotonic() + 20
+    while workers & _children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not workers & _children() and fresh_pool._POOL is None

@@ -54,6 +54,7 @@ _MIB = 1 << 20
 #: a session's memory limit is ``l2_memory_mb`` + twice the context's UTF-8 size (monty holds the string
 #: it is sent and a copy while it decodes it; measured: 20 MB of ASCII needs 24-40 MiB) + this, monty's own
 _ROOM_MIB = 16
+_MAX_UTF8 = 4  # bytes per character at most (the exact size would copy the context to measure it)
 #: the pool's cap on live sandboxes (monty's default is the CPU count: a server's third concurrent run would
 #: wait for a free one) and how long a run waits for one before its block is told the sandbox could not start
 _POOL_MAX = 64
@@ -84,12 +85,10 @@ def _pool() -> Any:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
-            try:
-                from pydantic_monty import Monty
-            except ImportError as e:  # pragma: no cover - the extra is a dependency
-                raise CommandError(f"the L2 sandbox needs pydantic-monty: {e}") from None
-            pool = Monty(min_processes=1, max_processes=_POOL_MAX, max_checkouts_per_worker=1,
-                         checkout_timeout=_CHECKOUT_TIMEOUT_S)
+            from pydantic_monty import Monty
+
+            # one session per worker: a run's worker (and whatever its code did to it) is never another run's
+            pool = Monty(max_processes=_POOL_MAX, max_checkouts_per_worker=1, checkout_timeout=_CHECKOUT_TIMEOUT_S)
             pool.__enter__()
             _POOL = pool
             atexit.register(_close_pool)
@@ -102,7 +101,7 @@ def _close_pool() -> None:
         pool, _POOL = _POOL, None
     if pool is not None:
         try:
-            pool.__exit__(None, None, None)
+            pool.__exit__(None, None, None)  # pragma: no mutate (monty's __exit__ takes *args)
         except Exception as e:  # noqa: BLE001 - best effort at exit
             log.debug("closing the monty pool: %s", e)  # pragma: no mutate (log text)
 
@@ -111,7 +110,8 @@ class SandboxExecutor:
     """Runs ``code`` actions in one pydantic-monty session per run."""
 
     level = "l2"
-    _cell_names: dict[int, str]  # monty's feed number -> the name tracebacks show; set by ``_start``
+    _feeds: int  # feeds sent to the session: monty names them <python-input-0>, <python-input-1>, ...
+    _cell_names: dict[int, str]  # monty's feed number -> the name tracebacks show; both set by ``_start``
 
     def __init__(self, session: Session):
         self.session = session
@@ -120,16 +120,15 @@ class SandboxExecutor:
         self.time_limit_s = float(svc.get("l2_time_limit_s", 30))
         self.cap = output_cap(session)
         self._sess: Any = None
-        self._feeds = 0  # monty names feeds <python-input-0>, <python-input-1>, ...
         self._cells = 0
         self._lock = threading.Lock()
-        self._closed = False
+        self._closed = threading.Event()  # set by close(), from another thread while a block runs
         self.restarts = 0
 
     # ------------------------------------------------------------------ session
     def _context_bytes(self) -> int:
         t = self.session.context.text
-        return len(t) if t.isascii() else 4 * len(t)
+        return len(t) if t.isascii() else _MAX_UTF8 * len(t)
 
     def _start(self) -> None:
         """Check out a session and send it the context (once per session)."""
@@ -166,7 +165,7 @@ class SandboxExecutor:
     def _restart(self, why: str) -> str:
         """Replace the session; returns the note for the model."""
         self._drop()
-        if self._closed:  # the run ended while this block ran: no new session
+        if self._closed.is_set():  # the run ended while this block ran: no new session
             return f"[{why}]"
         self.restarts += 1
         self.session.emit("warning", {"message": f"L2 sandbox restarted: {why}", "level": "l2"})
@@ -194,7 +193,7 @@ class SandboxExecutor:
 
         code = str(action.args.get("code", action.source) or "")
         with self._lock:
-            if self._closed:
+            if self._closed.is_set():
                 raise CommandError("the L2 sandbox of this run is closed")
             notes: list[str] = []
             if self._sess is None:
@@ -236,7 +235,7 @@ class SandboxExecutor:
                     if isinstance(exc, MemoryError):  # the worker went over its limit outside the interpreter
                         notes.append(self._restart("the sandbox ran out of memory and was terminated"))
                     else:  # e.g. a helper's reply too large for the sandbox's decoder: the session is out of step
-                        error_text = f"error: {_first_line(error_text)}"
+                        error_text = f"error: {_display(e, 'type-msg')[:300]}"
                         notes.append(self._restart("the sandbox lost its session (a helper's reply too large for "
                                                    "it, or a protocol error)"))
             final = state.final
@@ -246,7 +245,7 @@ class SandboxExecutor:
                 elif state.final_var:  # the block already failed: the sandbox died with it
                     notes.append(f"FINAL_VAR error: the variable {state.final_var!r} was lost with the sandbox")
             failed = error_text is not None or "final_var_failed" in state.notes
-            if self._closed:  # closed while this block ran (the run ended): drop the session now
+            if self._closed.is_set():  # closed while this block ran (the run ended): drop the session now
                 self._drop()
             return ActionOutput(compose(buf.text(), error_text, notes), error=failed, final=final)
 
@@ -254,37 +253,35 @@ class SandboxExecutor:
         """Run FINAL_VAR / SHOW_VARS against the namespace after the cell."""
         from pydantic_monty import MontyError
 
-        final: str | None = None
         if state.show_vars:
             try:
-                pairs = self._feed(_VARS_PROBE)
-                notes.append(format_vars(pairs.items() if isinstance(pairs, dict) else []))
+                notes.append(format_vars(self._feed(_VARS_PROBE).items()))
             except MontyError as e:
                 notes.append(f"SHOW_VARS failed: {_display(e, 'type-msg')}")
-        if state.final_var:
-            name = state.final_var
-            try:
-                size = self._feed(f"_cb_len(_cb_str({name}))")  # measured in the sandbox: a huge value never crosses
-                limit = max_answer_chars(self.session)
-                if isinstance(size, int) and size > limit:
-                    notes.append(f"FINAL_VAR error: {name!r} holds {size:,} characters, over the limit of {limit:,} "
-                                 "([limits] max_answer_chars); answer with the result itself")
-                    state.notes.append("final_var_failed")
-                    return None
-                final = str(self._feed(f"_cb_str({name})"))
-            except MontyError as e:
-                exc = _inner(e)
-                if isinstance(exc, NameError):
-                    notes.append(f"FINAL_VAR error: there is no variable named {name!r}; assign it first")
-                else:
-                    notes.append(f"FINAL_VAR error: {_display(e, 'type-msg')}")
+        if not state.final_var:
+            return None
+        name = state.final_var
+        try:
+            size = self._feed(f"_cb_len(_cb_str({name}))")  # measured in the sandbox: a huge value never crosses
+            limit = max_answer_chars(self.session)
+            if isinstance(size, int) and size > limit:
+                notes.append(f"FINAL_VAR error: {name!r} holds {size:,} characters, over the limit of {limit:,} "
+                             "([limits] max_answer_chars); answer with the result itself")
                 state.notes.append("final_var_failed")
-        return final
+                return None
+            return str(self._feed(f"_cb_str({name})"))
+        except MontyError as e:
+            if isinstance(_inner(e), NameError):
+                notes.append(f"FINAL_VAR error: there is no variable named {name!r}; assign it first")
+            else:
+                notes.append(f"FINAL_VAR error: {_display(e, 'type-msg')}")
+            state.notes.append("final_var_failed")
+            return None
 
     def close(self) -> None:
         """Close the session; a block still running (a run that timed out or was cancelled) is not waited
         for longer than a moment: its host calls stop at their deadline and it drops the session itself."""
-        self._closed = True
+        self._closed.set()
         if self._lock.acquire(timeout=_CLOSE_WAIT_S):
             try:
                 self._drop()
@@ -331,11 +328,6 @@ def host_names(fns: dict[str, Any]) -> dict[str, Any]:
     """The host functions under the names the sandbox looks up: ``_cb_NAME`` for the wrapped ones."""
     wrapped = set(GUARDED) | {"FINAL"}
     return {("_cb_" + k if k in wrapped else k): v for k, v in fns.items()}
-
-
-def _first_line(text: str) -> str:
-    lines = [ln for ln in text.strip().split("\n") if ln.strip()]
-    return lines[-1][:300] if lines else "the sandbox failed"
 
 
 def _inner(e: Exception) -> BaseException | None:
