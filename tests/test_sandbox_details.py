@@ -114,7 +114,7 @@ def test_sleeping_in_the_sandbox_returns_at_once(l2: Any) -> None:
     t0 = time.monotonic()
     out = run(l2, "import time\ntime.sleep(1000)\nprint('woke')")  # the 2 s limit would stop a real sleep
     assert (out.text, out.error) == ("woke", False)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 8  # monty's default: 10 s
 
 
 def test_a_worker_over_its_memory_outside_the_interpreter_is_replaced_and_the_model_told(l2: Any) -> None:
@@ -385,7 +385,7 @@ def _start_all(executors: list[Any]) -> list[Any]:
 
 def test_more_concurrent_runs_than_cpus_each_get_a_sandbox(fresh_pool: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """A server runs many runs at once: the pool is not capped at the CPU count (monty's default)."""
-    monkeypatch.setattr(fresh_pool, "_CHECKOUT_TIMEOUT_S", 3.0)
+    monkeypatch.setattr(fresh_pool, "_CHECKOUT_TIMEOUT_S", 20.0)  # time to spawn the workers on a loaded machine
     n = min((os.cpu_count() or 1) + 1, fresh_pool._POOL_MAX)
     executors = [executor_factory("l2")(make_session()) for _ in range(n)]  # type: ignore[misc]
     try:
@@ -400,15 +400,19 @@ def test_a_run_that_finds_every_sandbox_busy_is_told_so_and_gets_one_once_free(
     """With the pool's cap reached, a block waits the checkout timeout, then is an error output the model
     reads (not an exception out of the executor); once a run ends and frees its sandbox, the next block runs."""
     monkeypatch.setattr(fresh_pool, "_POOL_MAX", 1)
-    monkeypatch.setattr(fresh_pool, "_CHECKOUT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(fresh_pool, "_CHECKOUT_TIMEOUT_S", 2.0)
     first, second = (executor_factory("l2")(make_session()) for _ in range(2))  # type: ignore[misc]
     try:
         assert run(first, "print(1)").text == "1"
         busy = _start_all([second])[0]
         assert busy.error and busy.text == ("[the L2 sandbox could not start: all 1 sandboxes of this process stayed "
-                                            "busy for 1 s; try again when fewer runs are going]")
+                                            "busy for 2 s; try again when fewer runs are going]")
         first.close()
-        assert _start_all([second])[0].text == "2"
+        for _ in range(5):  # the freed worker is replaced by a fresh one: on a loaded machine that can take > 2 s
+            again = _start_all([second])[0]
+            if not again.error:
+                break
+        assert again.text == "2"
     finally:
         first.close()
         second.close()
