@@ -8,7 +8,8 @@ changed functions are mutated and tested again; a change under tests/ starts afr
 ``killed / (killed + survived + no tests)``; then the survivors, one per line, for
 ``mutmut show NAME`` (run inside ``build/mutation/``).
 
-    python tests/mutation.py                              # every module of [tool.mutmut] (hours of CPU)
+    python tests/mutation.py --sweep 40                   # a random sample of 40 per module (make mutation)
+    python tests/mutation.py                              # every mutant of every module (hours of CPU)
     python tests/mutation.py --modules bench/scoring.py   # one module, the tests named for it below
     python tests/mutation.py --modules ops.py --tests tests/test_ops_properties.py --max-children 1
 
@@ -102,6 +103,58 @@ TESTS_FOR: dict[str, list[str]] = {
     "store_sqlite.py": ["tests/test_store_sqlite.py", "tests/test_store_sqlite_details.py"],
     "bench/scoring.py": ["tests/test_bench_scoring.py"],
 }
+
+
+#: modules whose tests start L2 sandboxes or L3 workers: mutmut must fork each mutant's worker from a clean
+#: server process (docs/mutation.md), and they are slow (more room before a slow mutant counts as hung)
+ISOLATION_FOR = {"sandbox.py": ("forkserver", 6.0), "native.py": ("forkserver", 6.0)}
+
+_SAMPLE_LINE = re.compile(r"^sample: (\d+)/(\d+) killed of (\d+) mutants; kill rate [\d.]+% "
+                          r"\(95% interval ([\d.]+)%–([\d.]+)%\)$", re.M)
+
+
+def sweep(mods: list[str], n: int, seed: int, max_children: int) -> int:
+    """A random sample of ``n`` mutants of each module, each module in its own scratch folder under
+    ``build/mutation-sweep/``, then one table: each module's sampled kill rate with its 95 % interval, and the
+    rate over every mutant of the modules (each module's rate weighted by its number of mutants)."""
+    rows: list[tuple[str, int, int, int, float, float] | tuple[str, None]] = []
+    for mod in mods:
+        scratch = ROOT / "build" / "mutation-sweep" / re.sub(r"[^\w]", "_", mod)
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--modules", mod, "--scratch", str(scratch),
+               "--sample", str(n), "--seed", str(seed), "--max-children", str(max_children)]
+        if mod in ISOLATION_FOR:
+            iso, mult = ISOLATION_FOR[mod]
+            cmd += ["--isolation", iso, "--timeout-multiplier", str(mult)]
+        print(f"\n=== {mod}: a sample of {n} mutants (seed {seed}) in {scratch}", flush=True)
+        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        m = _SAMPLE_LINE.search(out.stdout)
+        if m is None:
+            tail = (out.stderr.strip() or out.stdout.strip()).splitlines()[-3:]
+            print(f"{mod}: no figure (exit {out.returncode}): {' | '.join(tail)}", flush=True)
+            rows.append((mod, None))
+            continue
+        k, d, total, lo, hi = int(m[1]), int(m[2]), int(m[3]), float(m[4]), float(m[5])
+        print(f"{mod}: {k} of {d} killed ({100 * k / d:.1f} %, 95 % interval {lo:.1f}–{hi:.1f} %) of its "
+              f"{total} mutants", flush=True)
+        rows.append((mod, k, d, total, lo, hi))
+    print(f"\n{'module':24} {'sample':>9} {'kill rate':>9}  95 % interval  mutants")
+    done = [r for r in rows if r[1] is not None]
+    for r in rows:
+        if r[1] is None:
+            print(f"{r[0]:24} {'failed':>9}")
+            continue
+        mod, k, d, total, lo, hi = r  # type: ignore[misc]
+        print(f"{mod:24} {f'{k}/{d}':>9} {100 * k / d:8.1f}%  {lo:5.1f}–{hi:5.1f} %  {total:7}")
+    if not done:
+        return 1
+    all_mutants = sum(r[3] for r in done)  # type: ignore[misc]
+    rate = sum(r[3] * r[1] / r[2] for r in done) / all_mutants  # type: ignore[misc]
+    # a stratified sample's standard error (each module a stratum weighted by its mutants; normal approximation)
+    se = sum((r[3] / all_mutants) ** 2 * (r[1] / r[2]) * (1 - r[1] / r[2]) / r[2] for r in done) ** 0.5  # type: ignore[misc]
+    print(f"kill rate: {100 * rate:.1f}% (estimated over all {all_mutants} mutants of {len(done)} modules, "
+          f"from samples of {n} each; 95% interval {100 * max(0.0, rate - 1.96 * se):.1f}%–"
+          f"{100 * min(1.0, rate + 1.96 * se):.1f}%)" + (f"; {len(rows) - len(done)} module(s) failed" if len(done) < len(rows) else ""))
+    return 0 if len(done) == len(rows) else 1
 
 
 def configured() -> dict:
@@ -342,8 +395,15 @@ def main() -> int:
     ap.add_argument("--recheck-timeouts", type=float, default=0, metavar="SECONDS",
                     help="after the run, test every timed-out mutant again in a fresh process with this wall-clock "
                          "limit (a slow harmless mutant on a loaded machine is not a hung one)")
+    ap.add_argument("--sweep", type=int, default=0, metavar="N",
+                    help="a random sample of N mutants of each module (--modules, default all), each in its own "
+                         "scratch folder under build/mutation-sweep/, then one table with every module's rate")
     ap.add_argument("--min-rate", type=float, default=0.0, help="exit 1 when the kill rate is below this")
     args = ap.parse_args()
+    if args.sweep:
+        mods = ([m.strip() for m in args.modules.split(",") if m.strip()] if args.modules else
+                [m.removeprefix("src/contextbox/") for m in configured()["only_mutate"]])
+        return sweep(mods, args.sweep, args.seed, args.max_children)
     if args.scratch:
         global SCRATCH
         SCRATCH = Path(args.scratch).resolve()
