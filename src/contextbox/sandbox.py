@@ -235,7 +235,7 @@ class SandboxExecutor:
                     if isinstance(exc, MemoryError):  # the worker went over its limit outside the interpreter
                         notes.append(self._restart("the sandbox ran out of memory and was terminated"))
                     else:  # e.g. a helper's reply too large for the sandbox's decoder: the session is out of step
-                        error_text = f"error: {_display(e, 'type-msg')[:300]}"
+                        error_text = f"error: {str(e)[:300]}"
                         notes.append(self._restart("the sandbox lost its session (a helper's reply too large for "
                                                    "it, or a protocol error)"))
             final = state.final
@@ -257,7 +257,7 @@ class SandboxExecutor:
             try:
                 notes.append(format_vars(self._feed(_VARS_PROBE).items()))
             except MontyError as e:
-                notes.append(f"SHOW_VARS failed: {_display(e, 'type-msg')}")
+                notes.append(f"SHOW_VARS failed: {e}")
         if not state.final_var:
             return None
         name = state.final_var
@@ -274,7 +274,7 @@ class SandboxExecutor:
             if isinstance(_inner(e), NameError):
                 notes.append(f"FINAL_VAR error: there is no variable named {name!r}; assign it first")
             else:
-                notes.append(f"FINAL_VAR error: {_display(e, 'type-msg')}")
+                notes.append(f"FINAL_VAR error: {e}")
             state.notes.append("final_var_failed")
             return None
 
@@ -337,9 +337,10 @@ def _inner(e: Exception) -> BaseException | None:
         return None
 
 
-def _display(e: Exception, fmt: str = "traceback") -> str:
+def _display(e: Exception) -> str:
+    """The traceback, when the error has one (a MontyError's str() is its 'Type: message' line)."""
     try:
-        return e.display(fmt)  # type: ignore[attr-defined]
+        return e.display()  # type: ignore[attr-defined]
     except Exception:  # noqa: BLE001
         return str(e)
 
