@@ -288,3 +288,81 @@ def test_register_op_adds_the_op_its_handler_and_whether_it_reads(monkeypatch):
     assert ex.s.variables["w"] == "hihi"
     assert run(ex, op="note").text == "noted"
     assert "shout needs 'word'" in error_of(ex, op="shout")
+
+
+# ----------------------------------------------------------------------------- store and on: names and indexes
+def test_store_must_be_a_plain_variable_name():
+    ex = make()
+    # not a name at all: refused before the op runs, nothing stored under an odd key
+    assert error_of(ex, op="count", pattern="o", store="two words") == (
+        "'store' must be a variable name like \"hits\" (or \"chunks[2]\" for 'on')")
+    assert error_of(ex, op="count", pattern="o", store=5).startswith("'store' must be a variable name")
+    # an index is for reading ('on'), not for storing
+    assert error_of(ex, op="count", pattern="o", store="hits[2]") == (
+        "'store' takes a plain variable name, without [index]")
+    assert ex.s.variables == {}
+
+
+def test_join_takes_a_list_of_two_table_names_for_on():
+    from contextbox.commands import validate
+
+    cmd = {"op": "join", "on": ["a", "b"], "key": "user"}
+    assert validate(cmd) is cmd
+    with pytest.raises(CommandError, match=r"^join 'on' takes two table variable names, e\.g\. "):
+        validate({"op": "join", "on": ["a"]})
+    with pytest.raises(CommandError, match=r"^join 'on' takes two table variable names"):
+        validate({"op": "join", "on": ["a", "not a name"]})
+    ex = make()
+    ex.s.variables["a"] = Table({"user": ["u1", "u2"], "x": [1, 2]})
+    ex.s.variables["b"] = Table({"user": ["u2", "u3"], "y": [3, 4]})
+    out = run(ex, op="join", on=["a", "b"], key="user", store="j")
+    assert out.text.startswith("join of a and b on 'user': 1 row(s)")
+    assert ex.s.variables["j"].row(0)["user"] == "u2"
+
+
+def test_on_a_table_row_by_index_in_range_and_out_of_range():
+    ex = make()
+    ex.s.variables["t"] = Table({"text": ["first row", "second row"]})
+    ex.s.variables["m"] = Table({"match": ["m0"], "text": ["t0"]})
+    assert run(ex, op="find", text="row", on="t[1]").text.startswith("1 hit(s) for \"row\"")
+    assert run(ex, op="slice", on="t[-2]").text.endswith("first row")  # a row's text is what is read
+    assert "match" in run(ex, op="slice", on="m[0]").text  # a hit-like row reads whole
+    assert error_of(ex, op="slice", on="t[2]") == "t[2] is out of range: the table 't' has 2 rows"
+    assert error_of(ex, op="slice", on="t[-3]") == "t[-3] is out of range: the table 't' has 2 rows"
+
+
+def test_on_an_index_of_a_list_of_strings_or_of_a_non_list():
+    ex = make()
+    # items that are strings read as themselves, even when they contain the word "text"
+    run(ex, op="set", name="parts", value=["the text here", "more text", 7])
+    assert run(ex, op="slice", on="parts[0]").text.endswith("the text here")
+    assert run(ex, op="slice", on="parts[2]").text.endswith("7")
+    run(ex, op="set", name="hits", value=[{"text": "line one", "offset": 0}])
+    assert run(ex, op="slice", on="hits[0]").text.endswith("line one")
+    run(ex, op="set", name="word", value="plain")
+    assert error_of(ex, op="slice", on="word[0]") == "'word' is a str, not a list; drop the [index]"
+
+
+def test_final_and_final_var_ignore_store():
+    ex = make()
+    run(ex, op="set", name="a", value="42")
+    out = run(ex, op="final", answer="yes", store="kept")
+    assert out.final == "yes" and out.text == "final answer: yes"
+    out = run(ex, op="final_var", name="a", store="kept")
+    assert out.final == "42" and out.text == "final answer: 42"
+    assert set(ex.s.variables) == {"a"}
+
+
+def test_find_refuses_an_empty_text():
+    assert error_of(make(), op="find", text="") == "find needs a non-empty 'text' to look for"
+
+
+def test_a_regex_total_past_max_is_bounded_by_regex_timeout_s():
+    from types import SimpleNamespace
+
+    # three quick hits, then a stretch where (a+)+b backtracks for ever: the listing stops at max=2,
+    # the total goes on over the whole text and must stop at the run's regex_timeout_s, not the default
+    ex = make("xxx" + "a" * 40)
+    ex.s.config = SimpleNamespace(regex_timeout_s=0.3)
+    msg = error_of(ex, op="regex", pattern="x|(a+)+b", max=2)
+    assert msg.startswith("regex 'x|(a+)+b' ran longer than 0.3 s and was stopped")

@@ -256,8 +256,7 @@ class CommandExecutor:
         head = f"[lines {a}–{a + len(got) - 1 if got else a} of {total:,} (0-based)]\n"
         return ActionOutput(head + body, meta={"value": "\n".join(got), "read": read})
 
-    def _hits_output(self, what: str, hits: list[dict[str, Any]], total: int, limit: int | None,
-                     ctx: Context | None) -> ActionOutput:
+    def _hits_output(self, what: str, hits: list[dict[str, Any]], total: int, ctx: Context | None) -> ActionOutput:
         if not hits and not total:
             return ActionOutput(f"0 hits for {what}.", hits=0, meta={"value": []})
         shown = len(hits)
@@ -289,7 +288,7 @@ class CommandExecutor:
             for h in hits:
                 h["line"] = ctx.line_of(h["offset"])
         total = len(hits) if limit is None or len(hits) < limit else ops.count_find(text, cmd["text"], cs)
-        return self._hits_output(json.dumps(cmd["text"], ensure_ascii=False), hits, total, limit, ctx)
+        return self._hits_output(json.dumps(cmd["text"], ensure_ascii=False), hits, total, ctx)
 
     def op_regex(self, cmd: dict[str, Any]) -> ActionOutput:
         text, ctx = self._target(cmd)
@@ -299,7 +298,7 @@ class CommandExecutor:
         total = len(hits)
         if limit is not None and len(hits) >= limit:
             total = ops.count_regex(text, cmd["pattern"], flags, timeout_s=self._regex_timeout())
-        return self._hits_output(f"/{cmd['pattern']}/", hits, total, limit, ctx)
+        return self._hits_output(f"/{cmd['pattern']}/", hits, total, ctx)
 
     def op_count(self, cmd: dict[str, Any]) -> ActionOutput:
         text, _ = self._target(cmd)
@@ -409,9 +408,9 @@ def input_vars(cmd: dict[str, Any], session: Session) -> list[str]:
     """The variables a command reads (for telling a repeated action from one on changed data)."""
     on = cmd.get("on") or (cmd.get("name") if cmd.get("op") == "get" else None)
     if isinstance(on, list):
-        return [str(v).split("[", 1)[0] for v in on]
+        return [str(v).partition("[")[0] for v in on]
     if on:
-        return [str(on).split("[", 1)[0]]
+        return [str(on).partition("[")[0]]
     if cmd.get("op") in TABLE_INPUT_OPS:
         name = latest_table(session)
         return [name] if name else []
