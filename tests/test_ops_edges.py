@@ -267,3 +267,87 @@ def test_count_find_and_count_regex_errors():
 
 def test_slice_text_defaults_to_the_whole_text():
     assert ops.slice_text("abc") == "abc" and ops.slice_text("abc", end=2) == "ab"
+
+
+# ----------------------------------------------------------------------------- count of a borderless needle in blocks
+BORDERLESS = ["a", "K", "s", "ab", "kS", "err", "Abc", "xy1"]  # no proper prefix is also a suffix
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["a", "A", "b", "k", "K", "\u212a", "s", "S", "\u017f", "e", "r", "R", "c", "x",
+                                 "y", "1", "é", " ", "\n", "ab", "ERR", "Abc", "xY1"]), max_size=40).map("".join),
+       st.sampled_from(BORDERLESS), st.integers(1, 7))
+def test_count_of_a_borderless_needle_across_blocks_is_re_s_count(text, needle, block):
+    """The blockwise count (str.count on ASCII blocks, re on the others) against re over the whole text:
+    matches straddling a block edge, blocks of one character, the Kelvin sign and the long s."""
+    low = needle.lower()
+    assert not any(low[:k] == low[-k:] for k in range(1, len(low)))  # the borderless path
+    from unittest import mock
+
+    with mock.patch.object(ops, "_CI_BLOCK", block):
+        assert ops.count_find(text, needle) == len(re.findall(re.escape(needle), text, re.IGNORECASE))
+
+
+# ----------------------------------------------------------------------------- flags, defaults, messages
+def test_regex_flags_by_name_set_the_flags():
+    assert [h["match"] for h in ops.regex("Abc aBC", "abc", "IGNORECASE")] == ["Abc", "aBC"]
+    text = "one\nTWO\nthree"
+    assert [h["match"] for h in ops.regex(text, "^two.*", ["MULTILINE", "IGNORECASE"])] == ["TWO"]
+    assert [h["match"] for h in ops.regex(text, "e.T", ["DOTALL", "re.ignorecase"])] == ["e\nT"]
+    assert ops.count_regex(text, "^t", "MULTILINE") == 1
+    assert ops.parse_flags(["VERBOSE", "ASCII"]) == re.VERBOSE | re.ASCII
+
+
+def test_compile_regex_has_no_flags_by_default():
+    rx = ops.compile_regex("a b # c")  # verbose mode would drop the spaces and the "comment"
+    assert rx.flags == re.compile("").flags and rx.search("xa b # c") is not None
+
+
+def test_find_refuses_an_empty_needle():
+    for needle in ("", None):
+        with pytest.raises(CommandError, match=r"^find needs a non-empty 'text' to look for$"):
+            ops.find("abc", needle)  # type: ignore[arg-type]
+
+
+def test_hit_limit_names_the_call_and_its_argument():
+    assert ops.hit_limit(7, "search", "k") == (7, None)  # no guard: as asked
+    with host_limits.guarded(HostGuard(max_hits=3)):
+        assert ops.hit_limit(3, "search", "k") == (3, None)
+        assert ops.hit_limit(None, "search", "k") == (4, 3)  # one more than the limit, to tell an overflow
+        with pytest.raises(CommandError, match=r"^search: k=5 is over the limit of 3 hits per call"):
+            ops.hit_limit(5, "search", "k")
+        with pytest.raises(CommandError, match=r"^regex: max=4 is over the limit of 3 hits per call"):
+            ops.regex("aaaa", "a", max=4)
+
+
+def test_lines_under_the_guard_refuse_too_many_lines_with_the_way_out():
+    with host_limits.guarded(HostGuard(max_items=3)):
+        assert ops.lines("a\nb\n") == ["a", "b"]  # "a\nb\n" counts as 3 pieces at most: allowed
+        with pytest.raises(CommandError, match=r"^lines would return 4 pieces, over the limit of 3 per call "
+                                               r"\(\[limits\] max_host_items\); ask for a range of a smaller text$"):
+            ops.lines("a\nb\nc\nd")
+
+
+# ----------------------------------------------------------------------------- where the guarded work runs
+def test_in_the_main_thread_the_guarded_work_runs_in_this_process():
+    seen: list[int] = []
+    assert ops.run_guarded(lambda: seen.append(os.getpid()) or 5, 5.0, "x") == 5
+    assert seen == [os.getpid()]  # a forked copy would have appended in its own memory
+
+
+def test_a_worker_that_cannot_send_its_failure_exits_and_never_runs_the_callers_code(tmp_path):
+    class Local(Exception):  # a class pickle cannot find by name: the failure itself cannot be sent
+        pass
+
+    def fn() -> None:
+        raise Local("no")
+
+    marker, parent = tmp_path / "escaped", os.getpid()
+    try:
+        with pytest.raises(CommandError, match=r"^regex 'x' failed in its worker process"):
+            ops._run_forked(fn, 20, "regex 'x' ran longer than 20 s and was stopped")
+    finally:
+        if os.getpid() != parent:  # the child came back up the caller's stack: record it, leave at once
+            marker.write_text("the worker returned into the caller")
+            os._exit(0)
+    assert not marker.exists()

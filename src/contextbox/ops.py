@@ -189,7 +189,9 @@ def count_find(text: str, needle: str, case_sensitive: bool = False) -> int:
 def _count_ci_borderless(text: str, low: str) -> int:
     """``count_find(text, needle, False)`` for an ASCII needle with no border (no proper prefix that is also
     a suffix, e.g. any single character): its occurrences cannot overlap, so each ASCII block is counted with
-    ``str.count`` instead of one step per hit; other blocks go through :func:`_iter_find_ci`'s ``re`` path."""
+    ``str.count`` instead of one step per hit; other blocks go through ``re``. A block counts the matches that
+    start in it (its segment reaches ``n - 1`` characters past it, so no such match is cut, and none that
+    starts past it fits); a match that runs over into the next block cannot overlap one starting there."""
     rx = re.compile(re.escape(low), re.IGNORECASE)
     n, size, total, pos = len(low), len(text), 0, 0
     while pos < size:
@@ -197,20 +199,11 @@ def _count_ci_borderless(text: str, low: str) -> int:
         end = min(size, pos + _CI_BLOCK)  # count the matches starting in [pos, end)
         seg_end = min(size, end + n - 1)
         seg = text[pos:seg_end]
-        nxt = end
         if seg.isascii():
-            seg = seg.lower()
-            total += seg.count(low)
-            j = seg.find(low, builtins.max(0, end - pos - n + 1))
-            if 0 <= j < end - pos:
-                nxt = builtins.max(nxt, pos + j + n)
+            total += seg.lower().count(low)
         else:
-            for m in rx.finditer(text, pos, seg_end):
-                if m.start() >= end:
-                    break
-                total += 1
-                nxt = builtins.max(nxt, m.end())
-        pos = nxt
+            total += sum(1 for _ in rx.finditer(text, pos, seg_end))
+        pos = end
     return total
 
 
