@@ -9,13 +9,17 @@ the engine with the scripted root model, as tests/test_delegation.py.
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 from helpers import cmd
 from test_delegation import TEXT, FnSub, action_outputs, config, l4_run
 
+from contextbox.config import DelegationSettings
 from contextbox.context import Context
 from contextbox.delegation import Delegation, DelegationExecutor, SubCallCounter, install, preflight, run_batch
 from contextbox.errors import BudgetExceeded, CommandError, RunTimeout
@@ -563,3 +567,81 @@ def test_a_map_chunk_whose_call_failed_was_still_read():
     end = next(e.data for e in res.events if e.type == "action_end" and e.data["op"] == "llm_map")
     assert "3 chunk(s)" in end["output"] and "2 answered, 1 failed" in end["output"]
     assert end["read"] == [[0, len(ctx)]]  # the failed call was sent: its chunk was read
+
+
+# ---------------------------------------------------------------------- what a batch logs
+def test_a_failing_progress_reporter_is_logged_with_the_batch_name(caplog):
+    def report(done: int, failed: int) -> None:
+        raise RuntimeError("the reporter broke")
+
+    with caplog.at_level(logging.ERROR, logger="contextbox"):
+        run_batch(2, lambda i: "ok", 1, name="sub-b3", on_progress=report)
+    msgs = [r.getMessage() for r in caplog.records if r.name == "contextbox"]
+    assert msgs == ["sub-b3: progress report failed"] * 2
+
+
+def test_a_batch_logs_its_size_and_concurrency_at_debug_level(caplog):
+    s = session(lambda p, **kw: "ok", cfg=SimpleNamespace(delegation=DelegationSettings(max_concurrency=2)))
+    s.path = "0.1"
+    with caplog.at_level(logging.DEBUG, logger="contextbox"):
+        Delegation(s).batch(["a", "b", "c"])
+    assert "0.1 b0: 3 sub-calls at concurrency 2" in [r.getMessage() for r in caplog.records]
+
+
+# ---------------------------------------------------------------------- a cancelled run's batch
+def test_cancelling_the_run_stops_the_pending_sub_calls_of_its_batch():
+    sent: list[str] = []
+
+    def sub(prompt: str, **kw) -> str:
+        sent.append(prompt)
+        if prompt == "p1":
+            s.cancel.set()  # the user cancels the run while the batch is going
+        return "A" + prompt
+
+    s = session(sub, cfg=SimpleNamespace(delegation=DelegationSettings(max_concurrency=1)))
+    res = Delegation(s).batch([f"p{i}" for i in range(5)])
+    assert sent == ["p0", "p1"]
+    assert res.answers == ["Ap0", "Ap1"] + ["error: not run: cancelled"] * 3 and res.finished == 2
+
+
+# ---------------------------------------------------------------------- the code levels' typed map
+def test_the_code_levels_typed_map_honours_per_call_schema_and_field():
+    from test_typed_map import RECORD, session_run
+    from test_typed_map import FnSub as ChatSub
+
+    sub = ChatSub(lambda p: json.dumps(["long" if len(t) > 3 else "short" for _, t in RECORD.findall(p)]))
+    d = DelegationExecutor(session_run(sub).session).d
+    words = ["a", "abcdef", "xy", "hello"]
+    assert d.typed_map("Length?", words, choices=["short", "long"], per_call=2) == ["short", "long", "short", "long"]
+    assert len(sub.prompts) == 2  # two records per sub-call, as asked
+    sub.prompts.clear()
+    assert d.typed_map("Length?", words, choices=["short", "long"]) == ["short", "long", "short", "long"]
+    assert len(sub.prompts) == 1  # the default: 10 records a call
+
+    counts = ChatSub(lambda p: json.dumps([len(t) for _, t in RECORD.findall(p)]))
+    d = DelegationExecutor(session_run(counts).session).d
+    assert d.typed_map("Length?", words, schema={"type": "integer"}) == [1, 6, 2, 5]
+    with pytest.raises(CommandError, match=r"^llm_map 'field' must be a non-empty column name"):
+        d.typed_map("Length?", words, schema={"type": "integer"}, field=" ")
+    with pytest.raises(CommandError, match=r"^llm_map: 'field' does not apply to an object schema"):
+        d.typed_map("Length?", words, schema={"type": "object", "properties": {"n": {"type": "integer"}}}, field="n")
+    with pytest.raises(CommandError, match=r"^llm_map 'per_call' must be a whole number from 1 to 200"):
+        d.typed_map("Length?", words, schema={"type": "integer"}, per_call=0)
+
+
+# ---------------------------------------------------------------------- what an rlm_query reads
+def test_an_rlm_query_on_the_whole_context_leaves_the_reading_to_its_child():
+    from test_delegation import rlm_script_provider
+
+    from contextbox import RLM
+
+    flows = {"top?": [cmd("rlm_query", prompt="kid?"), cmd("rlm_query", prompt="kid?", start=2, end=9),
+                      cmd("final", answer="done")],
+             "kid?": [cmd("slice", start=0, end=10), cmd("final", answer="k1"), cmd("final", answer="k2")]}
+    rlm = RLM(model=rlm_script_provider(flows), sub_model=FnSub(), levels="l1,l4", config=config(max_depth=1))
+    res = rlm.run("top?", TEXT)
+    assert res.status == "answered"
+    reads = [(e.path, e.data["op"], e.data["read"]) for e in res.events if e.type == "action_end"]
+    assert reads[:2] == [("0.0", "slice", [[0, 10]]), ("0.0", "final", [])]
+    assert ("0", "rlm_query", []) == reads[2]  # the child's own actions say what it read
+    assert ("0", "rlm_query", [[2, 9]]) in reads  # a slice handed to a child counts as read

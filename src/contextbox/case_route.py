@@ -220,7 +220,7 @@ def examine(executor: Any, cmd: dict[str, Any]) -> ActionOutput:
     if res.stop is not None:
         text += f"\nstopped: {res.stop} — the finished answers are kept"
         executor.d._note_stop(res.stop)
-    return executor._finish(cmd, text, facts, cmd.get("store") or "facts", error=res.ok == 0)
+    return executor._finish(text, facts, cmd.get("store") or "facts", error=res.ok == 0)
 
 
 #: each true/false fact as a yes/no question after the dossier, for a sub-model that scores labels

@@ -444,8 +444,7 @@ class DelegationExecutor:
     def _with_on(self, prompt: str, cmd: dict[str, Any]) -> str:
         return f"{prompt}\n\n{as_text(self._var(cmd['on']))}" if cmd.get("on") else prompt
 
-    def _finish(self, cmd: dict[str, Any], text: str, value: Any, store: str | None, error: bool = False,
-                ) -> ActionOutput:
+    def _finish(self, text: str, value: Any, store: str | None, error: bool = False) -> ActionOutput:
         limit = self.s.limits.max_output_chars
         if store:
             self.s.variables[store] = value
@@ -468,7 +467,7 @@ class DelegationExecutor:
             one = " ".join(a.split())
             lines.append(f"[{i}] {one if len(one) <= per else one[: per - 1] + '…'}")
         lines.append(f'(read one answer in full with {{"op": "get", "name": "{store}[i]"}})')
-        return self._finish(cmd, "\n".join(lines), list(res.answers), store, error=res.finished == 0)
+        return self._finish("\n".join(lines), list(res.answers), store, error=res.finished == 0)
 
     # -- dispatch
     def run(self, action: Action) -> ActionOutput:
@@ -481,7 +480,7 @@ class DelegationExecutor:
             answer = self.d.query(prompt, tag={"op": "llm_query"})
         except ProviderError as e:
             return ActionOutput(f"error: the sub-model call failed: {e}", error=True)
-        return self._finish(cmd, answer, answer, cmd.get("store"))
+        return self._finish(answer, answer, cmd.get("store"))
 
     def op_llm_query_batched(self, cmd: dict[str, Any]) -> ActionOutput:
         prompts = cmd["prompts"]
@@ -565,7 +564,7 @@ class DelegationExecutor:
         if res.stop is not None:
             text += f"\nstopped: {res.stop} — the finished answers are kept"
             self.d._note_stop(res.stop)
-        out = self._finish(cmd, text, table, cmd.get("store") or DEFAULT_STORE, error=res.ok == 0)
+        out = self._finish(text, table, cmd.get("store") or DEFAULT_STORE, error=res.ok == 0)
         if read and res.ok:
             out.meta["read"] = read
         return out
@@ -594,7 +593,7 @@ class DelegationExecutor:
             return ActionOutput(f"error: the child run stopped: {e}", error=True)
         except ProviderError as e:
             return ActionOutput(f"error: the sub-model call failed: {e}", error=True)
-        out = self._finish(cmd, answer, answer, cmd.get("store"))
+        out = self._finish(answer, answer, cmd.get("store"))
         if not cmd.get("on") and (cmd.get("start") is not None or cmd.get("end") is not None):
             a, b, _ = slice(cmd.get("start") or 0, cmd.get("end")).indices(len(self.s.context.text))
             out.meta["read"] = [[a, max(a, b)]]  # the child's whole context (slice_text's slice)
