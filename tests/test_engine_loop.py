@@ -306,6 +306,34 @@ def test_a_stop_raised_by_an_action_ends_the_run_before_the_rest_of_its_reply(mo
     assert [d["op"] for d in events(res, "action_end")] == ["code"]
 
 
+def test_a_stop_carrying_the_finished_part_of_a_batch_makes_it_the_run_s_answer(monkeypatch):
+    def spender(partial):
+        class Spender:
+            def __init__(self, session):
+                self.session = session
+
+            def run(self, action):
+                stop = BudgetExceeded("max_total_tokens=10 exceeded (a batch)")
+                if partial is not None:
+                    stop.partial = partial  # what the batch finished before the budget ran out
+                self.session.services["stop"] = stop
+                return ActionOutput("partial batch")
+
+            def close(self):
+                pass
+
+        return Spender
+
+    replies = ["```repl\nspend()\n```", cmd("final", answer="x")]
+    monkeypatch.setattr(engine, "executor_factory", lambda level: spender("ans 0\nans 2"))
+    res, _ = run(replies, TEXT, levels="l1,l2")
+    assert (res.status, res.answer) == ("budget_exceeded", "ans 0\nans 2")
+    # without one, a stopped run offers no answer of its own making (its last reply was code)
+    monkeypatch.setattr(engine, "executor_factory", lambda level: spender(None))
+    res, _ = run(replies, TEXT, levels="l1,l2")
+    assert (res.status, res.answer) == ("budget_exceeded", None)
+
+
 # ------------------------------------------------------------------ the next turn's schema (constrained models)
 def test_a_constrained_model_gets_each_turn_s_schema():
     p = ScriptedProvider([cmd("find", text="secret"), cmd("count", pattern="The"), cmd("final", answer="ZEBRA-42")],

@@ -560,7 +560,7 @@ class _Run:
             parsed = parse_reply(reply, rlm.levels)
             parts: list[str] = []
             any_ok = False
-            if parsed.error and not parsed.actions:
+            if not parsed.actions:  # parse_reply then says why (parsed.error)
                 yield self._event("error", {"iteration": it, "message": parsed.error, "fatal": False})
                 parts.append(f"error: {parsed.error}. Reply with one JSON command, e.g. "
                              '{"op": "find", "text": "a distinctive word"}, or the final command.')
