@@ -400,3 +400,50 @@ async def test_a_run_another_process_writes_is_followed_until_its_end(env):
         assert [e["type"] for e in ev] == ["status", "error", "run_end"] and ev[-1]["data"]["status"] == "failed"
     finally:
         other.close()
+
+
+async def test_the_stream_reads_the_store_in_pages_and_loses_nothing_across_them(env, monkeypatch):
+    """However long the run, the stream holds at most SSE_PAGE events at once (here 3): each query of the
+    store is one page, and the pages join into the whole stream, in order."""
+    from contextbox.server import app as app_module
+    from contextbox.store_sqlite import SqliteRunStore, default_db_path
+    from contextbox.types import Event
+
+    monkeypatch.setattr(app_module, "SSE_PAGE", 3)
+    app = make_app(env)
+    other = SqliteRunStore(default_db_path(env["config"].runs_dir))
+    try:
+        other.create_run("long-run", question="q", status="running")
+        for i in range(8):
+            other.append(Event("status", {"i": i}, run_id="long-run", seq=other.next_seq("long-run")))
+        other.finish_run("long-run", "failed", "done")
+    finally:
+        other.close()
+    pages: list[int] = []
+    read = app.state.store.events
+
+    def paged(*a: Any, **kw: Any) -> Any:
+        out = read(*a, **kw)
+        pages.append(len(out))
+        return out
+
+    monkeypatch.setattr(app.state.store, "events", paged)
+    async with client(app) as c:
+        ev = parse_sse((await c.get("/v1/runs/long-run/events")).text)
+    assert [e["data"].get("i") for e in ev[:8]] == list(range(8)) and [e["type"] for e in ev[8:]] == ["error", "run_end"]
+    assert [e["seq"] for e in ev] == list(range(10))
+    assert max(pages) == 3 and sum(pages) == 10
+
+
+async def test_an_uploaded_file_without_a_name_is_upload_txt(env):
+    body = (b'--X\r\nContent-Disposition: form-data; name="question"\r\n\r\nwhat is the key?\r\n'
+            b'--X\r\nContent-Disposition: form-data; name="model"\r\n\r\n' + env["model"].encode() + b'\r\n'
+            b'--X\r\nContent-Disposition: form-data; name="file"; filename=""\r\n\r\n' + CONTEXT.encode() +
+            b'\r\n--X--\r\n')
+    async with client(make_app(env)) as c:
+        r = await c.post("/v1/runs", content=body, headers={"content-type": "multipart/form-data; boundary=X"})
+        assert r.status_code == 202, r.text
+        run = await wait_done(c, r.json()["id"])
+        assert run["status"] == "answered" and run["meta"]["filename"] == "upload.txt"
+        ctx = await run_start_context(c, run["id"])
+        assert [d["path"] for d in ctx["document_sizes"]] == ["upload.txt"], ctx

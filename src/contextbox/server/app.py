@@ -179,9 +179,9 @@ def create_app(config: Config | None = None, *, store: SqliteRunStore | None = N
         if upload is not None:
             name, data = upload
             text, _bad = decode_bytes(data)
-            ctx = Context.from_documents([(name or "upload.txt", text)])
+            ctx = Context.from_documents([(name, text)])  # create_run names a nameless file "upload.txt"
             meta["filename"] = name
-            spec: dict[str, Any] = {"kind": "docs", "docs": [[name or "upload.txt", text]]}
+            spec: dict[str, Any] = {"kind": "docs", "docs": [[name, text]]}
         elif req.context is not None:
             ctx = Context.from_value(req.context)
             spec = {"kind": "value", "text": req.context}
