@@ -219,6 +219,7 @@ def test_regex_hits_show_matches_and_groups_unescaped():
     assert '- line 0, offset 6: match "café" groups=["café"]' in out.text
     out = run(ex, op="regex", pattern=r"x+")
     assert 'match "' + "x" * 119 + '…"' in out.text  # a long match is previewed in 120 characters
+    assert out.text.splitlines()[1] == '- line 1, offset 11: match "' + "x" * 119 + '…"'  # no groups: no more
 
 
 def test_regex_lists_the_first_50_by_default():
@@ -366,3 +367,5 @@ def test_a_regex_total_past_max_is_bounded_by_regex_timeout_s():
     ex.s.config = SimpleNamespace(regex_timeout_s=0.3)
     msg = error_of(ex, op="regex", pattern="x|(a+)+b", max=2)
     assert msg.startswith("regex 'x|(a+)+b' ran longer than 0.3 s and was stopped")
+    msg = error_of(ex, op="regex", pattern="(a+)+b")  # the listing itself, likewise
+    assert msg.startswith("regex '(a+)+b' ran longer than 0.3 s and was stopped")
