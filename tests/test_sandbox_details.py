@@ -166,11 +166,13 @@ def test_a_worker_killed_under_a_block_is_replaced_and_the_block_says_only_that(
 
     s.sub_query = kill_worker
     try:
-        out = run(ex, "r = llm_query('q')\nprint(r)")
-        assert out.error and out.text.startswith("[the sandbox worker died while running this block (")
-        assert len(out.text.split("\n")) == 1 and out.text.endswith(
+        out = run(ex, "x = 1\nFINAL_VAR('x')\nr = llm_query('q')\nprint(r)")
+        assert (out.error, out.final) == (True, None)
+        note, lost = out.text.split("\n")
+        assert note.startswith("[the sandbox worker died while running this block (") and note.endswith(
             "; a fresh sandbox was started: variables from earlier blocks are lost, `context` and the helper "
             "functions are available again]")
+        assert lost == "FINAL_VAR error: the variable 'x' was lost with the sandbox"
         assert ex.restarts == 1
         assert run(ex, "print(count('hello'))").text == "2"
     finally:
@@ -223,7 +225,7 @@ def test_close_while_a_block_runs_starts_no_new_sandbox() -> None:
         assert not t.is_alive()
         assert got[0].error and got[0].text.split("\n")[-1] == "[this block ran longer than the 3 s limit and was stopped]"
         assert ex.restarts == 0 and ex.session.services["_events"] == [] and ex._sess is None
-        with pytest.raises(CommandError, match="the L2 sandbox of this run is closed"):
+        with pytest.raises(CommandError, match="^the L2 sandbox of this run is closed$"):
             run(ex, "print(1)")
         ex.close()
     finally:
@@ -455,3 +457,34 @@ def test_closing_the_pool_ends_its_workers(fresh_pool: Any) -> None:
     while workers & _children() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not workers & _children() and fresh_pool._POOL is None
+
+
+def test_a_slow_helper_stops_at_the_end_of_the_block_time() -> None:
+    """Monty's clock does not run while a helper works on the host: the helper itself is bounded by the
+    block's time limit (here 2 s), not only by its own limit (a 60 s regex timeout)."""
+    import types
+
+    s = make_session(l2_time_limit_s=2)
+    s.config = types.SimpleNamespace(regex_timeout_s=60)
+    ex = executor_factory("l2")(s)  # type: ignore[misc]
+    try:
+        t0 = time.monotonic()
+        out = run(ex, "r = regex('(a+)+$', text='a' * 40 + 'b')")
+        assert out.error and out.text.endswith("Exception: regex '(a+)+$' ran longer than 2 s and was stopped; "
+                                               "simplify it (avoid nested quantifiers like (a+)+, anchor it, or "
+                                               "search for a literal with find)")
+        assert time.monotonic() - t0 < 30
+    finally:
+        ex.close()
+
+
+def test_closing_the_executor_gives_its_worker_back_to_be_ended() -> None:
+    """A finished run's worker is ended (one session per worker), not kept checked out."""
+    ex = executor_factory("l2")(make_session())  # type: ignore[misc]
+    assert run(ex, "print(1)").text == "1"
+    pid = ex._sess.worker_pid
+    ex.close()
+    deadline = time.monotonic() + 20
+    while _state(pid) not in ("X", "Z") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _state(pid) in ("X", "Z")
