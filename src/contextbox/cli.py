@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -163,7 +162,7 @@ def _global_options_everywhere(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------- progress
 #: in plain (non-terminal) output, a running batch prints its progress at most this often
 PLAIN_PROGRESS_EVERY_S = 10.0
-STOP_CLOSE_WAIT_S = 3.0  # after a second Ctrl-C, how long closing the run may take before the exit
+STOP_CLOSE_WAIT_S = 3.0  # after a second Ctrl-C, how long the cancelled run may take to end before the exit
 
 
 class Progress:
@@ -269,32 +268,24 @@ class Progress:
 
 # ---------------------------------------------------------------------- commands
 def _run_and_report(rlm: Any, question: str, ctx: Context, args: argparse.Namespace) -> int:
+    from .cli_interrupt import CtrlC
+
     cancel = threading.Event()
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        if cancel.is_set():
-            raise KeyboardInterrupt
-        cancel.set()
-
-    old = signal.signal(signal.SIGINT, on_sigint)
-    ours = old is signal.default_int_handler
     events: list[Event] = []
+    presses = CtrlC(cancel, lambda: events[0].run_id if events else None, rlm.store, STOP_CLOSE_WAIT_S)
+    old = presses.start()  # Ctrl-C once cancels the run, twice stops the process (130); see cli_interrupt
+    ours = old is signal.default_int_handler
     stream = None
-    stopped = False
     try:
         stream = rlm.stream(question, ctx, cancel=cancel)
         with Progress(getattr(args, "quiet", False)) as prog:
             for ev in stream:
                 events.append(ev)
                 prog.on_event(ev)
-    except KeyboardInterrupt:  # a second Ctrl-C: stop now, record the run as cancelled, no traceback
-        stopped = True
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        return _stopped(rlm, stream, events)
     finally:
-        # the run is over and recorded: a Ctrl-C while the report prints ends the process at once (130);
-        # after a second Ctrl-C further ones are ignored while the process exits
-        signal.signal(signal.SIGINT, (signal.SIG_IGN if stopped else _exit_130) if ours else old)
+        # the run is over and recorded: a Ctrl-C while the report prints ends the process at once (130)
+        signal.signal(signal.SIGINT, _exit_130 if ours else old)
+        presses.stop()
     try:
         return _report(stream.result, events, args)
     finally:  # and while the interpreter shuts down (Python's own handler is gone then) it is ignored
@@ -337,34 +328,6 @@ def _exit_130(signum: int, frame: Any) -> None:
             f.flush()
         except (OSError, ValueError):
             pass
-    os._exit(130)
-
-
-def _stopped(rlm: Any, stream: Any, events: list[Event]) -> NoReturn:
-    """After a second Ctrl-C: close the run (its executors end), mark it cancelled, exit 130 now.
-
-    The interrupt may land anywhere in the main thread, even between a lock's acquire and its
-    ``try``, so nothing here waits without bound: the run is closed from a daemon thread given a
-    few seconds, the store records the end, and the process exits without joining worker threads
-    (a thread blocked on a lock the interrupt left held would otherwise hang the exit)."""
-    if stream is not None:
-        def close() -> None:
-            try:
-                stream._gen.close()
-            except BaseException as e:  # noqa: BLE001 - closing is best effort; the store still records the end
-                logging.getLogger("contextbox").debug("closing the run: %s", e)
-
-        closer = threading.Thread(target=close, name="contextbox-stop", daemon=True)
-        closer.start()
-        closer.join(STOP_CLOSE_WAIT_S)
-    run_id = events[0].run_id if events else None
-    if run_id and rlm.store is not None:
-        rlm.store.finish_run(run_id, "cancelled", "stopped by a second Ctrl-C")
-        if hasattr(rlm.store, "close"):
-            rlm.store.close()
-    sys.stderr.write("rlm: stopped by a second Ctrl-C" + (f"; run {run_id} cancelled" if run_id else "") + "\n")
-    sys.stdout.flush()
-    sys.stderr.flush()
     os._exit(130)
 
 

@@ -1,0 +1,124 @@
+"""A second Ctrl-C of ``rlm ask`` landing at a chosen point of the cancelled run's ending.
+
+The real CLI (``contextbox.cli.main``) runs in a child process against the slow fake server; the
+first press is a real SIGINT once the model call is in flight, the second lands exactly where a
+signal arriving during a C call of the main thread is handled: as that call returns (here, the run
+store's ``BEGIN IMMEDIATE`` or ``COMMIT``). A KeyboardInterrupt raised there left the SQLite
+transaction open (exit 1, a traceback, the run left ``running``) or turned into a logged store error
+(the second press lost). A run whose main thread is stuck is still stopped, and recorded, at once."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from fakeserver import FakeLLMServer
+from test_cli_runs import provider_toml
+
+import contextbox
+
+SRC = str(Path(contextbox.__file__).resolve().parent.parent)
+FIND = json.dumps({"op": "find", "text": "key"})
+
+HARNESS = r'''
+import os, signal, sys, threading, time
+from pathlib import Path
+import contextbox.store_sqlite as ss
+from contextbox import cli
+
+runs, where, ctx = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+first = threading.Event()
+stuck = threading.Event()
+
+
+class Conn:  # the store's write connection: the second press lands as WHERE's statement returns
+    def __init__(self, c):
+        self.c, self.pressed = c, False
+
+    def __getattr__(self, k):
+        return getattr(self.c, k)
+
+    def execute(self, sql, *a):
+        r = self.c.execute(sql, *a)
+        if sql == where and first.is_set() and not self.pressed:
+            self.pressed = True
+            signal.raise_signal(signal.SIGINT)  # its handlers run as this call returns
+        return r
+
+
+init = ss.SqliteRunStore.__init__
+def patched(self, *a, **k):
+    init(self, *a, **k)
+    self._w = Conn(self._w)
+ss.SqliteRunStore.__init__ = patched
+
+shown = cli.Progress.on_event
+def on_event(self, ev):  # "stuck": the main thread hangs once the run has been cancelled
+    shown(self, ev)
+    if where == "stuck" and ev.type == "error":
+        stuck.set()
+        time.sleep(60)
+cli.Progress.on_event = on_event
+
+
+def presses():
+    while not any('"lm_request"' in p.read_text() for p in runs.glob("*.jsonl")):
+        time.sleep(0.02)
+    os.kill(os.getpid(), signal.SIGINT)
+    first.set()
+    if where == "stuck" and stuck.wait(30):
+        os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=presses, daemon=True).start()
+sys.exit(cli.main(["ask", "key?", "-c", ctx, "--model", "fake/m", "--runs-dir", str(runs)]))
+'''
+
+
+def ask_and_press(tmp_path: Path, where: str) -> tuple[subprocess.CompletedProcess, float]:
+    runs = tmp_path / "runs"
+    (tmp_path / "harness.py").write_text(HARNESS)
+    (tmp_path / "c.txt").write_text("the key is 99\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": SRC, "HOME": str(tmp_path), "CONTEXTBOX_RUNS_DIR": ""}
+    with FakeLLMServer(FIND, latency=5.0) as srv:
+        provider_toml(tmp_path, srv)
+        t0 = time.monotonic()
+        p = subprocess.run([sys.executable, str(tmp_path / "harness.py"), str(runs), where, str(tmp_path / "c.txt")],
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=90)
+        return p, time.monotonic() - t0
+
+
+def recorded(runs: Path) -> tuple[list[tuple[str, str]], list[tuple[int, str, str]]]:
+    with sqlite3.connect(runs / "runs.sqlite") as c:
+        rows = c.execute("SELECT status, reason FROM runs").fetchall()
+        evs = c.execute("SELECT seq, type, json_extract(data, '$.status') FROM events ORDER BY seq").fetchall()
+    return rows, evs
+
+
+@pytest.mark.parametrize("where", ["BEGIN IMMEDIATE", "COMMIT"])
+def test_a_second_ctrl_c_landing_inside_a_store_write_leaves_a_whole_cancelled_run(tmp_path, where):
+    p, _ = ask_and_press(tmp_path, where)
+    assert p.returncode == 130, p.stderr
+    assert "Traceback" not in p.stderr and "KeyboardInterrupt" not in p.stderr
+    assert "ERROR" not in p.stderr, p.stderr  # no store write failed on the way
+    rows, evs = recorded(tmp_path / "runs")
+    assert [s for s, _ in rows] == ["cancelled"]
+    assert [seq for seq, _, _ in evs] == list(range(len(evs)))  # nothing lost, nothing twice
+    assert [(t, s) for _, t, s in evs if t == "run_end"] == [("run_end", "cancelled")] and evs[-1][1] == "run_end"
+    log = [json.loads(x) for x in next((tmp_path / "runs").glob("*.jsonl")).read_text().splitlines()]
+    assert [(e["seq"], e["type"]) for e in log] == [(seq, t) for seq, t, _ in evs]  # the JSONL log in step
+
+
+def test_a_second_ctrl_c_stops_a_run_whose_main_thread_is_stuck_and_records_it_cancelled(tmp_path):
+    p, took = ask_and_press(tmp_path, "stuck")
+    assert p.returncode == 130, p.stderr
+    assert "Traceback" not in p.stderr and "KeyboardInterrupt" not in p.stderr
+    rows, evs = recorded(tmp_path / "runs")
+    assert rows == [("cancelled", "stopped by a second Ctrl-C")]
+    assert [(t, s) for _, t, s in evs if t == "run_end"] == [("run_end", "cancelled")]
+    run_id = next((tmp_path / "runs").glob("*.jsonl")).stem
+    assert f"rlm: stopped by a second Ctrl-C; run {run_id} cancelled" in p.stderr
+    assert took < 40  # the stuck main thread (60 s) was not waited for
