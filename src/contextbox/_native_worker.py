@@ -655,8 +655,11 @@ class Worker:
         }
 
     # --------------------------------------------------------------- run
-    def run_cell(self, code: str) -> dict[str, Any]:
-        self.cells += 1
+    def run_cell(self, code: str, number: Any = None) -> dict[str, Any]:
+        """Run one block as ``<cell N>``: N is the host's count of the run's blocks (it goes on across
+        worker restarts), or this worker's own count when the host gave none."""
+        valid = isinstance(number, int) and not isinstance(number, bool) and number > 0
+        self.cells = number if valid else self.cells + 1
         name = f"<cell {self.cells}>"
         linecache.cache[name] = (len(code), None, code.splitlines(True), name)
         out = CappedWriter(self.cap)
@@ -692,7 +695,7 @@ class Worker:
                 return
             if msg.get("op") == "run":
                 _reap()
-                reply = self.run_cell(str(msg.get("code", "")))
+                reply = self.run_cell(str(msg.get("code", "")), msg.get("cell"))
                 if os.getpid() != me:  # a forked child finished the cell: leave quietly
                     os._exit(0)
                 try:

@@ -219,6 +219,7 @@ class NativeExecutor:
         self._closed = False
         self._warned = False
         self.restarts = 0
+        self._cells = 0  # blocks sent to a worker, counted across restarts (tracebacks name <cell N>, as in L2)
         try:
             self._proc = self._spawn()
         except OSError as e:  # reported when the first cell runs
@@ -438,7 +439,8 @@ class NativeExecutor:
         deadline = time.monotonic() + self.time_limit_s
         # the L1 helpers' host work counts against the block's time; sub-model calls do not
         fns = host_functions(self.session, state, deadline=deadline)
-        proc.send({"op": "run", "code": code})
+        self._cells += 1
+        proc.send({"op": "run", "code": code, "cell": self._cells})
         while True:
             msg = proc.recv(deadline)
             if msg is None:
