@@ -101,7 +101,8 @@ TESTS_FOR: dict[str, list[str]] = {
                           "test_50_concurrent_submissions_with_defaults_all_answered",
                           "test_queued_runs_survive_a_restart"))],
     "server/security.py": ["tests/test_server_security_units.py", "tests/test_host_safety.py"],
-    "store_sqlite.py": ["tests/test_store_sqlite.py", "tests/test_store_sqlite_details.py"],
+    "store_sqlite.py": ["tests/test_store_sqlite.py", "tests/test_store_sqlite_details.py",
+                        "tests/test_cli_ctrl_c.py::test_an_interrupt_landing_inside_a_store_write_leaves_no_transaction_open"],
     "bench/scoring.py": ["tests/test_bench_scoring.py"],
 }
 

@@ -15,12 +15,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fakeserver import FakeLLMServer
 from test_cli_runs import provider_toml
 
 import contextbox
+from contextbox.store_sqlite import SqliteRunStore
+from contextbox.types import Event
 
 SRC = str(Path(contextbox.__file__).resolve().parent.parent)
 FIND = json.dumps({"op": "find", "text": "key"})
@@ -122,3 +125,35 @@ def test_a_second_ctrl_c_stops_a_run_whose_main_thread_is_stuck_and_records_it_c
     run_id = next((tmp_path / "runs").glob("*.jsonl")).stem
     assert f"rlm: stopped by a second Ctrl-C; run {run_id} cancelled" in p.stderr
     assert took < 40  # the stuck main thread (60 s) was not waited for
+
+
+@pytest.mark.parametrize("after", ["BEGIN IMMEDIATE", "INSERT OR IGNORE INTO events", "COMMIT"])
+def test_an_interrupt_landing_inside_a_store_write_leaves_no_transaction_open(tmp_path, after):
+    """Python code that runs the engine in its main thread (a REPL, a script) gets Ctrl-C as a
+    KeyboardInterrupt anywhere: the store stays usable and the interrupt is not turned into another error."""
+    store = SqliteRunStore(tmp_path / "runs.sqlite")
+    real = store._w
+
+    class Interrupting:  # the write connection, interrupted as AFTER's statement returns
+        armed = True
+
+        def __getattr__(self, k: str) -> Any:
+            return getattr(real, k)
+
+        def execute(self, sql: str, *a: Any) -> Any:
+            r = real.execute(sql, *a)
+            if self.armed and sql.startswith(after):
+                self.armed = False
+                raise KeyboardInterrupt
+            return r
+
+    store.append(Event("run_start", {"question": "q"}, run_id="r1", seq=0))
+    store._w = Interrupting()
+    with pytest.raises(KeyboardInterrupt):
+        store.append(Event("iteration_start", {"iteration": 1}, run_id="r1", seq=1))
+    assert not real.in_transaction
+    store.finish_run("r1", "cancelled", "stopped")
+    assert store.get_run("r1")["status"] == "cancelled"
+    kept = ["iteration_start"] if after == "COMMIT" else []  # stored once committed, rolled back before
+    assert [e.type for e in store.events("r1")] == ["run_start", *kept, "error", "run_end"]
+    store.close()

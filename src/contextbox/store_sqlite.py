@@ -262,8 +262,8 @@ class SqliteRunStore:
             raise UsageError("an event without a run id cannot be stored")
         with self._lock:
             w = self._w
-            w.execute("BEGIN IMMEDIATE")
-            try:
+            try:  # an exception (a KeyboardInterrupt) may land after any statement: no transaction stays open
+                w.execute("BEGIN IMMEDIATE")
                 if rid not in self._rows:  # a run's row, once written here, stays (no need to ask again)
                     w.execute("INSERT OR IGNORE INTO runs (run_id, status, created, pid) VALUES (?, 'running', ?, ?)",
                               (rid, event.ts, os.getpid()))
@@ -276,7 +276,8 @@ class SqliteRunStore:
                     self._run_row(w, event)
                 w.execute("COMMIT")
             except BaseException:
-                w.execute("ROLLBACK")
+                if w.in_transaction:  # not after COMMIT: the event is stored, the exception goes on
+                    w.execute("ROLLBACK")
                 raise
             if event.type == "run_end" and event.path == "0":
                 self._rows.discard(rid)
