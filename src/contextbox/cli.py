@@ -272,7 +272,8 @@ def _run_and_report(rlm: Any, question: str, ctx: Context, args: argparse.Namesp
 
     cancel = threading.Event()
     events: list[Event] = []
-    presses = CtrlC(cancel, lambda: events[0].run_id if events else None, rlm.store, STOP_CLOSE_WAIT_S)
+    presses = CtrlC(cancel, lambda: events[0].run_id if events else None, getattr(rlm, "store", None),
+                    STOP_CLOSE_WAIT_S)
     old = presses.start()  # Ctrl-C once cancels the run, twice stops the process (130); see cli_interrupt
     ours = old is signal.default_int_handler
     stream = None

@@ -41,10 +41,11 @@ def add_parser(sub: Any, positive_int: Any) -> None:
 
 
 class _SessionRunner:
-    """What :func:`contextbox.cli._run_and_report` needs of an RLM: ``stream(question, ctx, cancel=)``."""
+    """What :func:`contextbox.cli._run_and_report` needs of an RLM: ``stream(question, ctx, cancel=)``, ``store``."""
 
     def __init__(self, session: Any):
         self.session = session
+        self.store = session.rlm.store  # a second Ctrl-C records the question's run cancelled in it
 
     def stream(self, question: str, ctx: Context, *, cancel: threading.Event | None = None) -> Any:
         return self.session.stream(question, cancel=cancel)
