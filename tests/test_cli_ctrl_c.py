@@ -2,10 +2,11 @@
 
 The real CLI (``contextbox.cli.main``) runs in a child process against the slow fake server; the
 first press is a real SIGINT once the model call is in flight, the second lands exactly where a
-signal arriving during a C call of the main thread is handled: as that call returns (here, the run
-store's ``BEGIN IMMEDIATE`` or ``COMMIT``). A KeyboardInterrupt raised there left the SQLite
-transaction open (exit 1, a traceback, the run left ``running``) or turned into a logged store error
-(the second press lost). A run whose main thread is stuck is still stopped, and recorded, at once."""
+signal arriving during a C call of the main thread is handled: as that call returns (the run store's
+``BEGIN IMMEDIATE`` or ``COMMIT``, or the main thread's first C call after the first press). A
+KeyboardInterrupt raised there left the SQLite transaction open (exit 1, a traceback, the run left
+``running``), turned into a logged store error (the second press lost), or, inside the first press's
+handler, hung the CLI. A run whose main thread is stuck is still stopped, and recorded, at once."""
 
 from __future__ import annotations
 
@@ -54,6 +55,21 @@ class Conn:  # the store's write connection: the second press lands as WHERE's s
         return r
 
 
+returned = [0]
+def profile(frame, event, arg):  # "c-call N": the second press lands as the main thread's N-th C call
+    if event == "c_return" and first.is_set():  # after the first press returns
+        returned[0] += 1
+        if where == f"c-call {returned[0]}":
+            signal.raise_signal(signal.SIGINT)
+
+
+entered = cli.Progress.__enter__
+def enter(self):  # the run starts: watch the main thread's C calls
+    if where.startswith("c-call"):
+        sys.setprofile(profile)
+    return entered(self)
+cli.Progress.__enter__ = enter
+
 init = ss.SqliteRunStore.__init__
 def patched(self, *a, **k):
     init(self, *a, **k)
@@ -90,7 +106,7 @@ def ask_and_press(tmp_path: Path, where: str) -> tuple[subprocess.CompletedProce
         provider_toml(tmp_path, srv)
         t0 = time.monotonic()
         p = subprocess.run([sys.executable, str(tmp_path / "harness.py"), str(runs), where, str(tmp_path / "c.txt")],
-                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=90)
+                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
         return p, time.monotonic() - t0
 
 
@@ -101,8 +117,11 @@ def recorded(runs: Path) -> tuple[list[tuple[str, str]], list[tuple[int, str, st
     return rows, evs
 
 
-@pytest.mark.parametrize("where", ["BEGIN IMMEDIATE", "COMMIT"])
+@pytest.mark.parametrize("where", ["BEGIN IMMEDIATE", "COMMIT", "c-call 1"])
 def test_a_second_ctrl_c_landing_inside_a_store_write_leaves_a_whole_cancelled_run(tmp_path, where):
+    """"c-call 1": the second press lands inside the first one's handler (a Python handler may run inside
+    another), which held the lock of the cancel Event as it set it: the nested handler set it too and waited
+    for that lock forever (the CLI hung)."""
     p, _ = ask_and_press(tmp_path, where)
     assert p.returncode == 130, p.stderr
     assert "Traceback" not in p.stderr and "KeyboardInterrupt" not in p.stderr
