@@ -48,6 +48,9 @@ class Conn:  # the store's write connection: the second press lands as WHERE's s
         return getattr(self.c, k)
 
     def execute(self, sql, *a):
+        if where == "stuck-store" and sql == "BEGIN IMMEDIATE" and first.is_set():
+            stuck.set()  # the main thread hangs inside a store write, holding the store
+            time.sleep(60)
         r = self.c.execute(sql, *a)
         if sql == where and first.is_set() and not self.pressed:
             self.pressed = True
@@ -90,7 +93,7 @@ def presses():
         time.sleep(0.02)
     os.kill(os.getpid(), signal.SIGINT)
     first.set()
-    if where == "stuck" and stuck.wait(30):
+    if where.startswith("stuck") and stuck.wait(30):
         os.kill(os.getpid(), signal.SIGINT)
 threading.Thread(target=presses, daemon=True).start()
 sys.exit(cli.main(["ask", "key?", "-c", ctx, "--model", "fake/m", "--runs-dir", str(runs)]))
@@ -176,3 +179,14 @@ def test_an_interrupt_landing_inside_a_store_write_leaves_no_transaction_open(tm
     kept = ["iteration_start"] if after == "COMMIT" else []  # stored once committed, rolled back before
     assert [e.type for e in store.events("r1")] == ["run_start", *kept, "error", "run_end"]
     store.close()
+
+
+def test_a_second_ctrl_c_exits_even_when_the_stuck_main_thread_holds_the_run_store(tmp_path):
+    p, took = ask_and_press(tmp_path, "stuck-store")
+    assert p.returncode == 130 and "Traceback" not in p.stderr, p.stderr
+    assert took < 40  # neither the stuck thread (60 s) nor the store it holds was waited for
+    # the end could not be written: the run is not lost, the next reader marks it interrupted (its process is gone)
+    listed = subprocess.run([sys.executable, "-m", "contextbox.cli", "runs", "list", "--runs-dir",
+                             str(tmp_path / "runs"), "--json"], capture_output=True, text=True, cwd=tmp_path,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": SRC, "HOME": str(tmp_path)}, timeout=60)
+    assert [r["status"] for r in json.loads(listed.stdout)] == ["interrupted"], listed.stderr

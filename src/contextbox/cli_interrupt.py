@@ -90,24 +90,26 @@ class CtrlC:
         self._stop_now()
 
     def _stop_now(self) -> None:
-        """The run did not end within ``wait_s`` of the second press: record it cancelled (given ``wait_s``
-        more at most), exit 130 (the exit ends the L3 workers; the main thread may be stuck, it is not joined)."""
+        """The run did not end within ``wait_s`` of the second press: record it cancelled and say so (given
+        ``wait_s`` more at most: the stuck main thread may hold the store, or stderr blocked on a full pipe),
+        exit 130 (the exit ends the L3 workers; the main thread is not joined)."""
         run_id = self.run_id()
-        if run_id and self.store is not None:
-            def record() -> None:
+
+        def finish() -> None:
+            if run_id and self.store is not None:
                 try:
                     self.store.finish_run(run_id, "cancelled", "stopped by a second Ctrl-C")
                 except Exception as e:  # noqa: BLE001 - the exit must happen; say why the record is missing
                     log.error("could not record run %s as cancelled: %s", run_id, e)
+            sys.stderr.write("rlm: stopped by a second Ctrl-C" + (f"; run {run_id} cancelled" if run_id else "")
+                             + "\n")
+            for f in (sys.stdout, sys.stderr):
+                try:
+                    f.flush()
+                except (OSError, ValueError):
+                    pass
 
-            # a store the stuck main thread holds (a write to a full disk...) must not hold the exit
-            recorder = threading.Thread(target=record, name="contextbox-stop", daemon=True)
-            recorder.start()
-            recorder.join(self.wait_s)
-        sys.stderr.write("rlm: stopped by a second Ctrl-C" + (f"; run {run_id} cancelled" if run_id else "") + "\n")
-        for f in (sys.stdout, sys.stderr):
-            try:
-                f.flush()
-            except (OSError, ValueError):
-                pass
+        closing = threading.Thread(target=finish, name="contextbox-stop", daemon=True)
+        closing.start()
+        closing.join(self.wait_s)
         os._exit(130)
