@@ -488,3 +488,12 @@ def test_closing_the_executor_gives_its_worker_back_to_be_ended() -> None:
     while _state(pid) not in ("X", "Z") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _state(pid) in ("X", "Z")
+
+
+def test_a_syntax_error_names_its_cell_and_line_and_keeps_the_namespace(l2: Any) -> None:
+    assert not run(l2, "x = 1").error
+    out = run(l2, "y = 2\ndef f(:\n    pass")
+    assert (out.text, out.error) == ('Traceback (most recent call last):\n  File "<cell 2>", line 2\n    def f(:\n'
+                                     '          ~\nSyntaxError: Expected a parameter or the end of the parameter '
+                                     'list', True)
+    assert run(l2, "print(x)").text == "1" and l2.restarts == 0

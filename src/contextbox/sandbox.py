@@ -189,7 +189,7 @@ class SandboxExecutor:
 
     # ------------------------------------------------------------------ run
     def run(self, action: Action) -> ActionOutput:
-        from pydantic_monty import MontyCrashedError, MontyError, MontySyntaxError
+        from pydantic_monty import MontyCrashedError, MontyError
 
         code = str(action.args.get("code", action.source) or "")
         with self._lock:
@@ -220,8 +220,6 @@ class SandboxExecutor:
             except MontyCrashedError as e:
                 error_text, alive = "", False
                 notes.append(self._restart(f"the sandbox worker died while running this block ({e})"))
-            except MontySyntaxError as e:
-                error_text = shorten_traceback(rename_cells(e.display(), self._cell_names))
             except MontyError as e:
                 exc = _inner(e)
                 error_text = shorten_traceback(rename_cells(_display(e), self._cell_names))
