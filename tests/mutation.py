@@ -70,8 +70,8 @@ TESTS_FOR: dict[str, list[str]] = {
     # test_native_details.py states the host's side of those outcomes; the 4 x 700 MB and user-namespace
     # tests of test_l3_guard.py are heavy and wall-clock-bound (a loaded machine fails them with or without
     # a mutant); its 3 x 48 MB counterpart is in test_native_details.py
-    "native.py": ["tests/test_native_details.py", "tests/test_code_levels.py", "tests/test_l3_guard.py",
-                  "tests/test_native_cells.py",
+    "native.py": ["tests/test_native_details.py", "tests/test_native_reports.py", "tests/test_code_levels.py",
+                  "tests/test_l3_guard.py", "tests/test_native_cells.py",
                   "tests/test_limits_wiring.py::test_count_in_a_code_cell_agrees_with_find_and_honours_case_sensitive",
                   *(f"tests/test_host_limits.py::{t}" for t in (
                       "test_l3_worker_reaching_the_host_through_its_pipe_meets_the_same_limits",

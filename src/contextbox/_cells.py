@@ -205,8 +205,10 @@ def bounded(session: Session, fns: dict[str, Callable[..., Any]],
     return {name: wrap(name, fn) for name, fn in fns.items()}
 
 
-def host_functions(session: Session, state: CellState, deadline: float | None = None) -> dict[str, Callable[..., Any]]:
-    """The functions a cell calls that run in the host: L1 operations, sub-calls, answers.
+def host_functions(session: Session, state: CellState | None = None,
+                   deadline: float | None = None) -> dict[str, Callable[..., Any]]:
+    """The functions a cell calls that run in the host: L1 operations, sub-calls, and with ``state`` the
+    answer helpers (L2's; L3's worker keeps its own).
 
     The L1 operations work on the whole context unless ``text=`` names another string; each
     call is bounded (:func:`bounded`): ``deadline`` is the end of the cell that calls it.
@@ -261,7 +263,8 @@ def host_functions(session: Session, state: CellState, deadline: float | None = 
     }
     fns.update(table_functions(session))
     fns = bounded(session, fns, deadline)
-    fns.update(answer_functions(state, host_limits.max_answer_chars(session)))
+    if state is not None:  # L2 runs its answer helpers in the host; L3 in the worker
+        fns.update(answer_functions(state, host_limits.max_answer_chars(session)))
     fns.update(query_functions(session))
     return fns
 

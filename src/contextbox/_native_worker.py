@@ -372,7 +372,7 @@ def isolate(init: dict[str, Any]) -> dict[str, Any]:
             report["landlock"] = f"landlock setup failed: {e}"
     if uid is not None:
         os.setgroups([])
-        os.setgid(int(init.get("gid", uid)))
+        os.setgid(int(uid))
         os.setuid(int(uid))
         report["uid"] = uid
     else:

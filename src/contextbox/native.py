@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from . import l3_guard
-from ._cells import HELPERS_DOC, CellState, compose, cut_note, host_functions, output_cap, shorten_traceback
+from ._cells import HELPERS_DOC, compose, cut_note, host_functions, output_cap, shorten_traceback
 from .errors import CommandError
 from .executors import Action, ActionOutput, Session, register_executor
 from .host_limits import max_answer_chars
@@ -159,7 +159,7 @@ class _Proc:
         try:
             self.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not time out
-            log.warning("L3 worker %s did not exit after SIGKILL", pid)
+            log.warning("L3 worker %s did not exit after SIGKILL", pid)  # pragma: no mutate (log text)
         for fd in (self.rfd, self.wfd):
             try:
                 os.close(fd)
@@ -241,7 +241,6 @@ class NativeExecutor:
         docs = None
         if ctx.kind == "documents" and len(ctx.documents) > 1:
             docs = [[d.path, d.start, d.end] for d in ctx.documents]
-        size = self._ctx_path.stat().st_size
         return {
             "workdir": str(self.workdir),
             "staging": str(self.base),
@@ -250,10 +249,8 @@ class NativeExecutor:
             "cap": self.cap,
             "max_answer_chars": max_answer_chars(self.session),
             "package_dir": str(Path(__file__).parent),
-            "uid": uid,
-            "gid": uid,
+            "uid": uid,  # and its gid
             "memory_bytes": int(self.memory_mb * _MIB),
-            "context_bytes": size,
             "cpu_s": self.cpu_s,
             "regex_timeout_s": getattr(self.session.config, "regex_timeout_s", None),
             "nofile": 256,
@@ -336,7 +333,7 @@ class NativeExecutor:
         problems = []
         if report.get("network") != "ok":
             problems.append(f"network not isolated: {report.get('network')}")
-        if not str(report.get("landlock", "")).startswith("abi"):
+        if not str(report.get("landlock")).startswith("abi"):
             problems.append(f"filesystem not sandboxed: {report.get('landlock')}")
         if not isinstance(report.get("uid"), int):
             problems.append(f"worker runs as the host's user: {report.get('uid')}"
@@ -428,17 +425,17 @@ class NativeExecutor:
                 why = self.group.kill_reason or "its processes used more than the worker's memory limit"
                 return ActionOutput(self._replace(f"this block was stopped by the memory limit: {why}"), error=True)
             return ActionOutput(self._replace(f"the worker died while running this block: {reason}"), error=True)
-        if self._proc is proc and proc.popen.poll() is None:
-            n = self.group.kill_strays(proc.popen.pid)  # a block's processes end with it
+        if self._proc is proc:  # not replaced: a block's processes end with it (also when its worker then exited)
+            n = self.group.kill_strays(proc.popen.pid)
             if n:
-                log.debug("L3: killed %d process(es) left running by the block", n)
+                log.debug("L3: killed %d process(es) left running by the block", n)  # pragma: no mutate (log text)
         return out
 
     def _exchange(self, proc: _Proc, code: str) -> ActionOutput:
-        state = CellState()
         deadline = time.monotonic() + self.time_limit_s
-        # the L1 helpers' host work counts against the block's time; sub-model calls do not
-        fns = host_functions(self.session, state, deadline=deadline)
+        # the L1 helpers' host work counts against the block's time; sub-model calls do not (the answer
+        # helpers FINAL, FINAL_VAR and SHOW_VARS run in the worker: no host state for them)
+        fns = host_functions(self.session, deadline=deadline)
         self._cells += 1
         proc.send({"op": "run", "code": code, "cell": self._cells})
         while True:
@@ -509,8 +506,10 @@ class NativeExecutor:
                     pass
             if not self._lock.acquire(timeout=_CLOSE_KILL_WAIT_S):
                 # e.g. waiting in a host call (a sub-model): the block cleans up when it returns (run())
+                # pragma: no mutate start (log text)
                 log.warning("L3: a block of run %s did not end after its worker was killed; it cleans up when "
                             "it does", self.session.run_id)
+                # pragma: no mutate end
                 return
         try:
             self._cleanup()
