@@ -9,12 +9,15 @@ Each test asserts what the run sees at the executor (events, outputs, processes,
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_native_details import _fake_worker, make_session, run, warnings
+from test_native_details import PIPE, _fake_worker, _gone, make_session, run, warnings
 
+from contextbox import l3_guard
 from contextbox.executors import executor_factory
 
 #: a stand-in worker: reads the host's frames, says it is ready with REPORT, answers each block with "ok"
@@ -89,3 +92,53 @@ def test_close_is_clean_after_the_block_removed_its_own_directory() -> None:
     finally:
         ex.close()
     assert not base.exists() and ex.worker_pid() is None
+
+
+def test_the_worker_sees_none_of_the_host_s_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-host-secret")
+    ex = executor_factory("l3")(make_session())  # type: ignore[misc]
+    try:
+        out = run(ex, "import os\nprint(sorted(os.environ))\n"
+                      "print(os.environ['HOME'] == os.environ['TMPDIR'] == os.getcwd(), os.environ['LANG'])")
+        assert out.text.split("\n") == ["['HOME', 'LANG', 'PATH', 'TMPDIR']", "True C.UTF-8"]
+        assert Path(run(ex, "import os\nprint(os.getcwd())").text) == ex.workdir
+    finally:
+        ex.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a host running as root gives the worker a uid of its own; "
+                    "without one and without a cgroup, a process whose worker died is out of reach")
+def test_without_a_cgroup_a_dead_worker_s_processes_are_killed_by_its_uid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No cgroup v2 to hold the worker's processes: the private uid does. A process the block detached
+    (a new session, so no longer in the worker's process group) is killed when its worker dies and is
+    replaced, though it is then no child of any process of the run."""
+    monkeypatch.setattr(l3_guard, "cgroup_parent", lambda: None)
+    told: list[str] = []
+    ex = executor_factory("l3")(make_session(sub_query=lambda p: told.append(p) or "ok"))  # type: ignore[misc]
+    try:
+        assert ex.group.cgroup is None
+        out = run(ex, "import os, time\npid = os.fork()\nif pid == 0:\n    os.setsid()\n    time.sleep(600)\n"
+                      "    os._exit(0)\nllm_query(str(pid))\nos._exit(1)")
+        assert "it exited with status 1" in out.text and "fresh worker" in out.text
+        assert len(told) == 1 and _gone(int(told[0])), "a process of the dead worker outlived it"
+    finally:
+        ex.close()
+        for p in told:
+            try:
+                os.kill(int(p), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def test_text_crosses_the_pipe_as_utf8_not_escaped() -> None:
+    """The host's replies are UTF-8 JSON: a non-ASCII slice costs its UTF-8 bytes on the pipe (3 a CJK
+    character), not a 6-byte escape each; the model's code reads the raw frame of one reply."""
+    ex = executor_factory("l3")(make_session("日本語のテキスト\n" * 3))  # type: ignore[misc]
+    try:
+        code = PIPE + ("w.chan.send({'op': 'call', 'fn': 'slice_text', 'args': [0, 8]})\n"
+                       "n = struct.unpack('>I', w.chan._read(4))[0]\nraw = w.chan._read(n)\n"
+                       "print(json.loads(raw)['value'], '日本語のテキスト'.encode() in raw, b'\\\\u' in raw)")
+        out = run(ex, code)
+        assert (out.text, out.error) == ("日本語のテキスト True False", False)
+    finally:
+        ex.close()

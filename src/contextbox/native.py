@@ -129,7 +129,7 @@ class _Proc:
                     data = bytes(self.buf[4 : 4 + n])
                     del self.buf[: 4 + n]
                     try:
-                        msg = json.loads(data.decode("utf-8", "surrogatepass"))
+                        msg = json.loads(data.decode("utf-8", "surrogatepass"))  # pragma: no mutate (UTF-8 = utf-8)
                     except (ValueError, RecursionError) as e:
                         raise WorkerDied(f"the worker sent a malformed message ({e})") from None
                     if not isinstance(msg, dict):
@@ -165,7 +165,7 @@ class _Proc:
                 os.close(fd)
             except OSError:
                 pass
-        self.rfd = self.wfd = -1
+        self.rfd = self.wfd = -1  # pragma: no mutate (no fd is negative: -2 is as closed as -1)
 
     def exit_reason(self, code: int) -> str:
         """Why the worker ended, from its exit ``code`` (negative: the signal that killed it)."""
