@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from test_native_details import PIPE, _fake_worker, _gone, make_session, run, warnings
 
+import contextbox
 from contextbox import l3_guard
 from contextbox.executors import executor_factory
 
@@ -142,3 +145,43 @@ def test_text_crosses_the_pipe_as_utf8_not_escaped() -> None:
         assert (out.text, out.error) == ("日本語のテキスト True False", False)
     finally:
         ex.close()
+
+
+def test_the_run_s_own_files_are_private_to_the_host() -> None:
+    """The host's directory of the run (the context copy, the worker's stderr) is 0700 with 0600 files; the
+    worker's working directory is its own (0700)."""
+    ex = executor_factory("l3")(make_session("private text\n"))  # type: ignore[misc]
+    try:
+        assert not run(ex, "print(1)").error
+        modes = {p.name: p.stat().st_mode & 0o777 for p in (ex.base, ex.base / "context.txt", ex.base / "worker.log",
+                                                          ex.workdir)}
+        assert modes == {ex.base.name: 0o700, "context.txt": 0o600, "worker.log": 0o600, ex.workdir.name: 0o700}
+    finally:
+        ex.close()
+
+
+#: a host in the C locale (no UTF-8 coercion): the context copy must still be written as UTF-8
+C_LOCALE_HOST = """
+import locale
+from contextbox.context import Context
+from contextbox.executors import Action, Session, executor_factory
+from contextbox.types import Limits
+print(locale.getpreferredencoding(False))
+s = Session(context=Context.from_value("caf\\u00e9 \\u65e5\\u672c\\n"), limits=Limits(), levels=("l1", "l3"), run_id="c")
+ex = executor_factory("l3")(s)
+try:
+    code = "print(ascii(context), len(context))"
+    print(ex.run(Action(kind="code", level="l3", op="code", args={"code": code}, source=code)).text)
+finally:
+    ex.close()
+"""
+
+
+def test_a_host_in_the_c_locale_hands_a_non_ascii_context_to_the_worker() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "LANG", "PYTHON"))}
+    env.update(LC_ALL="C", PYTHONCOERCECLOCALE="0", PYTHONUTF8="0",
+               PYTHONPATH=str(Path(contextbox.__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-c", C_LOCALE_HOST], env=env, capture_output=True, text=True,
+                          encoding="ascii", errors="backslashreplace", timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[:2] == ["ANSI_X3.4-1968", "'caf\\xe9 \\u65e5\\u672c\\n' 8"]

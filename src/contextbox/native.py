@@ -140,7 +140,7 @@ class _Proc:
                 return None
             ready, _, _ = select.select([self.rfd], [], [], wait)
             if ready:
-                chunk = os.read(self.rfd, 1 << 20)
+                chunk = os.read(self.rfd, 1 << 20)  # pragma: no mutate (the read size: frames are joined across reads)
                 if not chunk:
                     raise WorkerDied("the worker closed its pipe")
                 self.buf += chunk
@@ -231,7 +231,7 @@ class NativeExecutor:
         if ctx.source_file and os.path.isfile(ctx.source_file):
             return Path(ctx.source_file)
         path = self.base / "context.txt"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # os.open's fds are close-on-exec
         with open(fd, "w", encoding="utf-8", errors="surrogatepass", newline="") as f:
             f.write(ctx.text)
         return path
@@ -276,19 +276,18 @@ class NativeExecutor:
         }
         h_r, w_w = os.pipe()  # host reads what the worker writes
         w_r, h_w = os.pipe()  # worker reads what the host writes
-        ctx_fd = os.open(self._ctx_path, os.O_RDONLY | os.O_CLOEXEC)
-        err_fd = os.open(self._stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        ctx_fd = os.open(self._ctx_path, os.O_RDONLY)  # close-on-exec, as every fd os.open makes
+        err_fd = os.open(self._stderr_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             popen = subprocess.Popen(
                 [sys.executable, "-I", str(WORKER), str(w_r), str(w_w), str(ctx_fd)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err_fd,
-                pass_fds=(w_r, w_w, ctx_fd),
+                pass_fds=(w_r, w_w, ctx_fd),  # and no other descriptor (pass_fds implies close_fds)
                 cwd=str(self.base),
                 env=env,
                 start_new_session=True,
-                close_fds=True,
             )
         except OSError:
             for fd in (h_r, w_w, w_r, h_w):
