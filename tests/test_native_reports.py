@@ -1,6 +1,7 @@
 """L3 seen from the host, more details: the warnings the host derives from the worker's isolation report
-(a stand-in worker states the report), and what a model's block can do to its own worker's surroundings
-(remove its directory, leave processes behind a worker that dies).
+(a stand-in worker states the report); what a model's block can do to its own worker's surroundings
+(remove its directory, leave a process behind a worker that dies); what the worker is given (its
+environment, the context copy from a host in the C locale, private files) and how text crosses the pipe.
 
 Written against the survivors of a fresh mutation sample of native.py (docs/mutation.md, seventh session).
 Each test asserts what the run sees at the executor (events, outputs, processes, files), not how.

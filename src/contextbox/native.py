@@ -239,7 +239,7 @@ class NativeExecutor:
     def _init_message(self, uid: int | None) -> dict[str, Any]:
         ctx = self.session.context
         docs = None
-        if ctx.kind == "documents" and len(ctx.documents) > 1:
+        if ctx.kind == "documents":  # always two or more (Context.from_documents makes one a "text")
             docs = [[d.path, d.start, d.end] for d in ctx.documents]
         return {
             "workdir": str(self.workdir),
