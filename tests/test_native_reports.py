@@ -82,6 +82,18 @@ def test_a_report_without_its_entries_counts_every_protection_as_missing(
         "L3 worker: worker runs as the host's user: None", "L3 worker: unix sockets not blocked (seccomp: None)"]
 
 
+def test_a_worker_that_fails_to_start_with_a_short_stderr_is_reported_with_all_of_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_worker(tmp_path, monkeypatch, "sys.stderr.write('Boom: no module named x\\n')\nsys.exit(4)")
+    ex = executor_factory("l3")(make_session())  # type: ignore[misc]
+    try:
+        out = run(ex, "print(1)")
+        assert out.error and out.text.startswith(
+            "[the worker failed to start (the worker closed its pipe; Boom: no module named x); a fresh worker")
+    finally:
+        ex.close()
+
+
 def test_close_is_clean_after_the_block_removed_its_own_directory() -> None:
     """Without Landlock the worker may remove its own working directory (it owns it); the run still closes
     without an error and leaves nothing behind."""

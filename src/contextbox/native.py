@@ -351,7 +351,7 @@ class NativeExecutor:
             problems.append(f"no cgroup limit for {', '.join(missing)} ({self.group.describe()}); instead "
                             + "; ".join(instead[c] for c in missing))
         for p in problems:
-            log.warning("L3 worker: %s", p)
+            log.warning("L3 worker: %s", p)  # pragma: no mutate (log text)
             self.session.emit("warning", {"message": f"L3 worker: {p}", "level": "l3"})
 
     def _stderr_tail(self, n: int = 600) -> str:
@@ -466,7 +466,7 @@ class NativeExecutor:
         except (CommandError, TypeError, ValueError) as e:
             return {"op": "raise", "message": str(e)}
         except Exception as e:  # noqa: BLE001 - a failed sub-call is the cell's error, not ours
-            log.warning("L3 host call %s failed: %s", name, e)
+            log.warning("L3 host call %s failed: %s", name, e)  # pragma: no mutate (log text)
             return {"op": "raise", "message": f"{type(e).__name__}: {e}"}
 
     def _result(self, msg: dict[str, Any]) -> ActionOutput:
