@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import locale
 import os
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_native_details import PIPE, _fake_worker, _gone, make_session, run, warnings
+from test_native_details import PIPE, _fake_cgroup, _fake_worker, _gone, make_session, run, warnings
 
 from contextbox import l3_guard
 from contextbox.executors import executor_factory
@@ -94,15 +95,16 @@ def test_a_worker_that_fails_to_start_with_a_short_stderr_is_reported_with_all_o
         ex.close()
 
 
-def test_close_is_clean_after_the_block_removed_its_own_directory() -> None:
-    """Without Landlock the worker may remove its own working directory (it owns it); the run still closes
-    without an error and leaves nothing behind."""
+def test_close_is_clean_after_the_run_s_directories_were_removed() -> None:
+    """Without Landlock the worker may remove its own working directory (it owns it), and a cleaner of /tmp
+    the host's; the run still closes without an error and leaves nothing behind."""
     ex = executor_factory("l3")(make_session(l3_landlock=False))  # type: ignore[misc]
     workdir, base = ex.workdir, ex.base
     try:
         out = run(ex, "import os, shutil\nd = os.getcwd()\nos.chdir('/')\nshutil.rmtree(d)\nprint(os.path.exists(d))")
         assert (out.text, out.error) == ("False", False)
         assert not workdir.exists()
+        shutil.rmtree(base)  # and a cleaner of /tmp removed the host's own directory of the run
     finally:
         ex.close()
     assert not base.exists() and ex.worker_pid() is None
@@ -182,5 +184,21 @@ def test_a_host_in_the_c_locale_hands_a_non_ascii_context_to_the_worker() -> Non
         locale.setlocale(locale.LC_CTYPE, before)
     try:
         assert run(ex, "print(ascii(context), len(context))").text == "'caf\\xe9 \\u65e5\\u672c\\n' 8"
+    finally:
+        ex.close()
+
+
+def test_the_memory_limit_defaults_to_1024_mib_over_what_the_worker_uses_when_ready(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ``l3_memory_mb``: a stand-in cgroup's memory.max is 4 x the context + 1024 MiB + 256 MiB while
+    the worker starts, then what the worker uses once ready + 1024 MiB."""
+    _fake_cgroup(tmp_path, monkeypatch)
+    ex = executor_factory("l3")(make_session("abc\n" * 1000))  # type: ignore[misc]
+    try:
+        cg = ex.group.cgroup
+        assert cg is not None and (cg / "memory.max").read_text() == str(4 * 4000 + (1024 << 20) + (256 << 20))
+        (cg / "memory.current").write_text("7000000\n")
+        assert not run(ex, "x = 1").error
+        assert (cg / "memory.max").read_text() == str(7000000 + (1024 << 20))
     finally:
         ex.close()

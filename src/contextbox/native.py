@@ -157,7 +157,7 @@ class _Proc:
             except (ProcessLookupError, PermissionError, OSError):
                 pass
         try:
-            self.popen.wait(timeout=5)
+            self.popen.wait(timeout=5)  # pragma: no mutate (a safety net: SIGKILL ends it at once)
         except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not time out
             log.warning("L3 worker %s did not exit after SIGKILL", pid)  # pragma: no mutate (log text)
         for fd in (self.rfd, self.wfd):
@@ -223,7 +223,7 @@ class NativeExecutor:
         try:
             self._proc = self._spawn()
         except OSError as e:  # reported when the first cell runs
-            log.warning("L3 worker could not start: %s", e)
+            log.warning("L3 worker could not start: %s", e)  # pragma: no mutate (log text)
 
     # ------------------------------------------------------------------ worker lifecycle
     def _context_file(self) -> Path:
@@ -322,7 +322,7 @@ class NativeExecutor:
         self._mem_limit = base + int(self.memory_mb * _MIB)
         self.group.set_memory_max(self._mem_limit)
         report = msg.get("report") or {}
-        log.debug("L3 worker %s ready: %s", msg.get("pid"), report)
+        log.debug("L3 worker %s ready: %s", msg.get("pid"), report)  # pragma: no mutate (log text)
         self._check_isolation(report)
 
     def _check_isolation(self, report: dict[str, Any]) -> None:
@@ -372,7 +372,7 @@ class NativeExecutor:
             return f"[{why}]"
         self.restarts += 1
         self.session.emit("warning", {"message": f"L3 worker replaced: {why}", "level": "l3"})
-        log.info("L3 worker replaced: %s", why)
+        log.info("L3 worker replaced: %s", why)  # pragma: no mutate (log text)
         try:
             self._proc = self._spawn()
         except OSError as e:
