@@ -21,6 +21,7 @@ import pytest
 from test_native_details import PIPE, _fake_cgroup, _fake_worker, _gone, make_session, run, warnings
 
 from contextbox import l3_guard
+from contextbox._cells import cut_note
 from contextbox.executors import executor_factory
 
 #: a stand-in worker: reads the host's frames, says it is ready with REPORT, answers each block with "ok"
@@ -202,3 +203,26 @@ def test_the_memory_limit_defaults_to_1024_mib_over_what_the_worker_uses_when_re
         assert (cg / "memory.max").read_text() == str(7000000 + (1024 << 20))
     finally:
         ex.close()
+
+
+def test_an_output_cap_above_the_worker_s_own_default_is_honoured() -> None:
+    ex = executor_factory("l3")(make_session(max_code_output_chars=30000))  # type: ignore[misc]
+    try:
+        out = run(ex, "print('x' * 25000)")
+        assert (out.text, out.error) == ("x" * 25000, False)
+        assert run(ex, "print('y' * 30001, end='')").text == "y" * 30000 + "\n" + cut_note(1)
+    finally:
+        ex.close()
+
+
+def test_the_worker_leaves_nothing_beside_its_directory() -> None:
+    """What the worker needs to set up its view of the filesystem (a root host's Python under /root) is made in
+    the run's own directory, so nothing of it is left in the shared temporary directory."""
+    ex = executor_factory("l3")(make_session())  # type: ignore[misc]
+    try:
+        assert run(ex, "print(1)").text == "1"
+        pid = ex.worker_pid()
+        assert list(ex.workdir.parent.glob(f".expose-*-{pid}")) == []
+    finally:
+        ex.close()
+    assert list(ex.workdir.parent.glob(f".expose-*-{pid}")) == []

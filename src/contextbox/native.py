@@ -245,7 +245,7 @@ class NativeExecutor:
             "workdir": str(self.workdir),
             "staging": str(self.base),
             "documents": docs,
-            "doc_path": ctx.documents[0].path if ctx.documents else "<text>",
+            "doc_path": ctx.documents[0].path,  # every context has at least one
             "cap": self.cap,
             "max_answer_chars": max_answer_chars(self.session),
             "package_dir": str(Path(__file__).parent),
