@@ -226,3 +226,14 @@ def test_the_worker_leaves_nothing_beside_its_directory() -> None:
     finally:
         ex.close()
     assert list(ex.workdir.parent.glob(f".expose-*-{pid}")) == []
+
+
+def test_helpers_over_the_worker_s_own_strings_run_in_the_worker_not_under_host_call_limits() -> None:
+    """L3's helpers run in the worker when it can load them, bounded by the worker's own memory: a split into
+    3,000,001 pieces (over the host's max_host_items, which a host call meets) works."""
+    ex = executor_factory("l3")(make_session())  # type: ignore[misc]
+    try:
+        out = run(ex, "print(len(split('a', text='a' * 3_000_000)))")
+        assert (out.text, out.error) == ("3000001", False)
+    finally:
+        ex.close()
