@@ -237,3 +237,22 @@ def test_helpers_over_the_worker_s_own_strings_run_in_the_worker_not_under_host_
         assert (out.text, out.error) == ("3000001", False)
     finally:
         ex.close()
+
+
+def test_a_context_holding_a_lone_surrogate_reaches_the_worker_unchanged() -> None:
+    ex = executor_factory("l3")(make_session("a\udcffb\n"))  # type: ignore[misc]
+    try:
+        assert run(ex, "print(ascii(context), len(context))").text == "'a\\udcffb\\n' 4"
+    finally:
+        ex.close()
+
+
+def test_the_worker_leads_a_session_of_its_own() -> None:
+    """Started in a new session: signals to the host's process group or terminal (Ctrl-C) do not reach it,
+    and the host can signal the worker's whole process group."""
+    ex = executor_factory("l3")(make_session())  # type: ignore[misc]
+    try:
+        assert run(ex, "import os\nprint(os.getsid(0) == os.getpid() == os.getpgid(0))").text == "True"
+        assert os.getsid(ex.worker_pid()) != os.getsid(0)
+    finally:
+        ex.close()
