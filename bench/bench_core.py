@@ -155,9 +155,9 @@ def vm_hwm() -> int | None:
 
 def child(path: str) -> None:
     """Runs in a fresh process so that its peak RSS is the load + ops, nothing else."""
-    from contextbox.commands import CommandExecutor
     from contextbox.context import Context
     from contextbox.executors import Action, Session
+    from contextbox.levels.commands import CommandExecutor
     from contextbox.types import Limits
 
     size = os.path.getsize(path)
@@ -216,9 +216,9 @@ def child(path: str) -> None:
 def e2e_child(path: str) -> None:
     """The whole job in a fresh process: load the file, count the literal (one L1 command)."""
     t = time.perf_counter()
-    from contextbox.commands import CommandExecutor
     from contextbox.context import Context
     from contextbox.executors import Action, Session
+    from contextbox.levels.commands import CommandExecutor
     from contextbox.types import Limits
 
     t_import = time.perf_counter() - t

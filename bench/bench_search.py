@@ -110,9 +110,9 @@ def child(path: str, unit: str, queries: bool) -> None:
     import numpy  # noqa: F401
 
     from contextbox import search as S
-    from contextbox.commands import CommandExecutor
     from contextbox.context import Context
     from contextbox.executors import Action, Session
+    from contextbox.levels.commands import CommandExecutor
     from contextbox.types import Limits
 
     ctx = Context.load(path)

@@ -96,8 +96,8 @@ def child(mode: str, path: str) -> None:
         t = time.perf_counter()
         counts = table_ops.count_by(table_ops.extract(ctx, pattern), field)
         out["warm_s"] = time.perf_counter() - t
-        from contextbox.commands import CommandExecutor
         from contextbox.executors import Action, Session
+        from contextbox.levels.commands import CommandExecutor
         from contextbox.types import Limits
 
         ex = CommandExecutor(Session(ctx, Limits(), ("l1",), "bench"))

@@ -33,9 +33,9 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from contextbox import RLM, Config, Context  # noqa: E402
-from contextbox.delegation import DelegationExecutor  # noqa: E402
 from contextbox.engine import _Run  # noqa: E402
 from contextbox.executors import Action  # noqa: E402
+from contextbox.levels.delegation import DelegationExecutor  # noqa: E402
 from contextbox.providers import ScriptedProvider  # noqa: E402
 from contextbox.providers.base import resolve  # noqa: E402
 

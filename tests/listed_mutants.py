@@ -38,10 +38,10 @@ POLICY = "tests/test_level_policy.py"
 CASE = "tests/test_case_route.py"
 
 MUTANTS: list[Mutant] = [
-    Mutant("L2 memory limit deleted", "sandbox.py",
+    Mutant("L2 memory limit deleted", "levels/sandbox.py",
            '"max_memory": int(self.memory_mb * _MIB) + 2 * self._context_bytes() + 16 * _MIB,\n', "",
            (f"{LIMITS}::test_l2_memory_setting_stops_an_allocation_above_it",)),
-    Mutant("l2_memory_mb ignored by the sandbox", "sandbox.py",
+    Mutant("l2_memory_mb ignored by the sandbox", "levels/sandbox.py",
            'self.memory_mb = float(svc.get("l2_memory_mb", 512))', "self.memory_mb = 512.0",
            (f"{LIMITS}::test_l2_memory_setting_stops_an_allocation_above_it",)),
     Mutant("l2_memory_mb not passed from the config", "engine.py",
@@ -61,16 +61,16 @@ MUTANTS: list[Mutant] = [
     Mutant("the SSE stream ends at any run_end", "server/app.py",
            'if ev.type == "run_end" and ev.path == "0":', 'if ev.type == "run_end":',
            ("tests/test_server.py::test_sse_of_a_delegated_run_goes_past_the_child_run_end",)),
-    Mutant("regex_timeout_s ignored by count", "commands.py",
+    Mutant("regex_timeout_s ignored by count", "levels/commands.py",
            'n: Any = ops.count_regex(text, pattern, flags, timeout_s=self._regex_timeout())',
            'n: Any = ops.count_regex(text, pattern, flags)',
            (f"{LIMITS}::test_regex_timeout_setting_bounds_count_and_regex",)),
     # count() now ignores case like find() (main, 2026-12-04); the bug is count() not agreeing with it
-    Mutant("count() in code cells ignores case_sensitive", "_cells.py",
+    Mutant("count() in code cells ignores case_sensitive", "levels/_cells.py",
            "return ops.count(_opt_text(session, text), pattern, what=what, case_sensitive=case_sensitive)",
            "return ops.count(_opt_text(session, text), pattern, what=what, case_sensitive=False)",
            (f"{LIMITS}::test_count_in_a_code_cell_agrees_with_find_and_honours_case_sensitive",)),
-    Mutant("count() in code cells is case-sensitive while find() is not", "_cells.py",
+    Mutant("count() in code cells is case-sensitive while find() is not", "levels/_cells.py",
            "return ops.count(_opt_text(session, text), pattern, what=what, case_sensitive=case_sensitive)",
            "return ops.count(_opt_text(session, text), pattern, what=what, case_sensitive=True)",
            (f"{LIMITS}::test_count_in_a_code_cell_agrees_with_find_and_honours_case_sensitive",)),

@@ -51,7 +51,7 @@ TESTS_FOR: dict[str, list[str]] = {
                   *(f"tests/test_api.py::{t}" for t in (
                       "test_completion_returns_response_like_rlms", "test_completion_without_root_prompt_asks_the_context",
                       "test_arun_answers", "test_astream_yields_the_same_events_as_stream"))],
-    "commands.py": ["tests/test_commands.py", "tests/test_commands_details.py", "tests/test_ops_properties.py"],
+    "levels/commands.py": ["tests/test_commands.py", "tests/test_commands_details.py", "tests/test_ops_properties.py"],
     "ops.py": ["tests/test_ops_properties.py", "tests/test_ops_edges.py", "tests/test_commands.py"],
     # sandbox and native: run with --isolation forkserver (docs/mutation.md); the timing-bound host-limit
     # tests and the subprocess probe are left out (a loaded machine fails them with or without a mutant)
@@ -59,7 +59,7 @@ TESTS_FOR: dict[str, list[str]] = {
     # collect stats. runner returned 1"): the 12M-piece split of test_l2_session_recovers_... took 76-94 s at
     # load 13 and then met monty's request timeout (the worker killed, not the "protocol violation" it asserts),
     # and the regex test asserts < 3 s of wall clock; test_sandbox_details.py loses a session the fast way
-    "sandbox.py": ["tests/test_code_levels.py", "tests/test_limits_wiring.py", "tests/test_host_limits.py",
+    "levels/sandbox.py": ["tests/test_code_levels.py", "tests/test_limits_wiring.py", "tests/test_host_limits.py",
                    "tests/test_sandbox_details.py",
                    *(f"--deselect=tests/test_host_limits.py::{t}" for t in (
                        "test_the_probe_keeps_the_host_under_a_memory_ceiling_and_every_run_within_its_timeout",
@@ -70,8 +70,8 @@ TESTS_FOR: dict[str, list[str]] = {
     # test_native_details.py states the host's side of those outcomes; the 4 x 700 MB and user-namespace
     # tests of test_l3_guard.py are heavy and wall-clock-bound (a loaded machine fails them with or without
     # a mutant); its 3 x 48 MB counterpart is in test_native_details.py
-    "native.py": ["tests/test_native_details.py", "tests/test_native_reports.py", "tests/test_code_levels.py",
-                  "tests/test_l3_guard.py", "tests/test_native_cells.py",
+    "levels/native.py": ["tests/test_native_details.py", "tests/test_native_reports.py", "tests/test_code_levels.py",
+                         "tests/test_l3_guard.py", "tests/test_native_cells.py",
                   "tests/test_limits_wiring.py::test_count_in_a_code_cell_agrees_with_find_and_honours_case_sensitive",
                   *(f"tests/test_host_limits.py::{t}" for t in (
                       "test_l3_worker_reaching_the_host_through_its_pipe_meets_the_same_limits",
@@ -80,7 +80,7 @@ TESTS_FOR: dict[str, list[str]] = {
                   *(f"--deselect=tests/test_l3_guard.py::{t}" for t in (
                       "test_memory_limit_holds_for_the_worker_with_its_children",
                       "test_non_root_install_in_a_user_namespace"))],
-    "delegation.py": ["tests/test_delegation.py", "tests/test_typed_map.py", "tests/test_delegation_details.py",
+    "levels/delegation.py": ["tests/test_delegation.py", "tests/test_typed_map.py", "tests/test_delegation_details.py",
                       "tests/test_delegation_batches.py",
                       *(f"--deselect=tests/{t}" for t in (
                           "test_delegation.py::test_real_code_cell_batches_concurrently_in_a_run[l2]",
@@ -109,7 +109,7 @@ TESTS_FOR: dict[str, list[str]] = {
 
 #: modules whose tests start L2 sandboxes or L3 workers: mutmut must fork each mutant's worker from a clean
 #: server process (docs/mutation.md), and they are slow (more room before a slow mutant counts as hung)
-ISOLATION_FOR = {"sandbox.py": ("forkserver", 6.0), "native.py": ("forkserver", 6.0)}
+ISOLATION_FOR = {"levels/sandbox.py": ("forkserver", 6.0), "levels/native.py": ("forkserver", 6.0)}
 
 _SAMPLE_LINE = re.compile(r"^sample: (\d+)/(\d+) killed of (\d+) mutants; kill rate [\d.]+% "
                           r"\(95% interval ([\d.]+)%–([\d.]+)%\)$", re.M)
@@ -157,6 +157,14 @@ def sweep(mods: list[str], n: int, seed: int, max_children: int) -> int:
           f"from samples of {n} each; 95% interval {100 * max(0.0, rate - 1.96 * se):.1f}%–"
           f"{100 * min(1.0, rate + 1.96 * se):.1f}%)" + (f"; {len(rows) - len(done)} module(s) failed" if len(done) < len(rows) else ""))
     return 0 if len(done) == len(rows) else 1
+
+
+def _where(mod: str) -> str:
+    """A module's path under src/contextbox/; the levels' modules also by their names before they moved to
+    levels/ (the seventh session), as the earlier sections of docs/mutation.md name them."""
+    if not (ROOT / "src" / "contextbox" / mod).is_file() and (ROOT / "src" / "contextbox" / "levels" / mod).is_file():
+        return f"levels/{mod}"
+    return mod
 
 
 def configured() -> dict:
@@ -403,7 +411,7 @@ def main() -> int:
     ap.add_argument("--min-rate", type=float, default=0.0, help="exit 1 when the kill rate is below this")
     args = ap.parse_args()
     if args.sweep:
-        mods = ([m.strip() for m in args.modules.split(",") if m.strip()] if args.modules else
+        mods = ([_where(m.strip()) for m in args.modules.split(",") if m.strip()] if args.modules else
                 [m.removeprefix("src/contextbox/") for m in configured()["only_mutate"]])
         return sweep(mods, args.sweep, args.seed, args.max_children)
     if args.scratch:
@@ -416,7 +424,7 @@ def main() -> int:
     if not args.report:
         cfg = configured()
         if args.modules:
-            mods = [m.strip() for m in args.modules.split(",") if m.strip()]
+            mods = [_where(m.strip()) for m in args.modules.split(",") if m.strip()]
             unknown = [m for m in mods if not (ROOT / "src" / "contextbox" / m).is_file()]
             if unknown:
                 print(f"mutation: no such module under src/contextbox/: {', '.join(unknown)}", file=sys.stderr)

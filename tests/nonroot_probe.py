@@ -16,7 +16,7 @@ sys.path.insert(0, "tests")
 
 from helpers import cmd, run  # noqa: E402
 
-from contextbox import l3_guard  # noqa: E402
+from contextbox.levels import l3_guard  # noqa: E402
 
 DAEMON = ("import os, time\nr, w = os.pipe()\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
           "        os.write(w, str(os.getpid()).encode())\n        time.sleep(1000)\n    os._exit(0)\nos.wait()\n"

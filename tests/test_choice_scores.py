@@ -13,10 +13,10 @@ import pytest
 from helpers import cmd
 
 from contextbox import RLM, Config, Context
-from contextbox.delegation import DelegationExecutor
 from contextbox.engine import _Run
 from contextbox.errors import ConfigError
 from contextbox.executors import Action
+from contextbox.levels.delegation import DelegationExecutor
 from contextbox.providers import ScriptedProvider
 from contextbox.providers.choice_scores import CONTENT_FREE, mean_prior, pick
 from contextbox.types import Completion

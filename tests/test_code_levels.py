@@ -52,7 +52,7 @@ def ex(level: str) -> Iterator[Any]:
 
 
 def test_registered() -> None:
-    from contextbox import native, sandbox
+    from contextbox.levels import native, sandbox
 
     assert executor_factory("l2") is sandbox.make_executor
     assert executor_factory("l3") is native.make_executor

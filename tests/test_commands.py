@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from contextbox import ops
-from contextbox.commands import SPECS, CommandExecutor, as_text, cap, validate
 from contextbox.context import Context
 from contextbox.errors import CommandError
 from contextbox.executors import Action, ActionOutput, Session
+from contextbox.levels.commands import SPECS, CommandExecutor, as_text, cap, validate
 from contextbox.types import Limits
 
 TEXT = (

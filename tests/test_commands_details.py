@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 from test_commands import error_of, run
 
-from contextbox.commands import (
+from contextbox.context import Context
+from contextbox.errors import CommandError
+from contextbox.executors import ActionOutput, Session
+from contextbox.levels.commands import (
     MAX_ANSWER_CHARS,
     MAX_ANSWER_ROWS,
     CommandExecutor,
@@ -20,9 +23,6 @@ from contextbox.commands import (
     as_text,
     input_vars,
 )
-from contextbox.context import Context
-from contextbox.errors import CommandError
-from contextbox.executors import ActionOutput, Session
 from contextbox.table import Table
 from contextbox.types import Limits
 
@@ -184,7 +184,7 @@ def test_input_vars_of_commands():
 
 
 def test_input_vars_of_table_ops_is_the_latest_table():
-    from contextbox.commands import TABLE_INPUT_OPS
+    from contextbox.levels.commands import TABLE_INPUT_OPS
 
     ex = make("a,b\n1,2\n")
     op = sorted(TABLE_INPUT_OPS)[0]
@@ -271,8 +271,8 @@ def test_regex_under_the_hit_limit():
 
 # ----------------------------------------------------------------------------- ops other modules add
 def test_register_op_adds_the_op_its_handler_and_whether_it_reads(monkeypatch):
-    from contextbox import commands
-    from contextbox.commands import STR, Spec, register_op
+    from contextbox.levels import commands
+    from contextbox.levels.commands import STR, Spec, register_op
 
     monkeypatch.setattr(commands, "SPECS", dict(commands.SPECS))
     monkeypatch.setattr(commands, "_HANDLERS", dict(commands._HANDLERS))

@@ -13,8 +13,8 @@ from helpers import cmd
 
 from contextbox import RLM, Config, Context
 from contextbox.budget import estimate_prompt_tokens
-from contextbox.delegation import SubCallCounter, preflight, run_batch
 from contextbox.errors import BudgetExceeded, CommandError, ProviderUnavailable
+from contextbox.levels.delegation import SubCallCounter, preflight, run_batch
 from contextbox.providers import ScriptedProvider
 from contextbox.providers.base import ProviderConfig
 from contextbox.providers.openai_compat import OpenAIProvider

@@ -21,9 +21,9 @@ from test_delegation import TEXT, FnSub, action_outputs, config, l4_run
 
 from contextbox.config import DelegationSettings
 from contextbox.context import Context
-from contextbox.delegation import Delegation, DelegationExecutor, SubCallCounter, install, preflight, run_batch
 from contextbox.errors import BudgetExceeded, CommandError, RunTimeout
 from contextbox.executors import Session
+from contextbox.levels.delegation import Delegation, DelegationExecutor, SubCallCounter, install, preflight, run_batch
 from contextbox.types import Limits
 
 

@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_delegation import TEXT, FnSub, action_outputs, config, l4_run
 
-from contextbox.delegation import sent_ranges
 from contextbox.errors import ProviderUnavailable
+from contextbox.levels.delegation import sent_ranges
 
 flat = config(max_depth=0)  # an rlm_query is a plain sub-call here (degraded), tagged like the child
 

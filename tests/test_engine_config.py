@@ -155,7 +155,7 @@ def test_a_context_object_is_used_as_given():
 
 # ------------------------------------------------------------------ what a run gives its code levels
 def test_without_delegation_installed_a_run_still_answers(monkeypatch, caplog):
-    monkeypatch.setitem(sys.modules, "contextbox.delegation", None)  # `import` raises ImportError
+    monkeypatch.setitem(sys.modules, "contextbox.levels.delegation", None)  # `import` raises ImportError
     with caplog.at_level("DEBUG", logger="contextbox"):
         res, _ = run([cmd("find", text="secret"), cmd("final", answer="x")], TEXT)
     assert (res.status, res.answer) == ("answered", "x")

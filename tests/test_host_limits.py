@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 
 from contextbox import Config, Context
 from contextbox import ops as ops_mod
-from contextbox._cells import CellState, host_functions
-from contextbox.commands import CommandExecutor
 from contextbox.config import ConfigError
 from contextbox.errors import CommandError
 from contextbox.executors import Action, Session
 from contextbox.host_limits import HostGuard, HostStopped, chunk_pieces, guarded
+from contextbox.levels._cells import CellState, host_functions
+from contextbox.levels.commands import CommandExecutor
 from contextbox.types import Limits
 
 

@@ -17,9 +17,9 @@ from helpers import cmd, run
 from test_security import make_session
 from test_security import run as run_cell
 
-from contextbox import l3_guard
 from contextbox.executors import executor_factory
-from contextbox.l3_guard import WorkerGroup, lease_uid, pids_of_uid, sweep_stale
+from contextbox.levels import l3_guard
+from contextbox.levels.l3_guard import WorkerGroup, lease_uid, pids_of_uid, sweep_stale
 
 ROOT = os.geteuid() == 0
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -53,7 +53,7 @@ LEASER = """
 import sys
 sys.path.insert(0, {src!r})
 from pathlib import Path
-from contextbox.l3_guard import lease_uid
+from contextbox.levels.l3_guard import lease_uid
 leases = [lease_uid(Path({d!r}), base=3_100_000, span=1000) for _ in range(40)]
 print(" ".join(str(x.uid) for x in leases), flush=True)
 sys.stdin.readline()

@@ -14,7 +14,8 @@ import itertools
 import pytest
 from helpers import cmd, fed_back, run
 
-from contextbox import Config, native, prompts, sandbox
+from contextbox import Config, prompts
+from contextbox.levels import native, sandbox
 
 LEVELS = ("l1", "l2", "l3", "l4")
 TEXT = "The secret code is ZEBRA-42.\n"

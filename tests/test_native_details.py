@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from contextbox import l3_guard, native
 from contextbox.context import Context
 from contextbox.errors import CommandError
 from contextbox.executors import Action, ActionOutput, Session, executor_factory
+from contextbox.levels import l3_guard, native
 from contextbox.types import Limits
 
 FRESH = ("; a fresh worker was started: variables from earlier blocks are lost, `context` and the helper "

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 
 from contextbox import context as context_mod
 from contextbox import ops
-from contextbox.commands import CommandExecutor
 from contextbox.context import Context
 from contextbox.errors import CommandError
 from contextbox.executors import Action, Session
+from contextbox.levels.commands import CommandExecutor
 from contextbox.types import Limits
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

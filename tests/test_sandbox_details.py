@@ -334,7 +334,7 @@ def test_a_sandbox_that_cannot_start_is_an_error_the_model_reads_and_the_next_bl
     """A real start failure: monty's pool checks a session out with a 1-byte memory limit, so feeding it the
     context fails inside ``_start``. The block is an error output naming the cause (not an exception out of
     the executor), nothing is left half-started, and once the pool is sound again the next block runs."""
-    import contextbox.sandbox as sb
+    import contextbox.levels.sandbox as sb
 
     real = sb._pool()
 
@@ -360,7 +360,7 @@ def test_a_sandbox_that_cannot_start_is_an_error_the_model_reads_and_the_next_bl
 @pytest.fixture
 def fresh_pool(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The sandbox module with a pool of its own (the process-wide one is put back afterwards)."""
-    import contextbox.sandbox as sb
+    import contextbox.levels.sandbox as sb
 
     monkeypatch.setattr(sb, "_POOL", None)
     try:

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from contextbox import Config, Context, ops
 from contextbox import search as S
-from contextbox.commands import CommandExecutor
 from contextbox.config import Aids
 from contextbox.errors import CommandError
 from contextbox.executors import Action, Session, executor_factory
+from contextbox.levels.commands import CommandExecutor
 from contextbox.types import Limits
 
 

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from contextbox.context import Context  # noqa: E402
 from contextbox.executors import Action, ActionOutput, Session, executor_factory  # noqa: E402
-from contextbox.l3_guard import _live as _alive  # noqa: E402
-from contextbox.l3_guard import pids_of_uid  # noqa: E402
+from contextbox.levels.l3_guard import _live as _alive  # noqa: E402
+from contextbox.levels.l3_guard import pids_of_uid  # noqa: E402
 from contextbox.types import Limits  # noqa: E402
 
 SECRET = "sk-test-SECRET-" + uuid.uuid4().hex

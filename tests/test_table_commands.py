@@ -15,9 +15,9 @@ from test_code_levels import run as run_cell
 
 from contextbox import Context, ops
 from contextbox.bench.logs import make_log
-from contextbox.commands import SPECS, CommandExecutor, as_text, validate
 from contextbox.errors import CommandError
 from contextbox.executors import Action, Session, executor_factory
+from contextbox.levels.commands import SPECS, CommandExecutor, as_text, validate
 from contextbox.schema import TABLE_SHAPES, command_schema
 from contextbox.table import Table
 from contextbox.types import Limits

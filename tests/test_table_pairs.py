@@ -164,7 +164,7 @@ def test_pairs_in_a_code_cell() -> None:
 
 def test_the_l3_worker_helper_matches_the_host_function() -> None:
     """The L3 worker runs pairs from its own copy of the package (table_ops' sibling module)."""
-    from contextbox import _native_worker
+    from contextbox.levels import _native_worker
 
     rows = [{"user": u} for u in (3, 7, 3, 12, 7, 12, 12, 9)]
     assert _native_worker._TABLE_FNS["pairs"](table_ops, None, rows, "user", 2) == [[3, 7], [3, 12], [7, 12]]

@@ -14,10 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contextbox import RLM, Config, Context, ops
-from contextbox.delegation import MAX_MAP_ITEMS, DelegationExecutor
 from contextbox.engine import _Run
 from contextbox.errors import CommandError
 from contextbox.executors import Action
+from contextbox.levels.delegation import MAX_MAP_ITEMS, DelegationExecutor
 from contextbox.providers import ScriptedProvider
 from contextbox.providers.base import BUILTIN_PROVIDERS, ProviderConfig, object_root, unwrap_reply
 from contextbox.providers.openai_compat import OpenAIProvider

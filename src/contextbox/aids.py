@@ -27,9 +27,9 @@ from typing import Any
 
 from .aids_table import AGGREGATING, FINAL_ONLY, STATS_Q, TableRoute, aggregate_question, route_ops, structured
 from .column_hints import FILTERED
-from .commands import READ_OPS, input_vars
 from .context import Context
 from .executors import Action, ActionOutput, Session
+from .levels.commands import READ_OPS, input_vars
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 #: a "token" of source text for the cut-answer check: word characters joined by - . / :

@@ -316,7 +316,7 @@ class TableRoute:
 
     def pairs_result(self, action: Any) -> None:
         """Keep the engine's pairs (the answer check compares a final answer's pairs with them)."""
-        from .commands import latest_table
+        from .levels.commands import latest_table
         from .table import cell_text
 
         name = action.args.get("store") or latest_table(self.session)

@@ -29,14 +29,14 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from . import case_file as cf
-from .commands import INT, Spec, register_op
 from .errors import CommandError
 from .executors import ActionOutput
+from .levels.commands import INT, Spec, register_op
 from .table import Table
 
 if TYPE_CHECKING:
-    from .commands import CommandExecutor
     from .context import Context
+    from .levels.commands import CommandExecutor
 
 #: "who killed ...?", "who is the culprit?", "name the murderer"
 CASE_Q = re.compile(

@@ -25,7 +25,6 @@ from . import host_limits, prompts
 from .actions import NO_COMMAND, parse_reply
 from .aids import RunAids
 from .budget import Budget, effective_limits
-from .commands import CommandExecutor
 from .config import Config, default_levels
 from .context import Context
 from .errors import (
@@ -38,6 +37,7 @@ from .errors import (
     UsageError,
 )
 from .executors import LEVEL_NAMES, Action, ActionOutput, Executor, Session, executor_factory, parse_levels
+from .levels.commands import CommandExecutor
 from .providers.base import Provider, resolve
 from .runlog import RunStore
 from .schema import FINAL_OPS, command_schema, constrainable
@@ -242,7 +242,7 @@ def _role_view(provider: Provider, role: str) -> Provider:
 def _install_delegation(session: Session) -> None:
     """Let L4 set up the session's sub-call services (batching, recursion) if it is built."""
     try:
-        from .delegation import install
+        from .levels.delegation import install
     except ImportError as e:
         log.debug("delegation unavailable: %s", e)
         return

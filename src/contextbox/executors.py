@@ -124,10 +124,10 @@ class Session:
 ExecutorFactory = Callable[[Session], Executor]
 _EXECUTORS: dict[str, ExecutorFactory] = {}
 _LAZY = {
-    "l1": "contextbox.commands",
-    "l2": "contextbox.sandbox",
-    "l3": "contextbox.native",
-    "l4": "contextbox.delegation",
+    "l1": "contextbox.levels.commands",
+    "l2": "contextbox.levels.sandbox",
+    "l3": "contextbox.levels.native",
+    "l4": "contextbox.levels.delegation",
 }
 
 

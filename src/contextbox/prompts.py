@@ -96,9 +96,9 @@ def system_prompt(levels: tuple[str, ...], code: Any = None) -> str:
     parts = [INTRO, L1]  # L1 commands are always understood; policy still refuses them if not allowed
     parts.append(RECIPES + ("\n" + RECIPES_L4 if "l4" in levels else ""))
     if "l2" in levels:
-        parts.append(_section("contextbox.sandbox").replace("<L2_TIME_S>", f"{code.l2_time_limit_s:g}"))
+        parts.append(_section("contextbox.levels.sandbox").replace("<L2_TIME_S>", f"{code.l2_time_limit_s:g}"))
     if "l3" in levels:
-        native = _section("contextbox.native").replace("<L3_TIME_S>", f"{code.l3_time_limit_s:g}")
+        native = _section("contextbox.levels.native").replace("<L3_TIME_S>", f"{code.l3_time_limit_s:g}")
         if "l2" in levels:  # ```repl goes to the sandbox then: native code needs its own fence
             native = native.replace("code in ```repl blocks runs",
                                     "code in ```native blocks (not ```repl, which is the L2 sandbox) runs", 1)

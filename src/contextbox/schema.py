@@ -81,7 +81,7 @@ def _dynamic_shapes(variables: dict[str, Any] | None,
         if len(tables) >= 1:
             out["join"] = ({"on": {"type": "array", "items": on, "minItems": 2, "maxItems": 2}},
                            {"key": field, "pairs": _B})
-    from .commands import answer_sized
+    from .levels.commands import answer_sized
 
     small = sorted(k for k, v in (variables or {}).items() if answer_sized(v))
     if small:

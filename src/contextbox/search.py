@@ -36,16 +36,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .commands import INT, STR, Spec, register_op
 from .context import Context
 from .errors import CommandError
 from .executors import ActionOutput
+from .levels.commands import INT, STR, Spec, register_op
 from .ops import hit_limit
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from .commands import CommandExecutor
+    from .levels.commands import CommandExecutor
 
 log = logging.getLogger("contextbox")
 

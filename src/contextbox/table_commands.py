@@ -13,7 +13,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import table_ops, table_pairs, table_records
-from .commands import (
+from .context import Context
+from .errors import CommandError
+from .executors import ActionOutput
+from .levels.commands import (
     _VAR_NAME,
     INT,
     STR,
@@ -23,14 +26,11 @@ from .commands import (
     latest_table,
     register_op,
 )
-from .context import Context
-from .errors import CommandError
-from .executors import ActionOutput
 from .ops import REGEX_TIMEOUT_S, run_guarded
 from .table import Table, cell_text
 
 if TYPE_CHECKING:
-    from .commands import CommandExecutor
+    from .levels.commands import CommandExecutor
 
 BOOL = (bool,)
 FIELD = (str, list)

@@ -35,7 +35,7 @@ from .table import Table
 
 if TYPE_CHECKING:
     from .context import Context
-    from .delegation import Delegation
+    from .levels.delegation import Delegation
 
 log = logging.getLogger("contextbox")
 
@@ -460,7 +460,7 @@ def scores_labels(d: Delegation, spec: AnswerSpec) -> bool:
 
 def plan_calls(n: int, per_call: int, op: str = "llm_map") -> int:
     """How many sub-calls ``n`` records make; refuses a map wider than MAX_MAP_ITEMS."""
-    from .delegation import MAX_MAP_ITEMS
+    from .levels.delegation import MAX_MAP_ITEMS
 
     calls = -(-n // per_call)
     if calls > MAX_MAP_ITEMS:
@@ -474,7 +474,7 @@ def run_map(d: Delegation, task: str, texts: list[str], spec: AnswerSpec, per_ca
             op: str = "llm_map", content_free: Sequence[str] | None = None) -> MapResult:
     """Classify/extract ``texts`` with the sub-model, ``per_call`` records a call, concurrently.
     ``content_free``: the records with no content that calibrate a scored map (default: "N/A", "", "?")."""
-    from .delegation import preflight, run_batch
+    from .levels.delegation import preflight, run_batch
 
     if not isinstance(task, str) or not task.strip():
         raise CommandError(f"{op} needs a non-empty 'prompt' (the task for every record)")

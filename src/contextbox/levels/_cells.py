@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import host_limits
-from .errors import CommandError
+from .. import host_limits
+from ..errors import CommandError
 
 if TYPE_CHECKING:
-    from .executors import Session
+    from ..executors import Session
 
 log = logging.getLogger("contextbox")
 
@@ -213,7 +213,7 @@ def host_functions(session: Session, state: CellState | None = None,
     The L1 operations work on the whole context unless ``text=`` names another string; each
     call is bounded (:func:`bounded`): ``deadline`` is the end of the cell that calls it.
     """
-    from . import ops
+    from .. import ops
 
     def find(needle: str, case_sensitive: bool = False, max: int | None = 100, *, text: str | None = None) -> Any:
         return ops.find(_opt_text(session, text), needle, case_sensitive=case_sensitive, max=max)
@@ -247,7 +247,7 @@ def host_functions(session: Session, state: CellState | None = None,
         return ops.split(_opt_text(session, text), delimiter)
 
     def search(query: str, k: int = 10, unit: str = "line", text: str | None = None) -> list[dict[str, Any]]:
-        from .search import search as ranked
+        from ..search import search as ranked
 
         return ranked(session.context if text is None else _opt_text(session, text), query, k, unit)
 
@@ -278,8 +278,8 @@ def table_functions(session: Session) -> dict[str, Callable[..., Any]]:
 
     ``records``/``extract`` read the context unless ``text=`` (a str) or, for ``extract``,
     ``table=`` (rows with a ``text`` column) is given."""
-    from . import ops, table_ops, table_records
-    from .table import Table
+    from .. import ops, table_ops, table_records
+    from ..table import Table
 
     def _source(text: Any) -> Any:
         return session.context if text is None else _opt_text(session, text)
@@ -325,7 +325,7 @@ def table_functions(session: Session) -> dict[str, Callable[..., Any]]:
         return table_ops.join(a, b, key, pairs).to_rows()
 
     def pairs(table: Any, field: str, at_least: int = 1) -> list[list[Any]]:
-        from . import table_pairs
+        from .. import table_pairs
 
         out = table_pairs.pairs(table, field, at_least)
         return [list(r) for r in zip(*out.cols.values(), strict=True)]

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import host_limits, ops
-from .context import Context
-from .errors import CommandError
-from .executors import Action, ActionOutput, Session, register_executor
-from .table import Table
+from .. import host_limits, ops
+from ..context import Context
+from ..errors import CommandError
+from ..executors import Action, ActionOutput, Session, register_executor
+from ..table import Table
 
 COMMON = ("store", "on", "thought")
 
@@ -423,5 +423,5 @@ TABLE_INPUT_OPS: set[str] = set()
 register_executor("l1", CommandExecutor)
 
 # registering modules: the "search" op, the table ops, the case route's "suspects" and "weigh"
-from . import case_route, table_commands  # noqa: E402,F401,I001
-from . import search as _search  # noqa: E402,F401
+from .. import case_route, table_commands  # noqa: E402,F401,I001
+from .. import search as _search  # noqa: E402,F401

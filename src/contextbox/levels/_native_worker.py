@@ -1,6 +1,6 @@
 """The L3 worker: a CPython process that runs one run's code cells.
 
-Started by :mod:`contextbox.native` as ``python -I _native_worker.py RFD WFD CTXFD``. It reads
+Started by :mod:`contextbox.levels.native` as ``python -I _native_worker.py RFD WFD CTXFD``. It reads
 an init message, memory-maps the context file (``CTXFD``) and decodes it once, then — still
 before any model code runs — cuts itself off: a new network namespace, a Landlock
 filesystem/network/signal sandbox, an unprivileged uid of its own, resource limits and a

@@ -1,6 +1,6 @@
 """L3: code cells in a native CPython worker process, one per run.
 
-The worker (:mod:`contextbox._native_worker`) is started when the executor is made, so its
+The worker (:mod:`contextbox.levels._native_worker`) is started when the executor is made, so its
 start overlaps the root model's first call. It gets:
 
 * the context by memory-mapping a file — ``context.source_file`` when the context is one
@@ -15,13 +15,13 @@ start overlaps the root model's first call. It gets:
   loopback), a Landlock sandbox (reads limited to the Python installation and system
   libraries, writes to its directory only, no TCP, no signals to processes outside it), a
   seccomp filter (no unix sockets, no io_uring), a uid no other live worker holds when the
-  host runs as root (:func:`contextbox.l3_guard.lease_uid`), and resource limits: address
+  host runs as root (:func:`contextbox.levels.l3_guard.lease_uid`), and resource limits: address
   space (context + ``services["l3_memory_mb"]``, default 1024 MiB), CPU seconds
   (``l3_cpu_s``, 600), open files (256), processes (``l3_nproc``, 32), file size
   (``l3_max_file_mb``, 1 GiB);
 * limits for the worker *with all its processes*: a cgroup v2 of its own (``memory.max``,
   ``pids.max``, ``cpu.max`` = ``l3_cpus``, 1) where the OS delegates those controllers; else
-  the host sums their memory while a block runs (:class:`~contextbox.l3_guard.MemoryWatch`)
+  the host sums their memory while a block runs (:class:`~contextbox.levels.l3_guard.MemoryWatch`)
   and the private uid bounds their number. Processes a block leaves running are killed when
   it ends, and everything the worker started is killed when it is replaced or closed
   (``cgroup.kill``, else by uid, else by process tree);
@@ -50,11 +50,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import CommandError
+from ..executors import Action, ActionOutput, Session, register_executor
+from ..host_limits import max_answer_chars
 from . import l3_guard
 from ._cells import HELPERS_DOC, compose, cut_note, host_functions, output_cap, shorten_traceback
-from .errors import CommandError
-from .executors import Action, ActionOutput, Session, register_executor
-from .host_limits import max_answer_chars
 from .l3_guard import MemoryWatch, WorkerGroup
 
 log = logging.getLogger("contextbox")
@@ -248,7 +248,7 @@ class NativeExecutor:
             "doc_path": ctx.documents[0].path,  # every context has at least one
             "cap": self.cap,
             "max_answer_chars": max_answer_chars(self.session),
-            "package_dir": str(Path(__file__).parent),
+            "package_dir": str(Path(__file__).parents[1]),  # contextbox/, for its ops module
             "uid": uid,  # and its gid
             "memory_bytes": int(self.memory_mb * _MIB),
             "cpu_s": self.cpu_s,

@@ -48,11 +48,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from . import ops
-from .commands import ANY, INT, STR, Spec, as_text, cap, validate
-from .config import DelegationSettings
-from .context import Context
-from .errors import (
+from .. import ops
+from ..config import DelegationSettings
+from ..context import Context
+from ..errors import (
     BudgetExceeded,
     CommandError,
     ContextboxError,
@@ -61,8 +60,9 @@ from .errors import (
     RunStopped,
     RunTimeout,
 )
-from .executors import Action, ActionOutput, Session, register_executor
-from .providers.base import estimate_tokens
+from ..executors import Action, ActionOutput, Session, register_executor
+from ..providers.base import estimate_tokens
+from .commands import ANY, INT, STR, Spec, as_text, cap, validate
 
 log = logging.getLogger("contextbox")
 
@@ -323,7 +323,7 @@ class Delegation:
     def typed_map(self, prompt: Any, records: Any, choices: Any = None, schema: Any = None,
                   per_call: Any = None, field: Any = None) -> list[Any]:
         """Typed ``llm_map`` for the code levels: one validated value per record (None where failed)."""
-        from .typed_map import values_for_cells
+        from ..typed_map import values_for_cells
 
         return values_for_cells(self, prompt, records, choices, schema, per_call, field)
 
@@ -345,7 +345,7 @@ class Delegation:
 
     def child(self, prompt: str, context: Any = None, *, tag: dict[str, Any] | None = None) -> str:
         """Run a child RLM on ``context`` (default: this run's context) and return its answer."""
-        from .engine import RLM
+        from ..engine import RLM
 
         if not isinstance(prompt, str) or not prompt.strip():
             raise CommandError("rlm_query needs a non-empty 'prompt'")
@@ -537,7 +537,7 @@ class DelegationExecutor:
         return out
 
     def _typed_map(self, cmd: dict[str, Any]) -> ActionOutput:
-        from .typed_map import (
+        from ..typed_map import (
             AnswerSpec,
             check_per_call,
             context_records,
@@ -570,7 +570,7 @@ class DelegationExecutor:
         return out
 
     def op_examine(self, cmd: dict[str, Any]) -> ActionOutput:
-        from .case_route import examine
+        from ..case_route import examine
 
         return examine(self, cmd)
 

@@ -21,6 +21,9 @@ import threading
 import time
 from typing import Any
 
+from ..errors import CommandError
+from ..executors import Action, ActionOutput, Session, register_executor
+from ..host_limits import max_answer_chars
 from ._cells import (
     HELPERS_DOC,
     CellState,
@@ -32,9 +35,6 @@ from ._cells import (
     rename_cells,
     shorten_traceback,
 )
-from .errors import CommandError
-from .executors import Action, ActionOutput, Session, register_executor
-from .host_limits import max_answer_chars
 
 log = logging.getLogger("contextbox")
 
