@@ -305,7 +305,7 @@ def test_store_must_be_a_plain_variable_name():
 
 
 def test_join_takes_a_list_of_two_table_names_for_on():
-    from contextbox.commands import validate
+    from contextbox.levels.commands import validate
 
     cmd = {"op": "join", "on": ["a", "b"], "key": "user"}
     assert validate(cmd) is cmd
