@@ -114,7 +114,7 @@ def one(srv: FakeLLMServer, tmp: Path, a: argparse.Namespace, with_store: bool, 
     config, tasks = setup(tmp, srv.base_url, a.tasks, max_concurrency=a.concurrency)
     store = None
     if with_store:
-        from contextbox.store_sqlite import default_store
+        from contextbox.stores.sqlite import default_store
 
         store = default_store(config, str(tmp / f"runs-{time.monotonic_ns()}"))
     ex = LocalExecutor(config, store, a.concurrency)

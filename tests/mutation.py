@@ -101,8 +101,8 @@ TESTS_FOR: dict[str, list[str]] = {
                           "test_50_concurrent_submissions_with_defaults_all_answered",
                           "test_queued_runs_survive_a_restart"))],
     "server/security.py": ["tests/test_server_security_units.py", "tests/test_host_safety.py"],
-    "store_sqlite.py": ["tests/test_store_sqlite.py", "tests/test_store_sqlite_details.py",
-                        "tests/test_cli_ctrl_c.py::test_an_interrupt_landing_inside_a_store_write_leaves_no_transaction_open"],
+    "stores/sqlite.py": ["tests/test_store_sqlite.py", "tests/test_store_sqlite_details.py",
+                         "tests/test_cli_ctrl_c.py::test_an_interrupt_landing_inside_a_store_write_leaves_no_transaction_open"],
     "bench/scoring.py": ["tests/test_bench_scoring.py"],
 }
 
@@ -160,8 +160,11 @@ def sweep(mods: list[str], n: int, seed: int, max_children: int) -> int:
 
 
 def _where(mod: str) -> str:
-    """A module's path under src/contextbox/; the levels' modules also by their names before they moved to
-    levels/ (the seventh session), as the earlier sections of docs/mutation.md name them."""
+    """A module's path under src/contextbox/; the levels' modules and the SQLite store also by their names
+    before they moved to levels/ and stores/ (the seventh session), as earlier sections of docs/mutation.md
+    name them."""
+    if mod == "store_sqlite.py":
+        return "stores/sqlite.py"
     if not (ROOT / "src" / "contextbox" / mod).is_file() and (ROOT / "src" / "contextbox" / "levels" / mod).is_file():
         return f"levels/{mod}"
     return mod

@@ -20,7 +20,7 @@ from test_cli import rlm as rlm_cli
 from contextbox import RLM, Config, ConfigError, Context, RLMCompletion, UsageError
 from contextbox.engine import DEFAULT_ROOT_PROMPT
 from contextbox.providers import ScriptedProvider
-from contextbox.store_sqlite import SqliteRunStore, default_db_path
+from contextbox.stores.sqlite import SqliteRunStore, default_db_path
 from contextbox.typed_answer import AnswerRejected, AnswerSpec
 
 TEXT = "alpha\nthe vault code is ZEBRA-42\nPierre is 31 years old and lives in Moscow\nomega\n"

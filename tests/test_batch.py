@@ -24,7 +24,7 @@ from contextbox.providers.limits import (
     PermitBook,
     install_limiter,
 )
-from contextbox.store_sqlite import SqliteRunStore
+from contextbox.stores.sqlite import SqliteRunStore
 
 SRC = str(Path(contextbox.__file__).resolve().parent.parent)
 

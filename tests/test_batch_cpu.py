@@ -18,7 +18,7 @@ from contextbox import aids_table, auto_fields
 from contextbox.context import Context
 from contextbox.providers.base import ProviderConfig
 from contextbox.providers.openai_compat import OpenAIProvider, require_key
-from contextbox.store_sqlite import SqliteRunStore
+from contextbox.stores.sqlite import SqliteRunStore
 from contextbox.types import Event
 
 

@@ -59,7 +59,7 @@ def test_ray_batch_gives_the_local_results_within_the_concurrency_limit(cluster,
         install_limiter(old)
     assert local.done == 16 and fake_llm.max_in_flight == 3
     fake_llm.reset()
-    from contextbox.store_sqlite import SqliteRunStore
+    from contextbox.stores.sqlite import SqliteRunStore
 
     store = SqliteRunStore(tmp_path / "runs.sqlite")
     ex = ray_engine.RayExecutor(config, store, 8, actors=2)

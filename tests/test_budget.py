@@ -25,7 +25,7 @@ from contextbox.errors import BudgetExceeded, ProviderUnavailable, UsageError
 from contextbox.pricing import cost, format_cost, has_price
 from contextbox.providers import ScriptedProvider
 from contextbox.providers.base import ProviderConfig
-from contextbox.store_sqlite import SqliteRunStore
+from contextbox.stores.sqlite import SqliteRunStore
 from contextbox.types import DEFAULT_MAX_COST_USD, DEFAULT_TIMEOUT_S, Event, Limits, Usage, UsageReport
 
 TEXT = "The weather was fine.\nThe secret code is ZEBRA-42.\nNothing else happened.\n"

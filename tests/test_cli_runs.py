@@ -203,7 +203,7 @@ def test_server_listing_marks_a_dead_processes_run_interrupted_and_keeps_its_own
 
     from contextbox.config import Config
     from contextbox.server import create_app
-    from contextbox.store_sqlite import SqliteRunStore
+    from contextbox.stores.sqlite import SqliteRunStore
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

@@ -18,7 +18,7 @@ from contextbox.levels.delegation import SubCallCounter, preflight, run_batch
 from contextbox.providers import ScriptedProvider
 from contextbox.providers.base import ProviderConfig
 from contextbox.providers.openai_compat import OpenAIProvider
-from contextbox.runlog import JsonlRunStore
+from contextbox.stores.jsonl import JsonlRunStore
 from contextbox.types import Completion
 
 TEXT = "The weather was fine.\nThe secret code is ZEBRA-42.\nNothing else happened.\n"

@@ -310,7 +310,7 @@ def test_executor_seam_registers_custom_level(monkeypatch):
 
 def test_store_receives_every_event(tmp_path):
     from contextbox import RLM
-    from contextbox.runlog import JsonlRunStore
+    from contextbox.stores.jsonl import JsonlRunStore
 
     store = JsonlRunStore(tmp_path)
     rlm = RLM(model=ScriptedProvider([cmd("find", text="code"), cmd("final", answer="ZEBRA-42")]),

@@ -24,10 +24,10 @@ from contextbox.config import Config
 from contextbox.context import Context, read_text_file
 from contextbox.errors import ContextError, UsageError
 from contextbox.providers.base import ProviderConfig
-from contextbox.runlog import JsonlRunStore
 from contextbox.server import create_app
 from contextbox.server.security import HostMiddleware, check_bind, is_loopback, self_loop
-from contextbox.store_sqlite import SqliteRunStore
+from contextbox.stores.jsonl import JsonlRunStore
+from contextbox.stores.sqlite import SqliteRunStore
 from contextbox.types import Event
 
 RLM = str(Path(sys.executable).with_name("rlm"))

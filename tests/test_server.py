@@ -35,7 +35,7 @@ from server_helpers import (
 )
 
 from contextbox.config import Config
-from contextbox.store_sqlite import SqliteRunStore
+from contextbox.stores.sqlite import SqliteRunStore
 
 pytestmark = pytest.mark.anyio
 

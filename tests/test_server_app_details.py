@@ -316,7 +316,7 @@ async def test_the_app_s_end_cancels_its_runs_and_closes_only_a_store_it_opened(
     from fakeserver import FakeLLMServer
     from server_helpers import fake_config, slow_finds
 
-    from contextbox.store_sqlite import SqliteRunStore
+    from contextbox.stores.sqlite import SqliteRunStore
 
     with FakeLLMServer(slow_finds(1000), latency=0.05) as srv:
         fake_config(env, srv)
@@ -380,7 +380,7 @@ async def test_a_run_another_process_writes_is_followed_until_its_end(env):
     the stream polls the store, as no notifier wakes it, and ends with the run's end."""
     import asyncio
 
-    from contextbox.store_sqlite import SqliteRunStore, default_db_path
+    from contextbox.stores.sqlite import SqliteRunStore, default_db_path
     from contextbox.types import Event
 
     app = make_app(env)
@@ -406,7 +406,7 @@ async def test_the_stream_reads_the_store_in_pages_and_loses_nothing_across_them
     """However long the run, the stream holds at most SSE_PAGE events at once (here 3): each query of the
     store is one page, and the pages join into the whole stream, in order."""
     from contextbox.server import app as app_module
-    from contextbox.store_sqlite import SqliteRunStore, default_db_path
+    from contextbox.stores.sqlite import SqliteRunStore, default_db_path
     from contextbox.types import Event
 
     monkeypatch.setattr(app_module, "SSE_PAGE", 3)

@@ -15,7 +15,7 @@ from test_cli import script
 
 from contextbox import RLM, Config, RLMSession, UsageError
 from contextbox.providers import ScriptedProvider
-from contextbox.store_sqlite import SqliteRunStore
+from contextbox.stores.sqlite import SqliteRunStore
 
 LOG = "\n".join(f"2024-01-0{i % 9 + 1} {'ERROR' if i % 3 == 0 else 'INFO'} svc{i % 4} took {i * 7} ms"
                 for i in range(30)) + "\n"

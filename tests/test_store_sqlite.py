@@ -14,8 +14,8 @@ from helpers import cmd, make_rlm
 
 from contextbox import Context
 from contextbox.errors import UsageError
-from contextbox.runlog import JsonlRunStore, summarize
-from contextbox.store_sqlite import SqliteRunStore, TeeRunStore, default_db_path
+from contextbox.stores.jsonl import JsonlRunStore, summarize
+from contextbox.stores.sqlite import SqliteRunStore, TeeRunStore, default_db_path
 from contextbox.types import Event
 
 RLM_BIN = str(Path(sys.executable).with_name("rlm"))

@@ -21,8 +21,8 @@ from types import SimpleNamespace
 import pytest
 
 from contextbox.errors import UsageError
-from contextbox.runlog import JsonlRunStore
-from contextbox.store_sqlite import (
+from contextbox.stores.jsonl import JsonlRunStore
+from contextbox.stores.sqlite import (
     SqliteRunStore,
     TeeRunStore,
     _alive,

@@ -334,7 +334,7 @@ def _exit_130(signum: int, frame: Any) -> None:
 
 def _store_paths(config: Config, runs_dir: str | None) -> tuple[Path, Path]:
     """(the JSONL runs directory, the SQLite database) for ``--runs-dir`` or the config."""
-    from .store_sqlite import default_db_path
+    from .stores.sqlite import default_db_path
 
     root = Path(runs_dir).expanduser() if runs_dir else config.runs_dir
     db = default_db_path(root) if runs_dir or not config.server.db else Path(config.server.db).expanduser()
@@ -343,7 +343,7 @@ def _store_paths(config: Config, runs_dir: str | None) -> tuple[Path, Path]:
 
 def _store(config: Config, runs_dir: str | None) -> Any:
     """The JSONL run log and the SQLite run store (the one ``rlm serve`` uses), kept in step."""
-    from .store_sqlite import default_store
+    from .stores.sqlite import default_store
 
     return default_store(config, runs_dir)
 

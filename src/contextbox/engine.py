@@ -39,8 +39,8 @@ from .errors import (
 from .executors import LEVEL_NAMES, Action, ActionOutput, Executor, Session, executor_factory, parse_levels
 from .levels.commands import CommandExecutor
 from .providers.base import Provider, resolve
-from .runlog import RunStore
 from .schema import FINAL_OPS, command_schema, constrainable
+from .stores.jsonl import RunStore
 from .typed_answer import AnswerRejected, AnswerSpec
 from .types import Event, Limits, RLMCompletion, RunResult, Usage, UsageReport
 
@@ -175,7 +175,7 @@ class RLM:
     def store(self) -> RunStore | None:
         """Where runs are recorded; by default the CLI's run store, opened at the first run."""
         if self._store is DEFAULT_STORE:
-            from .store_sqlite import default_store
+            from .stores.sqlite import default_store
 
             self._store = default_store(self.config)
         return self._store

@@ -156,7 +156,7 @@ def build_server(config: Config, roots: list[str | Path], store: Any) -> Any:
         except ContextboxError as e:
             raise ToolError(str(e)) from None
         if not row:
-            from .runlog import summarize
+            from .stores.jsonl import summarize
 
             row = summarize(evs)
         out = {**_row(row), "usage": row.get("usage"), "levels": row.get("levels")}

@@ -189,7 +189,7 @@ class Runner:
     def engine(self, provider: Provider | None = None) -> Any:
         """An RLM bound to the configured model (or to ``provider``), writing runs under ``out/runs``."""
         from ..engine import RLM
-        from ..runlog import JsonlRunStore
+        from ..stores.jsonl import JsonlRunStore
 
         store = JsonlRunStore(self.out / "runs")
         if provider is not None:

@@ -31,7 +31,7 @@ from .. import __version__
 from ..config import Config
 from ..context import Context, decode_bytes
 from ..errors import ContextboxError, UsageError
-from ..store_sqlite import ACTIVE, SqliteRunStore, default_db_path
+from ..stores.sqlite import ACTIVE, SqliteRunStore, default_db_path
 from . import samples as samples_mod
 from .manager import RunManager, TooManyRuns
 from .security import (

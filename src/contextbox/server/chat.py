@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..context import Context
 from ..errors import UsageError
-from ..store_sqlite import ACTIVE
+from ..stores.sqlite import ACTIVE
 from .manager import TooManyRuns
 from .security import check_model_spec, read_json, resolve_path
 

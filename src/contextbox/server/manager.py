@@ -29,7 +29,7 @@ from ..config import Config
 from ..context import Context
 from ..errors import ContextboxError, UsageError
 from ..executors import parse_levels
-from ..store_sqlite import ACTIVE, SqliteRunStore
+from ..stores.sqlite import ACTIVE, SqliteRunStore
 
 log = logging.getLogger("contextbox")
 

@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
-from .errors import UsageError
-from .types import Event
+from ..errors import UsageError
+from ..types import Event
 
 log = logging.getLogger("contextbox")
 
@@ -71,7 +71,7 @@ class JsonlRunStore:
         with self._lock:
             f = self._files.get(event.run_id)
             if f is None:
-                from .store_sqlite import private_dir
+                from .sqlite import private_dir
 
                 private_dir(self.root, "the run log")
                 f = self._files[event.run_id] = open(self._path(event.run_id), "a", encoding="utf-8",
@@ -93,7 +93,7 @@ class JsonlRunStore:
         if not p.exists():
             matches = sorted(self.root.glob(f"{run_id}*.jsonl")) if self.root.exists() else []
             if len(matches) > 1 and run_id:
-                from .store_sqlite import ambiguous
+                from .sqlite import ambiguous
 
                 raise UsageError(ambiguous(run_id, [m.stem for m in matches]))
             if len(matches) != 1:

@@ -1,6 +1,6 @@
 """The SQLite run store: runs, events and usage in one WAL-mode database.
 
-:class:`SqliteRunStore` implements the :class:`~contextbox.runlog.RunStore` protocol and
+:class:`SqliteRunStore` implements the :class:`~contextbox.stores.jsonl.RunStore` protocol and
 adds what the server needs: a row per run (status, answer, timings) kept up to date as
 events arrive, paged listing, reading events after a given ``seq`` (an event's id is
 ``(run_id, seq)``), marking runs left in flight by a dead process as ``interrupted``,
@@ -24,8 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
-from .types import Event
+from ..errors import UsageError
+from ..types import Event
 
 log = logging.getLogger("contextbox")
 
@@ -158,7 +158,7 @@ def _dumps(v: Any) -> str:
 def default_store(config: Any, runs_dir: str | os.PathLike[str] | None = None) -> TeeRunStore:
     """The run store ``rlm ask`` and the Python API record into: the SQLite database ``rlm serve`` and
     ``rlm runs`` read (``<runs_dir>/runs.sqlite``, or ``[server] db``) and the JSONL logs, kept in step."""
-    from .runlog import JsonlRunStore
+    from .jsonl import JsonlRunStore
 
     root = Path(runs_dir).expanduser() if runs_dir else Path(config.runs_dir)
     if root.exists() and not root.is_dir():
@@ -451,7 +451,7 @@ class SqliteRunStore:
 
     def list_runs(self, limit: int = 50, offset: int = 0, status: str | None = None,
                   session_id: str | None = None) -> list[dict[str, Any]]:
-        """Newest first; rows shaped like :func:`contextbox.runlog.summarize` plus timings. ``session_id``:
+        """Newest first; rows shaped like :func:`contextbox.stores.jsonl.summarize` plus timings. ``session_id``:
         only the questions of that session."""
         sql = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
         where: list[str] = []
