@@ -23,7 +23,7 @@ from fakeserver import FakeLLMServer
 from test_cli_runs import provider_toml
 
 import contextbox
-from contextbox.store_sqlite import SqliteRunStore
+from contextbox.stores.sqlite import SqliteRunStore
 from contextbox.types import Event
 
 SRC = str(Path(contextbox.__file__).resolve().parent.parent)
@@ -32,7 +32,7 @@ FIND = json.dumps({"op": "find", "text": "key"})
 HARNESS = r'''
 import os, signal, sys, threading, time
 from pathlib import Path
-import contextbox.store_sqlite as ss
+import contextbox.stores.sqlite as ss
 from contextbox import cli
 
 runs, where, ctx = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
