@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from test_native_details import PIPE, _fake_cgroup, _fake_worker, _gone, make_session, run, warnings
 
-from contextbox import l3_guard
-from contextbox._cells import cut_note
 from contextbox.executors import executor_factory
+from contextbox.levels import l3_guard
+from contextbox.levels._cells import cut_note
 
 #: a stand-in worker: reads the host's frames, says it is ready with REPORT, answers each block with "ok"
 REPORTING = """
