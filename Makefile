@@ -38,7 +38,7 @@ lint: install
 	$(BIN)/ruff check src tests bench
 
 # mutation testing (docs/mutation.md). `make mutation`: a random sample of SAMPLE (40) mutants of each core
-# module and one table of kill rates (~30 min on 2 cores). Every mutant of some modules:
+# module and one table of kill rates (half an hour to an hour on 2 cores). Every mutant of some modules:
 #   make mutation MODULES=bench/scoring.py      Tests: TESTS="tests/test_x.py"   Parallel: JOBS=2
 # every mutant of every module (hours of CPU): make mutation FULL=1
 mutation: install
