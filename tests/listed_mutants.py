@@ -39,7 +39,7 @@ CASE = "tests/test_case_route.py"
 
 MUTANTS: list[Mutant] = [
     Mutant("L2 memory limit deleted", "levels/sandbox.py",
-           '"max_memory": int(self.memory_mb * _MIB) + 2 * self._context_bytes() + 16 * _MIB,\n', "",
+           '"max_memory": int(self.memory_mb * _MIB) + 2 * self._context_bytes() + _ROOM_MIB * _MIB,\n', "",
            (f"{LIMITS}::test_l2_memory_setting_stops_an_allocation_above_it",)),
     Mutant("l2_memory_mb ignored by the sandbox", "levels/sandbox.py",
            'self.memory_mb = float(svc.get("l2_memory_mb", 512))', "self.memory_mb = 512.0",
